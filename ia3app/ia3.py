@@ -1,0 +1,422 @@
+"""(IA)^3 injection: learned vectors that rescale keys, values and feed-forward activations.
+
+Model surgery by module replacement: every targeted linear layer is replaced (``setattr`` on
+its parent) by an :class:`Ia3Layer` that holds the base layer and one vector. The vector
+rescales either the layer's *output* (keys, values, the gated ``wi_1`` branch of T5 v1.1) or
+its *input* (the FFN down projection). Vectors start at ones, so an injected model computes
+exactly the base model's function.
+
+One :class:`Ia3Model` handle per model owns the layers and offers:
+- the trainable vectors (``vectors()`` / ``load_vectors()``), one predicate for what trains;
+- merge ("push down") into the weights and bit-exact restore;
+- mixed-task batches: a bank of named adapters, each batch row picking its own.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ia3app.errors import UserError
+
+VECTOR_SUFFIX = "ia3"  # parameter name inside each Ia3Layer; saved keys are "<module path>.ia3"
+
+
+@dataclass(frozen=True)
+class Ia3Spec:
+    """Where the vectors go, as regular expressions matched (fullmatch) against module paths.
+
+    output_modules: scale the output of these linear layers (k, v; T5 v1.1's gated ``wi_1``).
+    input_modules: scale the input of these (the FFN down projection: ``wo``, ``fc2``, ...).
+    fused_kv_modules: fused q|k|v projections (GPT-2 ``c_attn``); only the k and v thirds of
+        the output are scaled, never the queries.
+    """
+
+    output_modules: str = ""
+    input_modules: str = ""
+    fused_kv_modules: str = ""
+
+    def __post_init__(self) -> None:
+        problems = []
+        for field in ("output_modules", "input_modules", "fused_kv_modules"):
+            pattern = getattr(self, field)
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problems.append(f"{field}={pattern!r} is not a valid regular expression ({exc})")
+        if not (self.output_modules or self.input_modules or self.fused_kv_modules):
+            problems.append("the spec names no modules")
+        if problems:
+            raise UserError("invalid (IA)^3 module spec: " + "; ".join(problems))
+
+    def position_of(self, name: str) -> str | None:
+        """'output', 'input', 'fused_kv' or None for a module path."""
+        for position, pattern in (
+            ("fused_kv", self.fused_kv_modules),
+            ("output", self.output_modules),
+            ("input", self.input_modules),
+        ):
+            if pattern and re.fullmatch(pattern, name):
+                return position
+        return None
+
+
+# Per-architecture defaults, keyed by family. A family is picked from config.model_type.
+_T5_ATTN_KV = r"(.*\.)?(SelfAttention|EncDecAttention)\.(k|v)"
+SPECS: dict[str, Ia3Spec] = {
+    # T0 / T5 v1.1 / Flan-T5 / mT5: gated FFN wo(gelu(wi_0 x) * wi_1 x). The released T-Few
+    # vectors scale the output of wi_1, which equals scaling the input of wo.
+    "t5-gated": Ia3Spec(output_modules=rf"{_T5_ATTN_KV}|(.*\.)?DenseReluDense\.wi_1"),
+    # Original T5 (v1.0): wo(relu(wi x)); the FFN vector goes on the input of wo.
+    "t5": Ia3Spec(output_modules=_T5_ATTN_KV, input_modules=r"(.*\.)?DenseReluDense\.wo"),
+    "bart": Ia3Spec(
+        output_modules=r"(.*\.)?(self_attn|encoder_attn)\.(k_proj|v_proj)",
+        input_modules=r"(.*\.)?fc2",
+    ),
+    "gpt2": Ia3Spec(fused_kv_modules=r"(.*\.)?attn\.c_attn", input_modules=r"(.*\.)?mlp\.c_proj"),
+    "llama": Ia3Spec(
+        output_modules=r"(.*\.)?self_attn\.(k_proj|v_proj)",
+        input_modules=r"(.*\.)?mlp\.down_proj",
+    ),
+}
+
+_FAMILY_OF_MODEL_TYPE = {
+    "t5": None,  # decided by config.is_gated_act
+    "mt5": "t5-gated",
+    "umt5": "t5-gated",
+    "bart": "bart",
+    "mbart": "bart",
+    "gpt2": "gpt2",
+    "llama": "llama",
+    "mistral": "llama",
+    "qwen2": "llama",
+    "qwen3": "llama",
+}
+
+
+def family_of(config) -> str:
+    """The (IA)^3 family of a transformers config, or a UserError naming what is supported."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in _FAMILY_OF_MODEL_TYPE:
+        supported = ", ".join(sorted(_FAMILY_OF_MODEL_TYPE))
+        raise UserError(
+            f"no default (IA)^3 placement for model type {model_type!r}; supported: {supported}. "
+            "For another architecture pass the modules explicitly, e.g. "
+            "Ia3Spec(output_modules=r'.*\\.(k_proj|v_proj)', input_modules=r'.*\\.down_proj')"
+        )
+    family = _FAMILY_OF_MODEL_TYPE[model_type]
+    if family is None:
+        family = "t5-gated" if getattr(config, "is_gated_act", False) else "t5"
+    return family
+
+
+def _linear_shape(module: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of nn.Linear or transformers' Conv1D ([in, out] weight)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if type(module).__name__ == "Conv1D":  # GPT-2: y = x @ W + b with W of shape [in, out]
+        n_in, n_out = module.weight.shape
+        return n_in, n_out
+    raise UserError(
+        f"(IA)^3 can wrap only linear layers; got {type(module).__name__}. "
+        "Check the module names in the spec."
+    )
+
+
+class Ia3State:
+    """Shared by all layers of one model: which adapter each batch row uses (mixed batches)."""
+
+    def __init__(self) -> None:
+        self.row_ids: torch.Tensor | None = None  # (B,) index into each layer's bank; 0 = none
+
+
+class Ia3Layer(nn.Module):
+    """A linear layer whose output (or input) is rescaled element-wise by a learned vector."""
+
+    def __init__(self, base: nn.Module, position: str, state: Ia3State) -> None:
+        super().__init__()
+        if position not in ("output", "input", "fused_kv"):
+            raise ValueError(f"unknown position {position!r}")
+        self.base = base
+        self.position = position
+        self.is_conv1d = not isinstance(base, nn.Linear)
+        n_in, n_out = _linear_shape(base)
+        if position == "fused_kv":
+            if n_out % 3:
+                raise UserError(f"fused q|k|v layer has {n_out} outputs, not a multiple of 3")
+            self.kv_start = n_out // 3  # the queries are [0, kv_start): never scaled
+            features = n_out - self.kv_start
+        else:
+            self.kv_start = 0
+            features = n_out if position == "output" else n_in
+        weight = base.weight
+        self.ia3 = nn.Parameter(torch.ones(features, device=weight.device, dtype=torch.float32))
+        self._state = state  # plain attribute: not a submodule, not saved
+        self.bank: torch.Tensor | None = None  # (A, features): row 0 is ones (no adapter)
+        self._backup: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    # Some modeling code reads e.g. `self.wo.weight.dtype`: expose the base layer's tensors.
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return getattr(self.base, "bias", None)
+
+    @property
+    def features(self) -> int:
+        return self.ia3.numel()
+
+    @property
+    def merged(self) -> bool:
+        return self._backup is not None
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The vector to multiply with: (F,) or, in a mixed batch, (B, 1, ..., 1, F)."""
+        row_ids = self._state.row_ids
+        if row_ids is None:
+            return self.ia3.to(x.dtype)
+        if self.bank is None:
+            raise RuntimeError("mixed batch requested but no adapter bank is loaded")
+        scale = self.bank[row_ids].to(x.dtype)  # (B, F)
+        return scale.view(scale.shape[0], *([1] * (x.dim() - 2)), scale.shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._backup is not None:  # vectors already folded into the weights
+            return self.base(x)
+        if self.position == "input":
+            return self.base(x * self._scale(x))
+        y = self.base(x)
+        scale = self._scale(y)
+        if self.position == "output":
+            return y * scale
+        q, kv = y[..., : self.kv_start], y[..., self.kv_start :]  # fused_kv: keep queries as-is
+        return torch.cat([q, kv * scale], dim=-1)
+
+    # -- merge ("push down") and restore ------------------------------------------------------
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the vector into the weights (and bias). Keeps the originals for a bit-exact restore."""
+        if self._backup is not None:
+            return  # already merged: never scale twice
+        weight, bias = self.base.weight, getattr(self.base, "bias", None)
+        self._backup = (weight.detach().clone(), None if bias is None else bias.detach().clone())
+        vec = self.ia3.detach().to(torch.float32)
+        w32 = weight.detach().to(torch.float32)
+        # nn.Linear weight is [out, in]; Conv1D weight is [in, out].
+        out_dim = 1 if self.is_conv1d else 0
+        in_dim = 1 - out_dim
+        if self.position == "input":
+            shape = [1, 1]
+            shape[in_dim] = -1
+            weight.copy_((w32 * vec.view(shape)).to(weight.dtype))
+            return
+        shape = [1, 1]
+        shape[out_dim] = -1
+        if self.position == "output":
+            weight.copy_((w32 * vec.view(shape)).to(weight.dtype))
+            if bias is not None:
+                bias.copy_((bias.detach().to(torch.float32) * vec).to(bias.dtype))
+            return
+        # fused_kv: only the k|v part of the output dimension.
+        kv = w32.narrow(out_dim, self.kv_start, self.features) * vec.view(shape)
+        weight.narrow(out_dim, self.kv_start, self.features).copy_(kv.to(weight.dtype))
+        if bias is not None:
+            b = bias.narrow(0, self.kv_start, self.features)
+            b.copy_((b.to(torch.float32) * vec).to(bias.dtype))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put back the exact original weights (bit-for-bit; nothing is divided back)."""
+        if self._backup is None:
+            return
+        weight, bias = self._backup
+        self.base.weight.copy_(weight)
+        if bias is not None:
+            self.base.bias.copy_(bias)
+        self._backup = None
+
+
+def is_ia3_parameter(name: str) -> bool:
+    """The one predicate for what trains and what is saved."""
+    return name == VECTOR_SUFFIX or name.endswith("." + VECTOR_SUFFIX)
+
+
+class Ia3Model:
+    """Handle over a transformers model with (IA)^3 layers injected."""
+
+    def __init__(self, model: nn.Module, spec: Ia3Spec, family: str, layers: dict[str, Ia3Layer], state: Ia3State):
+        self.model = model
+        self.spec = spec
+        self.family = family
+        self.layers = layers
+        self.state = state
+        self._bank_names: list[str] = []  # adapter names, bank row i+1
+        self._bank_vectors: dict[str, dict[str, torch.Tensor]] = {}
+
+    # -- vectors -------------------------------------------------------------------------------
+    def vectors(self) -> dict[str, torch.Tensor]:
+        """The active adapter as {"<module path>.ia3": (F,) fp32 tensor} (detached copies)."""
+        return {f"{name}.{VECTOR_SUFFIX}": layer.ia3.detach().clone() for name, layer in self.layers.items()}
+
+    def shapes(self) -> dict[str, int]:
+        return {f"{name}.{VECTOR_SUFFIX}": layer.features for name, layer in self.layers.items()}
+
+    @torch.no_grad()
+    def load_vectors(self, vectors: Mapping[str, torch.Tensor]) -> None:
+        """Set the active adapter. Every key must match a layer and its length, or UserError."""
+        self.check_vectors(vectors)
+        if self.merged:
+            raise RuntimeError("restore() the base weights before loading other vectors")
+        for key, value in vectors.items():
+            layer = self.layers[key[: -len(VECTOR_SUFFIX) - 1]]
+            layer.ia3.copy_(value.reshape(-1).to(layer.ia3.dtype))
+
+    def check_vectors(self, vectors: Mapping[str, torch.Tensor]) -> None:
+        expected = self.shapes()
+        missing = sorted(set(expected) - set(vectors))
+        extra = sorted(set(vectors) - set(expected))
+        wrong = [
+            f"{k} has {vectors[k].numel()} values, the model needs {n}"
+            for k, n in expected.items()
+            if k in vectors and vectors[k].numel() != n
+        ]
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if extra:
+            problems.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+        if wrong:
+            problems.append(f"{len(wrong)} mis-shaped ({wrong[0]})")
+        if problems:
+            raise UserError("the (IA)^3 vectors do not fit this model: " + "; ".join(problems))
+
+    def reset(self) -> None:
+        """Vectors back to ones (the identity)."""
+        with torch.no_grad():
+            for layer in self.layers.values():
+                layer.ia3.fill_(1.0)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.model.named_parameters() if is_ia3_parameter(n)]
+
+    def num_added_parameters(self) -> int:
+        return sum(layer.features for layer in self.layers.values())
+
+    # -- merge ---------------------------------------------------------------------------------
+    @property
+    def merged(self) -> bool:
+        return any(layer.merged for layer in self.layers.values())
+
+    def merge(self) -> None:
+        """Fold the active vectors into the weights: zero extra inference cost. Idempotent."""
+        for layer in self.layers.values():
+            layer.merge()
+
+    def restore(self) -> None:
+        """Undo merge(): the base weights come back bit-for-bit."""
+        for layer in self.layers.values():
+            layer.restore()
+
+    # -- mixed-task batches --------------------------------------------------------------------
+    def add_adapter(self, name: str, vectors: Mapping[str, torch.Tensor]) -> None:
+        """Register named vectors in the bank used by mixed batches (replaces a same-named one)."""
+        self.check_vectors(vectors)
+        if name not in self._bank_vectors:
+            self._bank_names.append(name)
+        self._bank_vectors[name] = {k: v.detach().reshape(-1).to(torch.float32) for k, v in vectors.items()}
+        self._rebuild_bank()
+
+    def remove_adapter(self, name: str) -> None:
+        self._bank_names.remove(name)
+        del self._bank_vectors[name]
+        self._rebuild_bank()
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self._bank_names)
+
+    def _rebuild_bank(self) -> None:
+        for path, layer in self.layers.items():
+            key = f"{path}.{VECTOR_SUFFIX}"
+            rows = [torch.ones(layer.features)] + [self._bank_vectors[n][key] for n in self._bank_names]
+            layer.bank = torch.stack(rows).to(layer.ia3.device)  # (A+1, F)
+
+    def row_ids(self, names: Sequence[str | None]) -> torch.Tensor:
+        """Bank indices for per-row adapter names (None = the base model)."""
+        index = {n: i + 1 for i, n in enumerate(self._bank_names)}
+        unknown = sorted({n for n in names if n is not None and n not in index})
+        if unknown:
+            raise UserError(f"unknown adapter(s) {unknown}; loaded: {self._bank_names}")
+        device = next(iter(self.layers.values())).ia3.device
+        return torch.tensor([0 if n is None else index[n] for n in names], device=device)
+
+    @contextmanager
+    def mixed_batch(self, names: Sequence[str | None]) -> Iterator[None]:
+        """Within this block, batch row i uses adapter names[i] (None: no adapter).
+
+        The ids follow the batch dimension of every forward; a caller that expands rows
+        (e.g. one row per answer choice) expands the names the same way.
+        """
+        if self.merged:
+            raise RuntimeError("mixed batches need unmerged vectors: call restore() first")
+        previous = self.state.row_ids
+        self.state.row_ids = self.row_ids(names)
+        try:
+            yield
+        finally:
+            self.state.row_ids = previous
+
+    # -- unwrap --------------------------------------------------------------------------------
+    def unload(self, merge: bool = True) -> nn.Module:
+        """Replace every Ia3Layer by its base layer (weights merged first if `merge`).
+
+        Returns the plain transformers model, with the original module names, e.g. for
+        ``save_pretrained`` of a merged full model. The handle is unusable afterwards.
+        """
+        if merge:
+            self.merge()
+        for path, layer in self.layers.items():
+            parent, _, child = path.rpartition(".")
+            setattr(self.model.get_submodule(parent) if parent else self.model, child, layer.base)
+            layer._backup = None
+        self.layers = {}
+        return self.model
+
+
+def inject(model: nn.Module, spec: Ia3Spec | None = None, freeze: bool = True) -> Ia3Model:
+    """Insert (IA)^3 layers into a transformers model, in place; returns the handle.
+
+    With no spec, the family's defaults are used (see SPECS); an unsupported architecture is
+    a UserError that shows how to pass an explicit Ia3Spec. With freeze, every base
+    parameter stops requiring gradients and only the vectors train.
+    """
+    if any(isinstance(m, Ia3Layer) for m in model.modules()):
+        raise UserError("this model already has (IA)^3 layers; inject once per model")
+    family = family_of(model.config) if spec is None else "custom"
+    spec = spec or SPECS[family]
+    state = Ia3State()
+    targets = [(name, spec.position_of(name)) for name, _ in model.named_modules() if name]
+    targets = [(name, pos) for name, pos in targets if pos is not None]
+    if not targets:
+        raise UserError(
+            f"no module of this {type(model).__name__} matches the (IA)^3 spec {spec}; "
+            "look at model.named_modules() for the names to use"
+        )
+    layers: dict[str, Ia3Layer] = {}
+    for name, position in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = Ia3Layer(getattr(parent, child), position, state)
+        setattr(parent, child, layer)
+        layers[name] = layer
+    if freeze:
+        for name, param in model.named_parameters():
+            param.requires_grad_(is_ia3_parameter(name))
+    return Ia3Model(model, spec, family, layers, state)
