@@ -1,0 +1,143 @@
+"""In-context learning baseline: demonstrations from the training rows, then the query.
+
+A prompt is k demonstrations ("input", newline, its correct choice) joined by blank lines,
+followed by the query's own input; the query's answer choices are then ranked by the same rank
+classification as zero-shot and T-Few. Demonstrations are drawn once per evaluation with a
+seeded shuffle, and as many are kept as fit the model's input limit for the longest query
+(or exactly `shots`, for benchmarks that fix k).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ia3app.errors import UserError
+from ia3app.example import Example
+
+HUGE = 10**9  # tokenizers without a real limit report ~1e30
+
+
+@dataclass
+class IclConfig:
+    """How in-context prompts are built."""
+
+    shots: int | None = None
+    """Exactly this many demonstrations (cycling through the training rows if there are fewer);
+    None: as many as fit the input limit."""
+    max_input_tokens: int = 1024
+    """Cap on the prompt length. Models with relative positions (T5 family) have no intrinsic
+    limit, so this is their budget; for others the limit is min(cap, the model's positions)."""
+    seed: int = 0
+    """Seeds which training rows become demonstrations and their order."""
+    answer_separator: str = "\n"
+    """Between a demonstration's input and its answer."""
+    demo_separator: str = "\n\n"
+    """Between demonstrations, and between the last one and the query."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.shots is not None and (not isinstance(self.shots, int) or self.shots < 0):
+            problems.append(f"shots must be a whole number ≥ 0 or None (got {self.shots!r})")
+        if not isinstance(self.max_input_tokens, int) or self.max_input_tokens < 8:
+            problems.append(f"max_input_tokens must be a whole number ≥ 8 (got {self.max_input_tokens!r})")
+        if problems:
+            raise UserError("invalid in-context settings: " + "; ".join(problems))
+
+
+@dataclass
+class IclPrompts:
+    """Prompts ready for rank classification, and what went into them."""
+
+    examples: list[Example]
+    """One per query: the prompt as input, the query's choices and label."""
+    shots: int
+    """Demonstrations in every prompt."""
+    demo_indices: list[int]
+    """Which training examples (in order) the demonstrations are."""
+    limit: int
+    """The input-token limit the prompts were fitted to."""
+    prompt_tokens: list[int] = field(default_factory=list)
+    """Tokens of each prompt (with special tokens)."""
+
+
+def input_limit(config, tokenizer, cap: int = 1024) -> int:
+    """The longest prompt the model takes: min(cap, absolute positions, tokenizer's limit)."""
+    limits = [cap]
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            limits.append(value)
+            break
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    relative = getattr(config, "model_type", "") in ("t5", "mt5", "umt5", "longt5")
+    if isinstance(tok_limit, int) and 0 < tok_limit < HUGE and not relative:
+        limits.append(tok_limit)
+    return min(limits)
+
+
+def format_demo(example: Example, config: IclConfig) -> str:
+    if example.label is None:
+        raise ValueError("a demonstration needs a label")
+    return example.input + config.answer_separator + example.choices[example.label]
+
+
+def _count(tokenizer, text: str, special: bool = False) -> int:
+    return len(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def _prompt(demos: list[str], query: Example, config: IclConfig) -> str:
+    return config.demo_separator.join([*demos, query.input])
+
+
+def build_prompts(
+    train: Sequence[Example],
+    queries: Sequence[Example],
+    tokenizer,
+    *,
+    limit: int,
+    decoder_only: bool,
+    config: IclConfig | None = None,
+) -> IclPrompts:
+    """In-context prompts for every query, sharing one seeded set of demonstrations.
+
+    decoder_only: the choices continue the prompt in the same context window, so the longest
+    choice counts against the limit too (encoder-decoder models decode choices separately).
+    """
+    config = config or IclConfig()
+    pool = [i for i, ex in enumerate(train) if ex.label is not None]
+    if not pool and (config.shots is None or config.shots > 0):
+        raise UserError("in-context learning needs labelled training rows to use as demonstrations")
+    order = list(pool)
+    random.Random(config.seed).shuffle(order)
+
+    sep = _count(tokenizer, config.demo_separator)
+    if config.shots is not None:
+        chosen = [order[i % len(order)] for i in range(config.shots)] if order else []
+    else:
+        # Budget against the longest query so all prompts share the same demonstrations.
+        def need(q: Example) -> int:
+            choice = max(_count(tokenizer, c) for c in q.choices) if decoder_only else 0
+            return _count(tokenizer, q.input, special=True) + choice
+
+        budget = limit - max((need(q) for q in queries), default=0)
+        chosen = []
+        for i in order:
+            cost = _count(tokenizer, format_demo(train[i], config)) + sep
+            if cost <= budget:
+                chosen.append(i)
+                budget -= cost
+
+    while True:
+        demos = [format_demo(train[i], config) for i in chosen]
+        examples = [Example(_prompt(demos, q, config), q.choices, q.label) for q in queries]
+        lengths = [_count(tokenizer, ex.input, special=True) for ex in examples]
+        if config.shots is not None or not chosen:
+            break
+        # Tokenisation is not exactly additive at the joins; drop demonstrations until all fit.
+        extra = [max(_count(tokenizer, c) for c in q.choices) if decoder_only else 0 for q in queries]
+        if all(n + e <= limit for n, e in zip(lengths, extra)):
+            break
+        chosen.pop()
+    return IclPrompts(examples, len(chosen), chosen, limit, lengths)
