@@ -15,8 +15,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends software-proper
 
 WORKDIR /app
 COPY requirements.txt .
-# torch from the CUDA 12.4 wheel index; the rest from PyPI, pinned.
-RUN python3.11 -m pip install --extra-index-url https://download.pytorch.org/whl/cu124 -r requirements.txt
+# PyPI's Linux torch wheel brings its own CUDA libraries (the base image supplies the driver glue).
+RUN python3.11 -m pip install -r requirements.txt
 COPY . .
 
 RUN useradd --create-home --uid 1000 ia3 && mkdir -p /data && chown ia3 /data
