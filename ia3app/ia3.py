@@ -156,6 +156,8 @@ class Ia3Layer(nn.Module):
             features = n_out if position == "output" else n_in
         weight = base.weight
         self.ia3 = nn.Parameter(torch.ones(features, device=weight.device, dtype=torch.float32))
+        # fused_kv: ones for the query third, so one multiply scales (q|k|v) without copying q.
+        self.register_buffer("_ones_q", torch.ones(self.kv_start, device=weight.device), persistent=False)
         self._state = state  # plain attribute: not a submodule, not saved
         self.bank: torch.Tensor | None = None  # (A, features): row 0 is ones (no adapter)
         self._backup: tuple[torch.Tensor, torch.Tensor | None] | None = None
@@ -178,13 +180,25 @@ class Ia3Layer(nn.Module):
         return self._backup is not None
 
     def _scale(self, x: torch.Tensor) -> torch.Tensor:
-        """The vector to multiply with: (F,) or, in a mixed batch, (B, 1, ..., 1, F)."""
+        """The vector to multiply with: (F',) or, in a mixed batch, (B, 1, ..., 1, F').
+
+        F' is the vector length, or for fused_kv the full q|k|v width (ones over the queries).
+        """
         row_ids = self._state.row_ids
         if row_ids is None:
-            return self.ia3.to(x.dtype)
+            vec = self.ia3 if self.position != "fused_kv" else torch.cat([self._ones_q, self.ia3])  # (F',)
+            return vec.to(x.dtype)
         if self.bank is None:
             raise RuntimeError("mixed batch requested but no adapter bank is loaded")
-        scale = self.bank[row_ids].to(x.dtype)  # (B, F)
+        if row_ids.shape[0] != x.shape[0]:
+            raise RuntimeError(
+                f"mixed batch names {row_ids.shape[0]} rows but this forward has {x.shape[0]}; "
+                "expand the adapter names the same way the rows are expanded"
+            )
+        scale = self.bank[row_ids]  # (B, F)
+        if self.position == "fused_kv":
+            scale = torch.cat([self._ones_q.expand(scale.shape[0], -1), scale], dim=-1)  # (B, F')
+        scale = scale.to(x.dtype)
         return scale.view(scale.shape[0], *([1] * (x.dim() - 2)), scale.shape[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,12 +206,8 @@ class Ia3Layer(nn.Module):
             return self.base(x)
         if self.position == "input":
             return self.base(x * self._scale(x))
-        y = self.base(x)
-        scale = self._scale(y)
-        if self.position == "output":
-            return y * scale
-        q, kv = y[..., : self.kv_start], y[..., self.kv_start :]  # fused_kv: keep queries as-is
-        return torch.cat([q, kv * scale], dim=-1)
+        y = self.base(x)  # (..., out)
+        return y * self._scale(y)  # fused_kv: the scale is ones over the query third
 
     # -- merge ("push down") and restore ------------------------------------------------------
     @torch.no_grad()
