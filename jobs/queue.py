@@ -1,0 +1,319 @@
+"""The persistent job queue over SQLite: submit, claim, heartbeat, progress, complete, fail, cancel.
+
+States: ``queued → running → succeeded | failed | cancelled``. Every transition is one
+``BEGIN IMMEDIATE`` transaction, and every worker-side call names its worker id and only acts
+while that worker still holds the job (status running, same worker_id) — so a worker whose
+lease expired and whose job was re-claimed by another cannot write over it (it gets
+:class:`LeaseLost` and stops). ``attempts`` counts claims; a crash or an expired lease requeues
+the job while ``attempts < max_attempts`` and fails it after that.
+
+No torch here: the web process imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from storage.db import transaction
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled")
+DEFAULT_LEASE_S = 30.0
+MAX_ATTEMPTS = 3
+PROGRESS_FIELDS = ("step", "total_steps", "phase", "loss", "loss_lm", "loss_ul", "loss_ln", "lr",
+                   "examples_per_s", "elapsed_s", "eta_s", "message")
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job (its lease expired and it was requeued, or it finished)."""
+
+
+@dataclass
+class Job:
+    id: int
+    owner: int
+    status: str
+    config: dict[str, Any]
+    priority: int
+    attempts: int
+    max_attempts: int
+    worker_id: str | None
+    heartbeat_at: float | None
+    lease_expires_at: float | None
+    cancel_requested: bool
+    created: float
+    started: float | None
+    finished: float | None
+    error_kind: str | None
+    error_message: str | None
+    result: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Job":
+        row = dict(row)
+        row["config"] = json.loads(row["config"])
+        row["result"] = json.loads(row["result"]) if row["result"] is not None else None
+        row["cancel_requested"] = bool(row["cancel_requested"])
+        return cls(**row)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+# ----- web side ----------------------------------------------------------------------------------
+def submit(db: sqlite_utils.Database, owner: int, config: dict[str, Any], priority: int = 0,
+           max_attempts: int = MAX_ATTEMPTS) -> int:
+    """Queue a job for ``owner``; returns its id. ``config`` must be JSON-serialisable."""
+    if not isinstance(config, dict):
+        raise TypeError(f"job config must be a dict, got {type(config).__name__}")
+    text = json.dumps(config)
+    with transaction(db):
+        cursor = db.execute(
+            "INSERT INTO jobs (owner, status, config, priority, max_attempts, created) VALUES (?, 'queued', ?, ?, ?, ?)",
+            [owner, text, int(priority), int(max_attempts), time.time()],
+        )
+        return int(cursor.lastrowid)
+
+
+def get_job(db: sqlite_utils.Database, job_id: int, owner: int) -> Job | None:
+    """One of ``owner``'s jobs, or None (also for another user's id)."""
+    row = _one(db, "SELECT * FROM jobs WHERE id = ? AND owner = ?", [job_id, owner])
+    return Job.from_row(row) if row else None
+
+
+def list_jobs(db: sqlite_utils.Database, owner: int, limit: int = 100) -> list[Job]:
+    """``owner``'s jobs, newest first."""
+    cursor = db.execute("SELECT * FROM jobs WHERE owner = ? ORDER BY id DESC LIMIT ?", [owner, limit])
+    return [Job.from_row(_as_dict(cursor, r)) for r in cursor.fetchall()]
+
+
+def queue_position(db: sqlite_utils.Database, job_id: int, owner: int) -> int | None:
+    """How many queued jobs (anyone's) will be claimed before this queued job; None if not queued."""
+    job = get_job(db, job_id, owner)
+    if job is None or job.status != "queued":
+        return None
+    row = db.execute(
+        "SELECT count(*) FROM jobs WHERE status = 'queued' AND cancel_requested = 0"
+        " AND (priority > ? OR (priority = ? AND id < ?))",
+        [job.priority, job.priority, job.id],
+    ).fetchone()
+    return int(row[0])
+
+
+def progress_events(db: sqlite_utils.Database, job_id: int, owner: int, since: int = 0,
+                    limit: int = 10_000) -> list[dict[str, Any]]:
+    """Progress rows of one of ``owner``'s jobs with id > ``since`` (pass the last id seen to poll)."""
+    cursor = db.execute(
+        "SELECT p.* FROM progress p JOIN jobs j ON j.id = p.job WHERE p.job = ? AND j.owner = ? AND p.id > ?"
+        " ORDER BY p.id LIMIT ?",
+        [job_id, owner, since, limit],
+    )
+    return [_as_dict(cursor, r) for r in cursor.fetchall()]
+
+
+def cancel(db: sqlite_utils.Database, job_id: int, owner: int) -> str | None:
+    """Cancel one of ``owner``'s jobs: a queued job at once, a running one asks its worker to stop.
+
+    Returns the job's status afterwards ('cancelled', or 'running' until the worker stops), the
+    unchanged status of a finished job, or None when the job is not ``owner``'s.
+    """
+    with transaction(db):
+        row = db.execute("SELECT status FROM jobs WHERE id = ? AND owner = ?", [job_id, owner]).fetchone()
+        if row is None:
+            return None
+        status = row[0]
+        if status == "queued":
+            db.execute("UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished = ? WHERE id = ?",
+                       [time.time(), job_id])
+            return "cancelled"
+        if status == "running":
+            db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", [job_id])
+        return status
+
+
+# ----- worker side -------------------------------------------------------------------------------
+def claim(db: sqlite_utils.Database, worker_id: str, lease_s: float = DEFAULT_LEASE_S) -> Job | None:
+    """Take the next queued job (highest priority, then oldest) for ``worker_id``, or None.
+
+    One ``BEGIN IMMEDIATE`` transaction: the select and the update happen under the write lock,
+    so two workers can never claim the same job.
+    """
+    now = time.time()
+    with transaction(db):
+        row = db.execute(
+            "SELECT id FROM jobs WHERE status = 'queued' AND cancel_requested = 0 ORDER BY priority DESC, id LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        db.execute(
+            "UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1, heartbeat_at = ?,"
+            " lease_expires_at = ?, started = coalesce(started, ?), error_kind = NULL, error_message = NULL"
+            " WHERE id = ? AND status = 'queued'",
+            [worker_id, now, now + lease_s, now, row[0]],
+        )
+        return Job.from_row(_one(db, "SELECT * FROM jobs WHERE id = ?", [row[0]]))
+
+
+def heartbeat(db: sqlite_utils.Database, job_id: int, worker_id: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
+    """Extend the lease; returns True when the owner asked to cancel. Raises LeaseLost if not held."""
+    now = time.time()
+    with transaction(db):
+        cursor = db.execute(
+            "UPDATE jobs SET heartbeat_at = ?, lease_expires_at = ? WHERE id = ? AND worker_id = ? AND status = 'running'",
+            [now, now + lease_s, job_id, worker_id],
+        )
+        if cursor.rowcount == 0:
+            raise LeaseLost(f"job {job_id} is no longer held by worker {worker_id}")
+        return bool(db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()[0])
+
+
+def report_progress(db: sqlite_utils.Database, job_id: int, worker_id: str, event: dict[str, Any]) -> None:
+    """Append one progress event (keys from PROGRESS_FIELDS; others ignored). The caller throttles."""
+    values = [event.get(k) for k in PROGRESS_FIELDS]
+    with transaction(db):
+        cursor = db.execute(
+            f"INSERT INTO progress (job, attempt, {', '.join(PROGRESS_FIELDS)}, created)"
+            f" SELECT id, attempts, {', '.join('?' * len(PROGRESS_FIELDS))}, ? FROM jobs"
+            " WHERE id = ? AND worker_id = ? AND status = 'running'",
+            [*values, time.time(), job_id, worker_id],
+        )
+        if cursor.rowcount == 0:
+            raise LeaseLost(f"job {job_id} is no longer held by worker {worker_id}")
+
+
+def complete(db: sqlite_utils.Database, job_id: int, worker_id: str, result: dict[str, Any],
+             adapter: dict[str, Any] | None = None, evaluations: list[dict[str, Any]] | None = None) -> None:
+    """Mark the job succeeded with its result, and record its adapter and evaluations, atomically.
+
+    ``adapter``: {dir_path, params_base, params_added, bytes}; ``evaluations``: [{method, accuracy,
+    macro_f1, latency_ms, flops, metrics}].
+    """
+    now = time.time()
+    with transaction(db):
+        owner = _held_owner(db, job_id, worker_id)
+        db.execute(
+            "UPDATE jobs SET status = 'succeeded', result = ?, finished = ?, lease_expires_at = NULL WHERE id = ?",
+            [json.dumps(result), now, job_id],
+        )
+        if adapter is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO adapters (job, owner, dir_path, params_base, params_added, bytes, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [job_id, owner, adapter["dir_path"], adapter.get("params_base"), adapter.get("params_added"),
+                 adapter.get("bytes"), now],
+            )
+        for ev in evaluations or []:
+            db.execute(
+                "INSERT OR REPLACE INTO evaluations (job, method, accuracy, macro_f1, latency_ms, flops, metrics, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [job_id, ev["method"], ev.get("accuracy"), ev.get("macro_f1"), ev.get("latency_ms"), ev.get("flops"),
+                 json.dumps(ev.get("metrics", {})), now],
+            )
+
+
+def fail(db: sqlite_utils.Database, job_id: int, worker_id: str, kind: str, message: str, retry: bool) -> str:
+    """Record a failure. With ``retry`` the job goes back to the queue while attempts remain.
+
+    Returns the new status ('queued' or 'failed').
+    """
+    now = time.time()
+    with transaction(db):
+        _held_owner(db, job_id, worker_id)
+        attempts, max_attempts, cancel_requested = db.execute(
+            "SELECT attempts, max_attempts, cancel_requested FROM jobs WHERE id = ?", [job_id]
+        ).fetchone()
+        requeue = retry and attempts < max_attempts and not cancel_requested
+        if requeue:
+            db.execute(
+                "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, error_kind = ?,"
+                " error_message = ? WHERE id = ?",
+                [kind, message, job_id],
+            )
+            return "queued"
+        if retry and attempts >= max_attempts:
+            message = f"{message} (gave up after {attempts} attempts)"
+        db.execute(
+            "UPDATE jobs SET status = 'failed', finished = ?, lease_expires_at = NULL, error_kind = ?,"
+            " error_message = ? WHERE id = ?",
+            [now, kind, message, job_id],
+        )
+        return "failed"
+
+
+def mark_cancelled(db: sqlite_utils.Database, job_id: int, worker_id: str) -> None:
+    """The worker stopped a job whose cancel was requested."""
+    with transaction(db):
+        _held_owner(db, job_id, worker_id)
+        db.execute("UPDATE jobs SET status = 'cancelled', finished = ?, lease_expires_at = NULL WHERE id = ?",
+                   [time.time(), job_id])
+
+
+def release(db: sqlite_utils.Database, job_id: int, worker_id: str) -> None:
+    """Give a job back to the queue without counting the attempt (the worker is shutting down)."""
+    with transaction(db):
+        _held_owner(db, job_id, worker_id)
+        db.execute(
+            "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,"
+            " attempts = max(attempts - 1, 0) WHERE id = ?",
+            [job_id],
+        )
+
+
+def requeue_stale(db: sqlite_utils.Database, now: float | None = None) -> list[int]:
+    """Running jobs whose lease expired (their worker died): back to the queue, or failed/cancelled.
+
+    A job whose cancel was requested is cancelled; one that used all its attempts is failed.
+    Returns the ids that went back to the queue.
+    """
+    now = time.time() if now is None else now
+    requeued = []
+    with transaction(db):
+        stale = db.execute(
+            "SELECT id, attempts, max_attempts, cancel_requested, worker_id FROM jobs"
+            " WHERE status = 'running' AND lease_expires_at < ?",
+            [now],
+        ).fetchall()
+        for job_id, attempts, max_attempts, cancel_requested, worker_id in stale:
+            if cancel_requested:
+                db.execute("UPDATE jobs SET status = 'cancelled', finished = ?, lease_expires_at = NULL WHERE id = ?",
+                           [now, job_id])
+            elif attempts >= max_attempts:
+                db.execute(
+                    "UPDATE jobs SET status = 'failed', finished = ?, lease_expires_at = NULL, error_kind = 'lost',"
+                    " error_message = ? WHERE id = ?",
+                    [now, f"the worker running this job stopped responding on each of {attempts} attempts "
+                          "(killed, or out of memory?); try a smaller model or batch size", job_id],
+                )
+            else:
+                db.execute(
+                    "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, error_kind = 'lost',"
+                    " error_message = ? WHERE id = ?",
+                    [f"worker {worker_id} stopped responding; the job was requeued and resumes from its last checkpoint",
+                     job_id],
+                )
+                requeued.append(job_id)
+    return requeued
+
+
+def _held_owner(db: sqlite_utils.Database, job_id: int, worker_id: str) -> int:
+    row = db.execute("SELECT owner FROM jobs WHERE id = ? AND worker_id = ? AND status = 'running'",
+                     [job_id, worker_id]).fetchone()
+    if row is None:
+        raise LeaseLost(f"job {job_id} is no longer held by worker {worker_id}")
+    return int(row[0])
+
+
+def _one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    cursor = db.execute(sql, params)
+    row = cursor.fetchone()
+    return _as_dict(cursor, row) if row is not None else None
+
+
+def _as_dict(cursor, row) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cursor.description, row)}

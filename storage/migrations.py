@@ -1,0 +1,155 @@
+"""Append-only, named schema migrations (the simonw/llm pattern).
+
+Never edit or reorder a migration that has shipped: add a new ``mNNN_...`` function below the
+last one. Each runs once, inside the same ``BEGIN IMMEDIATE`` transaction that records its name
+in ``_migrations``, so two processes opening a fresh database at once cannot both apply it.
+
+Timestamps are REAL Unix seconds (``time.time()``): leases and ETAs are plain arithmetic.
+JSON columns hold ``json.dumps`` text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
+
+
+def migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def applied(db: sqlite_utils.Database) -> list[str]:
+    if "_migrations" not in db.table_names():
+        return []
+    return [row[0] for row in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply every migration not yet recorded; returns the names applied now."""
+    done_now = []
+    for fn in MIGRATIONS:
+        # One transaction per migration: the check and the apply are atomic across processes.
+        if not db.conn.in_transaction:
+            db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+            already = db.execute("SELECT 1 FROM _migrations WHERE name = ?", [fn.__name__]).fetchone()
+            if not already:
+                fn(db)
+                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [fn.__name__, time.time()])
+                done_now.append(fn.__name__)
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+    return done_now
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    # Statement by statement: executescript() would COMMIT the surrounding transaction first.
+    for statement in _M001.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+
+
+_M001 = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE datasets (
+    id INTEGER PRIMARY KEY,
+    owner INTEGER NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    file_path TEXT NOT NULL,
+    rows_path TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    row_count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    label_column TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX datasets_owner ON datasets(owner, id);
+CREATE TABLE templates (
+    id INTEGER PRIMARY KEY,
+    owner INTEGER NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    UNIQUE (owner, name)
+);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    owner INTEGER NOT NULL REFERENCES users(id),
+    status TEXT NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    config TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL DEFAULT 3,
+    worker_id TEXT,
+    heartbeat_at REAL,
+    lease_expires_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    error_kind TEXT,
+    error_message TEXT,
+    result TEXT
+);
+CREATE INDEX jobs_claim ON jobs(status, priority DESC, id);
+CREATE INDEX jobs_owner ON jobs(owner, id);
+CREATE TABLE progress (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    step INTEGER,
+    total_steps INTEGER,
+    phase TEXT,
+    loss REAL,
+    loss_lm REAL,
+    loss_ul REAL,
+    loss_ln REAL,
+    lr REAL,
+    examples_per_s REAL,
+    elapsed_s REAL,
+    eta_s REAL,
+    message TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX progress_job ON progress(job, id);
+CREATE TABLE adapters (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL UNIQUE REFERENCES jobs(id) ON DELETE CASCADE,
+    owner INTEGER NOT NULL REFERENCES users(id),
+    dir_path TEXT NOT NULL,
+    params_base INTEGER,
+    params_added INTEGER,
+    bytes INTEGER,
+    created REAL NOT NULL
+);
+CREATE TABLE evaluations (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    method TEXT NOT NULL,
+    accuracy REAL,
+    macro_f1 REAL,
+    latency_ms REAL,
+    flops REAL,
+    metrics TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (job, method)
+)
+"""

@@ -1,0 +1,174 @@
+"""Rows users own: datasets, saved templates, and the results a finished job left behind.
+
+Every read takes the owner's user id: asking for another user's object by id gives ``None``
+(the ``require_*`` variants raise one :class:`UserError` that reads the same whether the id
+does not exist or belongs to someone else, so ids leak nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from ia3app.errors import UserError
+from storage.db import transaction
+from storage.files import FileStore, new_key
+
+
+@dataclass
+class Dataset:
+    id: int
+    owner: int
+    name: str
+    filename: str
+    """The name the user uploaded it under (shown only; never used to build a path)."""
+    columns: list[str]
+    row_count: int
+    bytes: int
+    sha256: str
+    label_column: str | None
+    created: float
+    file_path: str
+    """Relative path of the original upload in the file store."""
+    rows_path: str
+    """Relative path of the parsed rows (a JSON list of {column: value})."""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Dataset":
+        return cls(**{**row, "columns": json.loads(row["columns"])})
+
+
+def save_dataset(
+    db: sqlite_utils.Database,
+    store: FileStore,
+    owner: int,
+    name: str,
+    filename: str,
+    raw: bytes,
+    columns: list[str],
+    rows: list[dict[str, Any]],
+    label_column: str | None = None,
+) -> int:
+    """Store the original file and its parsed rows, then the row; returns the dataset id.
+
+    Files first, then the row in one transaction; if the row cannot be written the files are
+    removed, so a failure leaves neither half-written files nor an orphan row.
+    """
+    columns = [str(c) for c in columns]
+    if label_column is not None and label_column not in columns:
+        raise UserError(f"label column {label_column!r} is not one of the columns: {', '.join(columns)}")
+    key = new_key()
+    file_rel = store.upload_path(key, ".orig")
+    rows_rel = store.upload_path(key, ".rows.json")
+    written: list[str] = []
+    try:
+        store.write_bytes(file_rel, raw)
+        written.append(file_rel)
+        store.write_json(rows_rel, rows)
+        written.append(rows_rel)
+        with transaction(db):
+            cursor = db.execute(
+                "INSERT INTO datasets (owner, name, filename, file_path, rows_path, columns, row_count, bytes,"
+                " sha256, label_column, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [owner, name, filename, file_rel, rows_rel, json.dumps(columns), len(rows), len(raw),
+                 hashlib.sha256(raw).hexdigest(), label_column, time.time()],
+            )
+            return int(cursor.lastrowid)
+    except BaseException:
+        for rel in written:
+            store.remove(rel)
+        raise
+
+
+def get_dataset(db: sqlite_utils.Database, dataset_id: int, owner: int) -> Dataset | None:
+    row = _one(db, "SELECT * FROM datasets WHERE id = ? AND owner = ?", [dataset_id, owner])
+    return Dataset.from_row(row) if row else None
+
+
+def require_dataset(db: sqlite_utils.Database, dataset_id: int, owner: int) -> Dataset:
+    dataset = get_dataset(db, dataset_id, owner)
+    if dataset is None:
+        raise UserError(f"dataset {dataset_id} not found among your datasets; upload it again or pick another")
+    return dataset
+
+
+def load_rows(db: sqlite_utils.Database, store: FileStore, dataset_id: int, owner: int) -> list[dict[str, Any]]:
+    """The parsed rows of one of ``owner``'s datasets."""
+    return store.read_json(require_dataset(db, dataset_id, owner).rows_path)
+
+
+def list_datasets(db: sqlite_utils.Database, owner: int) -> list[Dataset]:
+    rows = db.execute("SELECT * FROM datasets WHERE owner = ? ORDER BY id DESC", [owner])
+    return [Dataset.from_row(_as_dict(rows, r)) for r in rows.fetchall()]
+
+
+def delete_dataset(db: sqlite_utils.Database, store: FileStore, dataset_id: int, owner: int) -> bool:
+    """Remove one of ``owner``'s datasets (row first, then its files); False if it is not theirs."""
+    dataset = get_dataset(db, dataset_id, owner)
+    if dataset is None:
+        return False
+    with transaction(db):
+        db.execute("DELETE FROM datasets WHERE id = ? AND owner = ?", [dataset_id, owner])
+    store.remove(dataset.file_path)
+    store.remove(dataset.rows_path)
+    return True
+
+
+# ----- templates ---------------------------------------------------------------------------------
+def save_template(db: sqlite_utils.Database, owner: int, name: str, spec: dict[str, Any]) -> int:
+    """Save (or overwrite, by name) one of ``owner``'s templates; returns its id."""
+    name = name.strip()
+    if not name:
+        raise UserError("give the template a name before saving it")
+    now = time.time()
+    with transaction(db):
+        db.execute(
+            "INSERT INTO templates (owner, name, spec, created, updated) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (owner, name) DO UPDATE SET spec = excluded.spec, updated = excluded.updated",
+            [owner, name, json.dumps(spec), now, now],
+        )
+        return int(db.execute("SELECT id FROM templates WHERE owner = ? AND name = ?", [owner, name]).fetchone()[0])
+
+
+def get_template(db: sqlite_utils.Database, template_id: int, owner: int) -> dict[str, Any] | None:
+    row = _one(db, "SELECT * FROM templates WHERE id = ? AND owner = ?", [template_id, owner])
+    return {**row, "spec": json.loads(row["spec"])} if row else None
+
+
+def list_templates(db: sqlite_utils.Database, owner: int) -> list[dict[str, Any]]:
+    cursor = db.execute("SELECT * FROM templates WHERE owner = ? ORDER BY name", [owner])
+    return [{**d, "spec": json.loads(d["spec"])} for d in (_as_dict(cursor, r) for r in cursor.fetchall())]
+
+
+def delete_template(db: sqlite_utils.Database, template_id: int, owner: int) -> bool:
+    with transaction(db):
+        return db.execute("DELETE FROM templates WHERE id = ? AND owner = ?", [template_id, owner]).rowcount > 0
+
+
+# ----- results of finished jobs (written by jobs.queue.complete) ------------------------------
+def get_adapter(db: sqlite_utils.Database, job_id: int, owner: int) -> dict[str, Any] | None:
+    """The adapter row of one of ``owner``'s jobs: dir_path (relative), params_base/added, bytes."""
+    return _one(db, "SELECT * FROM adapters WHERE job = ? AND owner = ?", [job_id, owner])
+
+
+def list_evaluations(db: sqlite_utils.Database, job_id: int, owner: int) -> list[dict[str, Any]]:
+    cursor = db.execute(
+        "SELECT e.* FROM evaluations e JOIN jobs j ON j.id = e.job WHERE e.job = ? AND j.owner = ? ORDER BY e.id",
+        [job_id, owner],
+    )
+    return [{**d, "metrics": json.loads(d["metrics"])} for d in (_as_dict(cursor, r) for r in cursor.fetchall())]
+
+
+def _one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    cursor = db.execute(sql, params)
+    row = cursor.fetchone()
+    return _as_dict(cursor, row) if row is not None else None
+
+
+def _as_dict(cursor, row) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cursor.description, row)}
