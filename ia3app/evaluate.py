@@ -1,0 +1,154 @@
+"""Zero-shot vs in-context learning vs T-Few, on the same rows and the same backbone.
+
+Each method is rank classification (scoring.py) through one (IA)^3-injected model:
+- zero-shot: the base function (vectors at ones, folded into the weights: exactly the base);
+- in-context: the base function on prompts with demonstrations from the training rows (icl.py);
+- t-few: the trained vectors merged into the weights (zero extra inference cost).
+For each: accuracy, macro-F1, per-class scores and confusion matrix (metrics.py), measured
+latency per prediction, tokens and FLOPs per prediction by the paper's counting (cost.py). The
+handle is left as it was found: base weights restored, trained vectors loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import torch
+
+from ia3app.cost import inference_flops, prediction_tokens
+from ia3app.example import Example
+from ia3app.icl import IclConfig, build_prompts, input_limit
+from ia3app.metrics import classification_report
+from ia3app.scoring import score_choices
+
+METHODS = ("zero-shot", "in-context", "t-few")
+
+
+def label_names(examples: Sequence[Example]) -> list[str]:
+    """Class names: the shared choices when every example has the same ones, else 'choice 1'..."""
+    first = examples[0].choices
+    if all(ex.choices == first for ex in examples):
+        return list(first)
+    return [f"choice {i + 1}" for i in range(max(len(ex.choices) for ex in examples))]
+
+
+def _ids(tokenizer, text: str, special: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def tokens_per_prediction(tokenizer, examples: Sequence[Example], max_length: int, encoder_decoder: bool) -> float:
+    """Mean tokens one rank-classification prediction processes, counted as scoring.py feeds them.
+
+    Encoder-decoder: the input (truncated to max_length) once, plus each choice ending in EOS.
+    Decoder-only: input + choice (+ EOS) for every choice (cost.prediction_tokens).
+    """
+    eos = tokenizer.eos_token_id
+    total = 0
+    for ex in examples:
+        ids = _ids(tokenizer, ex.input, True)
+        if not encoder_decoder and len(ids) > 1 and ids[-1] == eos:
+            ids = ids[:-1]  # decoder-only scoring continues the input instead of closing it
+        choices = [_ids(tokenizer, c if encoder_decoder else " " + c, encoder_decoder) for c in ex.choices]
+        n_choices = [len(c) + (0 if c and c[-1] == eos else 1) for c in choices]
+        total += prediction_tokens(min(len(ids), max_length), n_choices, encoder_decoder)
+    return total / max(len(examples), 1)
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed_scores(loaded, examples, *, batch_size, max_length, warmup):
+    if warmup:  # first calls pay one-off allocation costs; keep them out of every method's figure
+        score_choices(loaded.model, loaded.tokenizer, examples[:batch_size], batch_size=batch_size, max_length=max_length)
+    _sync(loaded.device)
+    start = time.perf_counter()
+    scored = score_choices(loaded.model, loaded.tokenizer, examples, batch_size=batch_size, max_length=max_length)
+    _sync(loaded.device)
+    return scored, time.perf_counter() - start
+
+
+def evaluate_methods(
+    loaded,
+    handle,
+    train_examples: Sequence[Example],
+    eval_examples: Sequence[Example],
+    *,
+    methods: Sequence[str] = METHODS,
+    batch_size: int = 16,
+    max_length: int = 256,
+    icl: IclConfig | None = None,
+    names: Sequence[str] | None = None,
+    warmup: bool = True,
+    progress: Callable[[dict], None] | None = None,
+) -> dict:
+    """Evaluate each method on `eval_examples` (all labelled); returns a JSON-able dict.
+
+    {"methods": {name: {accuracy, macro_f1, per_class, confusion_matrix, labels, n,
+    latency_s, tokens, flops, predictions, probs}}, "ratios": {"in-context / t-few": {...}},
+    "labels", "num_parameters", "encoder_decoder"}.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown evaluation method(s) {unknown}; known: {list(METHODS)}")
+    if not eval_examples:
+        raise ValueError("nothing to evaluate")
+    if any(ex.label is None for ex in eval_examples):
+        raise ValueError("every evaluation example needs a label")
+    names = list(names) if names is not None else label_names(eval_examples)
+    num_classes = max(len(names), max(len(ex.choices) for ex in eval_examples))
+    enc_dec = loaded.is_encoder_decoder
+    trained = handle.vectors()  # (F,) per layer; put back at the end
+    handle.restore()
+    results: dict[str, dict] = {}
+    try:
+        for method in methods:
+            if progress:
+                progress({"phase": "evaluate", "message": f"evaluating {method} on {len(eval_examples)} rows"})
+            examples, length, extra = list(eval_examples), max_length, {}
+            handle.restore()
+            if method == "t-few":
+                handle.load_vectors(trained)
+            else:
+                handle.reset()
+            if method == "in-context":
+                cfg = icl or IclConfig()
+                limit = input_limit(loaded.model.config, loaded.tokenizer, cap=cfg.max_input_tokens)
+                prompts = build_prompts(
+                    train_examples, eval_examples, loaded.tokenizer, limit=limit, decoder_only=not enc_dec, config=cfg
+                )
+                examples = prompts.examples
+                length = max(limit, max(prompts.prompt_tokens))  # forced k may exceed the limit: keep it whole
+                extra = {"shots": prompts.shots, "input_limit": limit}
+            handle.merge()  # ones merge to the base weights exactly; trained vectors to T-Few's
+            scored, wall = _timed_scores(loaded, examples, batch_size=batch_size, max_length=length, warmup=warmup)
+            preds = [s.pred for s in scored]
+            report = classification_report([ex.label for ex in eval_examples], preds, num_classes, names)
+            tokens = tokens_per_prediction(loaded.tokenizer, examples, length, enc_dec)
+            results[method] = {
+                **report,
+                **extra,
+                "latency_s": wall / len(examples),
+                "tokens": tokens,
+                "flops": inference_flops(loaded.num_parameters, tokens, enc_dec),
+                "predictions": preds,
+                "probs": [[float(p) for p in s.probs] for s in scored],
+            }
+    finally:
+        handle.restore()
+        handle.load_vectors(trained)
+    out = {
+        "methods": results,
+        "labels": names,
+        "num_parameters": loaded.num_parameters,
+        "encoder_decoder": enc_dec,
+        "ratios": {},
+    }
+    if "in-context" in results and "t-few" in results:
+        icl_r, tfew = results["in-context"], results["t-few"]
+        out["ratios"]["in-context / t-few"] = {
+            key: icl_r[key] / tfew[key] if tfew[key] else None for key in ("latency_s", "flops", "tokens")
+        }
+    return out
