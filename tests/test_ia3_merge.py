@@ -1,0 +1,133 @@
+"""Merge ("push down") and restore: same function merged, base weights back bit-for-bit."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+from ia3app.ia3 import inject
+
+KINDS = ("t0", "t5", "bart", "gpt2", "llama")
+DECODER_ONLY = ("gpt2", "llama")
+
+
+def load(tiny_model_dir, kind, dtype=torch.float32):
+    cls = AutoModelForCausalLM if kind in DECODER_ONLY else AutoModelForSeq2SeqLM
+    return cls.from_pretrained(tiny_model_dir(kind), dtype=dtype).eval()
+
+
+def batch(kind):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 300, (2, 7), generator=g)  # (B, T)
+    if kind in DECODER_ONLY:
+        return {"input_ids": ids}
+    return {"input_ids": ids, "decoder_input_ids": torch.randint(3, 300, (2, 5), generator=g)}
+
+
+def randomise(handle, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in handle.layers.values():
+            layer.ia3.copy_(torch.empty(layer.features).uniform_(0.5, 1.5, generator=g))
+
+
+def assert_close_to_scale(actual, expected, tol=1e-5):
+    """|a - e| <= tol * max|e|: fp32 rounding is relative to the logits' scale, not to each value."""
+    scale = max(1.0, expected.abs().max().item())
+    assert (actual - expected).abs().max().item() <= tol * scale
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def assert_bit_equal(model, before):
+    now = dict(model.named_parameters())
+    assert set(now) == set(before)
+    for name, value in before.items():
+        assert now[name].dtype == value.dtype and torch.equal(now[name], value), name
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_merged_equals_unmerged_and_restore_is_bit_exact(tiny_model_dir, kind):
+    handle = inject(load(tiny_model_dir, kind))
+    randomise(handle)
+    before = snapshot(handle.model)
+    inputs = batch(kind)
+    with torch.no_grad():
+        unmerged = handle.model(**inputs).logits
+        handle.merge()
+        assert handle.merged
+        merged = handle.model(**inputs).logits
+    assert_close_to_scale(merged, unmerged)
+    # the weights really changed (the vectors are folded in, not applied at run time)
+    changed = [n for n, p in handle.model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed and all(".base." in n for n in changed)
+    handle.restore()
+    assert not handle.merged
+    assert_bit_equal(handle.model, before)
+    with torch.no_grad():
+        torch.testing.assert_close(handle.model(**inputs).logits, unmerged, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ("t0", "bart", "gpt2"))
+def test_merging_twice_is_a_no_op(tiny_model_dir, kind):
+    handle = inject(load(tiny_model_dir, kind))
+    randomise(handle)
+    original = snapshot(handle.model)
+    handle.merge()
+    once = snapshot(handle.model)
+    handle.merge()
+    assert_bit_equal(handle.model, once)
+    handle.restore()
+    handle.restore()  # restoring twice is harmless too
+    assert_bit_equal(handle.model, original)
+
+
+def test_biases_are_scaled_where_the_output_has_one(tiny_model_dir):
+    handle = inject(load(tiny_model_dir, "bart"))
+    randomise(handle)
+    layer = handle.layers["model.decoder.layers.0.encoder_attn.k_proj"]
+    bias = layer.base.bias.detach().clone()
+    handle.merge()
+    torch.testing.assert_close(layer.base.bias, bias * layer.ia3.detach(), rtol=0, atol=1e-7)
+    fc2 = handle.layers["model.decoder.layers.0.fc2"]  # input scaling leaves the bias alone
+    assert torch.equal(fc2.base.bias, fc2._backup[1])
+
+
+def test_merge_refuses_vector_changes_until_restored(tiny_model_dir):
+    handle = inject(load(tiny_model_dir, "t0"))
+    handle.merge()
+    with pytest.raises(RuntimeError, match="restore"):
+        handle.load_vectors(handle.vectors())
+    with pytest.raises(RuntimeError, match="restore"):
+        with handle.mixed_batch([None, None]):
+            pass
+
+
+@pytest.mark.parametrize("kind", ("t0", "gpt2", "llama"))
+def test_merge_in_bf16(tiny_model_dir, kind):
+    handle = inject(load(tiny_model_dir, kind, dtype=torch.bfloat16))
+    randomise(handle)
+    before = snapshot(handle.model)
+    assert before[next(iter(before))].dtype == torch.bfloat16
+    inputs = batch(kind)
+    with torch.no_grad():
+        unmerged = handle.model(**inputs).logits.float()
+        handle.merge()
+        merged = handle.model(**inputs).logits.float()
+    # bf16 keeps 8 bits of mantissa: the merged weights round once more than the unmerged path
+    scale = unmerged.abs().max()
+    assert (merged - unmerged).abs().max() <= 0.05 * scale
+    handle.restore()
+    assert_bit_equal(handle.model, before)
+
+
+def test_unload_returns_plain_model_with_merged_weights(tiny_model_dir):
+    handle = inject(load(tiny_model_dir, "llama"))
+    randomise(handle)
+    inputs = batch("llama")
+    with torch.no_grad():
+        adapted = handle.model(**inputs).logits
+        plain = handle.unload(merge=True)
+        assert not any(".ia3" in n or ".base." in n for n, _ in plain.named_parameters())
+        assert_close_to_scale(plain(**inputs).logits, adapted)
