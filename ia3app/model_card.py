@@ -1,0 +1,123 @@
+"""The adapter's README.md: what it is, how it was trained, how well it does, how to load it."""
+
+from __future__ import annotations
+
+import json
+
+from ia3app import __version__
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _num(x: float | None, fmt: str = ".3g") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _losses(recipe: dict) -> str:
+    names = ["LM"]
+    if recipe.get("unlikelihood", True):
+        names.append("unlikelihood")
+    if recipe.get("length_norm", True):
+        names.append("length-normalised")
+    return (", ".join(names[:-1]) + " and " + names[-1] + " losses") if len(names) > 1 else "LM loss"
+
+
+def _evaluation_table(evaluation: dict) -> list[str]:
+    lines = [
+        "| method | accuracy | macro-F1 | latency / prediction | tokens / prediction | FLOPs / prediction |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, r in evaluation["methods"].items():
+        shots = f" ({r['shots']} demonstrations)" if "shots" in r else ""
+        lines.append(
+            f"| {method}{shots} | {_pct(r['accuracy'])} | {_pct(r['macro_f1'])} | {1000 * r['latency_s']:.2f} ms "
+            f"| {r['tokens']:.0f} | {_num(r['flops'])} |"
+        )
+    ratio = evaluation.get("ratios", {}).get("in-context / t-few")
+    if ratio:
+        lines += [
+            "",
+            f"In-context learning costs {_num(ratio['flops'], '.1f')}× the FLOPs and "
+            f"{_num(ratio['latency_s'], '.1f')}× the time per prediction of this adapter (merged).",
+        ]
+    return lines
+
+
+def model_card(results: dict) -> str:
+    """Markdown model card from the job's results (the dict run_job writes to results.json)."""
+    model, revision = results["model"], results.get("revision")
+    template, recipe = results["template"], results["recipe"]
+    params, training = results.get("params") or {}, results.get("training") or {}
+    base = f"`{model}`" + (f" (revision `{revision}`)" if revision else "")
+    lines = [
+        f"# (IA)³ adapter for {model}",
+        "",
+        f"Trained with the T-Few recipe (ia3app {__version__}): (IA)³ vectors rescaling attention keys, values "
+        f"and feed-forward activations, trained with the {_losses(recipe)} on "
+        f"{results.get('num_train', '?')} labelled examples. Base model: {base}.",
+        "",
+        "## Task",
+        "",
+        f"Template `{template.get('name', '?')}`; input:",
+        "",
+        "```jinja",
+        template.get("input", ""),
+        "```",
+        "",
+        "Answer choices: "
+        + (", ".join(f"`{c}`" for c in results.get("labels", [])) if not template.get("choice_templates")
+           else "per row: " + ", ".join(f"`{c}`" for c in template["choice_templates"])),
+        "",
+        "## Size and training",
+        "",
+        f"- trained parameters: {params.get('added', '?'):,} of {params.get('base', '?'):,} "
+        f"({_num(100 * params['fraction'] if 'fraction' in params else None, '.4f')} %), "
+        f"{params.get('adapter_bytes', '?'):,} bytes on disk"
+        if isinstance(params.get("added"), int) and isinstance(params.get("base"), int) and isinstance(params.get("adapter_bytes"), int)
+        else f"- parameters: {json.dumps(params)}",
+        f"- {training.get('steps', '?')} steps, {_num(training.get('wall_s'), '.1f')} s, "
+        f"{_num(training.get('examples_per_s'), '.1f')} examples/s, {_num(training.get('flops'))} training FLOPs",
+        "- recipe: " + ", ".join(f"{k}={v}" for k, v in recipe.items()),
+    ]
+    if results.get("init_vectors"):
+        lines.append(f"- started from T-Few's released vectors: `{results['init_vectors']}`")
+    evaluation = results.get("evaluation")
+    lines += ["", "## Evaluation", ""]
+    if evaluation:
+        lines.append(f"On {results.get('num_eval', '?')} held-out labelled rows, same backbone for every method:")
+        lines.append("")
+        lines += _evaluation_table(evaluation)
+    else:
+        lines.append("Not evaluated (no held-out labelled rows).")
+    lines += [
+        "",
+        "## Use it",
+        "",
+        "With ia3app (serves through the merged adapter: no extra inference cost):",
+        "",
+        "```python",
+        "from ia3app.predict import Predictor",
+        "",
+        "predictor = Predictor()",
+        'print(predictor.predict("path/to/this/folder", [{"text": "..."}]))  # one dict per row, keyed by column',
+        "```",
+        "",
+        "or `python -m ia3app predict --adapter path/to/this/folder --csv rows.csv`.",
+        "",
+        "With PEFT (the `peft/` folder):",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForSeq2SeqLM  # AutoModelForCausalLM for decoder-only bases",
+        "",
+        f'base = AutoModelForSeq2SeqLM.from_pretrained("{model}"' + (f', revision="{revision}"' if revision else "") + ")",
+        'model = PeftModel.from_pretrained(base, "path/to/this/folder/peft")',
+        "```",
+        "",
+        "Files: `adapter.safetensors` (the vectors), `ia3_config.json` (base model, module placement, template, "
+        "choices, recipe, metrics), `peft/`, `results.json` (every figure above and more).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,254 @@
+"""The job runner: one plain function of (job config, data, progress callback).
+
+The job worker calls :func:`run_job`; so could any other dispatcher (a Ray task, a script),
+since it knows nothing of the queue or the database. It validates the template against the
+rows, loads the backbone, injects (IA)^3, optionally starts from T-Few's released vectors,
+trains (resuming from checkpoints in work_dir), evaluates zero-shot / in-context / T-Few on the
+held-out rows, and writes the adapter folder: adapter.safetensors + ia3_config.json, peft/,
+README.md (model card) and results.json, written into out_dir/.tmp and moved into place with
+results.json last, so a folder with results.json is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ia3app.config import RecipeConfig
+from ia3app.errors import UserError
+from ia3app.evaluate import METHODS, evaluate_methods, label_names
+from ia3app.templates import TemplateSpec, render_all, validate
+
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class JobSpec:
+    """Everything a training job needs besides its data. JSON-able; validated on construction."""
+
+    model: str
+    """Hub id or local folder of the backbone (T0-style models are the recipe's choice)."""
+    template: dict
+    """TemplateSpec.to_dict(): how a row becomes an input and its answer choices."""
+    recipe: dict = field(default_factory=dict)
+    """RecipeConfig.to_dict() (missing keys take T-Few's defaults)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of the backbone."""
+    init_vectors: str | None = None
+    """Path or URL of T-Few's released (IA)^3 vectors to start from (T0-3B only)."""
+    eval_methods: list[str] = field(default_factory=lambda: list(METHODS))
+    """Which of zero-shot, in-context, t-few to evaluate on held-out rows."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.model, str) or not self.model.strip():
+            problems.append("model must name a hub id or a local folder")
+        for name in ("revision", "init_vectors"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                problems.append(f"{name} must be text or absent")
+        if not isinstance(self.eval_methods, (list, tuple)) or any(m not in METHODS for m in self.eval_methods):
+            problems.append(f"eval_methods must be a list drawn from {', '.join(METHODS)} (got {self.eval_methods!r})")
+        else:
+            self.eval_methods = list(self.eval_methods)
+        for name, parse in (("template", TemplateSpec.from_dict), ("recipe", RecipeConfig.from_dict)):
+            try:
+                parse(getattr(self, name))
+            except UserError as exc:
+                problems.append(str(exc))
+            except TypeError as exc:
+                problems.append(f"{name}: {exc}")
+        if problems:
+            raise UserError("invalid job: " + "; ".join(problems))
+
+    def template_spec(self) -> TemplateSpec:
+        return TemplateSpec.from_dict(self.template)
+
+    def recipe_config(self) -> RecipeConfig:
+        return RecipeConfig.from_dict(self.recipe)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+        if not isinstance(data, dict):
+            raise UserError("a job must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"unknown job field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        missing = [k for k in ("model", "template") if k not in data]
+        if missing:
+            raise UserError(f"job is missing {', '.join(missing)}")
+        return cls(**data)
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value):
+        return asdict(value)
+    return value
+
+
+def _check_stop(should_stop: Callable[[], bool]) -> None:
+    if should_stop():
+        from ia3app.errors import Cancelled
+
+        raise Cancelled("the job was cancelled")
+
+
+def run_job(
+    spec: JobSpec,
+    train_rows: list[dict],
+    eval_rows: list[dict] | None,
+    *,
+    work_dir: Path,
+    out_dir: Path,
+    progress: Progress,
+    should_stop: Callable[[], bool] = lambda: False,
+    device: str | None = None,
+) -> dict:
+    """Run one job end to end; returns what it writes to out_dir/results.json.
+
+    Raises UserError for problems in the job or its data, ia3app.errors.Cancelled when
+    should_stop() turns true (checkpoints stay in work_dir, so a rerun resumes).
+    """
+    from ia3app.adapter_io import save_adapter
+    from ia3app.cost import training_flops
+    from ia3app.ia3 import inject
+    from ia3app.model_card import model_card
+    from ia3app.models import load_model
+    from ia3app.params import parameter_report
+    from ia3app.peft_export import export_peft
+    from ia3app.train import train
+
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    template, recipe = spec.template_spec(), spec.recipe_config()
+    if not train_rows:
+        raise UserError("the training data has no rows")
+    warnings = validate(template, _columns(train_rows), train_rows)
+    train_examples = render_all(template, train_rows)
+    if any(ex.label is None for ex in train_examples):
+        raise UserError(f"every training row needs a label in column '{template.label_column}'")
+    eval_examples = []
+    if eval_rows:
+        warnings += [f"held-out data: {w}" for w in validate(template, _columns(eval_rows), eval_rows)]
+        eval_examples = [ex for ex in render_all(template, eval_rows) if ex.label is not None]
+    names = label_names(train_examples + eval_examples)
+
+    progress({"phase": "load", "message": f"loading {spec.model}" + (f" @ {spec.revision}" if spec.revision else "")})
+    loaded = load_model(spec.model, spec.revision, device=device)
+    handle = inject(loaded.model)
+    if spec.init_vectors:
+        from ia3app.tfew_vectors import load_tfew_into
+
+        progress({"phase": "load", "message": "starting from T-Few's released (IA)^3 vectors"})
+        load_tfew_into(handle, spec.init_vectors, cache_dir=work_dir / "cache")
+    _check_stop(should_stop)
+
+    def on_step(event: dict) -> None:
+        message = f"step {event.get('step')}/{recipe.steps}"
+        if "loss" in event:
+            message += f", loss {event['loss']:.4f}"
+        progress({"phase": "train", "message": message, **event})
+
+    result = train(
+        handle,
+        loaded.tokenizer,
+        train_examples,
+        recipe,
+        progress=on_step,
+        checkpoint_dir=work_dir / "checkpoints",
+        should_stop=should_stop,
+    )
+    handle.model.eval()
+    training = {
+        "steps": result.steps,
+        "wall_s": result.wall_s,
+        "examples_per_s": result.examples_per_s,
+        "tokens_processed": result.tokens_processed,
+        "flops": training_flops(loaded.num_parameters, result.tokens_processed, loaded.is_encoder_decoder),
+        "resumed_from_step": result.resumed_from_step,
+        "final_losses": result.losses,
+    }
+
+    evaluation = None
+    if eval_examples and spec.eval_methods:
+        _check_stop(should_stop)
+        evaluation = evaluate_methods(
+            loaded,
+            handle,
+            train_examples,
+            eval_examples,
+            methods=spec.eval_methods,
+            batch_size=recipe.eval_batch_size,
+            max_length=recipe.max_length,
+            names=names,
+            progress=progress,
+        )
+    elif eval_rows is not None and not eval_examples:
+        warnings.append("no labelled held-out rows: evaluation skipped")
+
+    _check_stop(should_stop)
+    progress({"phase": "export", "message": "writing the adapter, PEFT export and model card"})
+    report = parameter_report(handle)
+    metrics = _summary(evaluation)
+    results = {
+        "model": spec.model,
+        "revision": spec.revision,
+        "template": template.to_dict(),
+        "labels": names,
+        "recipe": recipe.to_dict(),
+        "init_vectors": spec.init_vectors,
+        "params": _jsonable(report),
+        "training": training,
+        "evaluation": evaluation,
+        "metrics": metrics,
+        "num_train": len(train_examples),
+        "num_eval": len(eval_examples),
+        "warnings": warnings,
+    }
+    tmp = out_dir / ".tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    extra = {"template": template.to_dict(), "choices": names, "recipe": recipe.to_dict(), "metrics": metrics}
+    save_adapter(handle, tmp, base_model=spec.model, revision=spec.revision, extra=extra)
+    export_peft(handle, tmp / "peft", base_model=spec.model)
+    (tmp / "README.md").write_text(model_card(results), encoding="utf-8")
+    (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    _publish(tmp, out_dir)
+    progress({"phase": "done", "message": "finished", "metrics": metrics})
+    return results
+
+
+def _summary(evaluation: dict | None) -> dict:
+    """The headline numbers per method: accuracy and macro-F1 (what ia3_config.json keeps)."""
+    if not evaluation:
+        return {}
+    return {
+        method: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"]}
+        for method, r in evaluation["methods"].items()
+    }
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Move everything from tmp into out_dir, results.json last (its presence marks completion)."""
+    entries = sorted(tmp.iterdir(), key=lambda p: p.name == "results.json")
+    for entry in entries:
+        target = out_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    tmp.rmdir()
