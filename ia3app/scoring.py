@@ -1,0 +1,246 @@
+"""Rank classification: score every answer choice by its length-normalised log-probability.
+
+One code path computes the per-token log-probabilities of every choice, :func:`choice_log_probs`;
+scoring (no gradients) and training (the T-Few losses) both use it.
+
+- Encoder-decoder models encode each input ONCE; the encoder states are then repeated for each
+  of its choices (``index_select``) and only the decoder runs per choice. ``reuse_encoder=False``
+  re-encodes the input for every choice (the benchmark's baseline; same numbers).
+- Decoder-only models score the continuation: input + choice + EOS, right-padded (so positions
+  need no correction), reading the log-prob of each choice token from the position before it.
+
+A choice's tokens always end with EOS; the score β(c) is the mean log-prob over those tokens.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from ia3app.example import Example
+
+
+@dataclass
+class Scored:
+    """One example's result: β per choice, softmax over β, and the argmax."""
+
+    scores: list[float]
+    probs: list[float]
+    pred: int
+
+
+@dataclass
+class ChoiceLogProbs:
+    """Per-token log-probs of every (example, choice) row of a batch, flattened to R rows."""
+
+    token_logprobs: torch.Tensor  # (R, T) log p(token | input, prefix); 0 at padding
+    token_mask: torch.Tensor  # (R, T) 1.0 for the choice's real tokens (EOS included)
+    choice_index: torch.Tensor  # (N, K) row of choice k of example n; -1 where n has < K choices
+    row_example: torch.Tensor  # (R,) the example each row belongs to
+    tokens_processed: int  # non-pad tokens that went through the model (for FLOPs)
+
+    def scores(self) -> torch.Tensor:
+        """β: mean token log-prob per row, (R,)."""
+        return (self.token_logprobs * self.token_mask).sum(-1) / self.token_mask.sum(-1).clamp(min=1)
+
+
+def _eos_id(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no end-of-sequence token, which every choice ends with")
+    return tokenizer.eos_token_id
+
+
+def _is_enc_dec(model) -> bool:
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def _choice_ids(tokenizer, texts: list[str], add_special: bool, max_length: int) -> list[list[int]]:
+    """Token ids of each choice, ending with exactly one EOS, at most max_length long."""
+    eos = _eos_id(tokenizer)
+    out = []
+    for ids in tokenizer(texts, add_special_tokens=add_special)["input_ids"]:
+        ids = list(ids)
+        if not ids or ids[-1] != eos:
+            ids.append(eos)
+        out.append(ids[: max_length - 1] + [eos] if len(ids) > max_length else ids)
+    return out
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists: (ids, mask), both (len(rows), longest)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _layout(examples: Sequence[Example], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """row_example (R,) and choice_index (N, K) for examples with possibly different K."""
+    k_max = max(len(e.choices) for e in examples)
+    choice_index = torch.full((len(examples), k_max), -1, dtype=torch.long)
+    row_example = []
+    for n, ex in enumerate(examples):
+        for k in range(len(ex.choices)):
+            choice_index[n, k] = len(row_example)
+            row_example.append(n)
+    return torch.tensor(row_example, dtype=torch.long, device=device), choice_index.to(device)
+
+
+def _gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log p(target) from logits (R, T, V), targets/mask (R, T) → (R, T), 0 at padding."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (R, T, V) in fp32 even under autocast
+    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (R, T)
+    return picked * mask
+
+
+def _mixed(handle, names):
+    """handle.mixed_batch(names) when per-row adapters are asked for, else a no-op context."""
+    if names is None:
+        return nullcontext()
+    return handle.mixed_batch(names)
+
+
+def choice_log_probs(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    *,
+    max_length: int = 256,
+    adapter_names: Sequence[str | None] | None = None,
+    handle=None,
+    reuse_encoder: bool = True,
+    is_encoder_decoder: bool | None = None,
+) -> ChoiceLogProbs:
+    """One forward over a batch of examples and all their choices (gradients flow if enabled).
+
+    adapter_names (one per example, None = base model) needs the Ia3Model `handle`: the names
+    are expanded to one per choice row for every forward that runs per choice.
+    """
+    if adapter_names is not None:
+        if handle is None:
+            raise ValueError("adapter_names needs the Ia3Model handle")
+        if len(adapter_names) != len(examples):
+            raise ValueError(f"{len(adapter_names)} adapter names for {len(examples)} examples")
+    device = next(model.parameters()).device
+    enc_dec = _is_enc_dec(model) if is_encoder_decoder is None else is_encoder_decoder
+    row_example, choice_index = _layout(examples, device)
+    row_names = None if adapter_names is None else [adapter_names[n] for n in row_example.tolist()]
+    pad = tokenizer.pad_token_id
+    flat_choices = [c for ex in examples for c in ex.choices]
+    if enc_dec:
+        return _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
+                        adapter_names, row_names, handle, reuse_encoder, pad, device)
+    return _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
+                     row_names, handle, pad, device)
+
+
+def _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
+             adapter_names, row_names, handle, reuse_encoder, pad, device) -> ChoiceLogProbs:
+    inputs = tokenizer([e.input for e in examples], truncation=True, max_length=max_length)["input_ids"]
+    enc_ids, enc_mask = _pad(inputs, pad, device)  # (N, S)
+    targets, tmask = _pad(_choice_ids(tokenizer, flat_choices, True, max_length), pad, device)  # (R, T)
+    start = model.config.decoder_start_token_id
+    start = pad if start is None else start
+    dec_in = torch.cat([torch.full_like(targets[:, :1], start), targets[:, :-1]], dim=1)  # (R, T) shift right
+    row_mask = enc_mask.index_select(0, row_example)  # (R, S)
+    if reuse_encoder:
+        with _mixed(handle, adapter_names):
+            hidden = model.get_encoder()(input_ids=enc_ids, attention_mask=enc_mask).last_hidden_state  # (N, S, D)
+        hidden = hidden.index_select(0, row_example)  # (R, S, D): each input's states, once per choice
+        with _mixed(handle, row_names):
+            logits = model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                attention_mask=row_mask,
+                decoder_input_ids=dec_in,
+                decoder_attention_mask=tmask,
+            ).logits  # (R, T, V)
+        processed = int(enc_mask.sum()) + int(tmask.sum())
+    else:
+        with _mixed(handle, row_names):
+            logits = model(
+                input_ids=enc_ids.index_select(0, row_example),  # (R, S): re-encoded per choice
+                attention_mask=row_mask,
+                decoder_input_ids=dec_in,
+                decoder_attention_mask=tmask,
+            ).logits  # (R, T, V)
+        processed = int(row_mask.sum()) + int(tmask.sum())
+    mask = tmask.to(torch.float32)
+    return ChoiceLogProbs(_gather_logprobs(logits, targets, mask), mask, choice_index, row_example, processed)
+
+
+def _continuation(text: str, choice: str) -> str:
+    """The choice as a continuation of the input: separated by one space unless already spaced."""
+    if not text or text[-1].isspace() or choice[:1].isspace():
+        return choice
+    return " " + choice
+
+
+def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
+              row_names, handle, pad, device) -> ChoiceLogProbs:
+    eos = _eos_id(tokenizer)
+    inputs = []
+    for ids in tokenizer([e.input for e in examples])["input_ids"]:
+        ids = list(ids)
+        if len(ids) > 1 and ids[-1] == eos:  # a tokenizer that closes every text (ByT5): continue instead
+            ids = ids[:-1]
+        inputs.append(ids[-max_length:])  # keep the end of a long input: it is next to the answer
+    texts = [_continuation(examples[n].input, c) for n, c in zip(row_example.tolist(), flat_choices)]
+    choices = _choice_ids(tokenizer, texts, False, max_length)
+    rows = [inputs[n] + c for n, c in zip(row_example.tolist(), choices)]
+    ids, attn = _pad(rows, pad, device)  # (R, L) right-padded
+    targets, tmask = _pad(choices, pad, device)  # (R, T)
+    starts = torch.tensor([len(inputs[n]) for n in row_example.tolist()], device=device)  # (R,)
+    # The logit at position p predicts token p + 1: choice token t is read at starts + t - 1.
+    pos = (starts.unsqueeze(1) - 1 + torch.arange(targets.shape[1], device=device)).clamp(max=ids.shape[1] - 1)  # (R, T)
+    with _mixed(handle, row_names):
+        logits = model(input_ids=ids, attention_mask=attn).logits  # (R, L, V)
+    picked = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (R, T, V)
+    mask = tmask.to(torch.float32)
+    return ChoiceLogProbs(_gather_logprobs(picked, targets, mask), mask, choice_index, row_example, int(attn.sum()))
+
+
+@torch.no_grad()
+def score_choices(
+    model,
+    tokenizer,
+    examples: list[Example],
+    *,
+    batch_size: int = 16,
+    max_length: int = 256,
+    adapter_names: list[str | None] | None = None,
+    handle=None,
+    reuse_encoder: bool = True,
+    is_encoder_decoder: bool | None = None,
+) -> list[Scored]:
+    """Rank classification of `examples` in batches of `batch_size` examples (all their choices).
+
+    Examples are batched in order of input length (less padding) and returned in input order.
+    With adapter_names (one per example; None = base model) each row uses its own adapter from
+    the handle's bank in one mixed batch.
+    """
+    if adapter_names is not None and len(adapter_names) != len(examples):
+        raise ValueError(f"{len(adapter_names)} adapter names for {len(examples)} examples")
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input))
+    results: list[Scored | None] = [None] * len(examples)
+    for begin in range(0, len(order), batch_size):
+        idx = order[begin : begin + batch_size]
+        batch = [examples[i] for i in idx]
+        names = None if adapter_names is None else [adapter_names[i] for i in idx]
+        out = choice_log_probs(
+            model, tokenizer, batch, max_length=max_length, adapter_names=names, handle=handle,
+            reuse_encoder=reuse_encoder, is_encoder_decoder=is_encoder_decoder,
+        )
+        beta = out.scores().cpu()  # (R,)
+        for j, i in enumerate(idx):
+            rows = out.choice_index[j].cpu()
+            scores = beta[rows[rows >= 0]]  # (K,)
+            probs = torch.softmax(scores, dim=0)
+            results[i] = Scored(scores.tolist(), probs.tolist(), int(scores.argmax()))
+    return results  # type: ignore[return-value]
