@@ -8,3 +8,7 @@ or an environment failure and propagates with its traceback.
 
 class UserError(Exception):
     """A problem in the user's input (data, template, settings, model choice)."""
+
+
+class Cancelled(Exception):
+    """Training was stopped on request (should_stop() returned True); not an error to report."""
