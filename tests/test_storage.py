@@ -1,0 +1,168 @@
+"""storage/: migrations, connection settings, the atomic file store, owner-scoped datasets/templates."""
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from ia3app.errors import UserError
+from storage import repo
+from storage.db import data_dir, open_db, transaction
+from storage.files import FileStore, StorageError
+from storage.migrations import MIGRATIONS, applied, migrate
+from storage.users import create_user
+
+
+def test_migrations_build_every_table_with_its_columns():
+    db = sqlite_utils.Database(memory=True)
+    assert migrate(db) == [fn.__name__ for fn in MIGRATIONS]
+    assert migrate(db) == []  # idempotent
+    assert applied(db) == [fn.__name__ for fn in MIGRATIONS]
+    expected = {
+        "users": {"id", "name", "password_hash", "created"},
+        "datasets": {"id", "owner", "name", "filename", "file_path", "rows_path", "columns", "row_count", "bytes",
+                     "sha256", "label_column", "created"},
+        "templates": {"id", "owner", "name", "spec", "created", "updated"},
+        "jobs": {"id", "owner", "status", "config", "priority", "attempts", "max_attempts", "worker_id",
+                 "heartbeat_at", "lease_expires_at", "cancel_requested", "created", "started", "finished",
+                 "error_kind", "error_message", "result"},
+        "progress": {"id", "job", "attempt", "step", "total_steps", "phase", "loss", "loss_lm", "loss_ul", "loss_ln",
+                     "lr", "examples_per_s", "elapsed_s", "eta_s", "message", "created"},
+        "adapters": {"id", "job", "owner", "dir_path", "params_base", "params_added", "bytes", "created"},
+        "evaluations": {"id", "job", "method", "accuracy", "macro_f1", "latency_ms", "flops", "metrics", "created"},
+    }
+    for table, columns in expected.items():
+        assert set(db[table].columns_dict) == columns, table
+    fks = {(fk.column, fk.other_table) for fk in db["jobs"].foreign_keys}
+    assert fks == {("owner", "users")}
+
+
+def test_open_db_sets_wal_foreign_keys_and_busy_timeout(tmp_path, monkeypatch):
+    monkeypatch.setenv("IA3APP_DATA_DIR", str(tmp_path / "d"))
+    assert data_dir() == tmp_path / "d"
+    db = open_db()
+    assert (tmp_path / "d" / "ia3app.db").is_file()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+    with pytest.raises(Exception, match="FOREIGN KEY"):
+        with transaction(db):
+            db.execute("INSERT INTO datasets (owner, name, filename, file_path, rows_path, columns, row_count, bytes,"
+                       " sha256, created) VALUES (999, 'x', 'x', 'x', 'x', '[]', 0, 0, '', 0)")
+    assert db.execute("SELECT count(*) FROM datasets").fetchone()[0] == 0  # rolled back
+    db.close()
+    assert open_db(tmp_path / "d").execute("PRAGMA integrity_check").fetchone()[0] == "ok"  # reopen: no re-migration
+
+
+def test_file_store_writes_atomically_and_refuses_paths_outside(tmp_path):
+    store = FileStore(tmp_path)
+    path = store.write_bytes("uploads/abc.orig", b"hello")
+    assert path.read_bytes() == b"hello" and store.read_bytes("uploads/abc.orig") == b"hello"
+    store.write_json("uploads/abc.rows.json", [{"a": "é"}])
+    assert store.read_json("uploads/abc.rows.json") == [{"a": "é"}]
+    for bad in ("../x", "/etc/passwd", "uploads/../../x", ""):
+        with pytest.raises(UserError, match="refused path"):
+            store.resolve(bad)
+    (tmp_path / "uploads" / "link").symlink_to("/etc")
+    with pytest.raises(UserError, match="refused path"):
+        store.resolve("uploads/link/passwd")
+    assert store.checkpoint_dir(7) == tmp_path / "checkpoints" / "7"
+    with pytest.raises(ValueError):
+        store.adapter_dir("../1")  # type: ignore[arg-type]
+    assert sorted(os.listdir(tmp_path / "uploads")) == ["abc.orig", "abc.rows.json", "link"]  # no temp files
+
+
+def test_disk_full_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    store = FileStore(tmp_path)
+    store.write_bytes("uploads/a.orig", b"old")
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(StorageError, match="No space left on device; free some disk space"):
+        store.write_bytes("uploads/a.orig", b"new")
+    assert store.read_bytes("uploads/a.orig") == b"old"
+    assert os.listdir(tmp_path / "uploads") == ["a.orig"]
+
+
+def test_unwritable_data_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match="could not write"):
+        FileStore(blocker / "data")
+
+
+def _dataset(db, store, owner, rows=None):
+    rows = rows or [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}]
+    return repo.save_dataset(db, store, owner, "reviews", "../../evil name.csv", b"text,label\ngood,pos\nbad,neg\n",
+                             ["text", "label"], rows, "label")
+
+
+def test_datasets_are_stored_by_id_and_owner_scoped(tmp_path):
+    db, store = open_db(tmp_path), FileStore(tmp_path)
+    alice, bob = create_user(db, "alice", "password1"), create_user(db, "bob", "password2")
+    ds_id = _dataset(db, store, alice)
+    ds = repo.get_dataset(db, ds_id, alice)
+    assert ds.columns == ["text", "label"] and ds.row_count == 2 and ds.label_column == "label"
+    assert ds.filename == "../../evil name.csv" and "evil" not in ds.file_path and ds.file_path.startswith("uploads/")
+    assert len(ds.sha256) == 64
+    assert repo.load_rows(db, store, ds_id, alice)[0] == {"text": "good", "label": "pos"}
+    assert repo.get_dataset(db, ds_id, bob) is None
+    assert repo.list_datasets(db, bob) == [] and [d.id for d in repo.list_datasets(db, alice)] == [ds_id]
+    with pytest.raises(UserError, match="not found") as exc_b:
+        repo.load_rows(db, store, ds_id, bob)
+    with pytest.raises(UserError, match="not found") as exc_missing:
+        repo.require_dataset(db, 12345, bob)
+    assert str(exc_b.value).replace(str(ds_id), "N") == str(exc_missing.value).replace("12345", "N")
+    assert not repo.delete_dataset(db, store, ds_id, bob)
+    assert repo.delete_dataset(db, store, ds_id, alice)
+    assert sorted(os.listdir(tmp_path / "uploads")) == []
+
+
+def test_failed_row_insert_leaves_no_files(tmp_path):
+    db, store = open_db(tmp_path), FileStore(tmp_path)
+    with pytest.raises(Exception, match="FOREIGN KEY"):
+        _dataset(db, store, owner=999)  # no such user: the row fails after the files were written
+    assert os.listdir(tmp_path / "uploads") == []
+    assert db.execute("SELECT count(*) FROM datasets").fetchone()[0] == 0
+
+
+def test_failed_file_write_leaves_no_row(tmp_path, monkeypatch):
+    db, store = open_db(tmp_path), FileStore(tmp_path)
+    alice = create_user(db, "alice", "password1")
+    real_replace, calls = os.replace, []
+
+    def second_write_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_write_fails)
+    with pytest.raises(StorageError):
+        _dataset(db, store, alice)
+    assert os.listdir(tmp_path / "uploads") == []
+    assert db.execute("SELECT count(*) FROM datasets").fetchone()[0] == 0
+
+
+def test_label_column_must_exist(tmp_path):
+    db, store = open_db(tmp_path), FileStore(tmp_path)
+    alice = create_user(db, "alice", "password1")
+    with pytest.raises(UserError, match="label column 'stars' is not one of the columns: text, label"):
+        repo.save_dataset(db, store, alice, "x", "x.csv", b"", ["text", "label"], [], "stars")
+
+
+def test_templates_upsert_by_name_and_are_owner_scoped(tmp_path):
+    db = open_db(tmp_path)
+    alice, bob = create_user(db, "alice", "password1"), create_user(db, "bob", "password2")
+    t1 = repo.save_template(db, alice, "sentiment", {"input": "{{text}}", "choices": ["no", "yes"]})
+    t2 = repo.save_template(db, alice, "sentiment", {"input": "Review: {{text}}", "choices": ["no", "yes"]})
+    assert t1 == t2
+    assert repo.get_template(db, t1, alice)["spec"]["input"] == "Review: {{text}}"
+    assert repo.get_template(db, t1, bob) is None and repo.list_templates(db, bob) == []
+    assert not repo.delete_template(db, t1, bob) and repo.delete_template(db, t1, alice)
+    with pytest.raises(UserError, match="name"):
+        repo.save_template(db, alice, "  ", {})
