@@ -1,0 +1,323 @@
+"""CSV ingestion: bytes from a person's upload -> a validated Table, or one specific UserError.
+
+Nothing is half-done: either every check passes and a Table comes back, or nothing does. Accepts
+UTF-8 with or without a BOM, delimited by comma, semicolon or tab; anything else is refused with
+a message saying what to do. Rows are numbered from 1 after the header ("row 3" is the third data
+row); messages add the file's line number where a quoted value spans lines.
+Every CSV the app hands back goes through write_csv, which neutralises spreadsheet formulas.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Union
+
+from ia3app.errors import UserError
+
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
+FEW_PER_CLASS = 4
+"""Fewer rows than this for a label draws a warning."""
+MANY_PER_CLASS = 64
+"""More rows than this for a label draws a 'more than few-shot needs' warning."""
+LONG_TEXT_CHARS = 1_000
+"""Cells longer than this (about 256 tokens) will be cut at the model's max_length."""
+MAX_LISTED = 8
+
+Rows = list[dict[str, str]]
+
+
+@dataclass
+class Table:
+    """A parsed CSV: column names in file order, rows as column -> text, and how the file was read."""
+
+    columns: list[str]
+    rows: Rows
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    """'utf-8' or 'utf-8-sig' (UTF-8 with a byte-order mark)."""
+    warnings: list[str] = field(default_factory=list)
+    sha256: str = ""
+    """Of the file's bytes as uploaded."""
+
+
+def _size(n: int) -> str:
+    return f"{n / 1_000_000:g} MB" if n >= 1_000_000 else f"{n / 1_000:g} kB" if n >= 1_000 else f"{n} bytes"
+
+
+def _listed(numbers: list[int]) -> str:
+    more = len(numbers) - MAX_LISTED
+    return ", ".join(str(n) for n in numbers[:MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
+
+
+def _read(source: Union[bytes, str, Path], max_bytes: int) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        raw = bytes(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"no file at {path}")
+        if path.stat().st_size > max_bytes:
+            raise UserError(f"the file is {_size(path.stat().st_size)}; the limit is {_size(max_bytes)}")
+        raw = path.read_bytes()
+    if len(raw) > max_bytes:
+        raise UserError(f"the file is {_size(len(raw))}; the limit is {_size(max_bytes)}")
+    return raw
+
+
+def _decode(raw: bytes) -> tuple[str, str]:
+    save_as = "save it from your spreadsheet as 'CSV UTF-8' and upload that"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError(f"the file is UTF-16 text, not UTF-8; {save_as}")
+    if raw.startswith(b"PK\x03\x04"):
+        raise UserError(f"this is a zip or Excel (.xlsx) file, not CSV text; {save_as}")
+    if raw.startswith(b"\xd0\xcf\x11\xe0"):
+        raise UserError(f"this is an old Excel (.xls) file, not CSV text; {save_as}")
+    if b"\x00" in raw:
+        first = raw.index(b"\x00")
+        raise UserError(f"this is a binary file, not CSV text (it contains NUL bytes, first at byte {first}); {save_as}")
+    encoding = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"the file is not UTF-8 text: byte 0x{raw[e.start]:02X} at offset {e.start} (line {line}) cannot be "
+            f"decoded (perhaps Windows-1252 or Latin-1); {save_as}"
+        ) from None
+    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\r\n")
+    if controls > max(4, len(text) // 100):
+        raise UserError(f"this looks like a binary file, not CSV text ({controls} control characters); {save_as}")
+    return text, encoding
+
+
+def _parse(text: str, delimiter: str, limit: int | None = None) -> list[tuple[int, list[str]]]:
+    """(line number where the row starts, fields) for each non-blank record."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    out: list[tuple[int, list[str]]] = []
+    line = 1
+    try:
+        for fields_ in reader:
+            if fields_ and any(f.strip() for f in fields_):
+                out.append((line, fields_))
+            line = reader.line_num + 1
+            if limit is not None and len(out) >= limit:
+                break
+    except csv.Error as e:
+        raise UserError(f"the file is not valid CSV near line {reader.line_num}: {e}") from None
+    return out
+
+
+def _detect_delimiter(text: str) -> str:
+    sample = text[:20_000]
+    candidates = []
+    try:
+        candidates.append(csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter)
+    except csv.Error:
+        pass  # no consistent pattern: fall back to counting fields per row below
+    candidates += [d for d in DELIMITERS if d not in candidates]
+    best, best_score = ",", (-1, 0)
+    for d in candidates:
+        try:
+            records = _parse(sample, d, limit=50)
+        except UserError:
+            continue
+        if len(records) > 1 and text[len(sample):]:
+            records = records[:-1]  # the sample may cut the last record short
+        if not records:
+            continue
+        widths = Counter(len(f) for _, f in records)
+        consistent = widths[len(records[0][1])] / len(records)
+        score = (len(records[0][1]) > 1 and consistent == 1.0, consistent * len(records[0][1]))
+        if score > best_score:
+            best, best_score = d, score
+    return best
+
+
+def load_csv(source: Union[bytes, str, Path], *, max_bytes: int = 5_000_000, max_rows: int = 10_000) -> Table:
+    """Read a CSV (bytes, or a path as str/Path) into a Table, or raise one UserError saying what is wrong."""
+    raw = _read(source, max_bytes)
+    if not raw.strip():
+        raise UserError("the file is empty; it needs a header row of column names and at least one row")
+    text, encoding = _decode(raw)
+    if not text.strip():
+        raise UserError("the file is empty; it needs a header row of column names and at least one row")
+    delimiter = _detect_delimiter(text)
+    records = _parse(text, delimiter)
+    warnings: list[str] = []
+    header_line, header = records[0]
+    header = [h.strip() for h in header]
+    if all(re.fullmatch(r"-?[0-9.,eE+-]+", h) for h in header if h) and any(header):
+        raise UserError(
+            f"the first row ({', '.join(header[:5])}) looks like data, not column names; "
+            "add a header row naming each column"
+        )
+    body = records[1:]
+    while header and not header[-1] and all(len(f) < len(header) or not f[len(header) - 1].strip() for _, f in body):
+        header.pop()  # a trailing delimiter on every line: an unnamed, empty last column
+        body = [(line, f[: len(header)] + f[len(header) + 1 :]) for line, f in body]
+        warnings.append("ignored an empty, unnamed last column (a trailing delimiter)")
+    problems = []
+    blank = [i + 1 for i, h in enumerate(header) if not h]
+    if blank:
+        problems.append(
+            f"column{'s' if len(blank) > 1 else ''} {_listed(blank)} of the header "
+            f"{'have' if len(blank) > 1 else 'has'} no name; give every column a name"
+        )
+    seen: dict[str, int] = {}
+    for i, h in enumerate(header):
+        if h and h in seen:
+            problems.append(f"column name '{h}' appears twice (columns {seen[h] + 1} and {i + 1}); names must be unique")
+        seen.setdefault(h, i)
+    if problems:
+        raise UserError("the header row is not usable: " + "; ".join(problems))
+    if not body:
+        raise UserError(f"the file has a header ({', '.join(header)}) but no rows below it")
+    if len(body) > max_rows:
+        raise UserError(f"the file has {len(body):,} rows; the limit is {max_rows:,} rows")
+    ragged = [(n, line, len(f)) for n, (line, f) in enumerate(body, start=1) if len(f) != len(header)]
+    if ragged:
+        shown = "; ".join(f"row {n} (line {line}) has {k}" for n, line, k in ragged[:MAX_LISTED])
+        more = f"; and {len(ragged) - MAX_LISTED} more rows" if len(ragged) > MAX_LISTED else ""
+        raise UserError(
+            f"rows have the wrong number of fields: the header has {len(header)} "
+            f"({DELIMITERS[delimiter]}-separated); {shown}{more}. A value containing a "
+            f"{DELIMITERS[delimiter]} must be in double quotes"
+        )
+    rows = [dict(zip(header, f)) for _, f in body]
+    return Table(header, rows, delimiter, encoding, warnings, hashlib.sha256(raw).hexdigest())
+
+
+# ---------------------------------------------------------------- labels
+
+
+def _rows_of(data: Union[Table, Rows]) -> Rows:
+    return data.rows if isinstance(data, Table) else list(data)
+
+
+def label_counts(data: Union[Table, Rows], label_column: str) -> dict[str, int]:
+    """Rows per label value (stripped), most frequent first; blank labels are not counted."""
+    counts = Counter(str(r.get(label_column, "")).strip() for r in _rows_of(data))
+    counts.pop("", None)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def check_labels(
+    table: Table, label_column: str, *, few: int = FEW_PER_CLASS, many: int = MANY_PER_CLASS,
+    long_chars: int = LONG_TEXT_CHARS,
+) -> list[str]:
+    """Warnings about a labelled table; UserError for blanks in the label column or a single class."""
+    if label_column not in table.columns:
+        raise UserError(f"label column '{label_column}' is not in the file; the file has: {', '.join(table.columns)}")
+    blanks = [n for n, r in enumerate(table.rows, start=1) if not str(r.get(label_column, "")).strip()]
+    if blanks:
+        raise UserError(
+            f"the label column '{label_column}' is blank in row{'s' if len(blanks) > 1 else ''} {_listed(blanks)}; "
+            "fill in a label or remove those rows"
+        )
+    counts = label_counts(table, label_column)
+    if len(counts) < 2:
+        only = next(iter(counts))
+        raise UserError(
+            f"every row has the label '{only}' in column '{label_column}'; a classifier needs at least two "
+            "different labels (is this the right label column?)"
+        )
+    warnings = []
+    scarce = [f"'{k}' ({v})" for k, v in counts.items() if v < few]
+    if scarce:
+        warnings.append(f"very few rows for label{'s' if len(scarce) > 1 else ''} {', '.join(scarce)}; "
+                        f"{few} or more rows per label make a more reliable adapter")
+    if max(counts.values()) > many:
+        warnings.append(
+            f"{len(table.rows):,} rows: more than few-shot training needs (T-Few uses tens per label); "
+            f"consider sampling about {min(32, many)} rows per label"
+        )
+    seen: dict[tuple, int] = {}
+    dups = []
+    for n, r in enumerate(table.rows, start=1):
+        key = tuple(r.get(c, "") for c in table.columns)
+        if key in seen:
+            dups.append(n)
+        seen.setdefault(key, n)
+    if dups:
+        warnings.append(f"{len(dups)} row{'s are' if len(dups) > 1 else ' is an'} exact duplicate"
+                        f"{'s' if len(dups) > 1 else ''} of earlier rows (rows {_listed(dups)})")
+    inputs: dict[tuple, set[str]] = {}
+    for r in table.rows:
+        inputs.setdefault(tuple(r.get(c, "") for c in table.columns if c != label_column), set()).add(
+            r[label_column].strip()
+        )
+    conflicting = sum(1 for labels in inputs.values() if len(labels) > 1)
+    if conflicting:
+        warnings.append(f"{conflicting} input{'s appear' if conflicting > 1 else ' appears'} with different labels")
+    long_rows = [n for n, r in enumerate(table.rows, start=1)
+                 if any(len(v) > long_chars for c, v in r.items() if c != label_column)]
+    if long_rows:
+        warnings.append(
+            f"{len(long_rows)} row{'s have' if len(long_rows) > 1 else ' has'} text longer than {long_chars:,} "
+            f"characters (rows {_listed(long_rows)}); the model reads only the first max_length tokens, the rest "
+            "is cut"
+        )
+    return warnings
+
+
+def sample_per_class(data: Union[Table, Rows], label_column: str, k: int, seed: int = 0):
+    """At most k rows per label, drawn with `seed`, in file order; same type as given (Table or rows)."""
+    if not isinstance(k, int) or k < 1:
+        raise UserError(f"rows per label must be a whole number ≥ 1 (got {k!r})")
+    rows = _rows_of(data)
+    by_label: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_label.setdefault(str(r.get(label_column, "")).strip(), []).append(i)
+    rng = random.Random(seed)
+    keep = sorted(i for label in sorted(by_label) for i in rng.sample(by_label[label], min(k, len(by_label[label]))))
+    picked = [rows[i] for i in keep]
+    return replace(data, rows=picked) if isinstance(data, Table) else picked
+
+
+def split_holdout(rows: Rows, label_column: str, fraction: float, seed: int = 0) -> tuple[Rows, Rows]:
+    """Stratified split -> (train, held-out), each in file order. Each label keeps ≥ 1 training row and,
+    when it has ≥ 2 rows, gives ≥ 1 held-out row."""
+    if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise UserError(f"the held-out fraction must be between 0 and 1 (got {fraction!r})")
+    rows = list(rows)
+    by_label: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_label.setdefault(str(r.get(label_column, "")).strip(), []).append(i)
+    rng = random.Random(seed)
+    held: set[int] = set()
+    for label in sorted(by_label):
+        idx = by_label[label]
+        if len(idx) < 2:
+            continue
+        n = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
+        held.update(rng.sample(idx, n))
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+# ---------------------------------------------------------------- output
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(value: object) -> str:
+    """Prefix a cell a spreadsheet would run as a formula (= + - @, tab, CR) with a single quote."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def write_csv(rows: Iterable[dict], columns: list[str]) -> bytes:
+    """Rows -> UTF-8 CSV bytes (comma, CRLF, header first), every cell and name formula-neutralised."""
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow([neutralise_formula(c) for c in columns])
+    for r in rows:
+        writer.writerow([neutralise_formula(r.get(c, "")) for c in columns])
+    return buf.getvalue().encode("utf-8")

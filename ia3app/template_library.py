@@ -1,0 +1,255 @@
+"""Built-in templates (T0 / promptsource wording), parameterised by column names, and a guesser that
+offers the ones fitting a file's columns and labels.
+
+`builtin("sentiment", text="review")` -> TemplateSpec. `templates_fitting(columns, label_values)` ->
+[(name, spec)] ready to preview, most specific first, the generic "text → label" last.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from ia3app.errors import UserError
+from ia3app.templates import TemplateSpec
+
+# Label spellings read as the negative / positive side of a binary task (compared case-insensitively).
+NEGATIVE = ("0", "false", "no", "negative", "neg", "not_entailment", "not_equivalent", "not_duplicate",
+            "not_paraphrase", "different", "bad")
+POSITIVE = ("1", "true", "yes", "positive", "pos", "entailment", "equivalent", "duplicate", "paraphrase",
+            "same", "good")
+NLI3 = {"entailment": "yes", "neutral": "maybe", "contradiction": "no", "0": "yes", "1": "maybe", "2": "no"}
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in template: what it is for, the column roles it needs, and how to build it."""
+
+    name: str
+    description: str
+    roles: tuple[str, ...]
+    """Column roles the factory takes as keyword arguments (besides `label`)."""
+    make: Callable[..., TemplateSpec]
+    labels: str = "any"
+    """'binary', 'nli3', 'index' (per-row choice index), 'multi' (3+ label values become the choices) or 'any'."""
+
+
+def _binary_map(label_values: Iterable[str] | None, negative: str, positive: str) -> dict[str, str] | None:
+    """label value -> choice for a two-way task; None when a value is neither side."""
+    values = list(label_values) if label_values is not None else list(NEGATIVE[:5] + POSITIVE[:5])
+    out = {}
+    for v in values:
+        key = str(v).strip().casefold()
+        if key in NEGATIVE:
+            out[str(v).strip()] = negative
+        elif key in POSITIVE:
+            out[str(v).strip()] = positive
+        else:
+            return None
+    return out
+
+
+def _label_map(kind: str, label_values: Iterable[str] | None, choices: list[str]) -> dict[str, str]:
+    mapping = (
+        _binary_map(label_values, choices[0], choices[1]) if kind == "binary"
+        else {v: c for v, c in NLI3.items() if label_values is None or v in {str(x).strip() for x in label_values}}
+    )
+    if kind == "nli3" and label_values is not None:
+        unknown = [v for v in label_values if str(v).strip() not in NLI3]
+        mapping = None if unknown else mapping
+    if not mapping:
+        raise UserError(
+            f"label values {', '.join(repr(str(v)) for v in label_values or [])} do not read as "
+            f"{' / '.join(choices)}; write a label_map from label values to choices"
+        )
+    return mapping
+
+
+def _values_as_choices(label_values: Iterable[str] | None) -> list[str]:
+    if label_values is None:
+        raise UserError("this template takes its answer choices from the label values; give label_values")
+    return sorted({str(v).strip() for v in label_values if str(v).strip()})
+
+
+def _sentiment(text="sentence", label="label", label_values=None) -> TemplateSpec:
+    choices = ["negative", "positive"]
+    return TemplateSpec("sentiment", "{{ %s }}\nIs this review positive or negative?" % text, label,
+                        "Sentiment of a text: negative or positive.", choices, _label_map("binary", label_values, choices))
+
+
+def _topic(text="text", label="label", label_values=None) -> TemplateSpec:
+    return TemplateSpec("topic", "{{ %s }}\nWhat is this text about? %s" % (text, "{{ answer_choices | join(', ') }}?"),
+                        label, "Topic of a text, one of the label values.", _values_as_choices(label_values))
+
+
+def _nli2(premise="premise", hypothesis="hypothesis", label="label", label_values=None) -> TemplateSpec:
+    choices = ["yes", "no"]
+    return TemplateSpec("nli2", '{{ %s }}\nQuestion: Does this imply that "{{ %s }}"? Yes or no?' % (premise, hypothesis),
+                        label, "Two-way entailment (RTE): does the premise imply the hypothesis? yes / no.",
+                        choices, _label_map("binary", label_values, ["no", "yes"]))
+
+
+def _nli3(premise="premise", hypothesis="hypothesis", label="label", label_values=None) -> TemplateSpec:
+    choices = ["yes", "maybe", "no"]
+    return TemplateSpec("nli3", '{{ %s }}\nQuestion: Does this imply that "{{ %s }}"? Yes, no, or maybe?'
+                        % (premise, hypothesis), label,
+                        "Three-way entailment (MNLI/CB): entailment / neutral / contradiction -> yes / maybe / no.",
+                        choices, _label_map("nli3", label_values, choices))
+
+
+def _yes_no_question(passage="passage", question="question", label="label", label_values=None) -> TemplateSpec:
+    choices = ["no", "yes"]
+    return TemplateSpec("yes_no_question", "{{ %s }}\nQuestion: {{ %s }}? Yes or no?" % (passage, question), label,
+                        "A yes/no question about a passage (BoolQ).", choices, _label_map("binary", label_values, choices))
+
+
+def _paraphrase(sentence1="sentence1", sentence2="sentence2", label="label", label_values=None) -> TemplateSpec:
+    choices = ["no", "yes"]
+    return TemplateSpec("paraphrase", 'Does the sentence\n"{{ %s }}"\nparaphrase (that is, mean the same thing as) '
+                        'this sentence?\n"{{ %s }}"\nYes or no?' % (sentence1, sentence2), label,
+                        "Do two sentences mean the same thing? (MRPC/QQP)", choices,
+                        _label_map("binary", label_values, choices))
+
+
+def _word_sense(word="word", sentence1="sentence1", sentence2="sentence2", label="label",
+                label_values=None) -> TemplateSpec:
+    choices = ["no", "yes"]
+    return TemplateSpec("word_sense", "{{ %s }}\n{{ %s }}\nQuestion: Is the word '{{ %s }}' used in the same sense "
+                        "in the two sentences above? Yes or no?" % (sentence1, sentence2, word), label,
+                        "Is a word used in the same sense in two sentences? (WiC)", choices,
+                        _label_map("binary", label_values, choices))
+
+
+def _cause_effect(premise="premise", question="question", choice1="choice1", choice2="choice2", label="label",
+                  label_values=None) -> TemplateSpec:
+    return TemplateSpec("cause_effect", "{{ %s }} {%% if %s == 'cause' %%}What was the cause?{%% else %%}"
+                        "What happened as a result?{%% endif %%}" % (premise, question), label,
+                        "Pick the cause or the effect of a premise among per-row options (COPA); the label is "
+                        "the 0-based index of the right option.",
+                        choice_templates=["{{ %s }}" % choice1, "{{ %s }}" % choice2])
+
+
+def _multiple_choice(question="question", options=("choice1", "choice2"), label="label",
+                     label_values=None) -> TemplateSpec:
+    options = [options] if isinstance(options, str) else list(options)
+    return TemplateSpec("multiple_choice", "{{ %s }}\nOptions: {{ answer_choices | join(' / ') }}\nAnswer:" % question,
+                        label, "A question with per-row options; the label is the 0-based index of the right one.",
+                        choice_templates=["{{ %s }}" % o for o in options])
+
+
+def _text_label(text="text", label="label", label_values=None) -> TemplateSpec:
+    return TemplateSpec("text_label", "{{ %s }}\nWhich label fits this text best: {{ answer_choices | join(', ') }}?"
+                        % text, label, "Generic: a text and one of the label values.", _values_as_choices(label_values))
+
+
+BUILTINS: dict[str, Builtin] = {b.name: b for b in [
+    Builtin("sentiment", "Sentiment of a text: negative or positive.", ("text",), _sentiment, "binary"),
+    Builtin("nli2", "Entailment, 2-way (RTE): yes / no.", ("premise", "hypothesis"), _nli2, "binary"),
+    Builtin("nli3", "Entailment, 3-way (MNLI/CB): yes / maybe / no.", ("premise", "hypothesis"), _nli3, "nli3"),
+    Builtin("yes_no_question", "Yes/no question over a passage (BoolQ).", ("passage", "question"),
+            _yes_no_question, "binary"),
+    Builtin("paraphrase", "Same meaning? (MRPC/QQP): yes / no.", ("sentence1", "sentence2"), _paraphrase, "binary"),
+    Builtin("word_sense", "Same word sense in two sentences? (WiC): yes / no.", ("word", "sentence1", "sentence2"),
+            _word_sense, "binary"),
+    Builtin("cause_effect", "Cause or effect among per-row options (COPA).",
+            ("premise", "question", "choice1", "choice2"), _cause_effect, "index"),
+    Builtin("multiple_choice", "Question with per-row options.", ("question", "options"), _multiple_choice, "index"),
+    Builtin("topic", "Topic of a text, from the label values.", ("text",), _topic, "multi"),
+    Builtin("text_label", "Generic: text → one of the label values.", ("text",), _text_label),
+]}
+
+
+def builtin(name: str, label_values: Iterable[str] | None = None, **columns: Any) -> TemplateSpec:
+    """Build built-in `name` for these column names (roles not given keep their default column names)."""
+    if name not in BUILTINS:
+        raise UserError(f"no built-in template named '{name}'; the built-ins are: {', '.join(BUILTINS)}")
+    entry = BUILTINS[name]
+    unknown = sorted(set(columns) - set(entry.roles) - {"label"})
+    if unknown:
+        raise UserError(f"template '{name}' has no column role {', '.join(unknown)}; its roles are: "
+                        f"{', '.join(entry.roles + ('label',))}")
+    return entry.make(label_values=label_values, **columns)
+
+
+# ---------------------------------------------------------------- guessing from a file's columns
+
+ROLE_NAMES: dict[str, tuple[str, ...]] = {
+    "text": ("sentence", "text", "review", "content", "document", "body", "tweet", "comment", "utterance",
+             "message", "description", "title", "headline", "input"),
+    "premise": ("premise", "sentence1", "text1", "context"),
+    "hypothesis": ("hypothesis", "sentence2", "text2"),
+    "passage": ("passage", "context", "paragraph", "article", "text", "document"),
+    "question": ("question", "query", "prompt", "goal"),
+    "sentence1": ("sentence1", "question1", "text1", "s1", "sentence_1", "first"),
+    "sentence2": ("sentence2", "question2", "text2", "s2", "sentence_2", "second"),
+    "word": ("word", "target_word", "lemma", "term"),
+    "choice1": ("choice1", "option1", "choice_1", "option_1"),
+    "choice2": ("choice2", "option2", "choice_2", "option_2"),
+}
+LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "sentiment", "gold", "answer", "idx_label")
+_OPTION = re.compile(r"(choice|option|answer|ending)[ _]?([0-9]+|[a-e])", re.IGNORECASE)
+
+
+def guess_label_column(columns: list[str]) -> str | None:
+    lowered = {c.strip().lower(): c for c in columns}
+    return next((lowered[n] for n in LABEL_NAMES if n in lowered), None)
+
+
+def _assign(roles: tuple[str, ...], columns: list[str], label: str) -> dict[str, Any] | None:
+    """Map each role to a distinct column by name; None when a role finds no column."""
+    free = {c.strip().lower(): c for c in columns if c != label}
+    out: dict[str, Any] = {}
+    for role in roles:
+        if role == "options":
+            options = sorted((c for c in free.values() if _OPTION.fullmatch(c.strip())), key=str.lower)
+            if len(options) < 2:
+                return None
+            out[role] = options
+            for c in options:
+                free.pop(c.strip().lower())
+            continue
+        match = next((free[n] for n in ROLE_NAMES[role] if n in free), None)
+        if match is None:
+            return None
+        out[role] = match
+        free.pop(match.strip().lower())
+    return out
+
+
+def _labels_fit(kind: str, label_values: list[str], n_options: int = 2) -> bool:
+    values = {str(v).strip().casefold() for v in label_values if str(v).strip()}
+    if kind == "binary":
+        return len(values) == 2 and all(v in NEGATIVE or v in POSITIVE for v in values) and (
+            len({v in POSITIVE for v in values}) == 2)
+    if kind == "nli3":  # three classes, or the class names themselves (0/1 alone reads as binary)
+        return values <= set(NLI3) and (len(values) == 3 or (len(values) == 2 and not values & {"0", "1", "2"}))
+    if kind == "index":
+        return bool(values) and all(re.fullmatch(r"[0-9]+", v) and int(v) < n_options for v in values)
+    return len(values) >= (3 if kind == "multi" else 2)
+
+
+def templates_fitting(
+    columns: list[str], label_values: Iterable[str], label_column: str | None = None
+) -> list[tuple[str, TemplateSpec]]:
+    """Built-ins whose column roles and label values fit this file, most specific first."""
+    label = label_column or guess_label_column(columns)
+    if label is None:
+        return []
+    values = [str(v).strip() for v in label_values]
+    out = []
+    for entry in BUILTINS.values():
+        assigned = _assign(entry.roles, columns, label)
+        if assigned is None:
+            continue
+        n_options = len(assigned.get("options", ())) or 2
+        if not _labels_fit(entry.labels, values, n_options):
+            continue
+        if entry.name == "multiple_choice" and any(name == "cause_effect" for name, _ in out):
+            continue  # COPA-shaped data: the cause/effect wording is the better multiple-choice template
+        spec = entry.make(label=label, label_values=sorted(set(values)), **assigned)
+        out.append((entry.name, spec))
+    # more columns used = more specific (WiC before paraphrase); the generic text_label always last
+    order = {name: i for i, name in enumerate(BUILTINS)}
+    out.sort(key=lambda item: (item[0] == "text_label", -len(BUILTINS[item[0]].roles), order[item[0]]))
+    return out
