@@ -17,125 +17,19 @@ header, as a person counts them in a spreadsheet below the column names.
 from __future__ import annotations
 
 import re
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-import jinja2
 import jinja2.meta
-from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
-from jinja2.compiler import CodeGenerator
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ia3app.errors import UserError
 from ia3app.example import Example
+from ia3app.jinja_sandbox import MAX_CHOICE_CHARS, MAX_INPUT_CHARS, parse, render_text
 
-MAX_SOURCE_CHARS = 8_000
-"""Longest template source accepted."""
-MAX_INPUT_CHARS = 20_000
-"""Longest rendered input; longer is refused (the model keeps max_length tokens anyway)."""
-MAX_CHOICE_CHARS = 2_000
-"""Longest rendered answer choice."""
-MAX_RANGE = 1_000
-"""Largest range() a template may build."""
-MAX_RENDER_SECONDS = 2.0
-"""Longest a template may spend rendering one row (checked as it produces text)."""
 MAX_LISTED = 8
 """Rows or values named in one message before '... and N more'."""
 RESERVED = frozenset({"answer_choices"})
 """Names the renderer provides itself (not columns)."""
-
-
-class _Codegen(CodeGenerator):
-    """Compiles `a ~ b` to a size-checked join, so chained concatenation cannot build a huge string."""
-
-    def visit_Concat(self, node: jinja2.nodes.Concat, frame: Any) -> None:
-        self.write("environment.checked_concat((")
-        for arg in node.nodes:
-            self.visit(arg, frame)
-            self.write(", ")
-        self.write("))")
-
-
-_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, minus the globals nobody needs, with every way we know to build a huge
-    string (repetition, powers, %-widths, padding methods, replace, ~ chains) size-checked."""
-
-    code_generator_class = _Codegen
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def wrap_str_format(self, value: Any) -> None:
-        if isinstance(getattr(value, "__self__", None), str) and getattr(value, "__name__", "") in (
-            "format",
-            "format_map",
-        ):
-            raise SecurityError("str.format is not offered (arbitrary widths); use {{ }} and ~")
-        return None
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 100:
-            raise SecurityError("exponent too large")
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_INPUT_CHARS:
-                    raise SecurityError("repetition too large")
-        if operator == "%" and isinstance(left, str):
-            specs = re.findall(r"%[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?", left)
-            if any(x == "*" or (x and int(x) > MAX_CHOICE_CHARS) for spec in specs for x in spec):
-                raise SecurityError("format width too large")
-        return super().call_binop(context, operator, left, right)
-
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        name = getattr(__obj, "__name__", "")
-        if isinstance(getattr(__obj, "__self__", None), str) and name in _WIDTH_METHODS | {"replace"}:
-            _check_growth(__obj.__self__, name, args)
-        return super().call(__context, __obj, *args, **kwargs)
-
-    @staticmethod
-    def checked_concat(parts: Iterable[Any]) -> str:
-        text = "".join(str(p) for p in parts)
-        if len(text) > MAX_INPUT_CHARS:
-            raise SecurityError("concatenation too large")
-        return text
-
-
-def _check_growth(text: str, method: str, args: tuple) -> None:
-    if method == "replace" and len(args) >= 2:
-        old, new = str(args[0]), str(args[1])
-        count = len(text) + 1 if old == "" else text.count(old)
-        size = len(text) + count * len(new)
-    else:
-        size = max([a for a in args if isinstance(a, int)] or [0]) * (8 if method == "expandtabs" else 1)
-    if size > MAX_INPUT_CHARS:
-        raise SecurityError(f"{method}() result too large")
-
-
-def _replace_filter(s: Any, old: str, new: str, count: int | None = None) -> str:
-    _check_growth(str(s), "replace", (old, new))
-    return str(s).replace(old, new, -1 if count is None else count)
-
-
-def _small_range(*args: int) -> range:
-    rng = range(*args)
-    if len(rng) > MAX_RANGE:
-        raise SecurityError(f"range longer than {MAX_RANGE}")
-    return rng
-
-
-def _environment() -> jinja2.Environment:
-    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
-    env.globals.clear()  # drop lipsum, cycler, joiner, namespace: callables a prompt has no use for
-    env.globals["range"] = _small_range
-    for name in ("center", "indent", "wordwrap", "format", "xmlattr", "urlize", "pprint", "attr", "map"):
-        env.filters.pop(name, None)  # size-argument and attribute-by-name filters
-    env.filters["replace"] = _replace_filter
-    return env
-
-
-_ENV = _environment()
 
 
 @dataclass
@@ -194,7 +88,7 @@ class TemplateSpec:
         """Columns the templates read (from the Jinja AST), not counting the label column."""
         used: set[str] = set()
         for what, text in self.sources().items():
-            used |= jinja2.meta.find_undeclared_variables(_parse(text, what))
+            used |= jinja2.meta.find_undeclared_variables(parse(text, what))
         return used - RESERVED
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,52 +109,6 @@ class TemplateSpec:
 
 
 # ---------------------------------------------------------------- rendering
-
-
-def _parse(text: str, what: str) -> jinja2.nodes.Template:
-    if len(text) > MAX_SOURCE_CHARS:
-        raise UserError(f"{what} is {len(text):,} characters long; the limit is {MAX_SOURCE_CHARS:,}")
-    try:
-        return _ENV.parse(text)
-    except TemplateSyntaxError as e:
-        raise UserError(f"{what} has a syntax error on line {e.lineno}: {e.message}") from None
-
-
-_COMPILED: dict[str, jinja2.Template] = {}
-
-
-def _compiled(text: str, what: str) -> jinja2.Template:
-    if text not in _COMPILED:
-        _parse(text, what)  # size check and a line-numbered syntax message
-        if len(_COMPILED) > 512:
-            _COMPILED.clear()
-        try:
-            _COMPILED[text] = _ENV.from_string(text)
-        except TemplateSyntaxError as e:  # e.g. a filter the sandbox does not offer
-            raise UserError(f"{what} is refused on line {e.lineno}: {e.message}") from None
-    return _COMPILED[text]
-
-
-def _render_text(text: str, what: str, context: dict[str, Any], limit: int) -> str:
-    template = _compiled(text, what)
-    parts: list[str] = []
-    size = 0
-    deadline = time.monotonic() + MAX_RENDER_SECONDS
-    try:
-        for chunk in template.generate(context):
-            parts.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise UserError(f"{what} renders to more than {limit:,} characters; shorten it")
-            if time.monotonic() > deadline:
-                raise UserError(f"{what} takes more than {MAX_RENDER_SECONDS} s to render one row; simplify it")
-    except SecurityError as e:
-        raise UserError(f"template refused: {what} tries something a prompt may not do ({e})") from None
-    except UndefinedError as e:
-        raise UserError(f"{what} could not be rendered: {e.message}") from None
-    except (TypeError, ValueError, ArithmeticError, LookupError, jinja2.TemplateError) as e:
-        raise UserError(f"{what} could not be rendered: {e}") from None
-    return "".join(parts).strip()
 
 
 def _context(spec: TemplateSpec, row: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +136,7 @@ def render_choices(spec: TemplateSpec, row: dict[str, Any]) -> list[str]:
         return list(spec.choices or [])
     context = _context(spec, row)
     return [
-        _render_text(text, f"answer choice {i + 1} template", context, MAX_CHOICE_CHARS)
+        render_text(text, f"answer choice {i + 1} template", context, MAX_CHOICE_CHARS)
         for i, text in enumerate(spec.choice_templates or [])
     ]
 
@@ -300,7 +148,7 @@ def lookup_label(spec: TemplateSpec, row: dict[str, Any], choices: list[str]) ->
         return None
     if spec.target is not None:
         context = _context(spec, row) | {"answer_choices": choices}
-        text = _render_text(spec.target, "target template", context, MAX_CHOICE_CHARS)
+        text = render_text(spec.target, "target template", context, MAX_CHOICE_CHARS)
         matches = [i for i, c in enumerate(choices) if _norm(c) == _norm(text)]
         if not matches:
             raise UserError(f"the target '{text}' is not one of the answer choices: {_quoted(choices)}")
@@ -331,7 +179,7 @@ def render(spec: TemplateSpec, row: dict[str, Any]) -> Example:
     """One row -> Example. UserError (naming the problem) when the row cannot become one."""
     choices = render_choices(spec, row)
     context = _context(spec, row) | {"answer_choices": choices}
-    text = _render_text(spec.input, "input template", context, MAX_INPUT_CHARS)
+    text = render_text(spec.input, "input template", context, MAX_INPUT_CHARS)
     if not text:
         raise UserError("the input template renders to empty text")
     if len(choices) < 2:
@@ -422,7 +270,7 @@ def validate(
         try:
             choices = render_choices(spec, row)
             context = _context(spec, row) | {"answer_choices": choices}
-            text = _render_text(spec.input, "input template", context, MAX_INPUT_CHARS)
+            text = render_text(spec.input, "input template", context, MAX_INPUT_CHARS)
         except UserError as e:
             failed.setdefault(str(e), []).append(n)
             continue
@@ -496,83 +344,8 @@ def format_preview(items: list[dict[str, Any]]) -> str:
     return "\n\n".join(blocks) + ("\n(* = correct answer)" if blocks else "")
 
 
-# ---------------------------------------------------------------- promptsource import
+def from_promptsource(source: str | dict[str, Any], **kwargs: Any) -> TemplateSpec:
+    """Import a promptsource template ("input ||| target" + answer_choices); see ia3app.promptsource."""
+    from ia3app.promptsource import from_promptsource as _import  # promptsource imports this module
 
-
-def from_promptsource(
-    source: str | dict[str, Any],
-    *,
-    name: str | None = None,
-    label_column: str = "label",
-    label_names: list[str] | None = None,
-) -> TemplateSpec:
-    """A promptsource template -> TemplateSpec.
-
-    `source`: a dict with `jinja` ("input ||| target") and `answer_choices` ("a ||| b", may use Jinja such
-    as "{{choice1}} ||| {{choice2}}"), or YAML text of one template or of a promptsource templates.yaml
-    (pick one with `name`). Cells that look like integers reach the template as ints, as in the HF datasets
-    promptsource was written for; `label_names` (class names in index order) turns a text label such as
-    'entailment' into its index, so "{{ answer_choices[label] }}" works on a CSV of label names.
-    """
-    data = _promptsource_dict(source, name)
-    jinja = data.get("jinja")
-    if not isinstance(jinja, str) or "|||" not in jinja:
-        raise UserError("a promptsource template needs 'jinja' of the form \"input ||| target\"")
-    parts = jinja.split("|||")
-    if len(parts) != 2:
-        raise UserError(f"promptsource 'jinja' must contain '|||' exactly once; it has {len(parts) - 1}")
-    input_text, target = (p.strip() for p in parts)
-    for what, text in (("input (before |||)", input_text), ("target (after |||)", target)):
-        try:
-            _ENV.parse(text)
-        except TemplateSyntaxError as e:
-            raise UserError(
-                f"promptsource {what} has a syntax error on line {e.lineno}: {e.message} "
-                "('|||' inside a {% %} block is not supported)"
-            ) from None
-    answer = data.get("answer_choices")
-    if not isinstance(answer, str) or not answer.strip():
-        raise UserError("this promptsource template has no 'answer_choices'; rank classification needs them")
-    options = [a.strip() for a in answer.split("|||")]
-    dynamic = any("{{" in a or "{%" in a for a in options)
-    return TemplateSpec(
-        name=str(data.get("name") or name or "promptsource"),
-        description=f"imported from promptsource{' (' + str(data['name']) + ')' if data.get('name') else ''}",
-        input=input_text,
-        label_column=label_column,
-        choices=None if dynamic else options,
-        choice_templates=options if dynamic else None,
-        target=target,
-        label_names=label_names,
-        integer_values=True,
-    )
-
-
-def _promptsource_dict(source: str | dict[str, Any], name: str | None) -> dict[str, Any]:
-    if isinstance(source, dict):
-        data: Any = source
-    else:
-        import yaml  # PyYAML, pinned in requirements.txt
-
-        class _Loader(yaml.SafeLoader):
-            pass
-
-        # promptsource tags its mappings (!Template, !TemplateMetadata); read them as plain mappings
-        _Loader.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_mapping(node, deep=True))
-        try:
-            data = yaml.load(source, Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
-        except yaml.YAMLError as e:
-            raise UserError(f"the promptsource template is not valid YAML: {e}") from None
-    if isinstance(data, dict) and isinstance(data.get("templates"), dict):
-        found = list(data["templates"].values())
-        names = [str(t.get("name")) for t in found if isinstance(t, dict)]
-        if name is not None:
-            found = [t for t in found if isinstance(t, dict) and t.get("name") == name]
-            if not found:
-                raise UserError(f"no promptsource template named '{name}'; the file has: {', '.join(names)}")
-        elif len(found) > 1:
-            raise UserError(f"the file holds {len(found)} templates; pick one by name: {', '.join(names)}")
-        data = found[0] if found else None
-    if not isinstance(data, dict):
-        raise UserError("a promptsource template must be a mapping with 'jinja' and 'answer_choices'")
-    return data
+    return _import(source, **kwargs)
