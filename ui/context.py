@@ -1,0 +1,84 @@
+"""What every page handler needs: where the data lives, the limits, and who is asking.
+
+Job and dataset state live in the database, never here: this object holds only settings and
+per-thread SQLite connections, so a page reload or an app restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ia3app.errors import UserError
+
+
+
+@dataclass
+class AppContext:
+    """Settings of one running web app."""
+
+    data_dir: Path
+    """Root of the data directory (database, uploads, adapters, models)."""
+    max_upload_bytes: int = 5_000_000
+    """Largest CSV accepted from a browser."""
+    max_rows: int = 10_000
+    """Most data rows accepted in one CSV."""
+    auth_required: bool = False
+    """True when users must sign in; False for the single-user 127.0.0.1 mode (user 'local')."""
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+    _local_id: int | None = field(default=None, repr=False)
+    _predictor: Any = field(default=None, repr=False)
+    _predictor_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "ia3app.db"
+
+    def db(self):
+        """A SQLite connection for the calling thread (Gradio runs handlers on a thread pool)."""
+        conn = getattr(self._local, "db", None)
+        if conn is None:
+            from storage.db import open_db
+
+            conn = self._local.db = open_db(self.db_path)
+        return conn
+
+    def files(self):
+        from storage.files import FileStore
+
+        return FileStore(self.data_dir)
+
+    def predictor(self):
+        """The app's one prediction service: a cache of loaded base models with merged adapters."""
+        with self._predictor_lock:
+            if self._predictor is None:
+                from ia3app.predict import Predictor
+
+                self._predictor = Predictor(max_models=2)
+            return self._predictor
+
+    def user_id(self, request: Any) -> int:
+        """The id of the person making this request.
+
+        Signed-in mode: the name Gradio's login recorded. Single-user mode: the 'local' user.
+        A request without a signed-in user in signed-in mode gets nothing.
+        """
+        from storage import users
+
+        name = getattr(request, "username", None) if request is not None else None
+        if name:
+            uid = users.user_id(self.db(), name)
+            if uid is None:
+                raise UserError("your account no longer exists; sign in again")
+            return uid
+        if self.auth_required:
+            raise UserError("please sign in first")
+        if self._local_id is None:
+            self._local_id = users.ensure_local_user(self.db())
+        return self._local_id

@@ -1,0 +1,160 @@
+"""Step 4: watch a job. Everything shown is read from the store on each timer tick, so a reload,
+a closed tab or an app restart loses nothing: the page picks up wherever the job is."""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ui.context import AppContext
+from ui.models import format_duration
+
+STATE_ICON = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹️"}
+LOSS_TERMS = (("loss", "total"), ("loss_lm", "LM"), ("loss_ul", "unlikelihood"), ("loss_ln", "length-norm"))
+
+
+def job_choices(ctx: AppContext, uid: int) -> list[tuple[str, int]]:
+    from jobs import queue
+
+    out = []
+    for job in queue.list_jobs(ctx.db(), uid):
+        display = job.config.get("display", {})
+        out.append((f"#{job.id} · {job.status} · {display.get('data') or 'data'} · "
+                    f"{display.get('model') or job.config.get('spec', {}).get('model', '')}", job.id))
+    return out
+
+
+def jobs_table(ctx: AppContext, uid: int) -> pd.DataFrame:
+    from jobs import queue
+
+    rows = []
+    for job in queue.list_jobs(ctx.db(), uid):
+        display = job.config.get("display", {})
+        tfew = ((job.result or {}).get("metrics") or {}).get("t-few") or {}
+        rows.append({
+            "job": job.id,
+            "state": f"{STATE_ICON.get(job.status, '')} {job.status}",
+            "data": display.get("data") or "",
+            "model": display.get("model") or job.config.get("spec", {}).get("model", ""),
+            "template": display.get("template") or "",
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created)),
+            "T-Few accuracy": f"{tfew['accuracy']:.1%}" if "accuracy" in tfew else "",
+        })
+    return pd.DataFrame(rows, columns=["job", "state", "data", "model", "template", "created", "T-Few accuracy"])
+
+
+def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
+    """Everything the job page shows, from the store. An id that is not this user's shows nothing."""
+    from jobs import queue
+
+    empty = {"found": False, "status": None, "header": "Pick a job from the list, or start one in step 3.",
+             "bar": "", "loss": pd.DataFrame(columns=["step", "loss", "term"]), "log": "", "done": False}
+    try:
+        job_id = int(job_id)
+    except (TypeError, ValueError):
+        return empty
+    db = ctx.db()
+    job = queue.get_job(db, job_id, uid)
+    if job is None:
+        return {**empty, "header": f"Job #{job_id} is not one of your jobs."}
+    events = queue.progress_events(db, job_id, uid)
+    steps = [e for e in events if e.get("step") is not None and e.get("total_steps")]
+    last = steps[-1] if steps else {}
+    step, total = last.get("step") or 0, last.get("total_steps") or job.config.get("spec", {}).get(
+        "recipe", {}).get("steps") or 0
+    phase = events[-1]["phase"] if events else None
+    frac = 1.0 if job.status == "succeeded" else (step / total if total else 0.0)
+    icon = STATE_ICON.get(job.status, "")
+    display = job.config.get("display", {})
+    head = [f"## {icon} Job #{job.id}: {job.status}" + (f" — {phase}" if job.status == "running" and phase else ""),
+            f"Data **{html.escape(str(display.get('data') or ''))}**, template "
+            f"**{html.escape(str(display.get('template') or ''))}**, model "
+            f"**{html.escape(str(display.get('model') or job.config['spec'].get('model')))}**"]
+    if job.status == "queued":
+        pos = queue.queue_position(db, job.id, uid)
+        head.append(f"Waiting for a worker ({pos} job(s) ahead)." if pos else "Waiting for a worker to pick it up.")
+    if job.status in ("failed", "cancelled") and job.error_message:
+        head.append(f"**What happened:** {html.escape(job.error_message)}")
+    if job.cancel_requested and job.status == "running":
+        head.append("Cancelling: the worker stops within a few seconds.")
+    stats = []
+    if total:
+        stats.append(f"step **{step} / {total}**")
+    if last.get("loss") is not None:
+        stats.append(f"loss **{last['loss']:.4f}**")
+    if last.get("lr") is not None:
+        stats.append(f"lr {last['lr']:.2e}")
+    if last.get("examples_per_s"):
+        stats.append(f"{last['examples_per_s']:.1f} examples/s")
+    elapsed = last.get("elapsed_s")
+    if elapsed is None and job.started:
+        elapsed = (job.finished or time.time()) - job.started
+    if elapsed is not None:
+        stats.append(f"elapsed {format_duration(elapsed)}")
+    if job.status == "running" and last.get("eta_s") is not None:
+        stats.append(f"ETA {format_duration(last['eta_s'])}")
+    if stats:
+        head.append(" · ".join(stats))
+    loss_rows = [{"step": e["step"], "loss": e[key], "term": name}
+                 for e in steps for key, name in LOSS_TERMS if e.get(key) is not None]
+    log = "\n".join(f"[{time.strftime('%H:%M:%S', time.localtime(e['created']))}] {e.get('phase') or ''}: "
+                    f"{e.get('message') or ''}" for e in events[-12:])
+    bar = (f'<div class="ia3-progress" role="progressbar" aria-valuenow="{frac * 100:.0f}" aria-valuemin="0" '
+           f'aria-valuemax="100"><div class="ia3-progress-fill ia3-{job.status}" style="width:{frac * 100:.1f}%">'
+           f'</div><span>{frac * 100:.0f}%</span></div>')
+    return {"found": True, "status": job.status, "header": "\n\n".join(head), "bar": bar,
+            "loss": pd.DataFrame(loss_rows, columns=["step", "loss", "term"]), "log": log,
+            "done": job.status in ("succeeded", "failed", "cancelled")}
+
+
+def cancel_job(ctx: AppContext, uid: int, job_id: Any) -> str:
+    from jobs import queue
+
+    try:
+        status = queue.cancel(ctx.db(), int(job_id), uid)
+    except (TypeError, ValueError):
+        status = None
+    if status is None:
+        return "No such job among yours."
+    return {"cancelled": "Cancelled.", "running": "Asked the worker to stop; it does so within a few seconds."}.get(
+        status, f"The job already {status}; nothing to cancel.")
+
+
+@dataclass
+class JobPage:
+    job: gr.Dropdown
+    refresh: gr.Button
+    header: gr.Markdown
+    bar: gr.HTML
+    loss: gr.LinePlot
+    log: gr.Textbox
+    cancel: gr.Button
+    results: gr.Button
+    message: gr.Markdown
+    timer: gr.Timer
+    table: gr.Dataframe
+
+
+def build_job_page() -> JobPage:
+    with gr.Row():
+        job = gr.Dropdown(label="Job", choices=[], value=None, scale=4, allow_custom_value=False)
+        refresh = gr.Button("↻ Refresh list", scale=1, size="sm")
+    header = gr.Markdown("Pick a job from the list, or start one in step 3.")
+    bar = gr.HTML()
+    with gr.Row():
+        loss = gr.LinePlot(x="step", y="loss", color="term", title="Training loss (total and the three T-Few terms)",
+                           height=280, scale=3)
+        log = gr.Textbox(label="Latest log lines", lines=10, max_lines=12, interactive=False, scale=2)
+    with gr.Row():
+        cancel = gr.Button("Cancel job", variant="stop", size="sm")
+        results = gr.Button("See results →", variant="primary", visible=False)
+    message = gr.Markdown()
+    gr.Markdown("#### All my jobs (click a row to open it)")
+    table = gr.Dataframe(interactive=False, wrap=True, max_height=260)
+    timer = gr.Timer(1.0)
+    return JobPage(job, refresh, header, bar, loss, log, cancel, results, message, timer, table)

@@ -1,0 +1,149 @@
+"""The model picker's knowledge: choices, a default that fits the hardware, a time estimate.
+
+The tiny demo model is built offline on first use into <data_dir>/models/tiny-t0; it has random
+weights and exists so anyone can try the whole app in a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ia3app.errors import UserError
+
+TINY = "tiny-demo"
+LOCAL = "local-path"
+_TINY_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    key: str
+    label: str
+    parameters: float
+    """Approximate parameter count, for the time estimate."""
+    min_gpu_gb: float
+    """GPU memory that training with batch 8 comfortably needs (0: fine on CPU)."""
+
+
+CHOICES = [
+    ModelChoice(TINY, "Tiny demo model (random weights, for trying the app; instant, predictions are meaningless)",
+                4.0e5, 0),
+    ModelChoice("google/flan-t5-small", "google/flan-t5-small (77M; good on CPU)", 7.7e7, 0),
+    ModelChoice("google/flan-t5-base", "google/flan-t5-base (248M; GPU recommended)", 2.48e8, 4),
+    ModelChoice("bigscience/T0_3B", "bigscience/T0_3B (3B; the T-Few paper's model; needs a ≥ 24 GB GPU)",
+                2.85e9, 24),
+    ModelChoice(LOCAL, "A model folder on this machine (save_pretrained layout)…", 0, 0),
+]
+BY_KEY = {c.key: c for c in CHOICES}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    device: str
+    """'cuda' or 'cpu'."""
+    name: str
+    memory_gb: float
+    """GPU memory (0 on CPU)."""
+
+
+def detect_hardware() -> Hardware:
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return Hardware("cuda", props.name, props.total_memory / 2**30)
+    return Hardware("cpu", f"CPU ({os.cpu_count()} cores)", 0.0)
+
+
+def default_model(hw: Hardware) -> str:
+    """The largest listed hub model this machine can train."""
+    if hw.device == "cuda":
+        fitting = [c for c in CHOICES if c.key not in (TINY, LOCAL) and c.min_gpu_gb <= hw.memory_gb]
+        return max(fitting, key=lambda c: c.parameters).key if fitting else "google/flan-t5-small"
+    return "google/flan-t5-small"
+
+
+def estimate_seconds(parameters: float, steps: int, batch_size: int, tokens_per_example: int, hw: Hardware) -> float:
+    """Rough training time: 6·N FLOPs per token (forward + backward) at a typical achieved rate.
+
+    The rates are deliberately conservative round numbers (CPU ≈ 20 GFLOP/s per core, GPU ≈ 60
+    TFLOP/s); this is an order-of-magnitude guide for the person choosing, not a promise.
+    """
+    rate = 60e12 if hw.device == "cuda" else 20e9 * max(1, os.cpu_count() or 1)
+    flops = 6.0 * parameters * steps * batch_size * max(1, tokens_per_example)
+    return flops / rate
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
+
+
+def hub_status(model_id: str) -> str | None:
+    """A plain warning when a hub model is not already on this machine and cannot be fetched."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # huggingface_hub ships with transformers; absent means a broken install
+        raise
+    cached = try_to_load_from_cache(model_id, "config.json")
+    if isinstance(cached, str):
+        return None
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
+        return (f"{model_id} is not downloaded on this machine and hub access is switched off (offline mode), "
+                "so this job would fail. Use the tiny demo model to try the app, or point to a model folder "
+                "on this machine.")
+    return (f"{model_id} is not downloaded yet: the worker will fetch it from the Hugging Face hub when the job "
+            "starts. If this machine has no internet access the job will fail with that message — then use the "
+            "tiny demo model or a model folder on this machine.")
+
+
+def tiny_model_path(data_dir: Path) -> Path:
+    """Build the tiny demo model once (random weights) and return its folder."""
+    out = Path(data_dir) / "models" / "tiny-t0"
+    with _TINY_LOCK:
+        if (out / "config.json").is_file():
+            return out
+        from ia3app.tiny import make_tiny_model
+
+        tmp = out.with_name("tiny-t0.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)  # an earlier, interrupted build
+        make_tiny_model("t0", tmp, seed=0, d_model=64, layers=2, heads=4, d_ff=128)
+        os.replace(tmp, out)  # appears complete or not at all
+    return out
+
+
+def resolve_model(key: str, local_path: str, data_dir: Path) -> str:
+    """The name or folder the job will load for the picker's choice."""
+    if key == TINY:
+        return str(tiny_model_path(data_dir))
+    if key == LOCAL:
+        path = Path((local_path or "").strip()).expanduser()
+        if not str(path) or str(path) == ".":
+            raise UserError("type the folder of a model saved with save_pretrained, or pick a listed model")
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} has no config.json: pick a folder written by save_pretrained, "
+                            "or one of the listed models")
+        return str(path.resolve())
+    if key not in BY_KEY:
+        raise UserError(f"unknown model choice {key!r}; pick one from the list")
+    return key
+
+
+def parameters_of(key: str, model_path: str) -> float:
+    if key in BY_KEY and BY_KEY[key].parameters:
+        return BY_KEY[key].parameters
+    # Local folder or tiny model: count from the config's weight files' sizes (fp32 → 4 bytes).
+    total = sum(p.stat().st_size for p in Path(model_path).glob("*.safetensors")) or sum(
+        p.stat().st_size for p in Path(model_path).glob("*.bin"))
+    return total / 4 if total else 2.5e8

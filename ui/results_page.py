@@ -1,0 +1,263 @@
+"""Step 5: what the job achieved — metrics for the three methods, parameter counts, speed against
+in-context learning — then live and batch predictions and the adapter download.
+
+Every handler checks that the job is the caller's before touching its folder; folders are found
+by job id through the file store, never from a path a client sent.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ia3app.errors import UserError
+from ui.context import AppContext
+
+METHOD_NAMES = {"zero-shot": "Zero-shot (no training)", "in-context": "In-context (examples in the prompt)",
+                "t-few": "T-Few ((IA)³ trained)"}
+MAX_FIELDS = 6
+ZIP_MEMBERS = ("adapter.safetensors", "ia3_config.json", "README.md", "results.json")
+
+
+def owned_adapter_dir(ctx: AppContext, uid: int, job_id: Any) -> tuple[Any, Path]:
+    """(job, adapter folder) of one of the caller's succeeded jobs; UserError otherwise (same words for
+    someone else's job and a missing one, so ids reveal nothing)."""
+    from jobs import queue
+
+    try:
+        jid = int(job_id)
+    except (TypeError, ValueError):
+        raise UserError("pick one of your finished jobs first") from None
+    job = queue.get_job(ctx.db(), jid, uid) if jid > 0 else None
+    if job is None:
+        raise UserError(f"job #{jid} is not one of your jobs")
+    if job.status != "succeeded":
+        raise UserError(f"job #{jid} has not finished successfully (it is {job.status}); results appear when it has")
+    folder = ctx.files().adapter_dir(jid)
+    if not (folder / "adapter.safetensors").is_file():
+        raise UserError(f"job #{jid}'s adapter files are missing from the data directory")
+    return job, folder
+
+
+def _human_bytes(n: float | None) -> str:
+    if not n:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _human_count(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def params_md(result: dict) -> str:
+    p = result.get("params") or {}
+    base, added = p.get("base"), p.get("added")
+    fraction = p.get("fraction") if p.get("fraction") is not None else (added / base if base and added else None)
+    full = p.get("full_model_bytes") or (base * 4 if base else None)
+    adapter = p.get("adapter_bytes")
+    rows = [
+        "| | |", "|---|---|",
+        f"| Base model parameters | **{_human_count(base)}** ({base:,}) |" if base else "| Base model parameters | – |",
+        f"| (IA)³ parameters trained and added | **{added:,}** |" if added else "| (IA)³ parameters added | – |",
+        f"| Fraction of the model | **{fraction:.4%}** |" if fraction else "| Fraction | – |",
+        f"| Adapter size on disk | **{_human_bytes(adapter)}** vs the full model's {_human_bytes(full)} "
+        + (f"(**{full / adapter:,.0f}× smaller**) |" if adapter and full else "|"),
+    ]
+    return "\n".join(rows)
+
+
+def metrics_frame(result: dict) -> pd.DataFrame:
+    methods = ((result.get("evaluation") or {}).get("methods")) or {}
+    rows = []
+    for key, m in methods.items():
+        rows.append({
+            "method": METHOD_NAMES.get(key, key),
+            "accuracy": round(m["accuracy"], 4),
+            "macro-F1": round(m["macro_f1"], 4),
+            "rows": m.get("n"),
+            "latency per prediction (ms)": round(m["latency_s"] * 1000, 2),
+            "FLOPs per prediction": f"{m['flops']:.3g}",
+            "tokens per prediction": round(m.get("tokens", 0), 1),
+        })
+    return pd.DataFrame(rows)
+
+
+def speed_md(result: dict) -> str:
+    ratios = ((result.get("evaluation") or {}).get("ratios") or {}).get("in-context / t-few")
+    if not ratios:
+        return "Speed against in-context learning appears when the job evaluated both methods on held-out rows."
+    methods = result["evaluation"]["methods"]
+    icl = methods["in-context"]
+    return (f"**T-Few answers {ratios['latency_s']:.1f}× faster than in-context learning** on this machine "
+            f"({methods['t-few']['latency_s'] * 1000:.1f} ms vs {icl['latency_s'] * 1000:.1f} ms per prediction) and "
+            f"needs **{ratios['flops']:.1f}× fewer FLOPs** ({methods['t-few']['flops']:.3g} vs {icl['flops']:.3g}), "
+            f"because in-context learning re-reads {icl.get('shots', 'its')} examples with every question.")
+
+
+def speed_frame(result: dict) -> pd.DataFrame:
+    methods = ((result.get("evaluation") or {}).get("methods")) or {}
+    return pd.DataFrame([{"method": k, "latency (ms)": m["latency_s"] * 1000} for k, m in methods.items()],
+                        columns=["method", "latency (ms)"])
+
+
+def per_class_frame(result: dict, method: str = "t-few") -> pd.DataFrame:
+    methods = ((result.get("evaluation") or {}).get("methods")) or {}
+    m = methods.get(method) or next(iter(methods.values()), None)
+    if not m:
+        return pd.DataFrame()
+    return pd.DataFrame([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
+                         for row in m["per_class"]])
+
+
+def confusion_figure(result: dict):
+    """One confusion matrix per method, side by side (rows: true label, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = ((result.get("evaluation") or {}).get("methods")) or {}
+    if not methods:
+        return None
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False)
+    for ax, (key, m) in zip(axes[0], methods.items()):
+        matrix, labels = m["confusion_matrix"], m["labels"]
+        ax.imshow(matrix, cmap="Blues")
+        ax.set_title(f"{key}  (acc {m['accuracy']:.0%})")
+        ax.set_xticks(range(len(labels)), [str(lb)[:12] for lb in labels], rotation=30, ha="right")
+        ax.set_yticks(range(len(labels)), [str(lb)[:12] for lb in labels])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        top = max(max(r) for r in matrix) or 1
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
+    fig.tight_layout()
+    return fig
+
+
+def template_columns(result: dict) -> list[str]:
+    from ia3app.templates import TemplateSpec
+
+    spec = TemplateSpec.from_dict(result["template"])
+    return sorted(spec.columns_used())
+
+
+def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
+    """adapter.safetensors, ia3_config.json, README.md, results.json and peft/ in a fresh temp zip."""
+    _, folder = owned_adapter_dir(ctx, uid, job_id)
+    out = Path(tempfile.mkdtemp(prefix="ia3app-zip-")) / f"ia3-adapter-job{int(job_id)}.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in ZIP_MEMBERS:
+            if (folder / name).is_file():
+                zf.write(folder / name, name)
+        peft = folder / "peft"
+        for path in sorted(peft.rglob("*")) if peft.is_dir() else []:
+            if path.is_file() and not path.is_symlink():
+                zf.write(path, path.relative_to(folder).as_posix())
+    return str(out)
+
+
+def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> dict[str, float]:
+    """{answer: probability} for one row typed by the user, through the merged adapter (cached)."""
+    job, folder = owned_adapter_dir(ctx, uid, job_id)
+    columns = template_columns(job.result or {})
+    clean = {c: str(row.get(c) or "") for c in columns}
+    if not any(v.strip() for v in clean.values()):
+        raise UserError(f"type something in {', '.join(columns)} first")
+    label_column = (job.result or {}).get("template", {}).get("label_column", "label")
+    clean.setdefault(label_column, "")
+    out = ctx.predictor().predict(folder, [clean])[0]
+    return {str(k): float(v) for k, v in out["probs"].items()}
+
+
+def predict_batch(ctx: AppContext, uid: int, job_id: Any, csv_path: str | None) -> str:
+    """Predictions for an uploaded CSV → path of a CSV with label and probability columns appended."""
+    from ui.upload import read_upload
+
+    _, folder = owned_adapter_dir(ctx, uid, job_id)
+    raw = read_upload(csv_path, ctx, "CSV to predict")
+    out = Path(tempfile.mkdtemp(prefix="ia3app-pred-")) / f"predictions-job{int(job_id)}.csv"
+    out.write_bytes(ctx.predictor().predict_csv(folder, raw))
+    return str(out)
+
+
+@dataclass
+class ResultsPage:
+    header: gr.Markdown
+    metrics: gr.Dataframe
+    confusion: gr.Plot
+    per_class: gr.Dataframe
+    params: gr.Markdown
+    speed: gr.Markdown
+    speed_chart: gr.BarPlot
+    fields: list
+    predict: gr.Button
+    prediction: gr.Label
+    batch_file: gr.File
+    batch_out: gr.File
+    download: gr.DownloadButton
+    message: gr.Markdown
+
+
+def build_results_page() -> ResultsPage:
+    header = gr.Markdown("Results appear here when a job has finished. Open one from the job page.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            gr.Markdown("#### Accuracy on the held-out rows")
+            metrics = gr.Dataframe(interactive=False, wrap=True)
+        with gr.Column(scale=2):
+            gr.Markdown("#### How small is the adapter?")
+            params = gr.Markdown()
+    confusion = gr.Plot(label="Confusion matrices (rows: true label, columns: predicted)")
+    per_class = gr.Dataframe(label="Per-class scores (T-Few)", interactive=False)
+    gr.Markdown("#### Speed against in-context learning")
+    with gr.Row():
+        speed = gr.Markdown()
+        speed_chart = gr.BarPlot(x="method", y="latency (ms)", title="Latency per prediction (ms)", height=240)
+    gr.Markdown("#### Try it: type an example")
+    with gr.Row():
+        with gr.Column(scale=3):
+            fields = [gr.Textbox(visible=False, lines=2) for _ in range(MAX_FIELDS)]
+            predict = gr.Button("Predict", variant="primary")
+        prediction = gr.Label(label="Predicted answer and probabilities", num_top_classes=10, scale=2)
+    gr.Markdown("#### Predict a whole CSV, or take the adapter with you")
+    with gr.Row():
+        batch_file = gr.File(label="CSV with the same text columns", file_types=[".csv", ".tsv", ".txt"],
+                             type="filepath", height=110)
+        batch_out = gr.File(label="Your CSV with predicted labels and probabilities", interactive=False, height=110)
+        download = gr.DownloadButton("⬇ Download adapter (.zip: safetensors, PEFT folder, model card)")
+    message = gr.Markdown()
+    return ResultsPage(header, metrics, confusion, per_class, params, speed, speed_chart, fields, predict, prediction,
+                       batch_file, batch_out, download, message)
+
+
+def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
+    job, _ = owned_adapter_dir(ctx, uid, job_id)
+    result = job.result or {}
+    display = job.config.get("display", {})
+    training = result.get("training") or {}
+    head = (f"## Results of job #{job.id}\nModel **{display.get('model') or result.get('model')}**, template "
+            f"**{display.get('template', '')}**, trained on {result.get('num_train', '?')} rows for "
+            f"{training.get('steps', '?')} steps in {training.get('wall_s', 0):.0f} s; evaluated on "
+            f"{result.get('num_eval', 0)} held-out rows.")
+    if result.get("warnings"):
+        head += "\n" + "".join(f"\n- ⚠️ {w}" for w in result["warnings"])
+    return {"header": head, "metrics": metrics_frame(result), "confusion": confusion_figure(result),
+            "per_class": per_class_frame(result), "params": params_md(result), "speed": speed_md(result),
+            "speed_chart": speed_frame(result), "columns": template_columns(result)}

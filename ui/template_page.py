@@ -1,0 +1,135 @@
+"""Step 2: pick a built-in template that fits the columns, or write one; live preview; inline errors."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ia3app.errors import UserError
+from ia3app.templates import TemplateSpec, preview, validate
+
+FIXED = "Fixed answers (same for every row)"
+PER_ROW = "Per-row answers (from columns, e.g. {{choice1}})"
+CUSTOM = "(write my own)"
+
+
+def spec_from_fields(name: str, input_text: str, mode: str, choices_text: str, label_map_text: str,
+                     choice_templates_text: str, label_column: str) -> TemplateSpec:
+    """The editor's fields → TemplateSpec. Label map lines read `label value = answer`."""
+    lines = lambda text: [ln.strip() for ln in (text or "").splitlines() if ln.strip()]  # noqa: E731
+    if not (input_text or "").strip():
+        raise UserError("the input template is empty: write what the model reads, e.g. {{sentence}} Is it good?")
+    if mode == PER_ROW:
+        return TemplateSpec(name=name or "custom", input=input_text, label_column=label_column,
+                            choice_templates=lines(choice_templates_text))
+    label_map = None
+    pairs = lines(label_map_text)
+    if pairs:
+        label_map = {}
+        for ln in pairs:
+            if "=" not in ln:
+                raise UserError(f"label map line '{ln}' needs the form `label value = answer`")
+            key, value = (part.strip() for part in ln.split("=", 1))
+            label_map[key] = value
+    return TemplateSpec(name=name or "custom", input=input_text, label_column=label_column,
+                        choices=lines(choices_text), label_map=label_map)
+
+
+def fields_from_spec(spec: TemplateSpec) -> tuple[str, str, str, str, str]:
+    """TemplateSpec → (input, mode, choices, label map, choice templates) for the editor."""
+    if spec.per_row:
+        return spec.input, PER_ROW, "", "", "\n".join(spec.choice_templates or [])
+    label_map = "\n".join(f"{k} = {v}" for k, v in (spec.label_map or {}).items())
+    return spec.input, FIXED, "\n".join(spec.choices or []), label_map, ""
+
+
+def preview_html(items: list[dict[str, Any]]) -> str:
+    """Rendered rows as cards; the correct answer is marked ✓. Every user text is escaped."""
+    cards = []
+    for item in items:
+        choices = "".join(
+            f'<li class="{"correct" if i == item["label"] else ""}">'
+            f'{"✓ " if i == item["label"] else ""}{html.escape(c)}</li>'
+            for i, c in enumerate(item["choices"])
+        )
+        cards.append(
+            f'<div class="ia3-card"><div class="ia3-row">row {item["row"]}</div>'
+            f'<pre class="ia3-input">{html.escape(item["input"])}</pre>'
+            f'<div class="ia3-choices-label">answer choices (✓ = correct):</div><ul class="ia3-choices">{choices}</ul></div>'
+        )
+    return "".join(cards) or "<p>No rows to preview.</p>"
+
+
+def check_template(rows: list[dict], columns: list[str], label_column: str, name: str, input_text: str, mode: str,
+                   choices_text: str, label_map_text: str, choice_templates_text: str) -> tuple[str, str, dict | None]:
+    """Validate the editor's template against the data: (message markdown, preview html, spec dict or None)."""
+    try:
+        spec = spec_from_fields(name, input_text, mode, choices_text, label_map_text, choice_templates_text,
+                                label_column)
+        warnings = validate(spec, columns, rows)
+        items = preview(spec, rows, n=4)
+    except UserError as e:
+        return f"❌ **This template does not work yet:** {e}", "", None
+    notes = "".join(f"\n- ⚠️ {w}" for w in warnings)
+    return f"✅ The template fits all {len(rows)} rows.{notes}", preview_html(items), spec.to_dict()
+
+
+def fitting_templates(columns: list[str], label_values: list[str]) -> dict[str, TemplateSpec]:
+    """Built-ins that fit these columns and labels, by display name."""
+    from ia3app.template_library import templates_fitting
+
+    return {name: spec for name, spec in templates_fitting(columns, label_values)}
+
+
+@dataclass
+class TemplatePage:
+    builtin: gr.Dropdown
+    name: gr.Textbox
+    input: gr.Textbox
+    mode: gr.Radio
+    choices: gr.Textbox
+    label_map: gr.Textbox
+    choice_templates: gr.Textbox
+    message: gr.Markdown
+    preview: gr.HTML
+    next: gr.Button
+
+    @property
+    def editor(self) -> list:
+        return [self.name, self.input, self.mode, self.choices, self.label_map, self.choice_templates]
+
+
+def build_template_page() -> TemplatePage:
+    gr.Markdown(
+        "### Step 2 — how the model reads each row\n"
+        "A template turns a row into a question for the model and lists the possible answers. The model "
+        "learns to pick the right answer. Start from a built-in that fits your columns, or edit freely: "
+        "write column names in double braces, like `{{sentence}}`."
+    )
+    with gr.Row():
+        builtin = gr.Dropdown(label="Built-in templates that fit your columns", choices=[CUSTOM], value=CUSTOM,
+                              scale=2)
+        name = gr.Textbox(label="Template name", value="custom", scale=1)
+    with gr.Row():
+        with gr.Column(scale=3):
+            input_text = gr.Textbox(label="Input template (what the model reads)", lines=4,
+                                    placeholder="{{sentence}}\nIs this review positive or negative?")
+            mode = gr.Radio([FIXED, PER_ROW], value=FIXED, label="Answer choices")
+            with gr.Row():
+                choices = gr.Textbox(label="Answers, one per line", lines=3, placeholder="negative\npositive")
+                label_map = gr.Textbox(label="Label value = answer, one per line (blank: labels are the answers)",
+                                       lines=3, placeholder="0 = negative\n1 = positive")
+            choice_templates = gr.Textbox(label="Per-row answer templates, one per line (label = 0-based index)",
+                                          lines=2, placeholder="{{choice1}}\n{{choice2}}", visible=False)
+            message = gr.Markdown()
+        with gr.Column(scale=2):
+            gr.Markdown("**Preview of the first rows**")
+            preview_box = gr.HTML()
+    nxt = gr.Button("Use this template and continue to training →", variant="primary", interactive=False)
+    mode.change(lambda m: (gr.update(visible=m == FIXED), gr.update(visible=m == FIXED),
+                           gr.update(visible=m == PER_ROW)), mode, [choices, label_map, choice_templates])
+    return TemplatePage(builtin, name, input_text, mode, choices, label_map, choice_templates, message,
+                        preview_box, nxt)

@@ -1,0 +1,188 @@
+"""Step 3: pick a model, adjust the recipe if you must (T-Few's defaults prefilled), start the job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import gradio as gr
+
+from ia3app.config import RecipeConfig
+from ia3app.errors import UserError
+from ui import models as M
+from ui.context import AppContext
+
+METHODS = ["zero-shot", "in-context", "t-few"]
+TFEW_MODEL = "bigscience/T0_3B"
+HELP = {
+    "steps": "Optimizer steps (T-Few: 1000)",
+    "batch_size": "Examples per step (T-Few: 8)",
+    "grad_accumulation": "Micro-batches per step (raise if memory runs out)",
+    "lr": "Learning rate (Adafactor; T-Few: 3e-3)",
+    "weight_decay": "Weight decay",
+    "warmup_steps": "Warm-up steps (T-Few: 60)",
+    "max_grad_norm": "Gradient clipping norm",
+    "max_length": "Input tokens kept per example",
+    "unlikelihood": "Unlikelihood loss on wrong answers (L_UL)",
+    "length_norm": "Length-normalised loss (L_LN)",
+    "precision": "Numeric precision",
+    "seed": "Random seed",
+    "checkpoint_every": "Checkpoint every N steps (0: never)",
+    "eval_batch_size": "Evaluation batch size",
+}
+RECIPE_FIELDS = [f.name for f in fields(RecipeConfig)]
+
+
+def recipe_from_values(values: list[Any]) -> RecipeConfig:
+    """The Advanced inputs, in RECIPE_FIELDS order → a validated RecipeConfig (UserError lists every problem)."""
+    defaults = RecipeConfig()
+    kwargs = {}
+    for name, value in zip(RECIPE_FIELDS, values):
+        default = getattr(defaults, name)
+        if value is None or value == "":
+            raise UserError(f"{HELP.get(name, name)} is empty; T-Few's default is {default}")
+        if isinstance(default, bool):
+            kwargs[name] = bool(value)
+        elif isinstance(default, int):
+            if float(value) != int(float(value)):
+                raise UserError(f"{HELP.get(name, name)} must be a whole number (got {value})")
+            kwargs[name] = int(float(value))
+        elif isinstance(default, float):
+            kwargs[name] = float(value)
+        else:
+            kwargs[name] = value
+    return RecipeConfig(**kwargs)
+
+
+def tokens_per_example(rows: list[dict] | None, max_length: int) -> int:
+    if not rows:
+        return min(max_length, 128)
+    chars = sum(sum(len(str(v)) for v in r.values()) for r in rows) / len(rows)
+    return int(min(max_length, chars / 3 + 16))  # T5 sentencepiece ≈ 3-4 characters per token
+
+
+def model_info(ctx: AppContext, key: str, local_path: str, steps: Any, batch_size: Any, max_length: Any,
+               rows: list[dict] | None, hw: M.Hardware) -> str:
+    """Hardware, estimated training time, and a plain warning when a hub model cannot be fetched."""
+    lines = [f"**This machine:** {hw.name}" + (f", {hw.memory_gb:.0f} GB GPU memory" if hw.device == "cuda" else "")]
+    choice = M.BY_KEY.get(key)
+    if key == M.TINY:
+        lines.append("🎲 The tiny demo model has **random weights**: training and the results pages work, but its "
+                     "predictions mean nothing. Use it to try the app; pick a real model for real use.")
+    elif key == M.LOCAL:
+        if not (local_path or "").strip():
+            lines.append("Type the folder of a model saved with `save_pretrained` (config.json + weights).")
+    else:
+        warning = M.hub_status(key)
+        if warning:
+            lines.append(f"⚠️ {warning}")
+        if choice and hw.device == "cuda" and choice.min_gpu_gb > hw.memory_gb:
+            lines.append(f"⚠️ {key} needs about {choice.min_gpu_gb:.0f} GB of GPU memory; this GPU has "
+                         f"{hw.memory_gb:.0f} GB. Pick a smaller model or raise gradient accumulation.")
+        if choice and hw.device == "cpu" and choice.min_gpu_gb >= 4:
+            lines.append(f"⚠️ There is no GPU here: {key} will train slowly on the CPU.")
+    params = choice.parameters if choice and choice.parameters else None
+    if params is None and key == M.LOCAL and (local_path or "").strip():
+        try:
+            params = M.parameters_of(key, M.resolve_model(key, local_path, ctx.data_dir))
+        except UserError as e:
+            lines.append(f"❌ {e}")
+    try:
+        steps_i, batch_i, length_i = int(steps), int(batch_size), int(max_length)
+    except (TypeError, ValueError):
+        steps_i = batch_i = length_i = 0
+    if params and steps_i > 0 and batch_i > 0:
+        secs = M.estimate_seconds(params, steps_i, batch_i, tokens_per_example(rows, length_i), hw)
+        lines.append(f"⏱️ Estimated training time: **about {M.format_duration(secs)}** for {steps_i} steps "
+                     "(rough guide; evaluation adds a little).")
+    return "\n\n".join(lines)
+
+
+def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: dict | None, model_key: str,
+                     local_path: str, recipe: RecipeConfig, init_tfew: bool, tfew_path: str,
+                     eval_methods: list[str]) -> dict:
+    """Everything the worker needs, checked here so a mistake is shown now, not as a failed job."""
+    from ia3app.pipeline import JobSpec
+    from storage import repo
+
+    if not session or not session.get("dataset_id"):
+        raise UserError("upload your data first (step 1)")
+    if not template:
+        raise UserError("choose a template that fits your data first (step 2)")
+    repo.require_dataset(ctx.db(), int(session["dataset_id"]), uid)
+    if session.get("eval_dataset_id"):
+        repo.require_dataset(ctx.db(), int(session["eval_dataset_id"]), uid)
+    init_vectors = None
+    if init_tfew:
+        if model_key != TFEW_MODEL:
+            raise UserError("T-Few's pretrained (IA)³ vectors exist only for bigscience/T0_3B; untick the box or "
+                            "pick that model")
+        init_vectors = (tfew_path or "").strip() or None
+        if init_vectors is None:
+            raise UserError("give the path or URL of T-Few's t03b_ia3_finish.pt")
+    has_eval = bool(session.get("eval_dataset_id") or session.get("holdout"))
+    spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir), template=template,
+                   recipe=recipe.to_dict(), init_vectors=init_vectors,
+                   eval_methods=[m for m in METHODS if m in (eval_methods or [])] if has_eval else [])
+    return {
+        "spec": spec.to_dict(),
+        "dataset_id": int(session["dataset_id"]),
+        "eval_dataset_id": session.get("eval_dataset_id"),
+        "holdout": session.get("holdout"),
+        "display": {"model": model_key if model_key != M.LOCAL else spec.model,
+                    "data": session.get("filename"), "template": template.get("name")},
+    }
+
+
+@dataclass
+class TrainPage:
+    summary: gr.Markdown
+    model: gr.Dropdown
+    local_path: gr.Textbox
+    info: gr.Markdown
+    recipe: list
+    init_tfew: gr.Checkbox
+    tfew_path: gr.Textbox
+    eval_methods: gr.CheckboxGroup
+    start: gr.Button
+    message: gr.Markdown
+
+
+def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
+    gr.Markdown("### Step 3 — train\nPick the model to adapt. T-Few trains only (IA)³ vectors — about 0.01% of "
+                "the model's parameters — with the paper's recipe; the defaults need no changes.")
+    summary = gr.Markdown("Upload data (step 1) and choose a template (step 2) first.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            model = gr.Dropdown([(c.label, c.key) for c in M.CHOICES], value=M.default_model(hw),
+                                label="Model")
+            local_path = gr.Textbox(label="Model folder on this machine", visible=False,
+                                    placeholder="/models/my-t5")
+            with gr.Row(visible=False) as tfew_row:
+                init_tfew = gr.Checkbox(label="Start from T-Few's pretrained (IA)³ vectors (T0-3B only)", value=False)
+                tfew_path = gr.Textbox(label="Path or URL of t03b_ia3_finish.pt",
+                                       value=str(ctx.data_dir / "tfew" / "t03b_ia3_finish.pt"))
+            eval_methods = gr.CheckboxGroup(METHODS, value=METHODS, label="Compare on the held-out rows")
+        with gr.Column(scale=2):
+            info = gr.Markdown()
+    defaults = RecipeConfig()
+    recipe = []
+    with gr.Accordion("Advanced: T-Few recipe settings (prefilled with the paper's defaults)", open=False):
+        with gr.Row(equal_height=True):
+            for i, name in enumerate(RECIPE_FIELDS):
+                default = getattr(defaults, name)
+                label = HELP.get(name, name)
+                if isinstance(default, bool):
+                    comp = gr.Checkbox(label=label, value=default, min_width=160)
+                elif name == "precision":
+                    comp = gr.Dropdown(["auto", "bf16", "fp32"], value=default, label=label, min_width=160)
+                elif isinstance(default, int):
+                    comp = gr.Number(label=label, value=default, precision=0, minimum=0, min_width=160)
+                else:
+                    comp = gr.Number(label=label, value=default, minimum=0, min_width=160)
+                recipe.append(comp)
+    start = gr.Button("Start training", variant="primary")
+    message = gr.Markdown()
+    model.change(lambda k: (gr.update(visible=k == M.LOCAL), gr.update(visible=k == TFEW_MODEL)), model,
+                 [local_path, tfew_row], api_visibility="private")
+    return TrainPage(summary, model, local_path, info, recipe, init_tfew, tfew_path, eval_methods, start, message)

@@ -1,0 +1,227 @@
+"""Step 1: upload a small CSV, see it, pick the label column, choose how to evaluate, save.
+
+Nothing is stored until every check passed for every file; the parsed rows and the original
+bytes are then written by storage (files first, then one row; a failure leaves neither).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ia3app import data
+from ia3app.errors import UserError
+from ui.context import AppContext
+
+AUTO = "Split my file automatically"
+SEPARATE = "Upload a separate held-out CSV"
+NONE = "No evaluation (train on every row)"
+LABEL_NAMES = ("label", "labels", "target", "class", "category", "answer", "sentiment", "y")
+
+
+def read_upload(path: str | None, ctx: AppContext, what: str = "file") -> bytes:
+    """The uploaded bytes, refusing early (and saying the limit) when they exceed the size limit."""
+    if not path:
+        raise UserError(f"no {what} uploaded: drop a CSV file on the box")
+    p = Path(path)
+    size = p.stat().st_size
+    if size > ctx.max_upload_bytes:
+        raise UserError(f"the {what} is {size / 1e6:.1f} MB; the limit is {ctx.max_upload_bytes / 1e6:g} MB. "
+                        "Few-shot training needs only a few dozen rows: upload a smaller sample")
+    return p.read_bytes()
+
+
+def parse(path: str | None, ctx: AppContext, what: str = "file") -> "data.Table":
+    return data.load_csv(read_upload(path, ctx, what), max_bytes=ctx.max_upload_bytes, max_rows=ctx.max_rows)
+
+
+def guess_label_column(columns: list[str]) -> str:
+    for c in columns:
+        if c.strip().lower() in LABEL_NAMES:
+            return c
+    return columns[-1]
+
+
+def label_report(table: "data.Table", label_column: str) -> tuple[pd.DataFrame, list[str]]:
+    """Counts per label and the warnings; UserError for an unusable label column."""
+    warnings = list(data.check_labels(table, label_column))
+    counts = data.label_counts(table.rows, label_column)
+    frame = pd.DataFrame({"label": list(counts), "rows": list(counts.values())})
+    return frame, warnings
+
+
+def split_summary(rows: list[dict], label_column: str, fraction: float, seed: int) -> str:
+    """What the automatic split will do, per label, so the user sees it before saving."""
+    train, held = data.split_holdout(rows, label_column, fraction, int(seed))
+    tc, hc = data.label_counts(train, label_column), data.label_counts(held, label_column)
+    per = ", ".join(f"`{k}`: {tc.get(k, 0)} / {hc.get(k, 0)}" for k in sorted(set(tc) | set(hc)))
+    return f"**{len(train)} rows to train on, {len(held)} held out for evaluation** (train / held-out per label: {per})"
+
+
+def inspect(path: str | None, ctx: AppContext) -> dict[str, Any]:
+    """Parse the training file for display: columns, a preview, a guessed label column, parse warnings."""
+    table = parse(path, ctx)
+    return {
+        "columns": table.columns,
+        "preview": pd.DataFrame(table.rows[:8], columns=table.columns),
+        "label_column": guess_label_column(table.columns),
+        "rows": len(table.rows),
+        "summary": f"**{len(table.rows)} rows**, columns: {', '.join(f'`{c}`' for c in table.columns)} "
+        f"(delimiter `{_show_delimiter(table.delimiter)}`, encoding {table.encoding})",
+        "warnings": list(table.warnings),
+    }
+
+
+def _show_delimiter(d: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon"}.get(d, d)
+
+
+def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, sample_k: int | None,
+                eval_mode: str, eval_path: str | None, fraction: float, seed: int) -> dict[str, Any]:
+    """Validate everything, then store the training (and held-out) dataset; returns the session's data state."""
+    from storage import repo
+
+    table = parse(path, ctx, "training file")
+    if label_column not in table.columns:
+        raise UserError(f"pick the label column; the file has: {', '.join(table.columns)}")
+    data.check_labels(table, label_column)
+    rows = table.rows
+    if sample_k:
+        rows = data.sample_per_class(table.rows, label_column, int(sample_k), int(seed))
+    eval_table = None
+    holdout = None
+    if eval_mode == SEPARATE:
+        eval_table = parse(eval_path, ctx, "held-out file")
+        missing = [c for c in table.columns if c not in eval_table.columns]
+        if missing:
+            raise UserError(f"the held-out file lacks column(s) {', '.join(missing)} that the training file has; "
+                            f"it has: {', '.join(eval_table.columns)}")
+        data.check_labels(eval_table, label_column)
+    elif eval_mode == AUTO:
+        if not 0.05 <= float(fraction) <= 0.5:
+            raise UserError("the held-out share must be between 5% and 50%")
+        data.split_holdout(rows, label_column, float(fraction), int(seed))  # raises if it cannot split
+        holdout = {"fraction": float(fraction), "seed": int(seed)}
+    name = Path(path).name
+    db, store = ctx.db(), ctx.files()
+    dataset_id = repo.save_dataset(db, store, uid, name, name, read_upload(path, ctx), table.columns, rows,
+                                   label_column)
+    eval_id = None
+    if eval_table is not None:
+        try:
+            eval_name = Path(eval_path).name
+            eval_id = repo.save_dataset(db, store, uid, eval_name, eval_name, read_upload(eval_path, ctx),
+                                        eval_table.columns, eval_table.rows, label_column)
+        except BaseException:
+            repo.delete_dataset(db, store, dataset_id, uid)  # nothing stored half-way
+            raise
+    return {
+        "dataset_id": dataset_id,
+        "eval_dataset_id": eval_id,
+        "holdout": holdout,
+        "columns": table.columns,
+        "label_column": label_column,
+        "label_values": sorted(data.label_counts(rows, label_column)),
+        "rows": len(rows),
+        "filename": name,
+    }
+
+
+def warnings_md(warnings: list[str]) -> str:
+    return "".join(f"- ⚠️ {w}\n" for w in warnings)
+
+
+@dataclass
+class UploadPage:
+    file: gr.File
+    summary: gr.Markdown
+    preview: gr.Dataframe
+    label_column: gr.Dropdown
+    counts: gr.Dataframe
+    checks: gr.Markdown
+    sample: gr.Checkbox
+    sample_k: gr.Number
+    eval_mode: gr.Radio
+    fraction: gr.Slider
+    seed: gr.Number
+    eval_file: gr.File
+    split_info: gr.Markdown
+    save: gr.Button
+    message: gr.Markdown
+
+
+def build_upload_page(ctx: AppContext) -> UploadPage:
+    gr.Markdown(
+        "### Step 1 — your labelled examples\n"
+        "A CSV file with a header row: one or more text columns and one column with the label. "
+        "**16 to 32 rows per label is plenty** — that is what few-shot means. Comma, semicolon or tab "
+        f"separated, UTF-8. Limits: {ctx.max_upload_bytes / 1e6:g} MB, {ctx.max_rows:,} rows."
+    )
+    with gr.Row():
+        with gr.Column(scale=1):
+            file = gr.File(label="Training CSV — drag and drop here", file_types=[".csv", ".tsv", ".txt"],
+                           type="filepath", height=140)
+            summary = gr.Markdown()
+            label_column = gr.Dropdown(label="Which column holds the label?", choices=[], interactive=True)
+            counts = gr.Dataframe(label="Rows per label", interactive=False, max_height=200)
+            checks = gr.Markdown()
+            with gr.Row():
+                sample = gr.Checkbox(label="Use only some rows per label", value=False)
+                sample_k = gr.Number(label="rows per label", value=32, precision=0, minimum=2)
+        with gr.Column(scale=2):
+            preview = gr.Dataframe(label="First rows of your file", interactive=False, wrap=True, max_height=320)
+            gr.Markdown("#### How should the result be checked?")
+            eval_mode = gr.Radio([AUTO, SEPARATE, NONE], value=AUTO, label="Held-out rows measure accuracy "
+                                 "(zero-shot vs in-context vs T-Few)")
+            with gr.Row():
+                fraction = gr.Slider(0.05, 0.5, value=0.25, step=0.05, label="Share held out")
+                seed = gr.Number(label="Split seed", value=0, precision=0)
+            eval_file = gr.File(label="Held-out CSV (same columns)", file_types=[".csv", ".tsv", ".txt"],
+                                type="filepath", visible=False, height=110)
+            split_info = gr.Markdown()
+    save = gr.Button("Save data and continue →", variant="primary", interactive=False)
+    message = gr.Markdown()
+    eval_mode.change(lambda m: (gr.update(visible=m == AUTO), gr.update(visible=m == AUTO),
+                                gr.update(visible=m == SEPARATE)), eval_mode, [fraction, seed, eval_file])
+    return UploadPage(file, summary, preview, label_column, counts, checks, sample, sample_k, eval_mode, fraction,
+                      seed, eval_file, split_info, save, message)
+
+
+def wire_upload_page(page: UploadPage, ctx: AppContext) -> None:
+    """The page's own events (the Save button is wired by the layout, which knows the next page)."""
+
+    def on_file(path):
+        if not path:
+            return ("", None, gr.update(choices=[], value=None), None, "", gr.update(interactive=False), "")
+        try:
+            info = inspect(path, ctx)
+        except UserError as e:
+            return (f"❌ **This file cannot be used:** {e}", None, gr.update(choices=[], value=None), None, "",
+                    gr.update(interactive=False), "")
+        return (info["summary"] + "\n" + warnings_md(info["warnings"]), info["preview"],
+                gr.update(choices=info["columns"], value=info["label_column"]), None, "",
+                gr.update(interactive=True), "")
+
+    page.file.change(on_file, page.file, [page.summary, page.preview, page.label_column, page.counts, page.checks,
+                                          page.save, page.message], api_visibility="private")
+
+    def on_label(path, label_column, eval_mode, fraction, seed, sample, k):
+        if not path or not label_column:
+            return None, "", "", gr.update(interactive=False)
+        try:
+            table = parse(path, ctx)
+            frame, warnings = label_report(table, label_column)
+            rows = data.sample_per_class(table.rows, label_column, int(k), int(seed)) if sample and k else table.rows
+            split = split_summary(rows, label_column, fraction, seed) if eval_mode == AUTO else ""
+        except UserError as e:
+            return None, f"❌ **Label column `{label_column}`:** {e}", "", gr.update(interactive=False)
+        return frame, warnings_md(warnings), split, gr.update(interactive=True)
+
+    inputs = [page.file, page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k]
+    for comp in (page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k):
+        comp.change(on_label, inputs, [page.counts, page.checks, page.split_info, page.save],
+                    api_visibility="private")
