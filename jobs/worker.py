@@ -1,0 +1,254 @@
+"""The job worker: ``python -m jobs.worker [--data-dir D] [--gpu N] [--once] [--poll-s S] [--lease-s S]``.
+
+Loop: requeue jobs whose worker died (expired lease), claim one job, run the recipe on it in
+this process (``ia3app.pipeline.run_job``) while a heartbeat thread keeps the lease, write
+progress to the store, then record the result, adapter and evaluations — or a failure worded
+for a person. One worker per GPU (``--gpu N`` sets CUDA_VISIBLE_DEVICES before torch loads);
+CPU when there is none. SIGTERM/SIGINT give the running job back to the queue (it resumes
+from its last checkpoint) and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ia3app.errors import UserError
+from jobs import queue
+from jobs.progress import Heartbeat, ProgressWriter
+from storage import repo
+from storage.db import DB_FILENAME, data_dir, open_db
+from storage.files import FileStore, StorageError, is_disk_error, storage_error
+
+log = logging.getLogger("jobs.worker")
+
+
+@dataclass
+class WorkerConfig:
+    data_dir: Path
+    """The app's data directory (database + files)."""
+    worker_id: str = ""
+    """Unique per process; defaults to host:pid[:gpuN]."""
+    lease_s: float = queue.DEFAULT_LEASE_S
+    """A job whose heartbeat is older than this is presumed lost and requeued."""
+    heartbeat_s: float | None = None
+    """Seconds between heartbeats (default lease_s / 3)."""
+    poll_s: float = 1.0
+    """Seconds between looks at an empty queue."""
+    progress_interval_s: float = 0.5
+    """At most one training-progress write per this many seconds (plus first/last step, phase changes)."""
+    once: bool = False
+    """Run at most one job, then exit."""
+    until_empty: bool = False
+    """Exit when the queue is empty instead of waiting for more jobs."""
+    device: str | None = None
+    """Passed to the recipe's model loader (None: GPU if there is one, else CPU)."""
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.worker_id = self.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        if self.heartbeat_s is None:
+            self.heartbeat_s = max(0.1, self.lease_s / 3)
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        self.db = open_db(config.data_dir)
+        self.store = FileStore(config.data_dir)
+        self.shutdown = threading.Event()
+        """Set by SIGTERM/SIGINT: stop the current job (give it back) and exit."""
+
+    def serve(self) -> int:
+        """Claim and run jobs until told to stop; returns how many jobs it ran."""
+        cfg, ran = self.config, 0
+        log.info("worker %s watching %s", cfg.worker_id, cfg.data_dir)
+        while not self.shutdown.is_set():
+            for job_id in queue.requeue_stale(self.db):
+                log.warning("job %s: its worker stopped responding; requeued", job_id)
+            job = queue.claim(self.db, cfg.worker_id, cfg.lease_s)
+            if job is None:
+                if cfg.once or cfg.until_empty:
+                    break
+                self.shutdown.wait(cfg.poll_s)
+                continue
+            self.run_one(job)
+            ran += 1
+            if cfg.once:
+                break
+        return ran
+
+    def run_one(self, job: queue.Job) -> str:
+        """Run one claimed job to a final (or requeued) state; returns what became of it."""
+        cfg = self.config
+        log.info("job %s: claimed (attempt %s/%s)", job.id, job.attempts, job.max_attempts)
+        heart = Heartbeat(cfg.data_dir / DB_FILENAME, job.id, cfg.worker_id, cfg.lease_s, cfg.heartbeat_s)
+        steps = (job.config.get("spec") or {}).get("recipe", {}).get("steps")
+        progress = ProgressWriter(self.db, job.id, cfg.worker_id, steps, cfg.progress_interval_s)
+
+        def should_stop() -> bool:
+            return heart.cancelled.is_set() or heart.lost.is_set() or self.shutdown.is_set()
+
+        heart.start()
+        try:
+            outcome = self._execute(job, progress, should_stop, heart)
+        finally:
+            heart.stop()
+            _free_memory()
+        log.info("job %s: %s", job.id, outcome)
+        return outcome
+
+    def _execute(self, job: queue.Job, progress: ProgressWriter, should_stop, heart: Heartbeat) -> str:
+        from ia3app.errors import Cancelled
+
+        try:
+            result = self._run_recipe(job, progress, should_stop)
+            self._finish(job, result)
+            return "succeeded"
+        except Cancelled:
+            if heart.lost.is_set():
+                return "abandoned (another worker holds it)"
+            if heart.cancelled.is_set():
+                queue.mark_cancelled(self.db, job.id, self.config.worker_id)
+                return "cancelled"
+            queue.release(self.db, job.id, self.config.worker_id)  # shutting down: resume later
+            return "given back to the queue (worker shutting down)"
+        except queue.LeaseLost:
+            return "abandoned (lease lost)"
+        except BaseException as exc:  # classified, recorded, and re-raised if it is not an Exception
+            kind, message, retry = classify(exc, progress.phase)
+            if kind == "crash":
+                log.error("job %s crashed:\n%s", job.id, "".join(traceback.format_exception(exc)))
+            try:
+                status = queue.fail(self.db, job.id, self.config.worker_id, kind, message, retry)
+            except queue.LeaseLost:
+                return "abandoned (lease lost)"
+            if not isinstance(exc, Exception):
+                raise
+            return f"{status} ({kind}: {message})"
+
+    def _run_recipe(self, job: queue.Job, progress: ProgressWriter, should_stop) -> dict[str, Any]:
+        from ia3app.data import split_holdout
+        from ia3app.pipeline import JobSpec, run_job
+
+        config = job.config
+        spec = JobSpec.from_dict(config.get("spec"))
+        if "dataset_id" not in config:
+            raise UserError("the job names no dataset; submit it again from the upload page")
+        dataset = repo.require_dataset(self.db, config["dataset_id"], job.owner)  # owner-checked
+        train_rows = self.store.read_json(dataset.rows_path)
+        eval_rows = None
+        if config.get("eval_dataset_id") is not None:
+            eval_rows = repo.load_rows(self.db, self.store, config["eval_dataset_id"], job.owner)
+        elif config.get("holdout"):
+            holdout = config["holdout"]
+            label_column = spec.template_spec().label_column or dataset.label_column
+            train_rows, eval_rows = split_holdout(train_rows, label_column, holdout["fraction"], holdout.get("seed", 0))
+        out_dir = self.store.adapter_dir(job.id)
+        return run_job(spec, train_rows, eval_rows, work_dir=self.store.checkpoint_dir(job.id), out_dir=out_dir,
+                       progress=progress, should_stop=should_stop, device=self.config.device)
+
+    def _finish(self, job: queue.Job, result: dict[str, Any]) -> None:
+        params = result.get("params") or {}
+        adapter_rel = f"adapters/{job.id}"
+        adapter = {
+            "dir_path": adapter_rel,
+            "params_base": params.get("base"),
+            "params_added": params.get("added"),
+            "bytes": params.get("adapter_bytes") or self.store.size(f"{adapter_rel}/adapter.safetensors"),
+        }
+        evaluations = []
+        for method, r in ((result.get("evaluation") or {}).get("methods") or {}).items():
+            metrics = {k: v for k, v in r.items() if k not in ("predictions", "probs")}
+            latency = r.get("latency_s")
+            evaluations.append({"method": method, "accuracy": r.get("accuracy"), "macro_f1": r.get("macro_f1"),
+                                "latency_ms": latency * 1000 if latency is not None else None,
+                                "flops": r.get("flops"), "metrics": metrics})
+        queue.complete(self.db, job.id, self.config.worker_id, result, adapter, evaluations)
+        self.store.remove(f"checkpoints/{job.id}")  # the adapter is written; the resume state is not needed
+
+
+def classify(exc: BaseException, phase: str) -> tuple[str, str, bool]:
+    """(error kind, message for a person, retry?) for an exception raised while running a job."""
+    if _is_out_of_memory(exc):
+        where = "GPU" if type(exc).__name__ == "OutOfMemoryError" or "CUDA" in str(exc) else "CPU"
+        return ("out_of_memory",
+                f"ran out of {where} memory during '{phase}': try a smaller batch_size (or a larger "
+                "grad_accumulation), a shorter max_length, or a smaller model", False)
+    if isinstance(exc, StorageError):
+        return "storage", str(exc), False
+    if is_disk_error(exc):
+        return "storage", str(storage_error(exc, "job files", Path(getattr(exc, "filename", None) or "?").parent)), False
+    if isinstance(exc, UserError):
+        if phase == "load":
+            return "model", str(exc), False
+        return "user_error", f"bad data or template: {exc}", False
+    if isinstance(exc, KeyboardInterrupt):
+        return "crash", "the worker was interrupted", True
+    return "crash", f"{type(exc).__name__}: {exc} (during '{phase}'; the worker's log has the traceback)", True
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.worker", description="Run queued ia3app training jobs.")
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: $IA3APP_DATA_DIR or ./data")
+    parser.add_argument("--gpu", type=int, default=None, help="use this GPU only (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    parser.add_argument("--until-empty", action="store_true", help="exit when the queue is empty")
+    parser.add_argument("--poll-s", type=float, default=1.0, help="seconds between looks at an empty queue")
+    parser.add_argument("--lease-s", type=float, default=queue.DEFAULT_LEASE_S,
+                        help="seconds without a heartbeat before a job is presumed lost")
+    parser.add_argument("--heartbeat-s", type=float, default=None, help="default: lease / 3")
+    parser.add_argument("--progress-interval-s", type=float, default=0.5)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if available)")
+    parser.add_argument("--worker-id", default="")
+    args = parser.parse_args(argv)
+    if args.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)  # before anything imports torch
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s [worker %(process)d] %(message)s")
+    worker_id = args.worker_id or f"{socket.gethostname()}:{os.getpid()}" + (f":gpu{args.gpu}" if args.gpu is not None else "")
+    try:
+        worker = Worker(WorkerConfig(
+            data_dir=args.data_dir or data_dir(), worker_id=worker_id, lease_s=args.lease_s,
+            heartbeat_s=args.heartbeat_s, poll_s=args.poll_s, progress_interval_s=args.progress_interval_s,
+            once=args.once, until_empty=args.until_empty, device=args.device))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def on_signal(signum, _frame):
+        log.info("signal %s: finishing up (the running job goes back to the queue)", signum)
+        worker.shutdown.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
