@@ -37,7 +37,7 @@ class Builtin:
 
 def _binary_map(label_values: Iterable[str] | None, negative: str, positive: str) -> dict[str, str] | None:
     """label value -> choice for a two-way task; None when a value is neither side."""
-    values = list(label_values) if label_values is not None else list(NEGATIVE[:5] + POSITIVE[:5])
+    values = list(label_values) if label_values is not None else list(NEGATIVE + POSITIVE)
     out = {}
     for v in values:
         key = str(v).strip().casefold()

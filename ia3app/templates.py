@@ -309,9 +309,9 @@ def validate(
         warnings.append("no rows to check the template against")
     elif require_labels and labelled == 0:
         warnings.append(f"no row has a label in column '{spec.label_column}'")
-    if not spec.per_row and spec.label_map and rows:
-        seen = {_label_value(r, spec.label_column) for r in rows}
-        unused = [c for c in spec.choices or [] if c not in {_map_label(spec, v) for v in seen if v}]
+    if not spec.per_row and spec.target is None and labelled:
+        answers = {_norm(_map_label(spec, v) or "") for v in (_label_value(r, spec.label_column) for r in rows) if v}
+        unused = [c for c in spec.choices or [] if _norm(c) not in answers]
         if unused:
             warnings.append(f"answer choice(s) {_quoted(unused)} never appear as a correct answer in this data")
     return warnings
