@@ -224,13 +224,20 @@ def run_job(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     extra = {"template": template.to_dict(), "choices": names, "recipe": recipe.to_dict(), "metrics": metrics}
-    save_adapter(handle, tmp, base_model=spec.model, revision=spec.revision, extra=extra)
-    export_peft(handle, tmp / "peft", base_model=spec.model)
+    base_model = _base_model_id(spec.model)
+    save_adapter(handle, tmp, base_model=base_model, revision=spec.revision, extra=extra)
+    export_peft(handle, tmp / "peft", base_model=base_model)
     (tmp / "README.md").write_text(model_card(results), encoding="utf-8")
     (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     _publish(tmp, out_dir)
     progress({"phase": "done", "message": "finished", "metrics": metrics})
     return results
+
+
+def _base_model_id(model: str) -> str:
+    """A local folder as an absolute path (the adapter must find it from anywhere), a hub id as is."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
 
 
 def _summary(evaluation: dict | None) -> dict:
