@@ -1,0 +1,264 @@
+"""The T-Few training recipe: only the (IA)^3 vectors train, with the three T-Few losses.
+
+Adafactor (lr 3e-3, scale_parameter=True, relative_step=False, warmup_init=False), linear warmup
+then linear decay to 0, gradient clipping at 1.0, bf16 autocast on GPUs that support it (fp32 on
+CPU), all from :class:`~ia3app.config.RecipeConfig`. Device placement, autocast, backward and
+clipping go through ``accelerate.Accelerator``. Batches are sampled with a seeded
+``torch.Generator``: one shuffle per epoch, batches running across epoch boundaries.
+
+Optional start from pretrained vectors is the caller's job (``handle.load_vectors``): this
+trains whatever vectors the handle holds. With a checkpoint_dir, a checkpoint is written every
+``recipe.checkpoint_every`` steps and at the end, and a later call resumes from it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from transformers.optimization import Adafactor, get_linear_schedule_with_warmup
+
+from ia3app.checkpoint import (
+    TrainState,
+    capture_rng,
+    check_compatible,
+    has_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from ia3app.config import RecipeConfig
+from ia3app.errors import Cancelled, UserError
+from ia3app.example import Example
+from ia3app.losses import tfew_losses
+from ia3app.scoring import choice_log_probs
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    """Optimizer steps completed in total (including those before a resume)."""
+    wall_s: float
+    """Seconds spent training in this call."""
+    examples_per_s: float
+    losses: dict[str, float]
+    """The last step's losses: lm, ul, ln, total."""
+    history: list[dict] = field(default_factory=list)
+    """One progress record per step (see train())."""
+    tokens_processed: int = 0
+    """Non-pad tokens through the model over all steps (for training FLOPs)."""
+    resumed_from_step: int = 0
+
+
+class EpochSampler:
+    """Seeded example order: a fresh permutation each epoch; batches may span two epochs."""
+
+    def __init__(self, num_examples: int, seed: int) -> None:
+        self.num_examples = num_examples
+        self.generator = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(num_examples, generator=self.generator)
+        self.pos = 0
+
+    def next_batch(self, size: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < size:
+            if self.pos == self.num_examples:
+                self.perm = torch.randperm(self.num_examples, generator=self.generator)
+                self.pos = 0
+            take = min(size - len(out), self.num_examples - self.pos)
+            out += self.perm[self.pos : self.pos + take].tolist()
+            self.pos += take
+        return out
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "perm": self.perm.clone(), "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.perm = state["perm"].clone()
+        self.pos = int(state["pos"])
+
+
+def mixed_precision(precision: str, device: torch.device) -> str:
+    """accelerate's mixed_precision for a recipe precision on a device ('auto': bf16 where supported)."""
+    if precision == "fp32":
+        return "no"
+    if precision == "bf16":
+        return "bf16"
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def make_accelerator(precision: str, device: torch.device) -> Accelerator:
+    """An Accelerator for this run. accelerate keeps one process-wide state; a later run in the
+    same process (a job worker) may need other settings, so a conflicting state is reset first."""
+    kwargs = {"mixed_precision": mixed_precision(precision, device), "cpu": device.type == "cpu"}
+    try:
+        return Accelerator(**kwargs)
+    except ValueError as exc:
+        if "already been initialized" not in str(exc):
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(**kwargs)
+
+
+def _check_examples(examples: Sequence[Example]) -> None:
+    if not examples:
+        raise UserError("there are no training examples; add labelled rows to the training data")
+    unlabelled = sum(1 for e in examples if e.label is None)
+    if unlabelled:
+        raise UserError(f"{unlabelled} of {len(examples)} training examples have no label; every training row needs one")
+
+
+def train(
+    handle,
+    tokenizer,
+    examples: list[Example],
+    recipe: RecipeConfig,
+    *,
+    progress: Callable[[dict], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    is_encoder_decoder: bool | None = None,
+) -> TrainResult:
+    """Train the handle's (IA)^3 vectors on labelled examples with the T-Few recipe.
+
+    progress(record) is called after every step with: phase="train", step (1-based),
+    total_steps, loss, loss_lm, loss_ul, loss_ln, lr, examples_per_s, elapsed_s, eta_s.
+    should_stop() is checked before every step; when it returns True, a checkpoint is written
+    (if checkpoint_dir) and Cancelled is raised. The model is left in eval mode.
+    """
+    _check_examples(examples)
+    model = handle.model
+    params = handle.trainable_parameters()
+    if not params:
+        raise RuntimeError("the handle has no trainable (IA)^3 vectors")
+    device = next(model.parameters()).device
+    accelerator = make_accelerator(recipe.precision, device)
+    model.to(accelerator.device)
+
+    optimizer = Adafactor(
+        params,
+        lr=recipe.lr,
+        scale_parameter=True,
+        relative_step=False,
+        warmup_init=False,
+        weight_decay=recipe.weight_decay,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, recipe.warmup_steps, recipe.steps)
+    sampler = EpochSampler(len(examples), recipe.seed)
+    torch.manual_seed(recipe.seed)  # dropout
+    history: list[dict] = []
+    tokens = 0
+    start = 0
+    if has_checkpoint(checkpoint_dir):
+        state = load_checkpoint(checkpoint_dir)
+        check_compatible(state, recipe.to_dict(), len(examples), checkpoint_dir)
+        handle.load_vectors(state.vectors)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        sampler.load_state_dict(state.sampler)
+        restore_rng(state)
+        history, tokens, start = list(state.history), state.tokens_processed, state.step
+
+    def checkpoint(step: int) -> None:
+        torch_rng, cuda_rng = capture_rng()
+        save_checkpoint(
+            checkpoint_dir,
+            TrainState(
+                step=step,
+                vectors=handle.vectors(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                sampler=sampler.state_dict(),
+                torch_rng=torch_rng,
+                cuda_rng=cuda_rng,
+                history=history,
+                tokens_processed=tokens,
+                recipe=recipe.to_dict(),
+                num_examples=len(examples),
+            ),
+        )
+
+    micro = recipe.batch_size // recipe.grad_accumulation
+    began = time.perf_counter()
+    last: dict[str, float] = dict(history[-1]["losses"]) if history else {}
+    model.train()
+    try:
+        for step in range(start, recipe.steps):
+            if should_stop is not None and should_stop():
+                if checkpoint_dir is not None and step > start:
+                    checkpoint(step)
+                raise Cancelled(f"training stopped at step {step} of {recipe.steps}")
+            batch = sampler.next_batch(recipe.batch_size)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.zero_grad(set_to_none=True)
+            sums = {"lm": 0.0, "ul": 0.0, "ln": 0.0, "total": 0.0}
+            for begin in range(0, len(batch), micro):
+                chunk = [examples[i] for i in batch[begin : begin + micro]]
+                labels = torch.tensor([e.label for e in chunk], device=accelerator.device)  # (n,)
+                with accelerator.autocast():
+                    out = choice_log_probs(
+                        model, tokenizer, chunk, max_length=recipe.max_length, is_encoder_decoder=is_encoder_decoder
+                    )
+                losses = tfew_losses(
+                    out.token_logprobs,
+                    out.token_mask,
+                    out.choice_index,
+                    labels,
+                    unlikelihood=recipe.unlikelihood,
+                    length_norm=recipe.length_norm,
+                )
+                share = len(chunk) / len(batch)
+                accelerator.backward(losses["total"] * share)
+                for key in sums:
+                    sums[key] += losses[key].item() * share
+                tokens += out.tokens_processed
+            accelerator.clip_grad_norm_(params, recipe.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            last = sums
+
+            done = step + 1
+            elapsed = time.perf_counter() - began
+            rate = (done - start) / elapsed if elapsed > 0 else 0.0
+            record = {
+                "phase": "train",
+                "step": done,
+                "total_steps": recipe.steps,
+                "loss": sums["total"],
+                "loss_lm": sums["lm"],
+                "loss_ul": sums["ul"],
+                "loss_ln": sums["ln"],
+                "lr": lr,
+                "examples_per_s": rate * recipe.batch_size,
+                "elapsed_s": elapsed,
+                "eta_s": (recipe.steps - done) / rate if rate > 0 else 0.0,
+            }
+            history.append({**record, "losses": dict(sums)})
+            if progress is not None:
+                progress(record)
+            if checkpoint_dir is not None and recipe.checkpoint_every and (
+                done % recipe.checkpoint_every == 0 or done == recipe.steps
+            ):
+                checkpoint(done)
+    finally:
+        model.eval()
+
+    wall = time.perf_counter() - began
+    trained = recipe.steps - start
+    return TrainResult(
+        steps=recipe.steps,
+        wall_s=wall,
+        examples_per_s=trained * recipe.batch_size / wall if wall > 0 else 0.0,
+        losses=dict(last),
+        history=history,
+        tokens_processed=tokens,
+        resumed_from_step=start,
+    )
