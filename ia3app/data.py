@@ -56,6 +56,10 @@ def _listed(numbers: list[int]) -> str:
     return ", ".join(str(n) for n in numbers[:MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
 
 
+def _rows(numbers: list[int]) -> str:
+    return f"row{'s' if len(numbers) > 1 else ''} {_listed(numbers)}"
+
+
 def _read(source: Union[bytes, str, Path], max_bytes: int) -> bytes:
     if isinstance(source, (bytes, bytearray)):
         raw = bytes(source)
@@ -97,9 +101,9 @@ def _decode(raw: bytes) -> tuple[str, str]:
     return text, encoding
 
 
-def _parse(text: str, delimiter: str, limit: int | None = None) -> list[tuple[int, list[str]]]:
+def _parse(text: str, delimiter: str, limit: int | None = None, strict: bool = True) -> list[tuple[int, list[str]]]:
     """(line number where the row starts, fields) for each non-blank record."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=strict)
     out: list[tuple[int, list[str]]] = []
     line = 1
     try:
@@ -110,7 +114,12 @@ def _parse(text: str, delimiter: str, limit: int | None = None) -> list[tuple[in
             if limit is not None and len(out) >= limit:
                 break
     except csv.Error as e:
-        raise UserError(f"the file is not valid CSV near line {reader.line_num}: {e}") from None
+        if "unexpected end of data" in str(e):
+            raise UserError(f"a double quote opened on line {line} is never closed; close it or remove it") from None
+        raise UserError(
+            f"the file is not valid CSV on line {reader.line_num}: {e} (a double quote inside a quoted value "
+            'is written twice: "")'
+        ) from None
     return out
 
 
@@ -125,7 +134,7 @@ def _detect_delimiter(text: str) -> str:
     best, best_score = ",", (-1, 0)
     for d in candidates:
         try:
-            records = _parse(sample, d, limit=50)
+            records = _parse(sample, d, limit=50, strict=False)
         except UserError:
             continue
         if len(records) > 1 and text[len(sample):]:
@@ -218,7 +227,7 @@ def check_labels(
     blanks = [n for n, r in enumerate(table.rows, start=1) if not str(r.get(label_column, "")).strip()]
     if blanks:
         raise UserError(
-            f"the label column '{label_column}' is blank in row{'s' if len(blanks) > 1 else ''} {_listed(blanks)}; "
+            f"the label column '{label_column}' is blank in {_rows(blanks)}; "
             "fill in a label or remove those rows"
         )
     counts = label_counts(table, label_column)
@@ -246,8 +255,8 @@ def check_labels(
             dups.append(n)
         seen.setdefault(key, n)
     if dups:
-        warnings.append(f"{len(dups)} row{'s are' if len(dups) > 1 else ' is an'} exact duplicate"
-                        f"{'s' if len(dups) > 1 else ''} of earlier rows (rows {_listed(dups)})")
+        warnings.append(f"{len(dups)} row{'s are exact duplicates' if len(dups) > 1 else ' is an exact duplicate'} "
+                        f"of an earlier row ({_rows(dups)})")
     inputs: dict[tuple, set[str]] = {}
     for r in table.rows:
         inputs.setdefault(tuple(r.get(c, "") for c in table.columns if c != label_column), set()).add(
@@ -261,7 +270,7 @@ def check_labels(
     if long_rows:
         warnings.append(
             f"{len(long_rows)} row{'s have' if len(long_rows) > 1 else ' has'} text longer than {long_chars:,} "
-            f"characters (rows {_listed(long_rows)}); the model reads only the first max_length tokens, the rest "
+            f"characters ({_rows(long_rows)}); the model reads only the first max_length tokens, the rest "
             "is cut"
         )
     return warnings
