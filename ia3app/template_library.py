@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ia3app.errors import UserError
-from ia3app.templates import TemplateSpec
+from ia3app.templates import TemplateSpec, column_expr, column_ref
 
 # Label spellings read as the negative / positive side of a binary task (compared case-insensitively).
 NEGATIVE = ("0", "false", "no", "negative", "neg", "not_entailment", "not_equivalent", "not_duplicate",
@@ -72,42 +72,48 @@ def _values_as_choices(label_values: Iterable[str] | None) -> list[str]:
     return sorted({str(v).strip() for v in label_values if str(v).strip()})
 
 
+def _fill(source: str, **columns: str) -> str:
+    """Put column references into a template text: [[role]] -> {{ column }}, [[role?]] -> the bare expression."""
+    for role, column in columns.items():
+        source = source.replace(f"[[{role}]]", column_ref(column)).replace(f"[[{role}?]]", column_expr(column))
+    return source
+
+
 def _sentiment(text="sentence", label="label", label_values=None) -> TemplateSpec:
     choices = ["negative", "positive"]
-    return TemplateSpec("sentiment", "{{ %s }}\nIs this review positive or negative?" % text, label,
+    return TemplateSpec("sentiment", _fill("[[text]]\nIs this review positive or negative?", text=text), label,
                         "Sentiment of a text: negative or positive.", choices, _label_map("binary", label_values, choices))
 
 
 def _topic(text="text", label="label", label_values=None) -> TemplateSpec:
-    return TemplateSpec("topic", "{{ %s }}\nWhat is this text about? %s" % (text, "{{ answer_choices | join(', ') }}?"),
+    return TemplateSpec("topic", _fill("[[text]]\nWhat is this text about? {{ answer_choices | join(', ') }}?", text=text),
                         label, "Topic of a text, one of the label values.", _values_as_choices(label_values))
 
 
 def _nli2(premise="premise", hypothesis="hypothesis", label="label", label_values=None) -> TemplateSpec:
-    choices = ["yes", "no"]
-    return TemplateSpec("nli2", '{{ %s }}\nQuestion: Does this imply that "{{ %s }}"? Yes or no?' % (premise, hypothesis),
+    return TemplateSpec("nli2", _fill('[[p]]\nQuestion: Does this imply that "[[h]]"? Yes or no?', p=premise, h=hypothesis),
                         label, "Two-way entailment (RTE): does the premise imply the hypothesis? yes / no.",
-                        choices, _label_map("binary", label_values, ["no", "yes"]))
+                        ["yes", "no"], _label_map("binary", label_values, ["no", "yes"]))
 
 
 def _nli3(premise="premise", hypothesis="hypothesis", label="label", label_values=None) -> TemplateSpec:
     choices = ["yes", "maybe", "no"]
-    return TemplateSpec("nli3", '{{ %s }}\nQuestion: Does this imply that "{{ %s }}"? Yes, no, or maybe?'
-                        % (premise, hypothesis), label,
+    return TemplateSpec("nli3", _fill('[[p]]\nQuestion: Does this imply that "[[h]]"? Yes, no, or maybe?',
+                                      p=premise, h=hypothesis), label,
                         "Three-way entailment (MNLI/CB): entailment / neutral / contradiction -> yes / maybe / no.",
                         choices, _label_map("nli3", label_values, choices))
 
 
 def _yes_no_question(passage="passage", question="question", label="label", label_values=None) -> TemplateSpec:
     choices = ["no", "yes"]
-    return TemplateSpec("yes_no_question", "{{ %s }}\nQuestion: {{ %s }}? Yes or no?" % (passage, question), label,
+    return TemplateSpec("yes_no_question", _fill("[[p]]\nQuestion: [[q]]? Yes or no?", p=passage, q=question), label,
                         "A yes/no question about a passage (BoolQ).", choices, _label_map("binary", label_values, choices))
 
 
 def _paraphrase(sentence1="sentence1", sentence2="sentence2", label="label", label_values=None) -> TemplateSpec:
     choices = ["no", "yes"]
-    return TemplateSpec("paraphrase", 'Does the sentence\n"{{ %s }}"\nparaphrase (that is, mean the same thing as) '
-                        'this sentence?\n"{{ %s }}"\nYes or no?' % (sentence1, sentence2), label,
+    return TemplateSpec("paraphrase", _fill('Does the sentence\n"[[a]]"\nparaphrase (that is, mean the same thing as) '
+                                            'this sentence?\n"[[b]]"\nYes or no?', a=sentence1, b=sentence2), label,
                         "Do two sentences mean the same thing? (MRPC/QQP)", choices,
                         _label_map("binary", label_values, choices))
 
@@ -115,32 +121,33 @@ def _paraphrase(sentence1="sentence1", sentence2="sentence2", label="label", lab
 def _word_sense(word="word", sentence1="sentence1", sentence2="sentence2", label="label",
                 label_values=None) -> TemplateSpec:
     choices = ["no", "yes"]
-    return TemplateSpec("word_sense", "{{ %s }}\n{{ %s }}\nQuestion: Is the word '{{ %s }}' used in the same sense "
-                        "in the two sentences above? Yes or no?" % (sentence1, sentence2, word), label,
+    return TemplateSpec("word_sense", _fill("[[a]]\n[[b]]\nQuestion: Is the word '[[w]]' used in the same sense in the "
+                                            "two sentences above? Yes or no?", a=sentence1, b=sentence2, w=word), label,
                         "Is a word used in the same sense in two sentences? (WiC)", choices,
                         _label_map("binary", label_values, choices))
 
 
 def _cause_effect(premise="premise", question="question", choice1="choice1", choice2="choice2", label="label",
                   label_values=None) -> TemplateSpec:
-    return TemplateSpec("cause_effect", "{{ %s }} {%% if %s == 'cause' %%}What was the cause?{%% else %%}"
-                        "What happened as a result?{%% endif %%}" % (premise, question), label,
+    return TemplateSpec("cause_effect", _fill("[[p]] {% if [[q?]] == 'cause' %}What was the cause?{% else %}"
+                                              "What happened as a result?{% endif %}", p=premise, q=question), label,
                         "Pick the cause or the effect of a premise among per-row options (COPA); the label is "
                         "the 0-based index of the right option.",
-                        choice_templates=["{{ %s }}" % choice1, "{{ %s }}" % choice2])
+                        choice_templates=[column_ref(choice1), column_ref(choice2)])
 
 
 def _multiple_choice(question="question", options=("choice1", "choice2"), label="label",
                      label_values=None) -> TemplateSpec:
     options = [options] if isinstance(options, str) else list(options)
-    return TemplateSpec("multiple_choice", "{{ %s }}\nOptions: {{ answer_choices | join(' / ') }}\nAnswer:" % question,
+    return TemplateSpec("multiple_choice", _fill("[[q]]\nOptions: {{ answer_choices | join(' / ') }}\nAnswer:", q=question),
                         label, "A question with per-row options; the label is the 0-based index of the right one.",
-                        choice_templates=["{{ %s }}" % o for o in options])
+                        choice_templates=[column_ref(o) for o in options])
 
 
 def _text_label(text="text", label="label", label_values=None) -> TemplateSpec:
-    return TemplateSpec("text_label", "{{ %s }}\nWhich label fits this text best: {{ answer_choices | join(', ') }}?"
-                        % text, label, "Generic: a text and one of the label values.", _values_as_choices(label_values))
+    return TemplateSpec("text_label", _fill("[[t]]\nWhich label fits this text best: {{ answer_choices | join(', ') }}?",
+                                            t=text), label, "Generic: a text and one of the label values.",
+                        _values_as_choices(label_values))
 
 
 BUILTINS: dict[str, Builtin] = {b.name: b for b in [
@@ -188,32 +195,40 @@ ROLE_NAMES: dict[str, tuple[str, ...]] = {
     "choice2": ("choice2", "option2", "choice_2", "option_2"),
 }
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "sentiment", "gold", "answer", "idx_label")
-_OPTION = re.compile(r"(choice|option|answer|ending)[ _]?([0-9]+|[a-e])", re.IGNORECASE)
+_OPTION = re.compile(r"(choice|option|answer|ending)_?([0-9]+|[a-e])")
+
+
+def _key(column: str) -> str:
+    """'Review Text' -> 'review_text': how column names are compared with role names."""
+    return re.sub(r"[^0-9a-z]+", "_", column.strip().lower()).strip("_")
 
 
 def guess_label_column(columns: list[str]) -> str | None:
-    lowered = {c.strip().lower(): c for c in columns}
-    return next((lowered[n] for n in LABEL_NAMES if n in lowered), None)
+    keyed = {_key(c): c for c in columns}
+    return next((keyed[n] for n in LABEL_NAMES if n in keyed), None)
 
 
 def _assign(roles: tuple[str, ...], columns: list[str], label: str) -> dict[str, Any] | None:
-    """Map each role to a distinct column by name; None when a role finds no column."""
-    free = {c.strip().lower(): c for c in columns if c != label}
+    """Map each role to a distinct column: by its whole name first, else by a word of it ('Review Text' -> text).
+    None when a role finds no column."""
+    free = {_key(c): c for c in columns if c != label}
     out: dict[str, Any] = {}
     for role in roles:
         if role == "options":
-            options = sorted((c for c in free.values() if _OPTION.fullmatch(c.strip())), key=str.lower)
+            options = sorted((c for c in free.values() if _OPTION.fullmatch(_key(c))), key=_key)
             if len(options) < 2:
                 return None
             out[role] = options
             for c in options:
-                free.pop(c.strip().lower())
+                free.pop(_key(c))
             continue
         match = next((free[n] for n in ROLE_NAMES[role] if n in free), None)
         if match is None:
+            match = next((c for n in ROLE_NAMES[role] for k, c in free.items() if n in k.split("_")), None)
+        if match is None:
             return None
         out[role] = match
-        free.pop(match.strip().lower())
+        free.pop(_key(match))
     return out
 
 

@@ -16,11 +16,13 @@ header, as a person counts them in a spreadsheet below the column names.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import jinja2.meta
+import jinja2.nodes
 
 from ia3app.errors import UserError
 from ia3app.example import Example
@@ -28,8 +30,36 @@ from ia3app.jinja_sandbox import MAX_CHOICE_CHARS, MAX_INPUT_CHARS, parse, rende
 
 MAX_LISTED = 8
 """Rows or values named in one message before '... and N more'."""
-RESERVED = frozenset({"answer_choices"})
+ROW = "row"
+"""The whole row as a mapping, for columns whose names are not Jinja names: {{ row["review text"] }}."""
+RESERVED = frozenset({"answer_choices", ROW})
 """Names the renderer provides itself (not columns)."""
+_JINJA_WORDS = frozenset({"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False",
+                          "None"})
+
+
+def column_expr(column: str) -> str:
+    """A Jinja expression reading `column`: the bare name when it is a usable name, else row["..."]."""
+    if column.isidentifier() and column not in _JINJA_WORDS and column not in RESERVED:
+        return column
+    return f"{ROW}[{json.dumps(column, ensure_ascii=False)}]"
+
+
+def column_ref(column: str) -> str:
+    """`{{ <column_expr> }}`: how a template prints a column."""
+    return "{{ " + column_expr(column) + " }}"
+
+
+def _row_columns(ast: jinja2.nodes.Template) -> set[str]:
+    """Columns read as row["name"] or row.name."""
+    out = set()
+    for node in ast.find_all((jinja2.nodes.Getitem, jinja2.nodes.Getattr)):
+        if isinstance(node.node, jinja2.nodes.Name) and node.node.name == ROW:
+            if isinstance(node, jinja2.nodes.Getattr):
+                out.add(node.attr)
+            elif isinstance(node.arg, jinja2.nodes.Const) and isinstance(node.arg.value, str):
+                out.add(node.arg.value)
+    return out
 
 
 @dataclass
@@ -88,8 +118,9 @@ class TemplateSpec:
         """Columns the templates read (from the Jinja AST), not counting the label column."""
         used: set[str] = set()
         for what, text in self.sources().items():
-            used |= jinja2.meta.find_undeclared_variables(parse(text, what))
-        return used - RESERVED
+            ast = parse(text, what)
+            used |= (jinja2.meta.find_undeclared_variables(ast) - RESERVED) | _row_columns(ast)
+        return used
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
@@ -121,6 +152,7 @@ def _context(spec: TemplateSpec, row: dict[str, Any]) -> dict[str, Any]:
         value = _label_value(row, spec.label_column)
         if value is not None and value in spec.label_names:
             context[spec.label_column] = spec.label_names.index(value)
+    context[ROW] = {k: v for k, v in context.items() if k != ROW}  # always the row: row["row"] reads a column "row"
     return context
 
 

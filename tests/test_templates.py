@@ -10,6 +10,7 @@ from ia3app.errors import UserError
 from ia3app.example import Example
 from ia3app.template_library import BUILTINS, builtin, templates_fitting
 from ia3app.templates import (
+    column_ref,
     TemplateSpec,
     format_preview,
     from_promptsource,
@@ -346,3 +347,21 @@ def test_each_shared_csv_loads_and_renders_with_a_fitting_builtin(fewshot_dir):
         assert len(examples) == len(table.rows) == 32
         assert all(e.label is not None and e.input for e in examples)
         assert len({e.label for e in examples}) == 2
+
+
+def test_columns_whose_names_are_not_jinja_names():
+    assert column_ref("sentence") == "{{ sentence }}"
+    assert column_ref("Review Text") == '{{ row["Review Text"] }}'
+    assert column_ref("in") == '{{ row["in"] }}' and column_ref("row") == '{{ row["row"] }}'
+    spec = TemplateSpec(name="r", input='{{ row["Review Text"] }} / {{ row.title }} / {{ row["row"] }}',
+                        choices=["a", "b"])
+    assert spec.columns_used() == {"Review Text", "title", "row"}
+    row = {"Review Text": "meh", "title": "T", "row": "R", "label": "b"}
+    assert render(spec, row).input == "meh / T / R"
+    with pytest.raises(UserError, match="column 'Review Text' used by the template is not in the file"):
+        validate(spec, ["title", "row", "label"], [row])
+    fits = dict(templates_fitting(["Review Text", "Rating", "Label"], ["neg", "pos"]))
+    assert list(fits) == ["sentiment", "text_label"] and fits["sentiment"].label_column == "Label"
+    assert render(fits["sentiment"], row | {"Label": "pos"}).input.startswith("meh\n")
+    mc = dict(templates_fitting(["goal", "Option A", "Option B", "label"], ["0", "1"]))["multiple_choice"]
+    assert mc.choice_templates == ['{{ row["Option A"] }}', '{{ row["Option B"] }}']
