@@ -86,7 +86,7 @@ def _wire_data_to_template(ctx, up: U.UploadPage, tp: T.TemplatePage, tr: TR.Tra
         try:
             state = U.save_upload(ctx, _user(ctx, request), path, label_column, int(k) if sample else None,
                                   eval_mode, eval_path, fraction, seed)
-            fitting = T.fitting_templates(state["columns"], state["label_values"])
+            fitting = T.fitting_templates(state["columns"], state["label_values"], state["label_column"])
         except UserError as e:
             return ({}, f"❌ **Not saved:** {e}", gr.Tabs(), gr.update(), *[gr.update()] * 6)
         names = list(fitting)
@@ -108,7 +108,8 @@ def _wire_template(ctx, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session, tem
     def on_builtin(session_v, name):
         if not session_v or name == T.CUSTOM:
             return [gr.update()] * 6
-        spec = T.fitting_templates(session_v["columns"], session_v["label_values"]).get(name)
+        spec = T.fitting_templates(session_v["columns"], session_v["label_values"],
+                                    session_v["label_column"]).get(name)
         return [gr.update()] * 6 if spec is None else [spec.name, *T.fields_from_spec(spec)]
 
     tp.builtin.input(on_builtin, [session, tp.builtin], tp.editor, api_visibility="private")

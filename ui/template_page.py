@@ -77,11 +77,11 @@ def check_template(rows: list[dict], columns: list[str], label_column: str, name
     return f"✅ The template fits all {len(rows)} rows.{notes}", preview_html(items), spec.to_dict()
 
 
-def fitting_templates(columns: list[str], label_values: list[str]) -> dict[str, TemplateSpec]:
-    """Built-ins that fit these columns and labels, by display name."""
+def fitting_templates(columns: list[str], label_values: list[str], label_column: str) -> dict[str, TemplateSpec]:
+    """Built-ins that fit these columns and labels, by name, most specific first."""
     from ia3app.template_library import templates_fitting
 
-    return {name: spec for name, spec in templates_fitting(columns, label_values)}
+    return {name: spec for name, spec in templates_fitting(columns, label_values, label_column)}
 
 
 @dataclass

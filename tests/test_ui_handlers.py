@@ -1,0 +1,204 @@
+"""Web app handlers called directly: launch policy, upload checks, templates, jobs, ownership."""
+
+from __future__ import annotations
+
+import pytest
+
+from ia3app.config import RecipeConfig
+from ia3app.errors import UserError
+from ui import jobs_page as J
+from ui import results_page as R
+from ui import template_page as T
+from ui import train_page as TR
+from ui import upload as U
+from ui.auth import decide_auth
+from ui.context import AppContext
+
+SST2_HEAD = "sentence,label\n" + "".join(
+    f"{'a fine film' if i % 2 else 'a dull mess'} number {i},{'positive' if i % 2 else 'negative'}\n" for i in range(12)
+)
+
+
+class Req:
+    """What the handlers read from gr.Request: the signed-in name and the query string."""
+
+    def __init__(self, username=None):
+        self.username = username
+        self.query_params = {}
+
+
+@pytest.fixture
+def ctx(tmp_path, monkeypatch):
+    monkeypatch.setenv("IA3APP_DATA_DIR", str(tmp_path / "data"))
+    return AppContext(tmp_path / "data", max_upload_bytes=20_000, max_rows=50)
+
+
+@pytest.fixture
+def users(ctx):
+    from storage import users
+
+    return users.create_user(ctx.db(), "alice", "correct horse 1"), users.create_user(ctx.db(), "bob", "battery 22")
+
+
+def write(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(path)
+
+
+# ---- launch policy -----------------------------------------------------------------------------
+def test_local_host_needs_no_sign_in():
+    assert decide_auth("127.0.0.1", user_count=0).required is False
+
+
+def test_public_host_refuses_without_users():
+    with pytest.raises(UserError, match="storage.users add"):
+        decide_auth("0.0.0.0", user_count=0)
+
+
+def test_public_host_requires_sign_in_when_users_exist():
+    assert decide_auth("0.0.0.0", user_count=1).required is True
+    assert decide_auth("127.0.0.1", user_count=1, force_auth=True).required is True
+
+
+def test_insecure_flag_warns():
+    policy = decide_auth("0.0.0.0", user_count=0, insecure_no_auth=True)
+    assert policy.required is False and "WITHOUT authentication" in policy.warning
+
+
+def test_main_exits_with_a_message_when_public_and_no_users(tmp_path, capsys):
+    from ui.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--host", "0.0.0.0", "--data-dir", str(tmp_path / "d"), "--no-worker"])
+    assert exc.value.code == 2
+    assert "no users exist" in capsys.readouterr().err
+
+
+def test_signed_in_mode_rejects_anonymous_requests(ctx, users):
+    ctx.auth_required = True
+    with pytest.raises(UserError, match="sign in"):
+        ctx.user_id(Req())
+    assert ctx.user_id(Req("bob")) == users[1]
+
+
+# ---- upload ------------------------------------------------------------------------------------
+def count_datasets(ctx):
+    return ctx.db().execute("select count(*) from datasets").fetchone()[0]
+
+
+def test_upload_saves_training_data_with_an_automatic_split(ctx, users, tmp_path):
+    path = write(tmp_path, "reviews.csv", SST2_HEAD)
+    info = U.inspect(path, ctx)
+    assert info["columns"] == ["sentence", "label"] and info["label_column"] == "label"
+    state = U.save_upload(ctx, users[0], path, "label", None, U.AUTO, None, 0.25, 0)
+    assert state["holdout"] == {"fraction": 0.25, "seed": 0} and state["label_values"] == ["negative", "positive"]
+    assert "8 rows to train on, 4 held out" in U.split_summary(U.parse(path, ctx).rows, "label", 0.25, 0)
+    assert count_datasets(ctx) == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"),
+    (b"\x00\x01\x02PK\x03\x04" * 50, "binary|not a text"),
+    ("sentence,label\n" + "x,a\n" * 60, "row limit|limit"),
+    ("sentence,label\nx,a\ny,\n", "blank"),
+    ("sentence,label\nx,a\ny,a\n", "at least two"),
+    ("s" * 30_000, "MB; the limit is"),
+])
+def test_bad_files_get_a_specific_message_and_nothing_is_stored(ctx, users, tmp_path, content, message):
+    path = write(tmp_path, "bad.csv", content)
+    with pytest.raises(UserError, match=message):
+        U.save_upload(ctx, users[0], path, "label", None, U.NONE, None, 0.25, 0)
+    assert count_datasets(ctx) == 0
+    uploads = ctx.data_dir / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+
+
+def test_bad_held_out_file_stores_nothing(ctx, users, tmp_path):
+    good = write(tmp_path, "train.csv", SST2_HEAD)
+    bad = write(tmp_path, "held.csv", "review,label\nx,positive\n")
+    with pytest.raises(UserError, match="held-out file lacks column"):
+        U.save_upload(ctx, users[0], good, "label", None, U.SEPARATE, bad, 0.25, 0)
+    assert count_datasets(ctx) == 0
+
+
+# ---- template ----------------------------------------------------------------------------------
+def test_builtin_template_previews_with_the_correct_choice_marked():
+    rows = [{"sentence": "great <b>fun</b>", "label": "positive"}, {"sentence": "awful", "label": "negative"}]
+    fitting = T.fitting_templates(["sentence", "label"], ["negative", "positive"], "label")
+    name = next(iter(fitting))
+    fields = T.fields_from_spec(fitting[name])
+    message, html, spec = T.check_template(rows, ["sentence", "label"], "label", name, *fields)
+    assert message.startswith("✅") and spec["name"] == name
+    assert "&lt;b&gt;fun&lt;/b&gt;" in html  # user text is escaped
+    assert html.count('class="correct"') == 2
+
+
+def test_template_errors_are_shown_inline():
+    rows = [{"sentence": "x", "label": "positive"}]
+    message, html, spec = T.check_template(rows, ["sentence", "label"], "label", "mine", "{{review}} ok?", T.FIXED,
+                                           "yes\nno", "", "")
+    assert spec is None and "column 'review'" in message and "sentence" in message
+
+
+def test_label_map_lines_are_parsed():
+    spec = T.spec_from_fields("m", "{{s}}", T.FIXED, "bad\ngood", "0 = bad\n1 = good", "", "label")
+    assert spec.label_map == {"0": "bad", "1": "good"}
+    with pytest.raises(UserError, match="label value = answer"):
+        T.spec_from_fields("m", "{{s}}", T.FIXED, "bad\ngood", "0 bad", "", "label")
+
+
+# ---- train + jobs ------------------------------------------------------------------------------
+def test_advanced_inputs_build_the_recipe():
+    defaults = RecipeConfig()
+    values = [getattr(defaults, n) for n in TR.RECIPE_FIELDS]
+    assert TR.recipe_from_values(values) == defaults
+    values[TR.RECIPE_FIELDS.index("steps")] = 2.5
+    with pytest.raises(UserError, match="whole number"):
+        TR.recipe_from_values(values)
+
+
+def submit_tiny_job(ctx, uid, tmp_path):
+    from jobs import queue
+
+    path = write(tmp_path, "reviews.csv", SST2_HEAD)
+    state = U.save_upload(ctx, uid, path, "label", None, U.AUTO, None, 0.25, 0)
+    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+    recipe = RecipeConfig(steps=2, batch_size=2, warmup_steps=0, checkpoint_every=0)
+    config = TR.build_job_config(ctx, uid, state, spec.to_dict(), "tiny-demo", "", recipe, False, "", TR.METHODS)
+    return queue.submit(ctx.db(), uid, config), config
+
+
+def test_submitted_job_is_visible_to_its_owner_only(ctx, users, tmp_path):
+    alice, bob = users
+    job_id, config = submit_tiny_job(ctx, alice, tmp_path)
+    assert (ctx.data_dir / "models" / "tiny-t0" / "config.json").is_file()
+    assert config["spec"]["eval_methods"] == TR.METHODS and config["holdout"]["fraction"] == 0.25
+    view = J.job_view(ctx, alice, job_id)
+    assert view["found"] and view["status"] == "queued" and "Job #" in view["header"]
+    assert not J.job_view(ctx, bob, job_id)["found"]
+    assert J.job_choices(ctx, bob) == [] and len(J.jobs_table(ctx, alice)) == 1
+    assert J.cancel_job(ctx, bob, job_id) == "No such job among yours."
+    with pytest.raises(UserError, match="not one of your jobs"):
+        R.build_zip(ctx, bob, job_id)
+    with pytest.raises(UserError, match="not finished"):
+        R.build_zip(ctx, alice, job_id)
+    assert J.cancel_job(ctx, alice, job_id) == "Cancelled."
+
+
+def test_job_config_refuses_someone_elses_dataset(ctx, users, tmp_path):
+    alice, bob = users
+    path = write(tmp_path, "reviews.csv", SST2_HEAD)
+    state = U.save_upload(ctx, alice, path, "label", None, U.NONE, None, 0.25, 0)
+    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+    with pytest.raises(UserError, match="not found among your datasets"):
+        TR.build_job_config(ctx, bob, state, spec.to_dict(), "tiny-demo", "", RecipeConfig(), False, "", [])
+
+
+def test_tfew_vectors_only_for_t0_3b(ctx, users, tmp_path):
+    path = write(tmp_path, "reviews.csv", SST2_HEAD)
+    state = U.save_upload(ctx, users[0], path, "label", None, U.NONE, None, 0.25, 0)
+    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+    with pytest.raises(UserError, match="only for bigscience/T0_3B"):
+        TR.build_job_config(ctx, users[0], state, spec.to_dict(), "google/flan-t5-small", "", RecipeConfig(), True,
+                            "x.pt", [])
