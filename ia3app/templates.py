@@ -152,7 +152,7 @@ def _context(spec: TemplateSpec, row: dict[str, Any]) -> dict[str, Any]:
         value = _label_value(row, spec.label_column)
         if value is not None and value in spec.label_names:
             context[spec.label_column] = spec.label_names.index(value)
-    context[ROW] = {k: v for k, v in context.items() if k != ROW}  # always the row: row["row"] reads a column "row"
+    context[ROW] = dict(context)  # always the whole row; a column named "row" is read as row["row"]
     return context
 
 
