@@ -163,6 +163,9 @@ def render_text(text: str, what: str, context: dict[str, Any], limit: int) -> st
     except SecurityError as e:
         raise UserError(f"template refused: {what} tries something a prompt may not do ({e})") from None
     except UndefinedError as e:
+        missing = re.fullmatch(r"'(.+)' is undefined", e.message or "")
+        if missing:
+            raise UserError(f"{what} uses '{missing.group(1)}', which is not a column of this row") from None
         raise UserError(f"{what} could not be rendered: {e.message}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError, jinja2.TemplateError) as e:
         raise UserError(f"{what} could not be rendered: {e}") from None

@@ -91,13 +91,23 @@ class TemplateSpec:
             problems.append("give either fixed 'choices' or per-row 'choice_templates', not both or neither")
         if self.label_map is not None and self.choices is None:
             problems.append("'label_map' applies to fixed choices only")
-        for field_name in ("name", "input", "label_column"):
+        for field_name in ("name", "input", "label_column", "description"):
             if not isinstance(getattr(self, field_name), str):
+                problems.append(f"'{field_name}' must be text")
+        for field_name in ("choices", "choice_templates", "label_names"):
+            value = getattr(self, field_name)
+            if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value)):
+                problems.append(f"'{field_name}' must be a list of texts")
+        if self.label_map is not None and not isinstance(self.label_map, dict):
+            problems.append("'label_map' must map label values to choice texts")
+        for field_name in ("target",):
+            if getattr(self, field_name) is not None and not isinstance(getattr(self, field_name), str):
                 problems.append(f"'{field_name}' must be text")
         if problems:
             raise UserError(f"template '{self.name}' is malformed: " + "; ".join(problems))
-        self.choices = None if self.choices is None else [str(c) for c in self.choices]
-        self.choice_templates = None if self.choice_templates is None else [str(c) for c in self.choice_templates]
+        self.choices = None if self.choices is None else list(self.choices)
+        self.choice_templates = None if self.choice_templates is None else list(self.choice_templates)
+        self.label_names = None if self.label_names is None else list(self.label_names)
         if self.label_map is not None:
             self.label_map = {str(k): str(v) for k, v in self.label_map.items()}
 

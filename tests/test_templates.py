@@ -67,7 +67,7 @@ def test_render_errors_name_the_problem():
         render(COPA, COPA_ROW | {"label": "2"})
     with pytest.raises(UserError, match="renders to empty text"):
         render(SENTIMENT.__class__(name="e", input="{{ sentence }}", choices=["a", "b"]), {"sentence": "  "})
-    with pytest.raises(UserError, match=r"row 2: .*'sentence' is undefined"):
+    with pytest.raises(UserError, match=r"row 2: input template uses 'sentence', which is not a column of this row"):
         render_all(SENTIMENT, [{"sentence": "ok", "label": "positive"}, {"text": "no such column"}])
 
 
@@ -82,6 +82,8 @@ def test_spec_json_roundtrip_and_malformed_specs():
         assert TemplateSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     with pytest.raises(UserError, match="either fixed 'choices' or per-row 'choice_templates'"):
         TemplateSpec(name="x", input="{{ t }}", choices=["a", "b"], choice_templates=["{{ a }}"])
+    with pytest.raises(UserError, match="'choices' must be a list of texts; 'label_map' must map label values"):
+        TemplateSpec.from_dict({"name": "x", "input": "t", "choices": "ab", "label_map": ["a"]})
     with pytest.raises(UserError, match="unknown template field"):
         TemplateSpec.from_dict({"name": "x", "input": "t", "choices": ["a", "b"], "chioces": []})
     with pytest.raises(UserError, match="template is missing 'input'"):
@@ -124,7 +126,7 @@ def test_sandbox_refuses_internals_and_resource_abuse(source):
 
 @pytest.mark.parametrize("source", ["{{ lipsum(100) }}", "{{ joiner() }}", "{{ namespace() }}", "{{ config }}"])
 def test_sandbox_has_no_default_globals(source):
-    with pytest.raises(UserError, match="is undefined"):
+    with pytest.raises(UserError, match="which is not a column of this row"):
         render(TemplateSpec(name="g", input=source, choices=["a", "b"]), {"label": "a"})
 
 
