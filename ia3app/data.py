@@ -29,6 +29,7 @@ MANY_PER_CLASS = 64
 LONG_TEXT_CHARS = 1_000
 """Cells longer than this (about 256 tokens) will be cut at the model's max_length."""
 MAX_LISTED = 8
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 Rows = list[dict[str, str]]
 
@@ -95,7 +96,7 @@ def _decode(raw: bytes) -> tuple[str, str]:
             f"the file is not UTF-8 text: byte 0x{raw[e.start]:02X} at offset {e.start} (line {line}) cannot be "
             f"decoded (perhaps Windows-1252 or Latin-1); {save_as}"
         ) from None
-    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\r\n")
+    controls = len(_CONTROL.findall(text))
     if controls > max(4, len(text) // 100):
         raise UserError(f"this looks like a binary file, not CSV text ({controls} control characters); {save_as}")
     return text, encoding
