@@ -83,12 +83,12 @@ class Heartbeat(threading.Thread):
         self.lease_s, self.interval_s = lease_s, interval_s
         self.cancelled = threading.Event()
         self.lost = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         db = open_db(self.db_path)
         try:
-            while not self._stop.wait(self.interval_s):
+            while not self._halt.wait(self.interval_s):
                 try:
                     if queue.heartbeat(db, self.job_id, self.worker_id, self.lease_s):
                         self.cancelled.set()
@@ -102,5 +102,5 @@ class Heartbeat(threading.Thread):
             db.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=self.interval_s + 35)

@@ -44,8 +44,9 @@ def open_db(path: str | Path | None = None, *, busy_timeout_s: float = BUSY_TIME
             path = path / DB_FILENAME
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-    # check_same_thread=False: the worker's heartbeat thread has its own connection, but the web
-    # app hands one connection between Gradio's worker threads; sqlite3 serialises calls itself.
+    # A transaction belongs to its connection: give each thread its own (the worker's heartbeat
+    # thread and the web app's handler threads do). check_same_thread=False only lets a connection
+    # be closed or handed over from another thread.
     conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
     conn.execute("PRAGMA foreign_keys = ON")
