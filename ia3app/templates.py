@@ -124,10 +124,12 @@ class TemplateSpec:
             out["target template"] = self.target
         return out
 
-    def columns_used(self) -> set[str]:
-        """Columns the templates read (from the Jinja AST), not counting the label column."""
+    def columns_used(self, include_target: bool = True) -> set[str]:
+        """Columns the templates read (from the Jinja AST); the label column only where a template reads it."""
         used: set[str] = set()
         for what, text in self.sources().items():
+            if what == "target template" and not include_target:
+                continue
             ast = parse(text, what)
             used |= (jinja2.meta.find_undeclared_variables(ast) - RESERVED) | _row_columns(ast)
         return used
@@ -273,11 +275,12 @@ def validate(
     spec: TemplateSpec, columns: list[str], rows: list[dict[str, Any]], *, require_labels: bool = True
 ) -> list[str]:
     """Check a template against a file's columns and rows. Returns warnings; raises ONE UserError listing
-    every problem (missing columns, unmapped labels, empty inputs, colliding or too few choices, syntax)."""
+    every problem (missing columns, unmapped labels, empty inputs, colliding or too few choices, syntax).
+    require_labels=False is for unlabelled data (predictions): the label column is neither needed nor checked."""
     problems: list[str] = []
     warnings: list[str] = []
     try:
-        used = spec.columns_used()
+        used = spec.columns_used(include_target=require_labels)
     except UserError as e:
         raise UserError(f"template '{spec.name}': {e}") from None
     listing = ", ".join(columns) if columns else "(no columns)"
@@ -322,6 +325,8 @@ def validate(
             empty_choice.append(n)
         if spec.per_row and _duplicates(choices):
             collide.append(n)
+        if not require_labels:
+            continue
         try:
             label = lookup_label(spec, row, choices)
             labelled += label is not None

@@ -367,3 +367,14 @@ def test_columns_whose_names_are_not_jinja_names():
     assert render(fits["sentiment"], row | {"Label": "pos"}).input.startswith("meh\n")
     mc = dict(templates_fitting(["goal", "Option A", "Option B", "label"], ["0", "1"]))["multiple_choice"]
     assert mc.choice_templates == ['{{ row["Option A"] }}', '{{ row["Option B"] }}']
+
+
+def test_validate_unlabelled_data_for_predictions():
+    spec = from_promptsource(PROMPTSOURCE_FILE, name="does this imply", label_names=["entailment", "not_entailment"])
+    unlabelled = [{k: v for k, v in r.items() if k != "label"} for r in RTE_ROWS[:2]]
+    assert validate(spec, ["premise", "hypothesis"], unlabelled, require_labels=False) == []
+    odd_labels = [r | {"label": "unknown"} for r in RTE_ROWS[:2]]  # a label column is not checked either
+    assert validate(SENTIMENT.__class__(name="n", input="{{ premise }}", choices=["yes", "no"]), RTE_COLUMNS,
+                    odd_labels, require_labels=False) == []
+    with pytest.raises(UserError, match="label column 'label' is not in the file"):
+        validate(spec, ["premise", "hypothesis"], unlabelled)
