@@ -191,20 +191,25 @@ class Predictor:
 
         table = load_csv(data)
         predictions = self.predict(adapter_dir, table.rows)
-        info = self._adapter(adapter_dir)
-        per_row = info.template.per_row
-        n_choices = max((len(p["probs"]) for p in predictions), default=0)
-        prob_columns = [f"prob_{i + 1}" for i in range(n_choices)] if per_row else [f"prob_{c}" for c in info.choices]
-        columns = table.columns + ["prediction", "predicted_choice"] + prob_columns
-        out_rows = []
-        for row, pred in zip(table.rows, predictions):
-            probs = list(pred["probs"].values()) if per_row else [pred["probs"].get(c, 0.0) for c in info.choices]
-            out_rows.append(
-                {
-                    **row,
-                    "prediction": pred["label"],
-                    "predicted_choice": pred["choice"],
-                    **{col: f"{p:.6f}" for col, p in zip(prob_columns, probs)},
-                }
-            )
-        return write_csv(out_rows, columns)
+        columns, rows = prediction_table(self._adapter(adapter_dir), table.columns, table.rows, predictions)
+        return write_csv(rows, columns)
+
+
+def prediction_table(info: AdapterInfo, columns: list[str], rows: list[dict], predictions: list[dict]):
+    """(columns, rows): the input columns, then prediction, predicted_choice and prob_<choice> per choice
+    (prob_1, prob_2... for per-row choices), probabilities as text with 6 decimals."""
+    per_row = info.template.per_row
+    n_choices = max((len(p["probs"]) for p in predictions), default=0)
+    prob_columns = [f"prob_{i + 1}" for i in range(n_choices)] if per_row else [f"prob_{c}" for c in info.choices]
+    out_rows = []
+    for row, pred in zip(rows, predictions):
+        probs = list(pred["probs"].values()) if per_row else [pred["probs"].get(c, 0.0) for c in info.choices]
+        out_rows.append(
+            {
+                **row,
+                "prediction": pred["label"],
+                "predicted_choice": pred["choice"],
+                **{col: f"{p:.6f}" for col, p in zip(prob_columns, probs)},
+            }
+        )
+    return list(columns) + ["prediction", "predicted_choice"] + prob_columns, out_rows

@@ -1,0 +1,412 @@
+"""`python -m ia3app`: train, predict, evaluate, export, templates, make-tiny-model.
+
+Each subcommand is a thin layer over the library (pipeline.run_job, predict.Predictor,
+evaluate.evaluate_methods, ...). A UserError prints one line on stderr and exits with 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from ia3app import __version__
+from ia3app.errors import Cancelled, UserError
+
+RECIPE_FLAGS = {  # flag -> (RecipeConfig field, type, help)
+    "--steps": ("steps", int, "optimizer steps (T-Few: 1000)"),
+    "--batch-size": ("batch_size", int, "examples per step (T-Few: 8)"),
+    "--grad-accumulation": ("grad_accumulation", int, "micro-batches per step"),
+    "--lr": ("lr", float, "Adafactor learning rate (T-Few: 3e-3)"),
+    "--warmup-steps": ("warmup_steps", int, "linear warmup steps (default: 6%% of --steps)"),
+    "--max-length": ("max_length", int, "input tokens kept (T-Few: 256)"),
+    "--precision": ("precision", str, "auto, bf16 or fp32"),
+    "--seed": ("seed", int, "sampling seed"),
+    "--checkpoint-every": ("checkpoint_every", int, "steps between resumable checkpoints (0: never)"),
+    "--eval-batch-size": ("eval_batch_size", int, "examples per scoring batch"),
+}
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} takes NAME=VALUE (got {item!r})")
+        out[key] = value
+    return out
+
+
+def _table(path: str):
+    from ia3app.data import load_csv
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"CSV file {path} does not exist")
+    return load_csv(p)
+
+
+def _template(args, table):
+    """--template: a built-in name, a JSON TemplateSpec or promptsource file; absent: the best fitting built-in."""
+    from ia3app.template_library import builtin, guess_label_column, templates_fitting
+    from ia3app.templates import TemplateSpec, from_promptsource
+
+    columns = _pairs(getattr(args, "column", None), "--column")
+    label = args.label_column or (guess_label_column(table.columns) if table else None) or "label"
+    values = sorted({str(r.get(label, "")).strip() for r in table.rows} - {""}) if table else None
+    name = args.template
+    if name is None:
+        if table is None:
+            raise UserError("pass --template (a built-in name, or a JSON / promptsource YAML file)")
+        fitting = templates_fitting(table.columns, values or [], label)
+        if not fitting:
+            raise UserError(
+                f"no built-in template fits the columns {', '.join(table.columns)}; pass --template with a "
+                "built-in name and --column ROLE=COLUMN, or a template file (see `python -m ia3app templates`)"
+            )
+        return fitting[0][1]
+    path = Path(name)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+            if isinstance(data, dict) and "jinja" in data:
+                return from_promptsource(data, label_column=label)
+            return TemplateSpec.from_dict(data)
+        return from_promptsource(text, name=args.prompt_name, label_column=label)
+    if args.label_column or "label" not in columns:
+        columns.setdefault("label", label)
+    return builtin(name, label_values=values, **columns)
+
+
+def _recipe(args):
+    from ia3app.config import RecipeConfig
+
+    given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in RECIPE_FLAGS.items()}
+    given = {k: v for k, v in given.items() if v is not None}
+    if "steps" in given and "warmup_steps" not in given:
+        given["warmup_steps"] = min(60, round(0.06 * given["steps"]))  # the recipe's 6 %
+    return RecipeConfig(**given)
+
+
+def _print_evaluation(evaluation: dict, out=sys.stdout) -> None:
+    header = f"{'method':<14}{'accuracy':>10}{'macro-F1':>10}{'ms/pred':>10}{'tokens':>9}{'FLOPs/pred':>12}"
+    print(header, file=out)
+    for method, r in evaluation["methods"].items():
+        label = method + (f" ({r['shots']})" if "shots" in r else "")
+        print(
+            f"{label:<14}{r['accuracy']:>10.3f}{r['macro_f1']:>10.3f}{1000 * r['latency_s']:>10.2f}"
+            f"{r['tokens']:>9.0f}{r['flops']:>12.3g}",
+            file=out,
+        )
+    ratio = evaluation.get("ratios", {}).get("in-context / t-few")
+    if ratio:
+        print(f"in-context / t-few: {ratio['latency_s']:.1f}x latency, {ratio['flops']:.1f}x FLOPs", file=out)
+
+
+# ---------------------------------------------------------------- subcommands
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from ia3app.data import split_holdout
+    from ia3app.pipeline import JobSpec, run_job
+
+    table = _table(args.csv)
+    template = _template(args, table)
+    recipe = _recipe(args)
+    train_rows, eval_rows = table.rows, None
+    if args.eval_csv:
+        eval_rows = _table(args.eval_csv).rows
+    elif args.holdout:
+        train_rows, eval_rows = split_holdout(table.rows, template.label_column, args.holdout, recipe.seed)
+    spec = JobSpec(
+        model=args.model, template=template.to_dict(), recipe=recipe.to_dict(), revision=args.revision,
+        init_vectors=args.init_vectors, eval_methods=args.methods,
+    )
+    out = Path(args.out)
+    work = Path(args.work_dir) if args.work_dir else out / ".work"
+    bar = None
+
+    def progress(event: dict) -> None:
+        nonlocal bar
+        if event.get("phase") == "train" and "step" in event:
+            if bar is None:
+                bar = tqdm(total=recipe.steps, desc="train", unit="step", disable=args.quiet)
+            bar.n = event["step"]
+            if "loss" in event:
+                bar.set_postfix(loss=f"{event['loss']:.4f}", refresh=False)
+            bar.refresh()
+            return
+        if bar is not None:
+            bar.close()
+            bar = None
+        if not args.quiet:
+            print(event.get("message", event.get("phase")), file=sys.stderr)
+
+    results = run_job(spec, train_rows, eval_rows, work_dir=work, out_dir=out, progress=progress, device=args.device)
+    if bar is not None:
+        bar.close()
+    if not args.work_dir and not args.keep_checkpoints:
+        shutil.rmtree(work, ignore_errors=True)
+    params, training = results["params"], results["training"]
+    print(f"adapter written to {out}")
+    print(
+        f"trained {params.get('added'):,} parameters ({100 * params.get('fraction', 0):.4f} % of the model) "
+        f"in {training['steps']} steps, {training['wall_s']:.1f} s"
+    )
+    for warning in results.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    if results.get("evaluation"):
+        _print_evaluation(results["evaluation"])
+    return 0
+
+
+def _write_predictions(columns, rows, out: str | None, fmt: str) -> None:
+    from ia3app.data import write_csv
+
+    if fmt == "jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        data = text.encode("utf-8")
+    else:
+        data = write_csv(rows, columns)
+    if out:
+        Path(out).write_bytes(data)
+    else:
+        sys.stdout.write(data.decode("utf-8"))
+
+
+def cmd_predict(args) -> int:
+    from ia3app.predict import Predictor, prediction_table, read_adapter
+
+    info = read_adapter(args.adapter)
+    if args.csv:
+        table = _table(args.csv)
+        columns, rows = table.columns, table.rows
+    elif args.text or args.column:
+        used = sorted(info.template.columns_used())
+        if args.text:
+            if len(used) != 1:
+                raise UserError(
+                    f"this adapter's template reads columns {', '.join(used)}; pass each with --column NAME=VALUE"
+                )
+            rows = [{used[0]: t} for t in args.text]
+        else:
+            rows = [_pairs(args.column, "--column")]
+        columns = list(rows[0])
+    else:
+        raise UserError("give rows to predict: --text TEXT, --column NAME=VALUE or --csv FILE")
+    predictions = Predictor(max_models=1, device=args.device).predict(args.adapter, rows)
+    fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) or not args.csv else "csv")
+    if fmt == "jsonl":
+        out_rows = [{**row, **pred} for row, pred in zip(rows, predictions)]
+        _write_predictions(None, out_rows, args.out, "jsonl")
+    else:
+        cols, out_rows = prediction_table(info, columns, rows, predictions)
+        _write_predictions(cols, out_rows, args.out, "csv")
+    return 0
+
+
+def _load_with_adapter(adapter: str, device: str | None):
+    from ia3app.adapter_io import apply_adapter
+    from ia3app.ia3 import inject
+    from ia3app.models import load_model
+    from ia3app.predict import read_adapter
+
+    info = read_adapter(adapter)
+    loaded = load_model(info.base_model, info.revision, device=device)
+    handle = inject(loaded.model)
+    apply_adapter(handle, adapter)
+    return info, loaded, handle
+
+
+def cmd_evaluate(args) -> int:
+    from ia3app.evaluate import evaluate_methods, label_names
+    from ia3app.icl import IclConfig
+    from ia3app.templates import render_all
+
+    info, loaded, handle = _load_with_adapter(args.adapter, args.device)
+    held = [ex for ex in render_all(info.template, _table(args.csv).rows) if ex.label is not None]
+    if not held:
+        raise UserError(f"{args.csv} has no labelled rows (column '{info.template.label_column}') to evaluate on")
+    methods = list(args.methods)
+    train = []
+    if args.train_csv:
+        train = render_all(info.template, _table(args.train_csv).rows)
+    elif "in-context" in methods:
+        methods.remove("in-context")
+        print("note: in-context learning skipped (pass --train-csv for its demonstrations)", file=sys.stderr)
+    evaluation = evaluate_methods(
+        loaded, handle, train, held, methods=methods, batch_size=args.batch_size, max_length=info.max_length,
+        icl=IclConfig(shots=args.shots, max_input_tokens=args.max_input_tokens, seed=args.seed),
+        names=info.choices if not info.template.per_row else label_names(held),
+    )
+    _print_evaluation(evaluation)
+    if args.json:
+        Path(args.json).write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
+    return 0
+
+
+def cmd_export(args) -> int:
+    if not args.peft and not args.merged:
+        raise UserError("say what to export: --peft DIR and/or --merged DIR")
+    info, loaded, handle = _load_with_adapter(args.adapter, args.device)
+    if args.peft:
+        from ia3app.peft_export import export_peft
+
+        export_peft(handle, args.peft, base_model=info.base_model)
+        print(f"PEFT adapter written to {args.peft}")
+    if args.merged:
+        if loaded.num_parameters > args.max_merged_params:
+            raise UserError(
+                f"the merged model would be a full copy of {loaded.num_parameters:,} parameters; "
+                f"raise --max-merged-params above that to write it anyway, or share the small adapter instead"
+            )
+        model = handle.unload(merge=True)
+        model.save_pretrained(args.merged)
+        loaded.tokenizer.save_pretrained(args.merged)
+        print(f"merged model written to {args.merged}")
+    return 0
+
+
+def cmd_templates(args) -> int:
+    from ia3app.template_library import BUILTINS, templates_fitting
+    from ia3app.templates import format_preview, preview
+
+    if not args.csv:
+        for b in BUILTINS.values():
+            print(f"{b.name:<16} {b.description}  (columns: {', '.join(b.roles)})")
+        return 0
+    table = _table(args.csv)
+    if args.template:
+        specs = [(args.template, _template(args, table))]
+    else:
+        from ia3app.template_library import guess_label_column
+
+        label = args.label_column or guess_label_column(table.columns) or "label"
+        values = sorted({str(r.get(label, "")).strip() for r in table.rows} - {""})
+        specs = templates_fitting(table.columns, values, label)
+        if not specs:
+            print(f"no built-in template fits the columns {', '.join(table.columns)}")
+            return 0
+        print("fitting built-ins: " + ", ".join(name for name, _ in specs) + f"; preview of '{specs[0][0]}':\n")
+    print(format_preview(preview(specs[0][1], table.rows, n=args.rows)))
+    return 0
+
+
+def cmd_make_tiny_model(args) -> int:
+    from ia3app.tiny import make_tiny_model
+
+    sizes = {k: getattr(args, k) for k in ("d_model", "layers", "heads", "d_ff")}
+    out = make_tiny_model(args.kind, args.out, seed=args.seed, **sizes)
+    print(f"tiny {args.kind} model (random weights) written to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ia3app.evaluate import METHODS
+    from ia3app.tiny import KINDS
+
+    parser = argparse.ArgumentParser(prog="python -m ia3app", description="T-Few: (IA)^3 adapters from a few examples.")
+    parser.add_argument("--version", action="version", version=f"ia3app {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def template_args(p, required_csv=False):
+        p.add_argument("--template", help="built-in name, a JSON template file, or a promptsource YAML file")
+        p.add_argument("--column", action="append", metavar="ROLE=COLUMN", help="map a built-in's column role")
+        p.add_argument("--label-column", help="column with the labels (default: guessed, else 'label')")
+        p.add_argument("--prompt-name", help="which template of a promptsource templates.yaml")
+
+    def device_arg(p):
+        p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+    p = sub.add_parser("train", help="train an adapter on a CSV")
+    p.add_argument("--csv", required=True, help="labelled training rows")
+    template_args(p)
+    p.add_argument("--model", required=True, help="hub id or local folder of the base model")
+    p.add_argument("--revision")
+    p.add_argument("--out", required=True, help="adapter folder to write")
+    p.add_argument("--eval-csv", help="held-out labelled rows to evaluate on")
+    p.add_argument("--holdout", type=float, help="hold out this fraction of --csv for evaluation instead")
+    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    p.add_argument("--init-vectors", help="T-Few's released vectors (path or URL; T0-3B only)")
+    p.add_argument("--work-dir", help="checkpoints (default OUT/.work, removed after success)")
+    p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    for flag, (_, typ, text) in RECIPE_FLAGS.items():
+        p.add_argument(flag, type=typ, help=text)
+    device_arg(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="predict labels with an adapter")
+    p.add_argument("--adapter", required=True)
+    p.add_argument("--text", action="append", help="a text for single-column templates (repeatable)")
+    p.add_argument("--column", action="append", metavar="NAME=VALUE", help="one row, column by column")
+    p.add_argument("--csv", help="rows to predict")
+    p.add_argument("--out", help="output file (default: stdout)")
+    p.add_argument("--format", choices=("csv", "jsonl"), help="default: jsonl for .jsonl/--text, csv for --csv")
+    device_arg(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="zero-shot vs in-context vs T-Few on held-out rows")
+    p.add_argument("--adapter", required=True)
+    p.add_argument("--csv", required=True, help="held-out labelled rows")
+    p.add_argument("--train-csv", help="training rows, the in-context demonstrations")
+    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    p.add_argument("--shots", type=int, help="exactly this many demonstrations (default: as many as fit)")
+    p.add_argument("--max-input-tokens", type=int, default=1024, help="in-context prompt cap")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", help="write the full results here")
+    device_arg(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="PEFT folder and/or merged full model")
+    p.add_argument("--adapter", required=True)
+    p.add_argument("--peft", help="folder for peft.PeftModel.from_pretrained")
+    p.add_argument("--merged", help="folder for a full model with the vectors merged in")
+    p.add_argument("--max-merged-params", type=float, default=2e9, help="refuse merged copies of bigger models")
+    device_arg(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("templates", help="list built-in templates, or preview on a CSV")
+    p.add_argument("--csv", help="preview the fitting templates on this file")
+    template_args(p)
+    p.add_argument("--rows", type=int, default=3)
+    p.set_defaults(func=cmd_templates)
+
+    p = sub.add_parser("make-tiny-model", help="a tiny random model for tests and demos (offline)")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--d-ff", type=int, default=128)
+    p.set_defaults(func=cmd_make_tiny_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Cancelled:
+        print("stopped; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
