@@ -167,6 +167,10 @@ def render_text(text: str, what: str, context: dict[str, Any], limit: int) -> st
         if missing:
             raise UserError(f"{what} uses '{missing.group(1)}', which is not a column of this row") from None
         raise UserError(f"{what} could not be rendered: {e.message}") from None
+    except RecursionError:
+        raise UserError(f"template refused: {what} calls a macro that never stops calling itself") from None
     except (TypeError, ValueError, ArithmeticError, LookupError, jinja2.TemplateError) as e:
+        if "no loader" in str(e):  # include / import / extends: there are no other templates to reach
+            raise UserError(f"{what} cannot include, import or extend other templates") from None
         raise UserError(f"{what} could not be rendered: {e}") from None
     return "".join(parts).strip()

@@ -113,6 +113,8 @@ ESCAPES = [
     "{% set a = 'xxxxxxxxxx' %}{% set b = a~a~a~a~a~a~a~a~a~a %}{% set c = b~b~b~b~b~b~b~b~b~b %}"
     "{% set d = c~c~c~c~c~c~c~c~c~c %}{% set e = d~d~d~d~d~d~d~d~d~d %}{{ e ~ e }}",
     "{% for i in range(100000) %}{% endfor %}",
+    "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+    "{{ text|sort(attribute='__class__') }}",
 ]
 
 
@@ -128,6 +130,12 @@ def test_sandbox_refuses_internals_and_resource_abuse(source):
 def test_sandbox_has_no_default_globals(source):
     with pytest.raises(UserError, match="which is not a column of this row"):
         render(TemplateSpec(name="g", input=source, choices=["a", "b"]), {"label": "a"})
+
+
+@pytest.mark.parametrize("source", ["{% include '/etc/passwd' %}", "{% import 'os' as os %}", "{% extends 'base' %}"])
+def test_sandbox_reaches_no_other_templates_or_files(source):
+    with pytest.raises(UserError, match="cannot include, import or extend other templates"):
+        render(TemplateSpec(name="i", input=source, choices=["a", "b"]), {})
 
 
 def test_sandbox_refuses_unoffered_filters_and_caps_output(monkeypatch):
