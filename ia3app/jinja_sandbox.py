@@ -31,6 +31,7 @@ MAX_RANGE = 1_000
 MAX_RENDER_SECONDS = 2.0
 """Longest a template may spend rendering one row (checked as it produces text)."""
 
+
 class _Codegen(CodeGenerator):
     """Compiles `a ~ b` to a size-checked join, so chained concatenation cannot build a huge string."""
 
@@ -93,7 +94,8 @@ def _check_growth(text: str, method: str, args: tuple) -> None:
         count = len(text) + 1 if old == "" else text.count(old)
         size = len(text) + count * len(new)
     else:
-        size = max([a for a in args if isinstance(a, int)] or [0]) * (8 if method == "expandtabs" else 1)
+        n = max([a for a in args if isinstance(a, int)] or [8 if method == "expandtabs" else 0])
+        size = len(text) * n if method == "expandtabs" else n  # expandtabs: up to n characters per tab
     if size > MAX_INPUT_CHARS:
         raise SecurityError(f"{method}() result too large")
 

@@ -109,6 +109,7 @@ ESCAPES = [
     "{{ 9 ** 9999999 }}",
     "{{ '%999999999d' % 1 }}",
     "{{ text.center(999999999) }}",
+    "{{ ('\t' * 5000).expandtabs(100) }}",
     "{{ text.replace('', 'x' * 9000) }}",
     "{% set a = 'xxxxxxxxxx' %}{% set b = a~a~a~a~a~a~a~a~a~a %}{% set c = b~b~b~b~b~b~b~b~b~b %}"
     "{% set d = c~c~c~c~c~c~c~c~c~c %}{% set e = d~d~d~d~d~d~d~d~d~d %}{{ e ~ e }}",
