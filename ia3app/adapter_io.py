@@ -188,7 +188,10 @@ def fit_problems(handle: Ia3Model, config: Mapping[str, Any]) -> list[str]:
     """Why an adapter described by ``config`` does not fit ``handle`` (empty: it fits)."""
     mine = describe(handle, base_model="")
     problems = []
-    for key in ("architecture", "family"):
+    keys = ["architecture"]
+    if "custom" not in (config.get("family"), mine["family"]):  # a custom spec is judged by its modules
+        keys.append("family")
+    for key in keys:
         if config.get(key) != mine[key]:
             problems.append(f"{key} is {config.get(key)!r}, this model is {mine[key]!r}")
     theirs_fp, mine_fp = config.get("fingerprint", {}), mine["fingerprint"]
