@@ -86,7 +86,7 @@ def describe(handle: Ia3Model, base_model: str, revision: str | None = None) -> 
     }
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -120,8 +120,8 @@ def save_adapter(
     text = json.dumps(config, indent=2, sort_keys=False, allow_nan=False) + "\n"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / WEIGHTS_NAME, vectors_to_bytes(handle.vectors()))
-    _atomic_write(out / CONFIG_NAME, text.encode("utf-8"))
+    atomic_write(out / WEIGHTS_NAME, vectors_to_bytes(handle.vectors()))
+    atomic_write(out / CONFIG_NAME, text.encode("utf-8"))
     return out
 
 
