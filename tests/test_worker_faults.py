@@ -1,0 +1,190 @@
+"""Worker processes under faults: cancel, SIGKILL mid-training and resume, a locked database, and
+50 jobs from 5 users on 2 workers. Real worker subprocesses, a real SQLite file, a tiny T0 model."""
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from jobs import queue as q
+from storage import repo
+from storage.db import open_db
+from storage.users import create_user
+from test_worker import ROWS, Env, adapter_vectors
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_worker(data_dir: Path, *args: str, log_name: str = "worker") -> subprocess.Popen:
+    # One torch thread per worker: the test machine's two cores are shared.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    log = open(data_dir / f"{log_name}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "jobs.worker", "--data-dir", str(data_dir), "--poll-s", "0.2",
+                             "--progress-interval-s", "0", *args], cwd=ROOT, env=env, stdout=log, stderr=log)
+
+
+def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.05):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def last_step(env: Env, job_id: int) -> int:
+    steps = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["phase"] == "train"]
+    return max(steps, default=0)
+
+
+def log_text(env: Env, name: str = "worker") -> str:
+    path = env.data_dir / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.fixture
+def env(tmp_path, tiny_model_dir):
+    return Env(tmp_path / "data", tiny_model_dir("t0"))
+
+
+def test_cancel_stops_a_running_job_within_seconds(env):
+    job_id = env.submit(steps=500, checkpoint_every=0)
+    proc = start_worker(env.data_dir, "--once", "--lease-s", "3")
+    try:
+        wait_for(lambda: last_step(env, job_id) >= 1, 120, "the first training step")
+        asked = time.monotonic()
+        assert q.cancel(env.db, job_id, env.user) == "running"
+        wait_for(lambda: env.job(job_id).status == "cancelled", 15, "the worker to stop")
+        assert time.monotonic() - asked < 5
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    assert last_step(env, job_id) < 500
+    assert env.job(job_id).error_kind is None
+
+
+def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_adapter(env):
+    settings = dict(steps=20, checkpoint_every=3)
+    reference = env.submit(**settings)
+    env.worker().serve()
+    assert env.job(reference).status == "succeeded"
+
+    job_id = env.submit(**settings)
+    proc = start_worker(env.data_dir, "--once", "--lease-s", "2", log_name="killed")
+    try:
+        wait_for(lambda: last_step(env, job_id) >= 7 or proc.poll() is not None, 300, "step 7")
+        assert proc.poll() is None, log_text(env, "killed")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    killed_at = last_step(env, job_id)
+    assert killed_at < 20 and env.job(job_id).status == "running"  # nobody knows it died yet
+
+    job = env.job(job_id)
+    time.sleep(max(0.0, job.lease_expires_at - time.time()) + 0.1)
+    env.worker().serve()  # requeues the stale job, claims it, resumes from the last checkpoint
+    job = env.job(job_id)
+    assert job.status == "succeeded", job.error_message
+    resumed = job.result["training"]["resumed_from_step"]
+    assert 6 <= resumed <= killed_at and resumed % 3 == 0
+    assert job.attempts == 2
+    second = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["attempt"] == 2 and e["step"]]
+    assert second[0] == resumed + 1 and second[-1] == 20
+    expected, got = adapter_vectors(env.data_dir, reference), adapter_vectors(env.data_dir, job_id)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6)
+
+
+def test_worker_waits_for_a_locked_database_and_carries_on(env):
+    job_id = env.submit(steps=12, checkpoint_every=0)
+    proc = start_worker(env.data_dir, "--once", "--lease-s", "20")
+    try:
+        wait_for(lambda: last_step(env, job_id) >= 2, 120, "step 2")
+        blocker = sqlite3.connect(env.data_dir / "ia3app.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        time.sleep(3)
+        assert proc.poll() is None  # still waiting, not crashed
+        blocker.execute("COMMIT")
+        blocker.close()
+        assert proc.wait(timeout=300) == 0
+    finally:
+        proc.kill()
+    job = env.job(job_id)
+    assert job.status == "succeeded" and job.attempts == 1, (job.error_message, log_text(env))
+    steps = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["phase"] == "train"]
+    assert steps == list(range(1, 13))
+
+
+def test_sigterm_gives_the_running_job_back_without_losing_it(env):
+    job_id = env.submit(steps=200, checkpoint_every=0)
+    proc = start_worker(env.data_dir, "--lease-s", "5")
+    try:
+        wait_for(lambda: last_step(env, job_id) >= 1, 120, "the first training step")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    job = env.job(job_id)
+    assert job.status == "queued" and job.attempts == 0 and job.worker_id is None
+
+
+@pytest.mark.slow
+def test_fifty_jobs_from_five_users_on_two_workers(tmp_path, tiny_model_dir):
+    env = Env(tmp_path / "data", tiny_model_dir("t0"))
+    owners = [env.user] + [create_user(env.db, f"user{i}", "password1") for i in range(1, 5)]
+    dataset_of = {env.user: env.dataset}
+    for owner in owners[1:]:  # each user submits training on their own dataset
+        dataset_of[owner] = repo.save_dataset(env.db, env.store, owner, "reviews", "r.csv", b"raw", ["text", "label"],
+                                              ROWS, "label")
+    config = env.config(steps=2, checkpoint_every=0)
+    rng = random.Random(0)
+    priorities = {owner: [rng.choice([0, 0, 1, 2]) for _ in range(10)] for owner in owners}
+    submitted, lock, go = [], threading.Lock(), threading.Barrier(len(owners))
+
+    def submit_all(owner):  # each user from their own thread and connection, all at once
+        db = open_db(env.data_dir)
+        go.wait()
+        for priority in priorities[owner]:
+            job_id = q.submit(db, owner, {**config, "dataset_id": dataset_of[owner]}, priority=priority)
+            with lock:
+                submitted.append(job_id)
+        db.close()
+
+    threads = [threading.Thread(target=submit_all, args=(o,)) for o in owners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(submitted) == 50
+
+    workers = [start_worker(env.data_dir, "--until-empty", "--lease-s", "60", "--worker-id", f"w{i}",
+                            log_name=f"w{i}") for i in range(2)]
+    try:
+        for w in workers:
+            assert w.wait(timeout=900) == 0
+    finally:
+        for w in workers:
+            w.kill()
+    rows = env.db.execute("SELECT id, status, attempts, worker_id, priority, started FROM jobs").fetchall()
+    assert len(rows) == 50
+    assert all(r[1] == "succeeded" and r[2] == 1 for r in rows), [r for r in rows if r[1] != "succeeded"]
+    assert {r[3] for r in rows} == {"w0", "w1"}
+    for worker in ("w0", "w1"):
+        mine = sorted((r for r in rows if r[3] == worker), key=lambda r: r[5])  # in the order it started them
+        order = [(-r[4], r[0]) for r in mine]
+        assert order == sorted(order), f"{worker} ran jobs out of priority-then-FIFO order"
+    assert env.db.execute("SELECT count(*) FROM adapters").fetchone()[0] == 50
+    assert env.db.execute("SELECT count(*) FROM progress WHERE phase = 'done'").fetchone()[0] == 50
+    assert env.db.execute("SELECT count(DISTINCT job) FROM progress WHERE phase = 'done'").fetchone()[0] == 50
+    assert env.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
