@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -75,9 +76,14 @@ class Worker:
         cfg, ran = self.config, 0
         log.info("worker %s watching %s", cfg.worker_id, cfg.data_dir)
         while not self.shutdown.is_set():
-            for job_id in queue.requeue_stale(self.db):
-                log.warning("job %s: its worker stopped responding; requeued", job_id)
-            job = queue.claim(self.db, cfg.worker_id, cfg.lease_s)
+            try:
+                for job_id in queue.requeue_stale(self.db):
+                    log.warning("job %s: its worker stopped responding; requeued", job_id)
+                job = queue.claim(self.db, cfg.worker_id, cfg.lease_s)
+            except sqlite3.OperationalError as exc:  # locked past the busy timeout: the queue is intact
+                log.warning("the queue is busy (%s); trying again", exc)
+                self.shutdown.wait(cfg.poll_s)
+                continue
             if job is None:
                 if cfg.once or cfg.until_empty:
                     break
@@ -127,7 +133,7 @@ class Worker:
         except queue.LeaseLost:
             return "abandoned (lease lost)"
         except BaseException as exc:  # classified, recorded, and re-raised if it is not an Exception
-            kind, message, retry = classify(exc, progress.phase)
+            kind, message, retry = classify(exc, progress.phase, self.config.data_dir)
             if kind == "crash":
                 log.error("job %s crashed:\n%s", job.id, "".join(traceback.format_exception(exc)))
             try:
@@ -179,7 +185,7 @@ class Worker:
         self.store.remove(f"checkpoints/{job.id}")  # the adapter is written; the resume state is not needed
 
 
-def classify(exc: BaseException, phase: str) -> tuple[str, str, bool]:
+def classify(exc: BaseException, phase: str, data_dir: Path | None = None) -> tuple[str, str, bool]:
     """(error kind, message for a person, retry?) for an exception raised while running a job."""
     if _is_out_of_memory(exc):
         where = "GPU" if type(exc).__name__ == "OutOfMemoryError" or "CUDA" in str(exc) else "CPU"
@@ -189,7 +195,8 @@ def classify(exc: BaseException, phase: str) -> tuple[str, str, bool]:
     if isinstance(exc, StorageError):
         return "storage", str(exc), False
     if is_disk_error(exc):
-        return "storage", str(storage_error(exc, "job files", Path(getattr(exc, "filename", None) or "?").parent)), False
+        what = f"{exc.filename}" if getattr(exc, "filename", None) else "the job's files"
+        return "storage", str(storage_error(exc, what, data_dir or Path("."))), False
     if isinstance(exc, UserError):
         if phase == "load":
             return "model", str(exc), False

@@ -188,3 +188,18 @@ def test_fifty_jobs_from_five_users_on_two_workers(tmp_path, tiny_model_dir):
     assert env.db.execute("SELECT count(*) FROM progress WHERE phase = 'done'").fetchone()[0] == 50
     assert env.db.execute("SELECT count(DISTINCT job) FROM progress WHERE phase = 'done'").fetchone()[0] == 50
     assert env.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_local_worker_runs_jobs_for_the_app_and_stops_with_it(env):
+    from jobs.local import start_local_worker
+
+    job_id = env.submit(steps=2, checkpoint_every=0)
+    worker = start_local_worker(env.data_dir, poll_s=0.2)
+    try:
+        wait_for(lambda: env.job(job_id).done, 300, "the job to finish", every_s=0.2)
+        assert worker.alive()
+    finally:
+        code = worker.stop(timeout_s=30)
+    assert code == 0 and not worker.alive()
+    assert env.job(job_id).status == "succeeded"
+    assert "claimed" in worker.log_path.read_text()
