@@ -129,7 +129,7 @@ def test_builtin_template_previews_with_the_correct_choice_marked():
     name = next(iter(fitting))
     fields = T.fields_from_spec(fitting[name])
     message, html, spec = T.check_template(rows, ["sentence", "label"], "label", name, *fields)
-    assert message.startswith("✅") and spec["name"] == name
+    assert message.startswith("✓") and spec["name"] == name
     assert "&lt;b&gt;fun&lt;/b&gt;" in html  # user text is escaped
     assert html.count('class="correct"') == 2
 

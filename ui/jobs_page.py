@@ -14,7 +14,7 @@ import pandas as pd
 from ui.context import AppContext
 from ui.models import format_duration
 
-STATE_ICON = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹️"}
+STATE_ICON = {"queued": "…", "running": "▶", "succeeded": "✓", "failed": "✗", "cancelled": "■"}
 LOSS_TERMS = (("loss", "total"), ("loss_lm", "LM"), ("loss_ul", "unlikelihood"), ("loss_ln", "length-norm"))
 
 
@@ -24,8 +24,9 @@ def job_choices(ctx: AppContext, uid: int) -> list[tuple[str, int]]:
     out = []
     for job in queue.list_jobs(ctx.db(), uid):
         display = job.config.get("display", {})
-        out.append((f"#{job.id} · {job.status} · {display.get('data') or 'data'} · "
-                    f"{display.get('model') or job.config.get('spec', {}).get('model', '')}", job.id))
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created))
+        out.append((f"#{job.id} · {display.get('data') or 'data'} · "
+                    f"{display.get('model') or job.config.get('spec', {}).get('model', '')} · {started}", job.id))
     return out
 
 
@@ -48,12 +49,21 @@ def jobs_table(ctx: AppContext, uid: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["job", "state", "data", "model", "template", "created", "T-Few accuracy"])
 
 
+def loss_frame(rows: list[dict]) -> pd.DataFrame:
+    """Long format for the chart; typed even when empty, so the chart's axes start out numeric."""
+    return pd.DataFrame({
+        "step": pd.Series([r["step"] for r in rows], dtype="int64"),
+        "loss": pd.Series([r["loss"] for r in rows], dtype="float64"),
+        "term": pd.Series([r["term"] for r in rows], dtype="str"),
+    })
+
+
 def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     """Everything the job page shows, from the store. An id that is not this user's shows nothing."""
     from jobs import queue
 
     empty = {"found": False, "status": None, "header": "Pick a job from the list, or start one in step 3.",
-             "bar": "", "loss": pd.DataFrame(columns=["step", "loss", "term"]), "log": "", "done": False}
+             "bar": "", "loss": loss_frame([]), "log": "", "done": False}
     try:
         job_id = int(job_id)
     except (TypeError, ValueError):
@@ -108,7 +118,7 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
            f'aria-valuemax="100"><div class="ia3-progress-fill ia3-{job.status}" style="width:{frac * 100:.1f}%">'
            f'</div><span>{frac * 100:.0f}%</span></div>')
     return {"found": True, "status": job.status, "header": "\n\n".join(head), "bar": bar,
-            "loss": pd.DataFrame(loss_rows, columns=["step", "loss", "term"]), "log": log,
+            "loss": loss_frame(loss_rows), "log": log,
             "done": job.status in ("succeeded", "failed", "cancelled")}
 
 

@@ -88,11 +88,11 @@ def _wire_data_to_template(ctx, up: U.UploadPage, tp: T.TemplatePage, tr: TR.Tra
                                   eval_mode, eval_path, fraction, seed)
             fitting = T.fitting_templates(state["columns"], state["label_values"], state["label_column"])
         except UserError as e:
-            return ({}, f"❌ **Not saved:** {e}", gr.Tabs(), gr.update(), *[gr.update()] * 6)
+            return ({}, f"✗ **Not saved:** {e}", gr.Tabs(), gr.update(), *[gr.update()] * 6)
         names = list(fitting)
         first = fitting[names[0]] if names else None
         fields = (T.fields_from_spec(first) if first else ("", T.FIXED, "", "", ""))
-        msg = (f"✅ Saved **{state['filename']}** ({state['rows']} rows). "
+        msg = (f"✓ Saved **{state['filename']}** ({state['rows']} rows). "
                + (f"{len(names)} built-in template(s) fit your columns." if names else
                   "No built-in template fits these columns: write one (step 2)."))
         return (state, msg, gr.Tabs(selected="template"),
@@ -122,7 +122,7 @@ def _wire_template(ctx, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session, tem
         try:
             rows = repo.load_rows(ctx.db(), ctx.files(), int(session_v["dataset_id"]), _user(ctx, request))
         except UserError as e:
-            return f"❌ {e}", "", None, gr.update(interactive=False)
+            return f"✗ {e}", "", None, gr.update(interactive=False)
         message, preview, spec = T.check_template(rows, session_v["columns"], session_v["label_column"], name,
                                                   input_text, mode, choices, label_map, choice_templates)
         return message, preview, spec, gr.update(interactive=spec is not None)
@@ -161,23 +161,22 @@ def _wire_train(ctx, tr: TR.TrainPage, jp: J.JobPage, tabs, session, template_st
     for comp in (tr.model, tr.local_path, steps, batch, length, tr.summary):
         comp.change(on_info, info_inputs, tr.info, api_visibility="private")
 
-    def on_start(session_v, spec, key, local_path, init_tfew, tfew_path, methods, *recipe_values,
-                 request: gr.Request):
+    def on_start(v: dict, request: gr.Request):
         try:
             uid = _user(ctx, request)
-            recipe = TR.recipe_from_values(list(recipe_values))
-            config = TR.build_job_config(ctx, uid, session_v, spec, key, local_path, recipe, init_tfew, tfew_path,
-                                         methods)
+            recipe = TR.recipe_from_values([v[c] for c in tr.recipe])
+            config = TR.build_job_config(ctx, uid, v[session], v[template_state], v[tr.model], v[tr.local_path],
+                                         recipe, v[tr.init_tfew], v[tr.tfew_path], v[tr.eval_methods])
             from jobs import queue
 
             job_id = queue.submit(ctx.db(), uid, config)
         except UserError as e:
-            return f"❌ **Not started:** {e}", gr.Tabs(), gr.update()
-        return (f"✅ Job #{job_id} queued.", gr.Tabs(selected="job"),
+            return f"✗ **Not started:** {e}", gr.Tabs(), gr.update()
+        return (f"✓ Job #{job_id} queued.", gr.Tabs(selected="job"),
                 gr.update(choices=J.job_choices(ctx, uid), value=job_id))
 
-    tr.start.click(on_start, [session, template_state, tr.model, tr.local_path, tr.init_tfew, tr.tfew_path,
-                              tr.eval_methods, *tr.recipe], [tr.message, tabs, jp.job], api_visibility="private")
+    tr.start.click(on_start, {session, template_state, tr.model, tr.local_path, tr.init_tfew, tr.tfew_path,
+                              tr.eval_methods, *tr.recipe}, [tr.message, tabs, jp.job], api_visibility="private")
 
 
 def _wire_jobs(ctx, jp: J.JobPage, rp: R.ResultsPage, tabs, results_job, demo) -> None:
@@ -185,7 +184,7 @@ def _wire_jobs(ctx, jp: J.JobPage, rp: R.ResultsPage, tabs, results_job, demo) -
         try:
             view = J.job_view(ctx, _user(ctx, request), job_id)
         except UserError as e:
-            return f"❌ {e}", "", None, "", gr.update(visible=False)
+            return f"✗ {e}", "", None, "", gr.update(visible=False)
         return (view["header"], view["bar"], view["loss"], view["log"],
                 gr.update(visible=view["status"] == "succeeded"))
 
@@ -232,7 +231,7 @@ def _wire_jobs(ctx, jp: J.JobPage, rp: R.ResultsPage, tabs, results_job, demo) -
             view = R.results_view(ctx, uid, job_id)
             zip_path = R.build_zip(ctx, uid, job_id)
         except UserError as e:
-            return (int(job_id) if job_id else None, gr.Tabs(selected="results"), f"❌ {e}",
+            return (int(job_id) if job_id else None, gr.Tabs(selected="results"), f"✗ {e}",
                     *[gr.update()] * 7, *[gr.update(visible=False)] * R.MAX_FIELDS)
         cols = view["columns"]
         fields = [gr.update(visible=i < len(cols), label=cols[i] if i < len(cols) else "", value="")
@@ -246,24 +245,25 @@ def _wire_jobs(ctx, jp: J.JobPage, rp: R.ResultsPage, tabs, results_job, demo) -
 
 
 def _wire_results(ctx, rp: R.ResultsPage, results_job) -> None:
-    def on_predict(job_id, *values, request: gr.Request):
+    def on_predict(v: dict, request: gr.Request):
         try:
-            job, _ = R.owned_adapter_dir(ctx, _user(ctx, request), job_id)
+            uid = _user(ctx, request)
+            job, _ = R.owned_adapter_dir(ctx, uid, v[results_job])
             cols = R.template_columns(job.result or {})
-            probs = R.predict_one(ctx, _user(ctx, request), job_id, dict(zip(cols, values)))
+            probs = R.predict_one(ctx, uid, v[results_job], dict(zip(cols, [v[f] for f in rp.fields])))
         except UserError as e:
-            return None, f"❌ {e}"
+            return None, f"✗ {e}"
         return probs, ""
 
-    rp.predict.click(on_predict, [results_job, *rp.fields], [rp.prediction, rp.message], api_visibility="private")
+    rp.predict.click(on_predict, {results_job, *rp.fields}, [rp.prediction, rp.message], api_visibility="private")
 
     def on_batch(job_id, path, request: gr.Request):
         if not path:
             return None, ""
         try:
-            return R.predict_batch(ctx, _user(ctx, request), job_id, path), "✅ Predictions ready: download below."
+            return R.predict_batch(ctx, _user(ctx, request), job_id, path), "✓ Predictions ready: download below."
         except UserError as e:
-            return None, f"❌ {e}"
+            return None, f"✗ {e}"
 
     rp.batch_file.change(on_batch, [results_job, rp.batch_file], [rp.batch_out, rp.message],
                          api_visibility="private")

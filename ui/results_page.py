@@ -71,7 +71,7 @@ def params_md(result: dict) -> str:
     full = p.get("full_model_bytes") or (base * 4 if base else None)
     adapter = p.get("adapter_bytes")
     rows = [
-        "| | |", "|---|---|",
+        "| Parameters | |", "|---|---|",
         f"| Base model parameters | **{_human_count(base)}** ({base:,}) |" if base else "| Base model parameters | – |",
         f"| (IA)³ parameters trained and added | **{added:,}** |" if added else "| (IA)³ parameters added | – |",
         f"| Fraction of the model | **{fraction:.4%}** |" if fraction else "| Fraction | – |",
@@ -90,9 +90,9 @@ def metrics_frame(result: dict) -> pd.DataFrame:
             "accuracy": round(m["accuracy"], 4),
             "macro-F1": round(m["macro_f1"], 4),
             "rows": m.get("n"),
-            "latency per prediction (ms)": round(m["latency_s"] * 1000, 2),
-            "FLOPs per prediction": f"{m['flops']:.3g}",
-            "tokens per prediction": round(m.get("tokens", 0), 1),
+            "ms / prediction": round(m["latency_s"] * 1000, 2),
+            "FLOPs / prediction": f"{m['flops']:.3g}",
+            "tokens / prediction": round(m.get("tokens", 0), 1),
         })
     return pd.DataFrame(rows)
 
@@ -257,7 +257,7 @@ def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
             f"{training.get('steps', '?')} steps in {training.get('wall_s', 0):.0f} s; evaluated on "
             f"{result.get('num_eval', 0)} held-out rows.")
     if result.get("warnings"):
-        head += "\n" + "".join(f"\n- ⚠️ {w}" for w in result["warnings"])
+        head += "\n" + "".join(f"\n- ⚠ {w}" for w in result["warnings"])
     return {"header": head, "metrics": metrics_frame(result), "confusion": confusion_figure(result),
             "per_class": per_class_frame(result), "params": params_md(result), "speed": speed_md(result),
             "speed_chart": speed_frame(result), "columns": template_columns(result)}

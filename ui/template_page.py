@@ -72,9 +72,9 @@ def check_template(rows: list[dict], columns: list[str], label_column: str, name
         warnings = validate(spec, columns, rows)
         items = preview(spec, rows, n=4)
     except UserError as e:
-        return f"❌ **This template does not work yet:** {e}", "", None
-    notes = "".join(f"\n- ⚠️ {w}" for w in warnings)
-    return f"✅ The template fits all {len(rows)} rows.{notes}", preview_html(items), spec.to_dict()
+        return f"✗ **This template does not work yet:** {e}", "", None
+    notes = "".join(f"\n- ⚠ {w}" for w in warnings)
+    return f"✓ The template fits all {len(rows)} rows.{notes}", preview_html(items), spec.to_dict()
 
 
 def fitting_templates(columns: list[str], label_values: list[str], label_column: str) -> dict[str, TemplateSpec]:

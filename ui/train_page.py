@@ -67,7 +67,7 @@ def model_info(ctx: AppContext, key: str, local_path: str, steps: Any, batch_siz
     lines = [f"**This machine:** {hw.name}" + (f", {hw.memory_gb:.0f} GB GPU memory" if hw.device == "cuda" else "")]
     choice = M.BY_KEY.get(key)
     if key == M.TINY:
-        lines.append("🎲 The tiny demo model has **random weights**: training and the results pages work, but its "
+        lines.append("The tiny demo model has **random weights**: training and the results pages work, but its "
                      "predictions mean nothing. Use it to try the app; pick a real model for real use.")
     elif key == M.LOCAL:
         if not (local_path or "").strip():
@@ -75,25 +75,25 @@ def model_info(ctx: AppContext, key: str, local_path: str, steps: Any, batch_siz
     else:
         warning = M.hub_status(key)
         if warning:
-            lines.append(f"⚠️ {warning}")
+            lines.append(f"⚠ {warning}")
         if choice and hw.device == "cuda" and choice.min_gpu_gb > hw.memory_gb:
-            lines.append(f"⚠️ {key} needs about {choice.min_gpu_gb:.0f} GB of GPU memory; this GPU has "
+            lines.append(f"⚠ {key} needs about {choice.min_gpu_gb:.0f} GB of GPU memory; this GPU has "
                          f"{hw.memory_gb:.0f} GB. Pick a smaller model or raise gradient accumulation.")
         if choice and hw.device == "cpu" and choice.min_gpu_gb >= 4:
-            lines.append(f"⚠️ There is no GPU here: {key} will train slowly on the CPU.")
+            lines.append(f"⚠ There is no GPU here: {key} will train slowly on the CPU.")
     params = choice.parameters if choice and choice.parameters else None
     if params is None and key == M.LOCAL and (local_path or "").strip():
         try:
             params = M.parameters_of(key, M.resolve_model(key, local_path, ctx.data_dir))
         except UserError as e:
-            lines.append(f"❌ {e}")
+            lines.append(f"✗ {e}")
     try:
         steps_i, batch_i, length_i = int(steps), int(batch_size), int(max_length)
     except (TypeError, ValueError):
         steps_i = batch_i = length_i = 0
     if params and steps_i > 0 and batch_i > 0:
         secs = M.estimate_seconds(params, steps_i, batch_i, tokens_per_example(rows, length_i), hw)
-        lines.append(f"⏱️ Estimated training time: **about {M.format_duration(secs)}** for {steps_i} steps "
+        lines.append(f"Estimated training time: **about {M.format_duration(secs)}** for {steps_i} steps "
                      "(rough guide; evaluation adds a little).")
     return "\n\n".join(lines)
 

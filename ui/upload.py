@@ -132,7 +132,7 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
 
 
 def warnings_md(warnings: list[str]) -> str:
-    return "".join(f"- ⚠️ {w}\n" for w in warnings)
+    return "".join(f"- ⚠ {w}\n" for w in warnings)
 
 
 @dataclass
@@ -200,7 +200,7 @@ def wire_upload_page(page: UploadPage, ctx: AppContext) -> None:
         try:
             info = inspect(path, ctx)
         except UserError as e:
-            return (f"❌ **This file cannot be used:** {e}", None, gr.update(choices=[], value=None), None, "",
+            return (f"✗ **This file cannot be used:** {e}", None, gr.update(choices=[], value=None), None, "",
                     gr.update(interactive=False), "")
         return (info["summary"] + "\n" + warnings_md(info["warnings"]), info["preview"],
                 gr.update(choices=info["columns"], value=info["label_column"]), None, "",
@@ -218,7 +218,7 @@ def wire_upload_page(page: UploadPage, ctx: AppContext) -> None:
             rows = data.sample_per_class(table.rows, label_column, int(k), int(seed)) if sample and k else table.rows
             split = split_summary(rows, label_column, fraction, seed) if eval_mode == AUTO else ""
         except UserError as e:
-            return None, f"❌ **Label column `{label_column}`:** {e}", "", gr.update(interactive=False)
+            return None, f"✗ **Label column `{label_column}`:** {e}", "", gr.update(interactive=False)
         return frame, warnings_md(warnings), split, gr.update(interactive=True)
 
     inputs = [page.file, page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k]
