@@ -261,7 +261,7 @@ def cmd_export(args) -> int:
     if args.peft:
         from ia3app.peft_export import export_peft
 
-        export_peft(handle, args.peft, base_model=info.base_model)
+        export_peft(handle, args.peft, base_model=info.base_model, revision=info.revision)
         print(f"PEFT adapter written to {args.peft}")
     if args.merged:
         if loaded.num_parameters > args.max_merged_params:

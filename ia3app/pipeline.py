@@ -151,10 +151,10 @@ def run_job(
     loaded = load_model(spec.model, spec.revision, device=device)
     handle = inject(loaded.model)
     if spec.init_vectors:
-        from ia3app.tfew_vectors import load_tfew_into
+        from ia3app.tfew_vectors import apply_tfew_vectors, resolve_tfew_vectors
 
         progress({"phase": "load", "message": "starting from T-Few's released (IA)^3 vectors"})
-        load_tfew_into(handle, spec.init_vectors, cache_dir=work_dir / "cache")
+        apply_tfew_vectors(handle, resolve_tfew_vectors(spec.init_vectors, cache_dir=work_dir / "cache"))
     _check_stop(should_stop)
 
     def on_step(event: dict) -> None:
@@ -226,7 +226,10 @@ def run_job(
     extra = {"template": template.to_dict(), "choices": names, "recipe": recipe.to_dict(), "metrics": metrics}
     base_model = _base_model_id(spec.model)
     save_adapter(handle, tmp, base_model=base_model, revision=spec.revision, extra=extra)
-    export_peft(handle, tmp / "peft", base_model=base_model)
+    try:
+        export_peft(handle, tmp / "peft", base_model=base_model, revision=spec.revision)
+    except UserError as exc:  # PEFT cannot express this placement: the adapter itself is still complete
+        warnings.append(f"PEFT export skipped: {exc}")
     (tmp / "README.md").write_text(model_card(results), encoding="utf-8")
     (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     _publish(tmp, out_dir)

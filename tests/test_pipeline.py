@@ -36,3 +36,89 @@ def test_jobspec_from_dict_rejects_unknown_and_missing_fields():
         JobSpec.from_dict({"model": "m"})
     with pytest.raises(UserError, match="JSON object"):
         JobSpec.from_dict(["m"])
+
+
+def _rows(n, offset=0):
+    words = ["awful", "great"]
+    return [{"text": f"film {i + offset} was {words[i % 2]}", "label": str(i % 2)} for i in range(n)]
+
+
+def test_run_job_end_to_end(tiny_model_dir, tmp_path):
+    from ia3app.adapter_io import load_adapter
+    from ia3app.pipeline import run_job
+    from ia3app.predict import Predictor
+
+    spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE,
+                   recipe={"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2})
+    events = []
+    out = tmp_path / "adapter"
+    result = run_job(spec, _rows(6), _rows(4, 100), work_dir=tmp_path / "work", out_dir=out,
+                     progress=events.append, should_stop=lambda: False)
+    phases = [e["phase"] for e in events]
+    assert phases[0] == "load" and phases[-1] == "done"
+    assert {"train", "evaluate", "export"} <= set(phases)
+    assert [e["step"] for e in events if e["phase"] == "train"] == [1, 2, 3, 4]
+    assert all("message" in e for e in events)
+
+    # results.json is what run_job returned, and the folder is complete
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(result))
+    assert {p.name for p in out.iterdir()} >= {"adapter.safetensors", "ia3_config.json", "peft", "README.md", "results.json"}
+    assert not (out / ".tmp").exists()
+    assert (out / "peft" / "adapter_config.json").is_file()
+    assert result["labels"] == ["bad", "good"] and result["num_train"] == 6 and result["num_eval"] == 4
+    assert result["params"]["added"] > 0 and 0 < result["params"]["fraction"] < 0.1
+    training = result["training"]
+    assert training["steps"] == 4 and training["flops"] > 0 and training["tokens_processed"] > 0
+    methods = result["evaluation"]["methods"]
+    assert set(methods) == {"zero-shot", "in-context", "t-few"}
+    for r in methods.values():
+        assert len(r["confusion_matrix"]) == 2 and r["latency_s"] > 0
+    assert result["evaluation"]["ratios"]["in-context / t-few"]["flops"] > 1
+    assert result["metrics"]["t-few"]["accuracy"] == methods["t-few"]["accuracy"]
+
+    vectors, config = load_adapter(out)
+    assert config["template"] == spec.template_spec().to_dict() and config["choices"] == ["bad", "good"]
+    assert config["metrics"]["t-few"]["n"] == 4
+    card = (out / "README.md").read_text()
+    assert "PeftModel.from_pretrained" in card and "t-few" in card and "sentiment" in card
+
+    # the adapter serves: predictions follow the T-Few evaluation on the same rows
+    preds = Predictor().predict(out, _rows(4, 100))
+    assert [["bad", "good"].index(p["choice"]) for p in preds] == methods["t-few"]["predictions"]
+    assert all(p["label"] in ("0", "1") for p in preds)
+
+    # a second run resumes from the finished checkpoint instead of training again
+    again = run_job(spec, _rows(6), None, work_dir=tmp_path / "work", out_dir=out, progress=lambda e: None)
+    assert again["training"]["resumed_from_step"] == 4 and again["evaluation"] is None
+
+
+def test_run_job_refuses_bad_data_before_loading(tmp_path):
+    from ia3app.pipeline import run_job
+
+    spec = JobSpec(model=str(tmp_path / "no-model"), template=TEMPLATE, recipe={"steps": 2, "warmup_steps": 0})
+    events = []
+    with pytest.raises(UserError, match="column 'text'"):
+        run_job(spec, [{"review": "x", "label": "0"}], None, work_dir=tmp_path / "w", out_dir=tmp_path / "o",
+                progress=events.append)
+    assert events == []  # nothing loaded
+    with pytest.raises(UserError, match="no rows"):
+        run_job(spec, [], None, work_dir=tmp_path / "w", out_dir=tmp_path / "o", progress=events.append)
+
+
+def test_run_job_cancelled(tiny_model_dir, tmp_path):
+    from ia3app.errors import Cancelled
+    from ia3app.pipeline import run_job
+
+    spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE,
+                   recipe={"steps": 6, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2})
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(Cancelled):
+        run_job(spec, _rows(6), None, work_dir=tmp_path / "w", out_dir=tmp_path / "o", progress=lambda e: None,
+                should_stop=stop)
+    assert not (tmp_path / "o" / "results.json").exists()
+    assert any((tmp_path / "w" / "checkpoints").iterdir())
