@@ -160,7 +160,9 @@ class Ia3Layer(nn.Module):
         self.register_buffer("_ones_q", torch.ones(self.kv_start, device=weight.device), persistent=False)
         self._state = state  # plain attribute: not a submodule, not saved
         self.bank: torch.Tensor | None = None  # (A, features): row 0 is ones (no adapter)
-        self._backup: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._backup: tuple[torch.Tensor, torch.Tensor | None] | None = None  # original weight, bias
+        self._backup_stamp: tuple | None = None
+        self._merged = False
 
     # Some modeling code reads e.g. `self.wo.weight.dtype`: expose the base layer's tensors.
     @property
@@ -177,7 +179,7 @@ class Ia3Layer(nn.Module):
 
     @property
     def merged(self) -> bool:
-        return self._backup is not None
+        return self._merged
 
     def _scale(self, x: torch.Tensor) -> torch.Tensor:
         """The vector to multiply with: (F',) or, in a mixed batch, (B, 1, ..., 1, F').
@@ -202,7 +204,7 @@ class Ia3Layer(nn.Module):
         return scale.view(scale.shape[0], *([1] * (x.dim() - 2)), scale.shape[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._backup is not None:  # vectors already folded into the weights
+        if self._merged:  # vectors already folded into the weights
             return self.base(x)
         if self.position == "input":
             return self.base(x * self._scale(x))
@@ -210,47 +212,67 @@ class Ia3Layer(nn.Module):
         return y * self._scale(y)  # fused_kv: the scale is ones over the query third
 
     # -- merge ("push down") and restore ------------------------------------------------------
+    def _stamp(self) -> tuple:
+        """Identity + in-place version of the base tensors: changes whenever anything writes them."""
+        w, b = self.base.weight, getattr(self.base, "bias", None)
+        return (w.data_ptr(), w._version, None if b is None else (b.data_ptr(), b._version))
+
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold the vector into the weights (and bias). Keeps the originals for a bit-exact restore."""
-        if self._backup is not None:
+        """Fold the vector into the weights (and bias). Keeps the originals for a bit-exact restore.
+
+        The originals are kept after restore() too, so switching adapters (restore, load, merge)
+        costs one copy and one multiply; they are re-taken if anything wrote the weights since.
+        """
+        if self._merged:
             return  # already merged: never scale twice
         weight, bias = self.base.weight, getattr(self.base, "bias", None)
-        self._backup = (weight.detach().clone(), None if bias is None else bias.detach().clone())
-        vec = self.ia3.detach().to(torch.float32)
-        w32 = weight.detach().to(torch.float32)
+        if self._backup is None or self._backup_stamp != self._stamp():
+            self._backup = (weight.detach().clone(), None if bias is None else bias.detach().clone())
+        w0, b0 = self._backup
+        vec = self.ia3.detach().to(device=weight.device, dtype=torch.float32)  # (F,)
         # nn.Linear weight is [out, in]; Conv1D weight is [in, out].
         out_dim = 1 if self.is_conv1d else 0
-        in_dim = 1 - out_dim
         if self.position == "input":
-            shape = [1, 1]
-            shape[in_dim] = -1
-            weight.copy_((w32 * vec.view(shape)).to(weight.dtype))
-            return
-        shape = [1, 1]
-        shape[out_dim] = -1
-        if self.position == "output":
-            weight.copy_((w32 * vec.view(shape)).to(weight.dtype))
+            _scaled_into(weight, w0, vec, 1 - out_dim)
+        elif self.position == "output":
+            _scaled_into(weight, w0, vec, out_dim)
             if bias is not None:
-                bias.copy_((bias.detach().to(torch.float32) * vec).to(bias.dtype))
-            return
-        # fused_kv: only the k|v part of the output dimension.
-        kv = w32.narrow(out_dim, self.kv_start, self.features) * vec.view(shape)
-        weight.narrow(out_dim, self.kv_start, self.features).copy_(kv.to(weight.dtype))
-        if bias is not None:
-            b = bias.narrow(0, self.kv_start, self.features)
-            b.copy_((b.to(torch.float32) * vec).to(bias.dtype))
+                _scaled_into(bias, b0, vec, 0)
+        else:  # fused_kv: only the k|v part of the output dimension
+            n, start = self.features, self.kv_start
+            _scaled_into(weight.narrow(out_dim, start, n), w0.narrow(out_dim, start, n), vec, out_dim)
+            if bias is not None:
+                _scaled_into(bias.narrow(0, start, n), b0.narrow(0, start, n), vec, 0)
+        self._merged = True
 
     @torch.no_grad()
     def restore(self) -> None:
         """Put back the exact original weights (bit-for-bit; nothing is divided back)."""
-        if self._backup is None:
+        if not self._merged:
             return
         weight, bias = self._backup
         self.base.weight.copy_(weight)
         if bias is not None:
             self.base.bias.copy_(bias)
-        self._backup = None
+        self._merged = False
+        self._backup_stamp = self._stamp()  # the originals describe the live weights again
+
+    def release_backup(self) -> None:
+        """Free the kept originals of a restored layer (the next merge takes them again)."""
+        if not self._merged:
+            self._backup = None
+
+
+def _scaled_into(dst: torch.Tensor, src: torch.Tensor, vec: torch.Tensor, dim: int) -> None:
+    """dst = src * vec along `dim`, computed in fp32, written in dst's dtype (one pass for fp32)."""
+    shape = [1] * src.dim()
+    shape[dim] = -1
+    scale = vec.view(shape)
+    if dst.dtype == torch.float32 and dst.is_contiguous():
+        torch.mul(src, scale, out=dst)
+    else:
+        dst.copy_((src.to(torch.float32) * scale).to(dst.dtype))
 
 
 def is_ia3_parameter(name: str) -> bool:
@@ -334,6 +356,11 @@ class Ia3Model:
         for layer in self.layers.values():
             layer.restore()
 
+    def release_backups(self) -> None:
+        """Free the originals kept for restore() (only on a restored handle); merge() re-takes them."""
+        for layer in self.layers.values():
+            layer.release_backup()
+
     # -- mixed-task batches --------------------------------------------------------------------
     def add_adapter(self, name: str, vectors: Mapping[str, torch.Tensor]) -> None:
         """Register named vectors in the bank used by mixed batches (replaces a same-named one)."""
@@ -395,7 +422,7 @@ class Ia3Model:
         for path, layer in self.layers.items():
             parent, _, child = path.rpartition(".")
             setattr(self.model.get_submodule(parent) if parent else self.model, child, layer.base)
-            layer._backup = None
+            layer._backup, layer._merged = None, False
         self.layers = {}
         return self.model
 

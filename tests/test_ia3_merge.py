@@ -131,3 +131,46 @@ def test_unload_returns_plain_model_with_merged_weights(tiny_model_dir):
         plain = handle.unload(merge=True)
         assert not any(".ia3" in n or ".base." in n for n, _ in plain.named_parameters())
         assert_close_to_scale(plain(**inputs).logits, adapted)
+
+
+def test_switching_adapters_reuses_originals_and_stays_exact(tiny_model_dir):
+    handle = inject(load(tiny_model_dir, "gpt2"))
+    original = snapshot(handle.model)
+    inputs = batch("gpt2")
+    expected = {}
+    for seed in (1, 2):
+        randomise(handle, seed)
+        with torch.no_grad():
+            expected[seed] = handle.model(**inputs).logits
+    for seed in (1, 2, 1, 2):  # switch back and forth on the merged model
+        handle.restore()
+        randomise(handle, seed)
+        handle.merge()
+        with torch.no_grad():
+            assert_close_to_scale(handle.model(**inputs).logits, expected[seed])
+    layer = handle.layers["transformer.h.0.attn.c_attn"]
+    kept = layer._backup[0]
+    handle.restore()
+    handle.merge()
+    assert layer._backup[0] is kept  # no new copy of the originals for a switch
+    handle.restore()
+    for name, p in handle.model.named_parameters():
+        if not name.endswith(".ia3"):  # the vectors changed on purpose; the base must not have
+            assert torch.equal(p, original[name]), name
+    handle.release_backups()
+    assert layer._backup is None
+
+
+def test_originals_are_retaken_when_the_base_weights_change(tiny_model_dir):
+    handle = inject(load(tiny_model_dir, "llama"))
+    randomise(handle)
+    handle.merge()
+    handle.restore()
+    layer = handle.layers["model.layers.0.self_attn.k_proj"]
+    with torch.no_grad():
+        layer.base.weight.add_(0.25)  # someone edits the base weights in place (e.g. a full fine-tune)
+    edited = layer.base.weight.detach().clone()
+    handle.merge()
+    torch.testing.assert_close(layer.base.weight, edited * layer.ia3.detach()[:, None], rtol=0, atol=0)
+    handle.restore()
+    assert torch.equal(layer.base.weight, edited)
