@@ -95,7 +95,8 @@ def _recipe(args):
     return RecipeConfig(**given)
 
 
-def _print_evaluation(evaluation: dict, out=sys.stdout) -> None:
+def _print_evaluation(evaluation: dict, out=None) -> None:
+    out = out or sys.stdout
     header = f"{'method':<14}{'accuracy':>10}{'macro-F1':>10}{'ms/pred':>10}{'tokens':>9}{'FLOPs/pred':>12}"
     print(header, file=out)
     for method, r in evaluation["methods"].items():

@@ -43,6 +43,9 @@ class AdapterInfo:
 def _key(adapter_dir: Path) -> tuple:
     weights = adapter_dir / "adapter.safetensors"
     if not weights.is_file():
+        from ia3app.adapter_io import load_adapter
+
+        load_adapter(adapter_dir)  # raises the specific UserError (no folder, a pickle, a PEFT folder...)
         raise UserError(f"{adapter_dir} is not an adapter folder: adapter.safetensors is missing")
     stat = weights.stat()
     return (str(adapter_dir.resolve()), stat.st_mtime_ns, stat.st_size)
