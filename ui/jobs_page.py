@@ -63,7 +63,7 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     from jobs import queue
 
     empty = {"found": False, "status": None, "header": "Pick a job from the list, or start one in step 3.",
-             "bar": "", "loss": loss_frame([]), "log": "", "done": False}
+             "bar": "", "loss": loss_frame([]), "log": "", "done": False, "version": ""}
     try:
         job_id = int(job_id)
     except (TypeError, ValueError):
@@ -71,7 +71,7 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     db = ctx.db()
     job = queue.get_job(db, job_id, uid)
     if job is None:
-        return {**empty, "header": f"Job #{job_id} is not one of your jobs."}
+        return {**empty, "header": f"Job #{job_id} is not one of your jobs.", "version": "missing"}
     events = queue.progress_events(db, job_id, uid)
     steps = [e for e in events if e.get("step") is not None and e.get("total_steps")]
     last = steps[-1] if steps else {}
@@ -117,7 +117,8 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     bar = (f'<div class="ia3-progress" role="progressbar" aria-valuenow="{frac * 100:.0f}" aria-valuemin="0" '
            f'aria-valuemax="100"><div class="ia3-progress-fill ia3-{job.status}" style="width:{frac * 100:.1f}%">'
            f'</div><span>{frac * 100:.0f}%</span></div>')
-    return {"found": True, "status": job.status, "header": "\n\n".join(head), "bar": bar,
+    header = "\n\n".join(head)
+    return {"found": True, "status": job.status, "header": header, "bar": bar, "version": f"{len(events)}|{header}",
             "loss": loss_frame(loss_rows), "log": log,
             "done": job.status in ("succeeded", "failed", "cancelled")}
 

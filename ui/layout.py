@@ -180,17 +180,22 @@ def _wire_train(ctx, tr: TR.TrainPage, jp: J.JobPage, tabs, session, template_st
 
 
 def _wire_jobs(ctx, jp: J.JobPage, rp: R.ResultsPage, tabs, results_job, demo) -> None:
-    def on_tick(job_id, request: gr.Request):
+    seen = gr.State("")
+
+    def on_tick(job_id, last_version, request: gr.Request):
+        """Send the page only what changed: redrawing an unchanged chart every second wastes the browser."""
         try:
             view = J.job_view(ctx, _user(ctx, request), job_id)
         except UserError as e:
-            return f"✗ {e}", "", None, "", gr.update(visible=False)
+            return f"✗ {e}", "", None, "", gr.update(visible=False), ""
+        if view["version"] == last_version:
+            return (gr.skip(),) * 6
         return (view["header"], view["bar"], view["loss"], view["log"],
-                gr.update(visible=view["status"] == "succeeded"))
+                gr.update(visible=view["status"] == "succeeded"), view["version"])
 
-    outs = [jp.header, jp.bar, jp.loss, jp.log, jp.results]
-    jp.timer.tick(on_tick, jp.job, outs, api_visibility="private", show_progress="hidden")
-    jp.job.change(on_tick, jp.job, outs, api_visibility="private")
+    outs = [jp.header, jp.bar, jp.loss, jp.log, jp.results, seen]
+    jp.timer.tick(on_tick, [jp.job, seen], outs, api_visibility="private", show_progress="hidden")
+    jp.job.change(on_tick, [jp.job, gr.State("")], outs, api_visibility="private")
     jp.job.change(None, jp.job, None, js=URL_JS, api_visibility="private")
 
     def on_list(request: gr.Request):

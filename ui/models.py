@@ -82,6 +82,8 @@ def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     seconds = max(0, int(round(seconds)))
+    if seconds < 5:
+        return "a few seconds"
     if seconds < 90:
         return f"{seconds} s"
     if seconds < 5400:

@@ -1,0 +1,108 @@
+"""The app through gradio_client, signed in: the prediction API answers its owner and nobody else."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ia3app.config import RecipeConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+CSV = "sentence,label\n" + "".join(
+    f"{'a fine film' if i % 2 else 'a dull mess'} {i},{'positive' if i % 2 else 'negative'}\n" for i in range(12)
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from storage import users
+    from ui.auth import make_auth_check
+    from ui.context import AppContext
+    from ui.main import launch
+
+    data_dir = tmp_path_factory.mktemp("client-data")
+    ctx = AppContext(data_dir, auth_required=True)
+    alice = users.create_user(ctx.db(), "alice", "alice-pass-1")
+    users.create_user(ctx.db(), "bob", "bob-pass-22")
+    demo, url = launch(ctx, port=free_port(), auth=make_auth_check(ctx.db), prevent_thread_lock=True, quiet=True)
+    yield ctx, url, alice
+    demo.close()
+
+
+def client(url, who):
+    from gradio_client import Client
+
+    return Client(url, auth=who, verbose=False)
+
+
+def test_sign_in_is_required(server):
+    _, url, _ = server
+    with pytest.raises(ValueError, match="Could not login"):
+        client(url, ("alice", "wrong password"))
+
+
+def test_unknown_job_answers_nothing(server):
+    _, url, _ = server
+    with pytest.raises(Exception, match="not one of your jobs"):
+        client(url, ("bob", "bob-pass-22")).predict(job_id=999, inputs={"sentence": "hi"}, api_name="/predict")
+
+
+@pytest.fixture(scope="module")
+def finished_job(server, tmp_path_factory):
+    """A tiny job of alice's, trained for real by one worker run."""
+    from jobs import queue
+    from ui import template_page as T
+    from ui import train_page as TR
+    from ui import upload as U
+
+    ctx, _, alice = server
+    csv = tmp_path_factory.mktemp("csv") / "reviews.csv"
+    csv.write_text(CSV)
+    state = U.save_upload(ctx, alice, str(csv), "label", None, U.AUTO, None, 0.25, 0)
+    spec = T.fitting_templates(state["columns"], state["label_values"], "label")["sentiment"]
+    recipe = RecipeConfig(steps=2, batch_size=2, warmup_steps=0, checkpoint_every=0)
+    config = TR.build_job_config(ctx, alice, state, spec.to_dict(), "tiny-demo", "", recipe, False, "",
+                                 ["t-few"])
+    job_id = queue.submit(ctx.db(), alice, config)
+    subprocess.run([sys.executable, "-m", "jobs.worker", "--data-dir", str(ctx.data_dir), "--once", "--poll-s",
+                    "0.2"], cwd=ROOT, check=True, timeout=300)
+    job = queue.get_job(ctx.db(), job_id, alice)
+    assert job.status == "succeeded", job.error_message
+    return job_id
+
+
+@pytest.mark.slow
+def test_prediction_api_serves_the_owner_only(server, finished_job):
+    _, url, _ = server
+    out = client(url, ("alice", "alice-pass-1")).predict(job_id=finished_job, inputs={"sentence": "a fine film"},
+                                                         api_name="/predict")
+    assert out["label"] in out["probs"] and abs(sum(out["probs"].values()) - 1) < 1e-4
+    with pytest.raises(Exception, match="not one of your jobs"):
+        client(url, ("bob", "bob-pass-22")).predict(job_id=finished_job, inputs={"sentence": "a fine film"},
+                                                    api_name="/predict")
+
+
+@pytest.mark.slow
+def test_results_and_zip_only_for_the_owner(server, finished_job):
+    from ia3app.errors import UserError
+    from storage import users
+    from ui import results_page as R
+
+    ctx, _, alice = server
+    bob = users.user_id(ctx.db(), "bob")
+    view = R.results_view(ctx, alice, finished_job)
+    assert "(IA)³ parameters trained and added" in view["params"] and view["columns"] == ["sentence"]
+    assert Path(R.build_zip(ctx, alice, finished_job)).stat().st_size > 0
+    for fn in (R.results_view, R.build_zip):
+        with pytest.raises(UserError, match="not one of your jobs"):
+            fn(ctx, bob, finished_job)
