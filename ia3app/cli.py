@@ -100,7 +100,7 @@ def _print_evaluation(evaluation: dict, out=None) -> None:
     header = f"{'method':<14}{'accuracy':>10}{'macro-F1':>10}{'ms/pred':>10}{'tokens':>9}{'FLOPs/pred':>12}"
     print(header, file=out)
     for method, r in evaluation["methods"].items():
-        label = method + (f" ({r['shots']})" if "shots" in r else "")
+        label = method + (f" ({r['shots']:.3g})" if "shots" in r else "")
         print(
             f"{label:<14}{r['accuracy']:>10.3f}{r['macro_f1']:>10.3f}{1000 * r['latency_s']:>10.2f}"
             f"{r['tokens']:>9.0f}{r['flops']:>12.3g}",

@@ -121,7 +121,7 @@ def evaluate_methods(
                 )
                 examples = prompts.examples
                 length = max(limit, max(prompts.prompt_tokens))  # forced k may exceed the limit: keep it whole
-                extra = {"shots": prompts.shots, "input_limit": limit}
+                extra = {"shots": prompts.shots, "min_shots": prompts.min_shots, "input_limit": limit}
             handle.merge()  # ones merge to the base weights exactly; trained vectors to T-Few's
             scored, wall = _timed_scores(loaded, examples, batch_size=batch_size, max_length=length, warmup=warmup)
             preds = [s.pred for s in scored]

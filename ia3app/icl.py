@@ -3,8 +3,8 @@
 A prompt is k demonstrations ("input", newline, its correct choice) joined by blank lines,
 followed by the query's own input; the query's answer choices are then ranked by the same rank
 classification as zero-shot and T-Few. Demonstrations are drawn once per evaluation with a
-seeded shuffle, and as many are kept as fit the model's input limit for the longest query
-(or exactly `shots`, for benchmarks that fix k).
+seeded shuffle; each prompt keeps as many of them, in that order, as fit the model's input
+limit beside its query (or exactly `shots`, for benchmarks that fix k).
 """
 
 from __future__ import annotations
@@ -52,14 +52,21 @@ class IclPrompts:
 
     examples: list[Example]
     """One per query: the prompt as input, the query's choices and label."""
-    shots: int
-    """Demonstrations in every prompt."""
-    demo_indices: list[int]
-    """Which training examples (in order) the demonstrations are."""
+    demo_indices: list[list[int]]
+    """Per query, which training examples (in order) its demonstrations are."""
     limit: int
     """The input-token limit the prompts were fitted to."""
     prompt_tokens: list[int] = field(default_factory=list)
     """Tokens of each prompt (with special tokens)."""
+
+    @property
+    def shots(self) -> float:
+        """Mean demonstrations per prompt (every prompt has the same number when k is forced)."""
+        return sum(map(len, self.demo_indices)) / max(len(self.demo_indices), 1)
+
+    @property
+    def min_shots(self) -> int:
+        return min(map(len, self.demo_indices), default=0)
 
 
 def input_limit(config, tokenizer, cap: int = 1024) -> int:
@@ -100,7 +107,8 @@ def build_prompts(
     decoder_only: bool,
     config: IclConfig | None = None,
 ) -> IclPrompts:
-    """In-context prompts for every query, sharing one seeded set of demonstrations.
+    """In-context prompts for every query: demonstrations in one seeded order, each prompt taking
+    as many as fit beside its query (or exactly config.shots, whatever the limit).
 
     decoder_only: the choices continue the prompt in the same context window, so the longest
     choice counts against the limit too (encoder-decoder models decode choices separately).
@@ -112,32 +120,33 @@ def build_prompts(
     order = list(pool)
     random.Random(config.seed).shuffle(order)
 
-    sep = _count(tokenizer, config.demo_separator)
     if config.shots is not None:
         chosen = [order[i % len(order)] for i in range(config.shots)] if order else []
-    else:
-        # Budget against the longest query so all prompts share the same demonstrations.
-        def need(q: Example) -> int:
-            choice = max(_count(tokenizer, c) for c in q.choices) if decoder_only else 0
-            return _count(tokenizer, q.input, special=True) + choice
-
-        budget = limit - max((need(q) for q in queries), default=0)
-        chosen = []
-        for i in order:
-            cost = _count(tokenizer, format_demo(train[i], config)) + sep
-            if cost <= budget:
-                chosen.append(i)
-                budget -= cost
-
-    while True:
         demos = [format_demo(train[i], config) for i in chosen]
         examples = [Example(_prompt(demos, q, config), q.choices, q.label) for q in queries]
         lengths = [_count(tokenizer, ex.input, special=True) for ex in examples]
-        if config.shots is not None or not chosen:
-            break
-        # Tokenisation is not exactly additive at the joins; drop demonstrations until all fit.
-        extra = [max(_count(tokenizer, c) for c in q.choices) if decoder_only else 0 for q in queries]
-        if all(n + e <= limit for n, e in zip(lengths, extra)):
-            break
-        chosen.pop()
-    return IclPrompts(examples, len(chosen), chosen, limit, lengths)
+        return IclPrompts(examples, [list(chosen) for _ in queries], limit, lengths)
+
+    sep = _count(tokenizer, config.demo_separator)
+    cost = {i: _count(tokenizer, format_demo(train[i], config)) + sep for i in order}
+    examples, indices, lengths = [], [], []
+    for q in queries:
+        # decoder-only: the choices continue the prompt in the same window, so the longest counts too
+        choice = max(_count(tokenizer, c) for c in q.choices) if decoder_only else 0
+        budget = limit - _count(tokenizer, q.input, special=True) - choice
+        chosen = []
+        for i in order:  # greedy in the seeded order: every demonstration that still fits
+            if cost[i] <= budget:
+                chosen.append(i)
+                budget -= cost[i]
+        while True:
+            example = Example(_prompt([format_demo(train[i], config) for i in chosen], q, config), q.choices, q.label)
+            n = _count(tokenizer, example.input, special=True)
+            # Tokenisation is not exactly additive at the joins: drop demonstrations until it fits.
+            if not chosen or n + choice <= limit:
+                break
+            chosen.pop()
+        examples.append(example)
+        indices.append(chosen)
+        lengths.append(n)
+    return IclPrompts(examples, indices, limit, lengths)

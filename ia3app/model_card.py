@@ -30,7 +30,7 @@ def _evaluation_table(evaluation: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for method, r in evaluation["methods"].items():
-        shots = f" ({r['shots']} demonstrations)" if "shots" in r else ""
+        shots = f" ({r['shots']:.3g} demonstrations)" if "shots" in r else ""
         lines.append(
             f"| {method}{shots} | {_pct(r['accuracy'])} | {_pct(r['macro_f1'])} | {1000 * r['latency_s']:.2f} ms "
             f"| {r['tokens']:.0f} | {_num(r['flops'])} |"

@@ -27,7 +27,7 @@ def test_prompt_layout_demos_then_query(tok):
     prompt = out.examples[0].input
     blocks = prompt.split("\n\n")
     assert blocks[-1] == "the query"
-    for block, i in zip(blocks[:-1], out.demo_indices):
+    for block, i in zip(blocks[:-1], out.demo_indices[0], strict=True):
         assert block == f"{train[i].input}\n{CHOICES[train[i].label]}"
     assert out.examples[0].choices == CHOICES and out.examples[0].label == 1
     assert out.prompt_tokens == [len(prompt.encode()) + 1]
@@ -39,9 +39,12 @@ def test_as_many_as_fit_and_never_over_limit(tok):
     out = build_prompts(train, queries, tok, limit=120, decoder_only=False)
     assert max(out.prompt_tokens) <= 120
     demo_len = len("review number 00\nnegative\n\n".encode())
-    # one more demonstration would not fit the longest query's prompt
-    assert max(out.prompt_tokens) + demo_len > 120
-    assert 1 <= out.shots < 20
+    # each prompt takes as many as fit beside its own query: one more would not fit
+    for n in out.prompt_tokens:
+        assert n + demo_len > 120
+    short, long = map(len, out.demo_indices)
+    assert short > long >= 1 and out.min_shots == long and out.shots == (short + long) / 2
+    assert out.demo_indices[1] == out.demo_indices[0][:long]  # the same seeded order
 
 
 def test_decoder_only_reserves_room_for_choices(tok):
@@ -66,8 +69,8 @@ def test_seeded_and_deterministic(tok):
 def test_forced_shots_cycle_through_training_rows(tok):
     train = train_rows(5)
     out = build_prompts(train, [Example("q", CHOICES, 0)], tok, limit=64, decoder_only=False, config=IclConfig(shots=16))
-    assert out.shots == 16 and len(out.demo_indices) == 16
-    assert sorted(set(out.demo_indices)) == [0, 1, 2, 3, 4]
+    assert out.shots == 16 and len(out.demo_indices[0]) == 16
+    assert sorted(set(out.demo_indices[0])) == [0, 1, 2, 3, 4]
     assert out.examples[0].input.count("\n\n") == 16  # forced k ignores the limit
 
 

@@ -1,0 +1,40 @@
+"""Each shared few-shot CSV end to end: template -> a few training steps -> evaluate -> predict."""
+
+import pytest
+
+from ia3app.data import load_csv, split_holdout
+from ia3app.pipeline import JobSpec, run_job
+from ia3app.predict import Predictor
+from ia3app.template_library import guess_label_column, templates_fitting
+
+CSVS = ["copa_32shot_seed0.csv", "rte_32shot_seed0.csv", "sst2_16shot_seed0.csv"]
+EXPECTED = {"copa_32shot_seed0.csv": "cause_effect", "rte_32shot_seed0.csv": "nli2", "sst2_16shot_seed0.csv": "sentiment"}
+
+
+@pytest.mark.parametrize("name", CSVS)
+def test_csv_end_to_end(name, fewshot_dir, tiny_model_dir, tmp_path):
+    table = load_csv(fewshot_dir / name)
+    label = guess_label_column(table.columns)
+    fitting = templates_fitting(table.columns, [r[label] for r in table.rows], label)
+    template_name, template = fitting[0]
+    assert template_name == EXPECTED[name]
+    train_rows, eval_rows = split_holdout(table.rows, label, 0.25, seed=0)
+    spec = JobSpec(model=str(tiny_model_dir("t0")), template=template.to_dict(),
+                   recipe={"steps": 2, "batch_size": 2, "warmup_steps": 0, "max_length": 128, "checkpoint_every": 0})
+    out = tmp_path / "adapter"
+    result = run_job(spec, train_rows, eval_rows, work_dir=tmp_path / "work", out_dir=out, progress=lambda e: None)
+    methods = result["evaluation"]["methods"]
+    assert set(methods) == {"zero-shot", "in-context", "t-few"}
+    n_classes = len(result["labels"])
+    for r in methods.values():
+        assert r["n"] == len(eval_rows)
+        assert len(r["confusion_matrix"]) == n_classes and sum(map(sum, r["confusion_matrix"])) == len(eval_rows)
+    assert methods["in-context"]["shots"] >= 1
+
+    unlabelled = [{k: v for k, v in row.items() if k != label} for row in eval_rows]
+    preds = Predictor(device="cpu").predict(out, unlabelled)
+    assert len(preds) == len(eval_rows)
+    for p in preds:
+        assert abs(sum(p["probs"].values()) - 1) < 1e-5 and p["choice"] in p["probs"]
+    # served through the merged adapter = the T-Few evaluation's predictions
+    assert [list(p["probs"]).index(p["choice"]) for p in preds] == methods["t-few"]["predictions"]
