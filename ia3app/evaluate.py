@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 from ia3app.cost import inference_flops, prediction_tokens
+from ia3app.errors import UserError
 from ia3app.example import Example
 from ia3app.icl import IclConfig, build_prompts, input_limit
 from ia3app.metrics import classification_report
@@ -121,6 +122,12 @@ def evaluate_methods(
                 )
                 examples = prompts.examples
                 length = max(limit, max(prompts.prompt_tokens))  # forced k may exceed the limit: keep it whole
+                hard = input_limit(loaded.model.config, loaded.tokenizer, cap=10**9)  # absolute positions only
+                if length > hard:
+                    raise UserError(
+                        f"{cfg.shots} demonstrations make prompts of up to {length} tokens, but this model "
+                        f"takes at most {hard}; ask for fewer shots (or leave shots unset: as many as fit)"
+                    )
                 extra = {"shots": prompts.shots, "min_shots": prompts.min_shots, "input_limit": limit}
             handle.merge()  # ones merge to the base weights exactly; trained vectors to T-Few's
             scored, wall = _timed_scores(loaded, examples, batch_size=batch_size, max_length=length, warmup=warmup)

@@ -83,3 +83,14 @@ def test_label_names_and_tokens(tiny_model_dir):
     # decoder-only: (3 + " x"+EOS) + (3 + " yz"+EOS) = 6 + 7
     assert tokens_per_prediction(loaded.tokenizer, [Example("abc", ("x", "yz"), 0)], 256, False) == 13
     assert tokens_per_prediction(loaded.tokenizer, [Example("abcdef", ("x", "y"), 0)], 3, True) == 3 + 2 + 2
+
+
+def test_forced_shots_beyond_absolute_positions_is_a_user_error(tiny_model_dir):
+    from ia3app.errors import UserError
+
+    loaded = load_model(str(tiny_model_dir("gpt2")), device="cpu")  # 1,024 positions
+    handle = inject(loaded.model)
+    long_rows = [Example("x" * 300, CHOICES, i % 2) for i in range(4)]
+    with pytest.raises(UserError, match="fewer shots"):
+        evaluate_methods(loaded, handle, long_rows, rows(1), methods=["in-context"], icl=IclConfig(shots=8))
+    assert not handle.merged
