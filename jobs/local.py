@@ -51,7 +51,8 @@ def start_local_worker(data_dir: str | Path, *, gpu: int | None = None, poll_s: 
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / "worker.log"
-    cmd = [sys.executable, "-m", "jobs.worker", "--data-dir", str(data_dir), "--poll-s", str(poll_s)]
+    cmd = [sys.executable, "-m", "jobs.worker", "--data-dir", str(data_dir), "--poll-s", str(poll_s),
+           "--exit-with-parent", str(os.getpid())]  # no orphan worker if the app dies without atexit
     if gpu is not None:
         cmd += ["--gpu", str(gpu)]
     if lease_s is not None:

@@ -219,6 +219,14 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _watch_parent(pid: int, shutdown: threading.Event) -> None:
+    """Set ``shutdown`` once ``pid`` is no longer our parent (it died, even by SIGKILL, without stopping us)."""
+    while not shutdown.wait(1.0):
+        if os.getppid() != pid:
+            log.info("the app (pid %s) is gone; stopping", pid)
+            shutdown.set()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.worker", description="Run queued ia3app training jobs.")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: $IA3APP_DATA_DIR or ./data")
@@ -232,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress-interval-s", type=float, default=0.5)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if available)")
     parser.add_argument("--worker-id", default="")
+    parser.add_argument("--exit-with-parent", type=int, default=None, metavar="PID",
+                        help="stop (giving the running job back) when process PID is gone (the web app)")
     args = parser.parse_args(argv)
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)  # before anything imports torch
@@ -253,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if args.exit_with_parent is not None:
+        threading.Thread(target=_watch_parent, args=(args.exit_with_parent, worker.shutdown), daemon=True).start()
     worker.serve()
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from storage.files import StorageError
 from storage.migrations import migrate
 
 DB_FILENAME = "ia3app.db"
@@ -37,6 +38,18 @@ def open_db(path: str | Path | None = None, *, busy_timeout_s: float = BUSY_TIME
     """
     if path is None:
         path = data_dir()
+    try:
+        return _open(path, busy_timeout_s)
+    except (OSError, sqlite3.OperationalError) as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" not in str(exc) and "readonly" not in str(exc):
+            raise  # e.g. locked past the busy timeout: not the directory's fault
+        raise StorageError(
+            f"could not open the database in {path}: {getattr(exc, 'strerror', None) or exc}; make sure the data "
+            "directory exists, is a directory and is writable, or point IA3APP_DATA_DIR (or --data-dir) elsewhere"
+        ) from exc
+
+
+def _open(path: str | Path, busy_timeout_s: float) -> sqlite_utils.Database:
     if str(path) != ":memory:":
         path = Path(path)
         if path.is_dir() or path.suffix == "":

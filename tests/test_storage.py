@@ -93,6 +93,8 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(StorageError, match="could not write"):
         FileStore(blocker / "data")
+    with pytest.raises(StorageError, match="could not open the database .*IA3APP_DATA_DIR"):
+        open_db(blocker / "data")
 
 
 def _dataset(db, store, owner, rows=None):

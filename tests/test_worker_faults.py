@@ -203,3 +203,26 @@ def test_local_worker_runs_jobs_for_the_app_and_stops_with_it(env):
     assert code == 0 and not worker.alive()
     assert env.job(job_id).status == "succeeded"
     assert "claimed" in worker.log_path.read_text()
+
+
+def test_worker_started_by_the_app_stops_when_the_app_dies_by_sigkill(tmp_path):
+    data, pidfile, log = tmp_path / "data", tmp_path / "worker.pid", tmp_path / "worker.log"
+    open_db(data).close()
+    parent = subprocess.Popen(["bash", "-c", (
+        f"{sys.executable} -m jobs.worker --data-dir {data} --poll-s 0.2 --exit-with-parent $$ >{log} 2>&1 &"
+        f" echo $! >{pidfile}; wait")], cwd=ROOT)
+    wait_for(lambda: "watching" in (log.read_text() if log.exists() else ""), 120, "the worker to start")
+    worker_pid = int(pidfile.read_text())
+    parent.kill()  # SIGKILL: no atexit, no chance to stop the worker
+    parent.wait()
+
+    def gone():
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{worker_pid}/stat") as fh:  # reaped by init eventually; a zombie counts as gone
+            return fh.read().split()[2] == "Z"
+
+    wait_for(gone, 20, "the orphaned worker to stop", every_s=0.2)
+    assert "is gone; stopping" in log.read_text()
