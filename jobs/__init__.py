@@ -1,0 +1,11 @@
+"""The job queue and the worker that runs the recipe on claimed jobs.
+
+- ``jobs.queue``: submit / claim / heartbeat / report_progress / complete / fail / cancel /
+  release / requeue_stale, and owner-scoped get_job / list_jobs / progress_events /
+  queue_position. No torch: the web process imports it.
+- ``jobs.worker``: ``python -m jobs.worker [--data-dir D] [--gpu N] [--once] [--until-empty]
+  [--poll-s S] [--lease-s S]``; one worker per GPU. Only this process imports ``ia3app``'s
+  training code.
+- ``jobs.progress``: the throttled progress writer and the heartbeat thread.
+- ``jobs.local``: ``start_local_worker(data_dir)`` for the web app, stopped when the app exits.
+"""
