@@ -60,9 +60,13 @@ class IclPrompts:
     """Tokens of each prompt (with special tokens)."""
 
     @property
-    def shots(self) -> float:
-        """Mean demonstrations per prompt (every prompt has the same number when k is forced)."""
-        return sum(map(len, self.demo_indices)) / max(len(self.demo_indices), 1)
+    def shots(self) -> int | float:
+        """Demonstrations per prompt: the number when all prompts agree (always when k is forced),
+        else the mean, to one decimal."""
+        counts = {len(d) for d in self.demo_indices}
+        if len(counts) <= 1:
+            return counts.pop() if counts else 0
+        return round(sum(map(len, self.demo_indices)) / len(self.demo_indices), 1)
 
     @property
     def min_shots(self) -> int:

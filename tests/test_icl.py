@@ -43,7 +43,7 @@ def test_as_many_as_fit_and_never_over_limit(tok):
     for n in out.prompt_tokens:
         assert n + demo_len > 120
     short, long = map(len, out.demo_indices)
-    assert short > long >= 1 and out.min_shots == long and out.shots == (short + long) / 2
+    assert short > long >= 1 and out.min_shots == long and out.shots == round((short + long) / 2, 1)
     assert out.demo_indices[1] == out.demo_indices[0][:long]  # the same seeded order
 
 
@@ -69,7 +69,7 @@ def test_seeded_and_deterministic(tok):
 def test_forced_shots_cycle_through_training_rows(tok):
     train = train_rows(5)
     out = build_prompts(train, [Example("q", CHOICES, 0)], tok, limit=64, decoder_only=False, config=IclConfig(shots=16))
-    assert out.shots == 16 and len(out.demo_indices[0]) == 16
+    assert out.shots == 16 and isinstance(out.shots, int) and len(out.demo_indices[0]) == 16
     assert sorted(set(out.demo_indices[0])) == [0, 1, 2, 3, 4]
     assert out.examples[0].input.count("\n\n") == 16  # forced k ignores the limit
 
