@@ -124,11 +124,13 @@ def cancel(db: sqlite_utils.Database, job_id: int, owner: int) -> str | None:
     unchanged status of a finished job, or None when the job is not ``owner``'s.
     """
     with transaction(db):
-        row = db.execute("SELECT status FROM jobs WHERE id = ? AND owner = ?", [job_id, owner]).fetchone()
+        row = db.execute("SELECT status, lease_expires_at FROM jobs WHERE id = ? AND owner = ?",
+                         [job_id, owner]).fetchone()
         if row is None:
             return None
-        status = row[0]
-        if status == "queued":
+        status, lease_expires_at = row
+        stale = status == "running" and lease_expires_at is not None and lease_expires_at < time.time()
+        if status == "queued" or stale:  # a dead worker cannot acknowledge: cancel it here
             db.execute("UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished = ? WHERE id = ?",
                        [time.time(), job_id])
             return "cancelled"
@@ -220,7 +222,7 @@ def complete(db: sqlite_utils.Database, job_id: int, worker_id: str, result: dic
 def fail(db: sqlite_utils.Database, job_id: int, worker_id: str, kind: str, message: str, retry: bool) -> str:
     """Record a failure. With ``retry`` the job goes back to the queue while attempts remain.
 
-    Returns the new status ('queued' or 'failed').
+    Returns the new status ('queued' or 'failed'; 'cancelled' when the owner had asked to cancel).
     """
     now = time.time()
     with transaction(db):
@@ -228,8 +230,11 @@ def fail(db: sqlite_utils.Database, job_id: int, worker_id: str, kind: str, mess
         attempts, max_attempts, cancel_requested = db.execute(
             "SELECT attempts, max_attempts, cancel_requested FROM jobs WHERE id = ?", [job_id]
         ).fetchone()
-        requeue = retry and attempts < max_attempts and not cancel_requested
-        if requeue:
+        if cancel_requested:  # the owner asked to stop it; whatever went wrong, it stays stopped
+            db.execute("UPDATE jobs SET status = 'cancelled', finished = ?, lease_expires_at = NULL, error_kind = ?,"
+                       " error_message = ? WHERE id = ?", [now, kind, message, job_id])
+            return "cancelled"
+        if retry and attempts < max_attempts:
             db.execute(
                 "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, error_kind = ?,"
                 " error_message = ? WHERE id = ?",

@@ -123,13 +123,28 @@ def test_expired_lease_requeues_and_the_old_worker_loses_it(db, users):
     assert job.status == "failed" and "stopped responding" in job.error_message
 
 
-def test_stale_job_with_cancel_requested_is_cancelled(db, users):
+def test_cancel_of_a_job_whose_worker_died_is_immediate(db, users):
     alice, _ = users
     job_id = q.submit(db, alice, {})
     q.claim(db, "dead", lease_s=0.01)
-    q.cancel(db, job_id, alice)
     time.sleep(0.05)
-    q.requeue_stale(db)
+    assert q.cancel(db, job_id, alice) == "cancelled"
+
+
+def test_a_crash_after_cancel_was_requested_ends_cancelled(db, users):
+    alice, _ = users
+    job_id = q.submit(db, alice, {})
+    q.claim(db, "w")
+    q.cancel(db, job_id, alice)
+    assert q.fail(db, job_id, "w", "crash", "RuntimeError", retry=True) == "cancelled"
+
+
+def test_stale_job_with_cancel_requested_is_cancelled(db, users):
+    alice, _ = users
+    job_id = q.submit(db, alice, {})
+    q.claim(db, "dead", lease_s=1)
+    q.cancel(db, job_id, alice)
+    q.requeue_stale(db, now=time.time() + 2)
     assert q.get_job(db, job_id, alice).status == "cancelled"
 
 
