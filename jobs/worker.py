@@ -140,6 +140,10 @@ class Worker:
                 status = queue.fail(self.db, job.id, self.config.worker_id, kind, message, retry)
             except queue.LeaseLost:
                 return "abandoned (lease lost)"
+            except sqlite3.OperationalError as db_exc:  # the database itself is unwritable right now
+                log.error("job %s: could not record its failure (%s): %s; its lease will expire and the queue "
+                          "will requeue or fail it", job.id, db_exc, message)
+                return "left for the lease to expire"
             if not isinstance(exc, Exception):
                 raise
             return f"{status} ({kind}: {message})"
@@ -194,6 +198,9 @@ def classify(exc: BaseException, phase: str, data_dir: Path | None = None) -> tu
                 "grad_accumulation), a shorter max_length, or a smaller model", False)
     if isinstance(exc, StorageError):
         return "storage", str(exc), False
+    if isinstance(exc, sqlite3.OperationalError) and ("disk is full" in str(exc) or "readonly" in str(exc)):
+        return ("storage", f"the database in the data directory {data_dir or '?'} cannot be written ({exc}); "
+                "free some disk space or make it writable", False)
     if is_disk_error(exc):
         what = f"{exc.filename}" if getattr(exc, "filename", None) else "the job's files"
         return "storage", str(storage_error(exc, what, data_dir or Path("."))), False

@@ -191,3 +191,5 @@ def test_classify_words_each_kind():
     assert classify(UserError("column 'y'"), "train")[0] == "user_error"
     assert classify(OSError(errno.EROFS, "Read-only file system", "/d/adapters/1/x"), "export")[0] == "storage"
     assert classify(ValueError("boom"), "train")[0::2] == ("crash", True)
+    import sqlite3
+    assert classify(sqlite3.OperationalError("database or disk is full"), "train")[0] == "storage"
