@@ -122,3 +122,17 @@ def test_run_job_cancelled(tiny_model_dir, tmp_path):
                 should_stop=stop)
     assert not (tmp_path / "o" / "results.json").exists()
     assert any((tmp_path / "w" / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bart"])
+def test_run_job_other_architectures(kind, tiny_model_dir, tmp_path):
+    from ia3app.pipeline import run_job
+    from ia3app.predict import Predictor
+
+    spec = JobSpec(model=str(tiny_model_dir(kind)), template=TEMPLATE, eval_methods=["t-few"],
+                   recipe={"steps": 2, "batch_size": 2, "warmup_steps": 0, "checkpoint_every": 0})
+    result = run_job(spec, _rows(4), _rows(3, 50), work_dir=tmp_path / "w", out_dir=tmp_path / "o",
+                     progress=lambda e: None)
+    assert list(result["evaluation"]["methods"]) == ["t-few"] and result["warnings"] == []
+    preds = Predictor(device="cpu").predict(tmp_path / "o", _rows(3, 50))
+    assert [["bad", "good"].index(p["choice"]) for p in preds] == result["evaluation"]["methods"]["t-few"]["predictions"]
