@@ -15,6 +15,14 @@ def _num(x: float | None, fmt: str = ".3g") -> str:
     return "–" if x is None else format(x, fmt)
 
 
+def _example_row(template: dict) -> str:
+    """A row literal with the columns the template reads, e.g. {"sentence": "..."}."""
+    from ia3app.templates import TemplateSpec
+
+    columns = sorted(TemplateSpec.from_dict(template).columns_used())
+    return "{" + ", ".join(f'"{c}": "..."' for c in columns) + "}"
+
+
 def _losses(recipe: dict) -> str:
     names = ["LM"]
     if recipe.get("unlikelihood", True):
@@ -101,7 +109,8 @@ def model_card(results: dict) -> str:
         "from ia3app.predict import Predictor",
         "",
         "predictor = Predictor()",
-        'print(predictor.predict("path/to/this/folder", [{"text": "..."}]))  # one dict per row, keyed by column',
+        f'print(predictor.predict("path/to/this/folder", [{_example_row(template)}]))  # one dict per row',
+        "# -> [{'label': ..., 'choice': ..., 'probs': {choice: probability}}]",
         "```",
         "",
         "or `python -m ia3app predict --adapter path/to/this/folder --csv rows.csv`.",
