@@ -76,14 +76,14 @@ def upload_and_pick_template(page, csv: Path) -> None:
     page.get_by_role("button", name="Use this template and continue to training →").click()
 
 
-def start_tiny_training(page, steps: int) -> None:
+def start_tiny_training(page, steps: int, batch: int = 4) -> None:
     page.get_by_text("Step 3 — train").wait_for(timeout=30_000)
     model = page.get_by_label("Model", exact=True)
     model.click()
     page.get_by_role("option", name=re.compile("Tiny demo model")).click()
     page.get_by_text("random weights").first.wait_for(timeout=30_000)
     page.get_by_text("Advanced: T-Few recipe settings").click()
-    for label, value in (("Optimizer steps (T-Few: 1000)", steps), ("Examples per step (T-Few: 8)", 4),
+    for label, value in (("Optimizer steps (T-Few: 1000)", steps), ("Examples per step (T-Few: 8)", batch),
                          ("Warm-up steps (T-Few: 60)", 0), ("Checkpoint every N steps (0: never)", 0)):
         box = page.get_by_label(label)
         box.fill(str(value))
@@ -144,12 +144,13 @@ def test_reload_mid_training_still_sees_the_job_finish(app, browser, fewshot_dir
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(url)
     upload_and_pick_template(page, fewshot_dir / "sst2_16shot_seed0.csv")
-    start_tiny_training(page, steps=150)
-    page.get_by_text(re.compile(r"step \d+ / 150")).first.wait_for(timeout=120_000)
+    start_tiny_training(page, steps=30, batch=2)
+    page.get_by_text(re.compile(r"step \d+ / 30")).first.wait_for(timeout=120_000)
     job_url = page.url
     assert "job=" in job_url
     page.reload()
     page.get_by_text(re.compile(r"Job #\d+: (running|succeeded)")).first.wait_for(timeout=60_000)
     shot(page, "4_progress_after_reload")
-    page.get_by_text(re.compile(r"Job #\d+: succeeded")).wait_for(timeout=300_000)
+    page.get_by_text(re.compile(r"Job #\d+: succeeded")).wait_for(timeout=400_000)
+    page.get_by_role("button", name="See results →").wait_for(timeout=30_000)
     page.close()

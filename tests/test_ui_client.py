@@ -106,3 +106,27 @@ def test_results_and_zip_only_for_the_owner(server, finished_job):
     for fn in (R.results_view, R.build_zip):
         with pytest.raises(UserError, match="not one of your jobs"):
             fn(ctx, bob, finished_job)
+
+
+def test_data_directory_is_never_served_as_a_file(server):
+    import httpx
+
+    ctx, url, _ = server
+    with httpx.Client(base_url=url) as http:
+        assert http.post("login", data={"username": "alice", "password": "alice-pass-1"}).status_code == 200
+        for target in (ctx.db_path, ctx.data_dir / "uploads"):
+            response = http.get(f"gradio_api/file={target}")
+            assert response.status_code in (403, 404), response.status_code
+
+
+@pytest.mark.slow
+def test_batch_predictions_come_back_as_a_csv(server, finished_job, tmp_path):
+    from ui import results_page as R
+
+    ctx, _, alice = server
+    source = tmp_path / "new.csv"
+    source.write_text("sentence\na fine film\n=HYPERLINK(\"x\")\n")
+    out = Path(R.predict_batch(ctx, alice, finished_job, str(source))).read_text()
+    lines = out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("sentence,prediction,")
+    assert lines[2].startswith("'=") or lines[2].startswith("\"'=")  # formula neutralised

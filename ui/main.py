@@ -65,6 +65,7 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
         auth=auth,
         auth_message="Sign in with the account your administrator created (python -m storage.users add NAME).",
         max_file_size=ctx.max_upload_bytes * 2,  # the CSV checker states the exact limit; this stops abuse early
+        blocked_paths=[str(ctx.data_dir)],  # stored data leaves only through handlers that check the owner
         prevent_thread_lock=prevent_thread_lock,
         quiet=quiet,
         theme=THEME,

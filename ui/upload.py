@@ -76,6 +76,12 @@ def inspect(path: str | None, ctx: AppContext) -> dict[str, Any]:
     }
 
 
+def preview_widths(columns: list[str]) -> list[str]:
+    """Short columns (labels, ids) narrow, text wide, so every column shows without scrolling."""
+    weights = [1 if c.strip().lower() in LABEL_NAMES or len(columns) == 1 else 4 for c in columns]
+    return [f"{100 * w / sum(weights):.0f}%" for w in weights]
+
+
 def _show_delimiter(d: str) -> str:
     return {"\t": "tab", ",": "comma", ";": "semicolon"}.get(d, d)
 
@@ -202,7 +208,8 @@ def wire_upload_page(page: UploadPage, ctx: AppContext) -> None:
         except UserError as e:
             return (f"✗ **This file cannot be used:** {e}", None, gr.update(choices=[], value=None), None, "",
                     gr.update(interactive=False), "")
-        return (info["summary"] + "\n" + warnings_md(info["warnings"]), info["preview"],
+        return (info["summary"] + "\n" + warnings_md(info["warnings"]),
+                gr.update(value=info["preview"], column_widths=preview_widths(info["columns"])),
                 gr.update(choices=info["columns"], value=info["label_column"]), None, "",
                 gr.update(interactive=True), "")
 
