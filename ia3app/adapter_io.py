@@ -210,8 +210,8 @@ def fit_problems(handle: Ia3Model, config: Mapping[str, Any]) -> list[str]:
 def apply_adapter(handle: Ia3Model, path: str | Path) -> dict[str, Any]:
     """Load an adapter folder into ``handle`` after checking it fits; returns its config.
 
-    A merged handle stays merged: the base weights are restored, the new vectors loaded and
-    merged again (switching adapters never scales already-scaled weights).
+    A merged handle stays merged: the new vectors are merged from the kept original weights
+    (switching adapters never scales already-scaled weights).
     """
     vectors, config = load_adapter(path)
     problems = fit_problems(handle, config)
@@ -220,9 +220,5 @@ def apply_adapter(handle: Ia3Model, path: str | Path) -> dict[str, Any]:
             f"the adapter in {path} was trained for {config.get('base_model')!r} and does not fit "
             f"this model: " + "; ".join(problems)
         )
-    was_merged = handle.merged
-    handle.restore()
     handle.load_vectors(vectors)
-    if was_merged:
-        handle.merge()
     return config

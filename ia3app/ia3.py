@@ -221,14 +221,21 @@ class Ia3Layer(nn.Module):
     def merge(self) -> None:
         """Fold the vector into the weights (and bias). Keeps the originals for a bit-exact restore.
 
-        The originals are kept after restore() too, so switching adapters (restore, load, merge)
-        costs one copy and one multiply; they are re-taken if anything wrote the weights since.
+        The originals are kept after restore() too, so merging again costs one multiply; they
+        are re-taken if anything wrote the weights since.
         """
         if self._merged:
             return  # already merged: never scale twice
         weight, bias = self.base.weight, getattr(self.base, "bias", None)
         if self._backup is None or self._backup_stamp != self._stamp():
             self._backup = (weight.detach().clone(), None if bias is None else bias.detach().clone())
+        self._write_merged()
+        self._merged = True
+
+    @torch.no_grad()
+    def _write_merged(self) -> None:
+        """weights = originals * vector (computed from the originals: re-merging never compounds)."""
+        weight, bias = self.base.weight, getattr(self.base, "bias", None)
         w0, b0 = self._backup
         vec = self.ia3.detach().to(device=weight.device, dtype=torch.float32)  # (F,)
         # nn.Linear weight is [out, in]; Conv1D weight is [in, out].
@@ -244,7 +251,6 @@ class Ia3Layer(nn.Module):
             _scaled_into(weight.narrow(out_dim, start, n), w0.narrow(out_dim, start, n), vec, out_dim)
             if bias is not None:
                 _scaled_into(bias.narrow(0, start, n), b0.narrow(0, start, n), vec, 0)
-        self._merged = True
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -302,13 +308,17 @@ class Ia3Model:
 
     @torch.no_grad()
     def load_vectors(self, vectors: Mapping[str, torch.Tensor]) -> None:
-        """Set the active adapter. Every key must match a layer and its length, or UserError."""
+        """Set the active adapter. Every key must match a layer and its length, or UserError.
+
+        On a merged handle the weights are re-merged from the kept originals (one multiply per
+        layer, no restore pass): the fast way to switch the adapter a merged model serves.
+        """
         self.check_vectors(vectors)
-        if self.merged:
-            raise RuntimeError("restore() the base weights before loading other vectors")
         for key, value in vectors.items():
             layer = self.layers[key[: -len(VECTOR_SUFFIX) - 1]]
             layer.ia3.copy_(value.reshape(-1).to(layer.ia3.dtype))
+            if layer.merged:
+                layer._write_merged()
 
     def check_vectors(self, vectors: Mapping[str, torch.Tensor]) -> None:
         expected = self.shapes()
@@ -336,7 +346,8 @@ class Ia3Model:
                 layer.ia3.fill_(1.0)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.model.named_parameters() if is_ia3_parameter(n)]
+        """The vectors (the parameters ``is_ia3_parameter`` names), in layer order."""
+        return [layer.ia3 for layer in self.layers.values()]
 
     def num_added_parameters(self) -> int:
         return sum(layer.features for layer in self.layers.values())
@@ -346,15 +357,31 @@ class Ia3Model:
     def merged(self) -> bool:
         return any(layer.merged for layer in self.layers.values())
 
+    def _put(self, path: str, module: nn.Module) -> None:
+        parent, _, child = path.rpartition(".")
+        setattr(self.model.get_submodule(parent) if parent else self.model, child, module)
+
     def merge(self) -> None:
-        """Fold the active vectors into the weights: zero extra inference cost. Idempotent."""
-        for layer in self.layers.values():
-            layer.merge()
+        """Fold the active vectors into the weights. Idempotent (never scales twice).
+
+        The plain base layers go back into the model while merged: a merged model *is* the
+        transformers model (zero extra inference cost, plain state-dict keys for save_pretrained).
+        """
+        for path, layer in self.layers.items():
+            if not layer.merged:
+                layer.merge()
+                self._put(path, layer.base)
 
     def restore(self) -> None:
-        """Undo merge(): the base weights come back bit-for-bit."""
-        for layer in self.layers.values():
-            layer.restore()
+        """Undo merge(): the base weights come back bit-for-bit, the (IA)^3 layers back in place."""
+        for path, layer in self.layers.items():
+            if layer.merged:
+                self._put(path, layer)
+                device = layer.base.weight.device
+                if layer.ia3.device != device:  # the model moved while merged: follow it
+                    layer.to(device)
+                    layer.bank = None if layer.bank is None else layer.bank.to(device)
+                layer.restore()
 
     def release_backups(self) -> None:
         """Free the originals kept for restore() (only on a restored handle); merge() re-takes them."""
@@ -412,16 +439,17 @@ class Ia3Model:
 
     # -- unwrap --------------------------------------------------------------------------------
     def unload(self, merge: bool = True) -> nn.Module:
-        """Replace every Ia3Layer by its base layer (weights merged first if `merge`).
+        """Replace every Ia3Layer by its base layer (weights merged if `merge`, else restored).
 
         Returns the plain transformers model, with the original module names, e.g. for
         ``save_pretrained`` of a merged full model. The handle is unusable afterwards.
         """
         if merge:
             self.merge()
+        else:
+            self.restore()
         for path, layer in self.layers.items():
-            parent, _, child = path.rpartition(".")
-            setattr(self.model.get_submodule(parent) if parent else self.model, child, layer.base)
+            self._put(path, layer.base)
             layer._backup, layer._merged = None, False
         self.layers = {}
         return self.model

@@ -45,7 +45,10 @@ def _model(model_or_handle: nn.Module | Ia3Model) -> nn.Module:
 
 
 def parameter_report(model_or_handle: nn.Module | Ia3Model) -> ParamReport:
-    """Count base and (IA)^3 parameters; ``is_ia3_parameter`` decides which is which."""
+    """Count base and (IA)^3 parameters; ``is_ia3_parameter`` decides which is which.
+
+    With a handle the vectors come from its layers, so a merged handle reports the same.
+    """
     model = _model(model_or_handle)
     base, vectors = 0, {}
     for name, param in model.named_parameters():  # removes duplicates: tied weights count once
@@ -53,6 +56,8 @@ def parameter_report(model_or_handle: nn.Module | Ia3Model) -> ParamReport:
             vectors[name] = torch.zeros(param.shape)  # real (CPU) stand-in: only the size matters
         else:
             base += param.numel()
+    if isinstance(model_or_handle, Ia3Model):  # merged layers are out of the module tree: ask the handle
+        vectors = {name: torch.zeros(n) for name, n in model_or_handle.shapes().items()}
     added = sum(v.numel() for v in vectors.values())
     return ParamReport(
         base=base,

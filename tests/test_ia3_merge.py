@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-from ia3app.ia3 import inject
+from ia3app.ia3 import Ia3Layer, inject
 
 KINDS = ("t0", "t5", "bart", "gpt2", "llama")
 DECODER_ONLY = ("gpt2", "llama")
@@ -59,9 +59,13 @@ def test_merged_equals_unmerged_and_restore_is_bit_exact(tiny_model_dir, kind):
         assert handle.merged
         merged = handle.model(**inputs).logits
     assert_close_to_scale(merged, unmerged)
-    # the weights really changed (the vectors are folded in, not applied at run time)
-    changed = [n for n, p in handle.model.named_parameters() if not torch.equal(p, before[n])]
-    assert changed and all(".base." in n for n in changed)
+    # merged, the model is the plain transformers model again, its wrapped weights scaled
+    plain = {n.replace(".base.", ".") for n in before if not n.endswith(".ia3")}
+    assert {n for n, _ in handle.model.named_parameters()} == plain
+    assert not any(isinstance(m, Ia3Layer) for m in handle.model.modules())
+    for path, layer in handle.layers.items():
+        assert handle.model.get_submodule(path) is layer.base
+        assert not torch.equal(layer.base.weight, before[f"{path}.base.weight"])
     handle.restore()
     assert not handle.merged
     assert_bit_equal(handle.model, before)
@@ -94,11 +98,32 @@ def test_biases_are_scaled_where_the_output_has_one(tiny_model_dir):
     assert torch.equal(fc2.base.bias, fc2._backup[1])
 
 
-def test_merge_refuses_vector_changes_until_restored(tiny_model_dir):
+def test_loading_vectors_into_a_merged_model_remerges_from_the_originals(tiny_model_dir):
+    handle = inject(load(tiny_model_dir, "gpt2"))
+    original = snapshot(handle.model)
+    inputs = batch("gpt2")
+    randomise(handle, 1)
+    first = handle.vectors()
+    randomise(handle, 2)
+    second = handle.vectors()
+    with torch.no_grad():
+        expected = handle.model(**inputs).logits  # unmerged, second vectors
+        handle.load_vectors(first)
+        handle.merge()
+        handle.load_vectors(second)  # switch while merged: one multiply from the originals
+        assert handle.merged
+        assert_close_to_scale(handle.model(**inputs).logits, expected)
+        handle.load_vectors(second)  # loading the same again does not compound
+        assert_close_to_scale(handle.model(**inputs).logits, expected)
+    handle.restore()
+    for name, p in handle.model.named_parameters():
+        if not name.endswith(".ia3"):
+            assert torch.equal(p, original[name]), name
+
+
+def test_mixed_batches_need_a_restored_model(tiny_model_dir):
     handle = inject(load(tiny_model_dir, "t0"))
     handle.merge()
-    with pytest.raises(RuntimeError, match="restore"):
-        handle.load_vectors(handle.vectors())
     with pytest.raises(RuntimeError, match="restore"):
         with handle.mixed_batch([None, None]):
             pass
@@ -174,3 +199,32 @@ def test_originals_are_retaken_when_the_base_weights_change(tiny_model_dir):
     torch.testing.assert_close(layer.base.weight, edited * layer.ia3.detach()[:, None], rtol=0, atol=0)
     handle.restore()
     assert torch.equal(layer.base.weight, edited)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
+def test_merge_and_restore_on_cuda(tiny_model_dir, dtype):
+    handle = inject(load(tiny_model_dir, "t0", dtype=dtype).to("cuda"))
+    randomise(handle)
+    before = snapshot(handle.model)
+    inputs = {k: v.to("cuda") for k, v in batch("t0").items()}
+    with torch.no_grad():
+        unmerged = handle.model(**inputs).logits.float()
+        handle.merge()
+        merged = handle.model(**inputs).logits.float()
+    tol = 1e-5 if dtype == torch.float32 else 0.05
+    assert (merged - unmerged).abs().max().item() <= tol * max(1.0, unmerged.abs().max().item())
+    handle.restore()
+    assert_bit_equal(handle.model, before)
+
+
+def test_report_and_vectors_are_the_same_when_merged(tiny_model_dir):
+    from ia3app.params import parameter_report
+
+    handle = inject(load(tiny_model_dir, "bart"))
+    randomise(handle)
+    unmerged_report, vectors = parameter_report(handle), handle.vectors()
+    handle.merge()
+    assert parameter_report(handle) == unmerged_report
+    assert all(torch.equal(handle.vectors()[k], v) for k, v in vectors.items())
+    assert len(handle.trainable_parameters()) == len(handle.layers)

@@ -102,3 +102,24 @@ def test_mixed_batch_trains_per_row_bank_not_active_vector(tiny_model_dir):
         with handle.mixed_batch(["a", None]):
             second = handle.model(**inputs).logits
     torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", ("t0", "gpt2", "llama"))
+def test_mixed_batch_on_cuda(tiny_model_dir, kind):
+    handle = inject(load(tiny_model_dir, kind).to("cuda"))
+    adapters = {name: random_vectors(handle, seed) for seed, name in enumerate("abc")}
+    for name, vectors in adapters.items():
+        handle.add_adapter(name, vectors)
+    inputs = {k: v.to("cuda") for k, v in batch(kind, len(NAMES)).items()}
+    with torch.no_grad():
+        with handle.mixed_batch(NAMES):
+            mixed = handle.model(**inputs).logits
+        for row, name in enumerate(NAMES):
+            if name is None:
+                handle.reset()
+            else:
+                handle.load_vectors(adapters[name])
+            alone = handle.model(**inputs).logits
+            scale = max(1.0, alone[row].abs().max().item())
+            assert (mixed[row] - alone[row]).abs().max().item() <= 1e-5 * scale
