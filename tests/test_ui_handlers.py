@@ -202,3 +202,40 @@ def test_tfew_vectors_only_for_t0_3b(ctx, users, tmp_path):
     with pytest.raises(UserError, match="only for bigscience/T0_3B"):
         TR.build_job_config(ctx, users[0], state, spec.to_dict(), "google/flan-t5-small", "", RecipeConfig(), True,
                             "x.pt", [])
+
+
+# ---- model picker ------------------------------------------------------------------------------
+def test_default_model_fits_the_hardware():
+    from ui import models as M
+
+    assert M.default_model(M.Hardware("cpu", "CPU", 0)) == "google/flan-t5-small"
+    assert M.default_model(M.Hardware("cuda", "H100", 80)) == "bigscience/T0_3B"
+    assert M.default_model(M.Hardware("cuda", "T4", 15)) == "google/flan-t5-base"
+
+
+def test_time_estimate_scales_with_steps_and_reads_plainly():
+    from ui import models as M
+
+    cpu = M.Hardware("cpu", "CPU", 0)
+    one = M.estimate_seconds(7.7e7, 100, 8, 64, cpu)
+    assert M.estimate_seconds(7.7e7, 1000, 8, 64, cpu) == pytest.approx(10 * one)
+    assert M.format_duration(3) == "a few seconds" and M.format_duration(125) == "2 min 05 s"
+
+
+def test_unreachable_hub_model_is_said_plainly(monkeypatch, ctx):
+    from ui import models as M
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    message = M.hub_status("google/flan-t5-small")
+    assert "not downloaded" in message and "tiny demo model" in message
+    info = TR.model_info(ctx, "google/flan-t5-small", "", 1000, 8, 256, None, M.Hardware("cpu", "CPU", 0))
+    assert "tiny demo model" in info and "Estimated training time" in info
+
+
+def test_local_model_folder_is_checked(ctx, tmp_path):
+    from ui import models as M
+
+    with pytest.raises(UserError, match="no config.json"):
+        M.resolve_model(M.LOCAL, str(tmp_path), ctx.data_dir)
+    with pytest.raises(UserError, match="type the folder"):
+        M.resolve_model(M.LOCAL, "", ctx.data_dir)

@@ -73,7 +73,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         U.wire_upload_page(up, ctx)
         _wire_data_to_template(ctx, up, tp, tr, tabs, session, template_state)
         _wire_template(ctx, tp, tr, tabs, session, template_state, hw)
-        _wire_train(ctx, tr, jp, tabs, session, template_state, hw)
+        _wire_train(ctx, tr, jp, tabs, session, template_state, hw, demo)
         _wire_jobs(ctx, jp, rp, tabs, results_job, demo)
         _wire_results(ctx, rp, results_job)
         gr.api(_predict_api(ctx), api_name="predict")
@@ -143,7 +143,7 @@ def _wire_template(ctx, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session, tem
     tp.next.click(on_next, [session, template_state], [tabs, tr.summary], api_visibility="private")
 
 
-def _wire_train(ctx, tr: TR.TrainPage, jp: J.JobPage, tabs, session, template_state, hw) -> None:
+def _wire_train(ctx, tr: TR.TrainPage, jp: J.JobPage, tabs, session, template_state, hw, demo) -> None:
     steps, batch, length = (tr.recipe[TR.RECIPE_FIELDS.index(n)] for n in ("steps", "batch_size", "max_length"))
 
     def on_info(key, local_path, s, b, m, session_v, request: gr.Request):
@@ -160,6 +160,7 @@ def _wire_train(ctx, tr: TR.TrainPage, jp: J.JobPage, tabs, session, template_st
     info_inputs = [tr.model, tr.local_path, steps, batch, length, session]
     for comp in (tr.model, tr.local_path, steps, batch, length, tr.summary):
         comp.change(on_info, info_inputs, tr.info, api_visibility="private")
+    demo.load(on_info, info_inputs, tr.info, api_visibility="private")
 
     def on_start(v: dict, request: gr.Request):
         try:
@@ -187,13 +188,14 @@ def _wire_jobs(ctx, jp: J.JobPage, rp: R.ResultsPage, tabs, results_job, demo) -
         try:
             view = J.job_view(ctx, _user(ctx, request), job_id)
         except UserError as e:
-            return f"✗ {e}", "", None, "", gr.update(visible=False), ""
+            return f"✗ {e}", "", None, "", gr.update(visible=False), "", gr.skip()
         if view["version"] == last_version:
-            return (gr.skip(),) * 6
+            return (gr.skip(),) * 7
         return (view["header"], view["bar"], view["loss"], view["log"],
-                gr.update(visible=view["status"] == "succeeded"), view["version"])
+                gr.update(visible=view["status"] == "succeeded"), view["version"],
+                J.jobs_table(ctx, _user(ctx, request)))
 
-    outs = [jp.header, jp.bar, jp.loss, jp.log, jp.results, seen]
+    outs = [jp.header, jp.bar, jp.loss, jp.log, jp.results, seen, jp.table]
     jp.timer.tick(on_tick, [jp.job, seen], outs, api_visibility="private", show_progress="hidden")
     jp.job.change(on_tick, [jp.job, gr.State("")], outs, api_visibility="private")
     jp.job.change(None, jp.job, None, js=URL_JS, api_visibility="private")
@@ -203,11 +205,6 @@ def _wire_jobs(ctx, jp: J.JobPage, rp: R.ResultsPage, tabs, results_job, demo) -
         return gr.update(choices=J.job_choices(ctx, uid)), J.jobs_table(ctx, uid)
 
     jp.refresh.click(on_list, None, [jp.job, jp.table], api_visibility="private")
-    def on_table(request: gr.Request):
-        return J.jobs_table(ctx, _user(ctx, request))
-
-    jp.job.change(on_table, None, jp.table, api_visibility="private")
-
     def on_row(table, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return gr.update(value=int(table.iloc[row]["job"]))

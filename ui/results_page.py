@@ -19,8 +19,9 @@ import pandas as pd
 from ia3app.errors import UserError
 from ui.context import AppContext
 
-METHOD_NAMES = {"zero-shot": "Zero-shot (no training)", "in-context": "In-context (examples in the prompt)",
-                "t-few": "T-Few ((IA)³ trained)"}
+METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "T-Few"}
+METHODS_EXPLAINED = ("**zero-shot**: the base model with no training · **in-context**: the training rows pasted into "
+                     "every prompt as examples · **T-Few**: the model with your trained (IA)³ adapter merged in.")
 MAX_FIELDS = 6
 ZIP_MEMBERS = ("adapter.safetensors", "ia3_config.json", "README.md", "results.json")
 
@@ -87,12 +88,10 @@ def metrics_frame(result: dict) -> pd.DataFrame:
     for key, m in methods.items():
         rows.append({
             "method": METHOD_NAMES.get(key, key),
-            "accuracy": round(m["accuracy"], 4),
-            "macro-F1": round(m["macro_f1"], 4),
-            "rows": m.get("n"),
-            "ms / prediction": round(m["latency_s"] * 1000, 2),
-            "FLOPs / prediction": f"{m['flops']:.3g}",
-            "tokens / prediction": round(m.get("tokens", 0), 1),
+            "accuracy": f"{m['accuracy']:.1%}",
+            "macro-F1": f"{m['macro_f1']:.3f}",
+            "ms / prediction": f"{m['latency_s'] * 1000:.1f}",
+            "FLOPs / prediction": f"{m['flops']:.2e}",
         })
     return pd.DataFrame(rows)
 
@@ -134,11 +133,11 @@ def confusion_figure(result: dict):
     methods = ((result.get("evaluation") or {}).get("methods")) or {}
     if not methods:
         return None
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.0 * len(methods), 3.0), squeeze=False)
     for ax, (key, m) in zip(axes[0], methods.items()):
         matrix, labels = m["confusion_matrix"], m["labels"]
         ax.imshow(matrix, cmap="Blues")
-        ax.set_title(f"{key}  (acc {m['accuracy']:.0%})")
+        ax.set_title(f"{METHOD_NAMES.get(key, key)}  (accuracy {m['accuracy']:.0%})")
         ax.set_xticks(range(len(labels)), [str(lb)[:12] for lb in labels], rotation=30, ha="right")
         ax.set_yticks(range(len(labels)), [str(lb)[:12] for lb in labels])
         ax.set_xlabel("predicted")
@@ -221,6 +220,7 @@ def build_results_page() -> ResultsPage:
         with gr.Column(scale=3):
             gr.Markdown("#### Accuracy on the held-out rows")
             metrics = gr.Dataframe(interactive=False, wrap=True)
+            gr.Markdown(METHODS_EXPLAINED)
         with gr.Column(scale=2):
             gr.Markdown("#### How small is the adapter?")
             params = gr.Markdown()
@@ -256,6 +256,9 @@ def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
             f"**{display.get('template', '')}**, trained on {result.get('num_train', '?')} rows for "
             f"{training.get('steps', '?')} steps in {training.get('wall_s', 0):.0f} s; evaluated on "
             f"{result.get('num_eval', 0)} held-out rows.")
+    if "tiny-t0" in str(result.get("model")):
+        head += ("\n\n**Note:** the tiny demo model has random weights, so accuracy near chance is expected; "
+                 "train a real model (e.g. google/flan-t5-small) for meaningful numbers.")
     if result.get("warnings"):
         head += "\n" + "".join(f"\n- ⚠ {w}" for w in result["warnings"])
     return {"header": head, "metrics": metrics_frame(result), "confusion": confusion_figure(result),
