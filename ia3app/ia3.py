@@ -367,6 +367,7 @@ class Ia3Model:
             self._put(path, layer.base)
             layer._backup, layer._merged = None, False
         self.layers = {}
+        self.model._ia3_injected = False
         return self.model
 
 
@@ -377,7 +378,8 @@ def inject(model: nn.Module, spec: Ia3Spec | None = None, freeze: bool = True) -
     a UserError that shows how to pass an explicit Ia3Spec. With freeze, every base
     parameter stops requiring gradients and only the vectors train.
     """
-    if any(isinstance(m, Ia3Layer) for m in model.modules()):
+    # A merged model holds its plain layers again, so the flag (not the module types) tells.
+    if getattr(model, "_ia3_injected", False) or any(isinstance(m, Ia3Layer) for m in model.modules()):
         raise UserError("this model already has (IA)^3 layers; inject once per model")
     family = family_of(model.config) if spec is None else "custom"
     spec = spec or SPECS[family]
@@ -399,4 +401,5 @@ def inject(model: nn.Module, spec: Ia3Spec | None = None, freeze: bool = True) -
     if freeze:
         for name, param in model.named_parameters():
             param.requires_grad_(is_ia3_parameter(name))
+    model._ia3_injected = True
     return Ia3Model(model, spec, family, layers, state)

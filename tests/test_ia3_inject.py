@@ -162,3 +162,14 @@ def test_inject_twice_is_refused(tiny_model_dir):
     with pytest.raises(UserError, match="already has"):
         inject(model)
     assert all(not isinstance(m.base, Ia3Layer) for m in model.modules() if isinstance(m, Ia3Layer))
+
+
+def test_inject_into_a_merged_or_unloaded_model(tiny_model_dir):
+    model = load(tiny_model_dir, "llama")
+    handle = inject(model)
+    handle.merge()  # the plain layers are back in the tree, but the model is still adapted
+    with pytest.raises(UserError, match="already has"):
+        inject(model)
+    plain = handle.unload(merge=False)
+    again = inject(plain)  # after unload the model is plain and can be adapted afresh
+    assert set(again.layers) == set(expected_layers("llama"))
