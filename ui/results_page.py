@@ -224,7 +224,8 @@ def build_results_page() -> ResultsPage:
         with gr.Column(scale=2):
             gr.Markdown("#### How small is the adapter?")
             params = gr.Markdown()
-    confusion = gr.Plot(label="Confusion matrices (rows: true label, columns: predicted)")
+    gr.Markdown("#### Confusion matrices (rows: true label, columns: predicted label)")
+    confusion = gr.Plot(show_label=False)
     per_class = gr.Dataframe(label="Per-class scores (T-Few)", interactive=False)
     gr.Markdown("#### Speed against in-context learning")
     with gr.Row():

@@ -93,7 +93,8 @@ def model_info(ctx: AppContext, key: str, local_path: str, steps: Any, batch_siz
         steps_i = batch_i = length_i = 0
     if params and steps_i > 0 and batch_i > 0:
         secs = M.estimate_seconds(params, steps_i, batch_i, tokens_per_example(rows, length_i), hw)
-        lines.append(f"Estimated training time: **about {M.format_duration(secs)}** for {steps_i} steps "
+        lines.append(f"Estimated training time: **{'' if secs < 5 else 'about '}{M.format_duration(secs)}** for "
+                     f"{steps_i} steps "
                      "(a rough guide; loading the model and evaluating add to it).")
     return "\n\n".join(lines)
 
