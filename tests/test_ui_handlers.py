@@ -239,3 +239,20 @@ def test_local_model_folder_is_checked(ctx, tmp_path):
         M.resolve_model(M.LOCAL, str(tmp_path), ctx.data_dir)
     with pytest.raises(UserError, match="type the folder"):
         M.resolve_model(M.LOCAL, "", ctx.data_dir)
+
+
+@pytest.mark.parametrize("name", ["sst2_16shot_seed0.csv", "rte_32shot_seed0.csv", "copa_32shot_seed0.csv"])
+def test_shared_files_upload_and_get_a_fitting_template(ctx, users, fewshot_dir, name):
+    from storage import repo
+
+    path = str(fewshot_dir / name)
+    info = U.inspect(path, ctx)
+    state = U.save_upload(ctx, users[0], path, info["label_column"], None, U.AUTO, None, 0.25, 0)
+    fitting = T.fitting_templates(state["columns"], state["label_values"], state["label_column"])
+    assert fitting, f"no built-in fits {name}"
+    spec = next(iter(fitting.values()))
+    rows = repo.load_rows(ctx.db(), ctx.files(), state["dataset_id"], users[0])
+    message, html, checked = T.check_template(rows, state["columns"], state["label_column"], spec.name,
+                                              *T.fields_from_spec(spec))
+    assert checked is not None, message
+    assert html.count('class="correct"') == 4  # four preview rows, each with its answer marked
