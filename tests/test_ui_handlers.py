@@ -256,3 +256,14 @@ def test_shared_files_upload_and_get_a_fitting_template(ctx, users, fewshot_dir,
                                               *T.fields_from_spec(spec))
     assert checked is not None, message
     assert html.count('class="correct"') == 4  # four preview rows, each with its answer marked
+
+
+def test_chosen_text_columns_drive_the_built_ins(ctx, users, tmp_path):
+    path = write(tmp_path, "mixed.csv", "id,review,stars\n" + "".join(
+        f"{i},{'great' if i % 2 else 'awful'} film {i},{'positive' if i % 2 else 'negative'}\n" for i in range(8)))
+    state = U.save_upload(ctx, users[0], path, "stars", None, U.NONE, None, 0.25, 0, ["review"])
+    assert state["text_columns"] == ["review"]
+    fitting = T.fitting_templates(state["text_columns"] + ["stars"], state["label_values"], "stars")
+    assert fitting and all("id" not in spec.columns_used() for spec in fitting.values())
+    with pytest.raises(UserError, match="at least one text column"):
+        U.save_upload(ctx, users[0], path, "stars", None, U.NONE, None, 0.25, 0, ["stars"])

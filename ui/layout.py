@@ -82,11 +82,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
 def _wire_data_to_template(ctx, up: U.UploadPage, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session,
                            template_state) -> None:
-    def on_save(path, label_column, sample, k, eval_mode, eval_path, fraction, seed, request: gr.Request):
+    def on_save(path, label_column, text_columns, sample, k, eval_mode, eval_path, fraction, seed,
+                request: gr.Request):
         try:
             state = U.save_upload(ctx, _user(ctx, request), path, label_column, int(k) if sample else None,
-                                  eval_mode, eval_path, fraction, seed)
-            fitting = T.fitting_templates(state["columns"], state["label_values"], state["label_column"])
+                                  eval_mode, eval_path, fraction, seed, text_columns)
+            fitting = T.fitting_templates(state["text_columns"] + [label_column], state["label_values"],
+                                          label_column)
         except UserError as e:
             return ({}, f"✗ **Not saved:** {e}", gr.Tabs(), gr.update(), *[gr.update()] * 6)
         names = list(fitting)
@@ -99,7 +101,7 @@ def _wire_data_to_template(ctx, up: U.UploadPage, tp: T.TemplatePage, tr: TR.Tra
                 gr.update(choices=names + [T.CUSTOM], value=names[0] if names else T.CUSTOM),
                 first.name if first else "custom", *fields)
 
-    up.save.click(on_save, [up.file, up.label_column, up.sample, up.sample_k, up.eval_mode, up.eval_file,
+    up.save.click(on_save, [up.file, up.label_column, up.text_columns, up.sample, up.sample_k, up.eval_mode, up.eval_file,
                             up.fraction, up.seed],
                   [session, up.message, tabs, tp.builtin, *tp.editor], api_visibility="private")
 
@@ -108,8 +110,8 @@ def _wire_template(ctx, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session, tem
     def on_builtin(session_v, name):
         if not session_v or name == T.CUSTOM:
             return [gr.update()] * 6
-        spec = T.fitting_templates(session_v["columns"], session_v["label_values"],
-                                    session_v["label_column"]).get(name)
+        spec = T.fitting_templates(session_v["text_columns"] + [session_v["label_column"]],
+                                   session_v["label_values"], session_v["label_column"]).get(name)
         return [gr.update()] * 6 if spec is None else [spec.name, *T.fields_from_spec(spec)]
 
     tp.builtin.input(on_builtin, [session, tp.builtin], tp.editor, api_visibility="private")

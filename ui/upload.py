@@ -87,13 +87,19 @@ def _show_delimiter(d: str) -> str:
 
 
 def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, sample_k: int | None,
-                eval_mode: str, eval_path: str | None, fraction: float, seed: int) -> dict[str, Any]:
+                eval_mode: str, eval_path: str | None, fraction: float, seed: int,
+                text_columns: list[str] | None = None) -> dict[str, Any]:
     """Validate everything, then store the training (and held-out) dataset; returns the session's data state."""
     from storage import repo
 
     table = parse(path, ctx, "training file")
     if label_column not in table.columns:
         raise UserError(f"pick the label column; the file has: {', '.join(table.columns)}")
+    text_columns = [c for c in (text_columns or table.columns) if c != label_column]
+    unknown = [c for c in text_columns if c not in table.columns]
+    if unknown or not text_columns:
+        raise UserError("tick at least one text column other than the label column; the file has: "
+                        + ", ".join(table.columns))
     data.check_labels(table, label_column)
     rows = table.rows
     if sample_k:
@@ -131,6 +137,7 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
         "holdout": holdout,
         "columns": table.columns,
         "label_column": label_column,
+        "text_columns": text_columns,
         "label_values": sorted(data.label_counts(rows, label_column)),
         "rows": len(rows),
         "filename": name,
@@ -147,6 +154,7 @@ class UploadPage:
     summary: gr.Markdown
     preview: gr.Dataframe
     label_column: gr.Dropdown
+    text_columns: gr.CheckboxGroup
     counts: gr.Dataframe
     checks: gr.Markdown
     sample: gr.Checkbox
@@ -173,6 +181,7 @@ def build_upload_page(ctx: AppContext) -> UploadPage:
                            type="filepath", height=140)
             summary = gr.Markdown()
             label_column = gr.Dropdown(label="Which column holds the label?", choices=[], interactive=True)
+            text_columns = gr.CheckboxGroup(label="Which column(s) hold the text the model reads?", choices=[])
             counts = gr.Dataframe(label="Rows per label", interactive=False, max_height=200)
             checks = gr.Markdown()
             with gr.Row():
@@ -193,7 +202,7 @@ def build_upload_page(ctx: AppContext) -> UploadPage:
     message = gr.Markdown()
     eval_mode.change(lambda m: (gr.update(visible=m == AUTO), gr.update(visible=m == AUTO),
                                 gr.update(visible=m == SEPARATE)), eval_mode, [fraction, seed, eval_file])
-    return UploadPage(file, summary, preview, label_column, counts, checks, sample, sample_k, eval_mode, fraction,
+    return UploadPage(file, summary, preview, label_column, text_columns, counts, checks, sample, sample_k, eval_mode, fraction,
                       seed, eval_file, split_info, save, message)
 
 
@@ -215,6 +224,19 @@ def wire_upload_page(page: UploadPage, ctx: AppContext) -> None:
 
     page.file.change(on_file, page.file, [page.summary, page.preview, page.label_column, page.counts, page.checks,
                                           page.save, page.message], api_visibility="private")
+
+    def on_label_text(path, label_column):
+        if not path or not label_column:
+            return gr.update(choices=[], value=[])
+        try:
+            columns = parse(path, ctx).columns
+        except UserError:
+            return gr.update(choices=[], value=[])
+        others = [c for c in columns if c != label_column]
+        return gr.update(choices=others, value=others)
+
+    page.label_column.change(on_label_text, [page.file, page.label_column], page.text_columns,
+                             api_visibility="private")
 
     def on_label(path, label_column, eval_mode, fraction, seed, sample, k):
         if not path or not label_column:
