@@ -8,8 +8,12 @@ exactly the base model's function.
 
 One :class:`Ia3Model` handle per model owns the layers and offers:
 - the trainable vectors (``vectors()`` / ``load_vectors()``), one predicate for what trains;
-- merge ("push down") into the weights and bit-exact restore;
+- merge ("push down") into the weights and bit-exact restore; while merged the plain base
+  layers sit in the model (it *is* the transformers model), and loading other vectors into a
+  merged handle re-merges them from the kept originals;
 - mixed-task batches: a bank of named adapters, each batch row picking its own.
+
+Where the layers go (the per-family table and :class:`Ia3Spec`) lives in ``placement.py``.
 """
 
 from __future__ import annotations
