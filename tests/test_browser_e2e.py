@@ -114,12 +114,12 @@ def test_upload_train_watch_results_predict_download(app, browser, fewshot_dir, 
     page.get_by_text("faster than in-context learning").wait_for(timeout=30_000)
     shot(page, "5_results")
 
-    page.get_by_label("sentence", exact=True).fill("a gorgeous, witty, seductive movie.")
+    page.get_by_role("textbox", name="sentence", exact=True).fill("a gorgeous, witty, seductive movie.")
     page.get_by_role("button", name="Predict", exact=True).click()
     answer = page.locator("[data-testid=label-output-value]").first
     answer.wait_for(timeout=60_000)
     assert answer.inner_text().strip() in {"positive", "negative", "great", "terrible", "good", "bad"}
-    page.get_by_label("sentence", exact=True).scroll_into_view_if_needed()
+    page.get_by_role("textbox", name="sentence", exact=True).scroll_into_view_if_needed()
     shot(page, "6_prediction")
 
     with page.expect_download(timeout=60_000) as download_info:

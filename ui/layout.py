@@ -71,8 +71,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("5 · Results & predictions", id="results"):
                 rp = R.build_results_page()
         U.wire_upload_page(up, ctx)
-        _wire_data_to_template(ctx, up, tp, tr, tabs, session, template_state)
-        _wire_template(ctx, tp, tr, tabs, session, template_state, hw)
+        saved = _wire_data_to_template(ctx, up, tp, tr, tabs, session, template_state)
+        _wire_template(ctx, tp, tr, tabs, session, template_state, hw, saved)
         _wire_train(ctx, tr, jp, tabs, session, template_state, hw, demo)
         _wire_jobs(ctx, jp, rp, tabs, results_job, demo)
         _wire_results(ctx, rp, results_job)
@@ -81,7 +81,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
 
 def _wire_data_to_template(ctx, up: U.UploadPage, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session,
-                           template_state) -> None:
+                           template_state):
+    """Save the data, then fill the template editor with the best-fitting built-in; returns the event."""
     def on_save(path, label_column, text_columns, sample, k, eval_mode, eval_path, fraction, seed,
                 request: gr.Request):
         try:
@@ -101,12 +102,12 @@ def _wire_data_to_template(ctx, up: U.UploadPage, tp: T.TemplatePage, tr: TR.Tra
                 gr.update(choices=names + [T.CUSTOM], value=names[0] if names else T.CUSTOM),
                 first.name if first else "custom", *fields)
 
-    up.save.click(on_save, [up.file, up.label_column, up.text_columns, up.sample, up.sample_k, up.eval_mode, up.eval_file,
+    return up.save.click(on_save, [up.file, up.label_column, up.text_columns, up.sample, up.sample_k, up.eval_mode, up.eval_file,
                             up.fraction, up.seed],
                   [session, up.message, tabs, tp.builtin, *tp.editor], api_visibility="private")
 
 
-def _wire_template(ctx, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session, template_state, hw) -> None:
+def _wire_template(ctx, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session, template_state, hw, saved) -> None:
     def on_builtin(session_v, name):
         if not session_v or name == T.CUSTOM:
             return [gr.update()] * 6
@@ -114,7 +115,7 @@ def _wire_template(ctx, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session, tem
                                    session_v["label_values"], session_v["label_column"]).get(name)
         return [gr.update()] * 6 if spec is None else [spec.name, *T.fields_from_spec(spec)]
 
-    tp.builtin.input(on_builtin, [session, tp.builtin], tp.editor, api_visibility="private")
+    filled = tp.builtin.input(on_builtin, [session, tp.builtin], tp.editor, api_visibility="private")
 
     def on_edit(session_v, name, input_text, mode, choices, label_map, choice_templates, request: gr.Request):
         if not session_v or not session_v.get("dataset_id"):
@@ -129,9 +130,14 @@ def _wire_template(ctx, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session, tem
                                                   input_text, mode, choices, label_map, choice_templates)
         return message, preview, spec, gr.update(interactive=spec is not None)
 
+    # Checked after the editor was filled as a whole (.then) or edited by a person (.input): change events
+    # from a programmatic fill would fire field by field and could check a half-filled template.
     outputs = [tp.message, tp.preview, template_state, tp.next]
+    for event in (saved, filled):
+        event.then(on_edit, [session, *tp.editor], outputs, api_visibility="private")
     for comp in tp.editor:
-        comp.change(on_edit, [session, *tp.editor], outputs, api_visibility="private")
+        comp.input(on_edit, [session, *tp.editor], outputs, api_visibility="private",
+                   trigger_mode="always_last")
 
     def on_next(session_v, spec):
         if not spec:
