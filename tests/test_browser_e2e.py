@@ -41,6 +41,7 @@ def app(tmp_path_factory):
     from ui.main import launch
 
     data_dir = tmp_path_factory.mktemp("browser-data")
+    before = os.environ.get("IA3APP_DATA_DIR")
     os.environ["IA3APP_DATA_DIR"] = str(data_dir)
     ctx = AppContext(data_dir)
     worker = start_local_worker(data_dir, poll_s=0.3)
@@ -48,6 +49,10 @@ def app(tmp_path_factory):
     yield url, ctx
     demo.close()
     worker.stop()
+    if before is None:
+        os.environ.pop("IA3APP_DATA_DIR", None)
+    else:
+        os.environ["IA3APP_DATA_DIR"] = before
 
 
 @pytest.fixture(scope="module")

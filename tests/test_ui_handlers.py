@@ -66,9 +66,10 @@ def test_insecure_flag_warns():
     assert policy.required is False and "WITHOUT authentication" in policy.warning
 
 
-def test_main_exits_with_a_message_when_public_and_no_users(tmp_path, capsys):
+def test_main_exits_with_a_message_when_public_and_no_users(tmp_path, capsys, monkeypatch):
     from ui.main import main
 
+    monkeypatch.setenv("IA3APP_DATA_DIR", str(tmp_path / "d"))  # main() exports it; restored afterwards
     with pytest.raises(SystemExit) as exc:
         main(["--host", "0.0.0.0", "--data-dir", str(tmp_path / "d"), "--no-worker"])
     assert exc.value.code == 2
