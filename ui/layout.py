@@ -102,8 +102,8 @@ def _wire_data_to_template(ctx, up: U.UploadPage, tp: T.TemplatePage, tr: TR.Tra
                 gr.update(choices=names + [T.CUSTOM], value=names[0] if names else T.CUSTOM),
                 first.name if first else "custom", *fields)
 
-    return up.save.click(on_save, [up.file, up.label_column, up.text_columns, up.sample, up.sample_k, up.eval_mode, up.eval_file,
-                            up.fraction, up.seed],
+    return up.save.click(on_save, [up.file, up.label_column, up.text_columns, up.sample, up.sample_k, up.eval_mode,
+                                   up.eval_file, up.fraction, up.seed],
                   [session, up.message, tabs, tp.builtin, *tp.editor], api_visibility="private")
 
 

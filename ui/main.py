@@ -23,7 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None,
                    help="database, uploads and adapters (default: $IA3APP_DATA_DIR or ./data)")
     p.add_argument("--no-worker", action="store_true",
-                   help="do not start a local training worker (run `python -m jobs.worker` yourself, e.g. on a GPU host)")
+                   help="do not start a local training worker "
+                   "(run `python -m jobs.worker` yourself, e.g. on a GPU host)")
     p.add_argument("--auth", action="store_true", help="require signing in even on 127.0.0.1")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow listening on a non-local address without authentication (everyone is user 'local')")

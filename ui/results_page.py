@@ -73,7 +73,8 @@ def params_md(result: dict) -> str:
     adapter = p.get("adapter_bytes")
     rows = [
         "| Parameters | |", "|---|---|",
-        f"| Base model parameters | **{_human_count(base)}** ({base:,}) |" if base else "| Base model parameters | – |",
+        f"| Base model parameters | **{_human_count(base)}** ({base:,}) |" if base else
+        "| Base model parameters | – |",
         f"| (IA)³ parameters trained and added | **{added:,}** |" if added else "| (IA)³ parameters added | – |",
         f"| Fraction of the model | **{fraction:.4%}** |" if fraction else "| Fraction | – |",
         f"| Adapter size on disk | **{_human_bytes(adapter)}** vs the full model's {_human_bytes(full)} (fp32) "

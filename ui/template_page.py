@@ -58,7 +58,8 @@ def preview_html(items: list[dict[str, Any]]) -> str:
         cards.append(
             f'<div class="ia3-card"><div class="ia3-row">row {item["row"]}</div>'
             f'<pre class="ia3-input">{html.escape(item["input"])}</pre>'
-            f'<div class="ia3-choices-label">answer choices (✓ = correct):</div><ul class="ia3-choices">{choices}</ul></div>'
+            '<div class="ia3-choices-label">answer choices (✓ = correct):</div>'
+            f'<ul class="ia3-choices">{choices}</ul></div>'
         )
     return "".join(cards) or "<p>No rows to preview.</p>"
 
@@ -130,6 +131,7 @@ def build_template_page() -> TemplatePage:
             preview_box = gr.HTML()
     nxt = gr.Button("Use this template and continue to training →", variant="primary", interactive=False)
     mode.change(lambda m: (gr.update(visible=m == FIXED), gr.update(visible=m == FIXED),
-                           gr.update(visible=m == PER_ROW)), mode, [choices, label_map, choice_templates])
+                           gr.update(visible=m == PER_ROW)), mode, [choices, label_map, choice_templates],
+                api_visibility="private")
     return TemplatePage(builtin, name, input_text, mode, choices, label_map, choice_templates, message,
                         preview_box, nxt)

@@ -201,9 +201,10 @@ def build_upload_page(ctx: AppContext) -> UploadPage:
     save = gr.Button("Save data and continue →", variant="primary", interactive=False)
     message = gr.Markdown()
     eval_mode.change(lambda m: (gr.update(visible=m == AUTO), gr.update(visible=m == AUTO),
-                                gr.update(visible=m == SEPARATE)), eval_mode, [fraction, seed, eval_file])
-    return UploadPage(file, summary, preview, label_column, text_columns, counts, checks, sample, sample_k, eval_mode, fraction,
-                      seed, eval_file, split_info, save, message)
+                                gr.update(visible=m == SEPARATE)), eval_mode, [fraction, seed, eval_file],
+                     api_visibility="private")
+    return UploadPage(file, summary, preview, label_column, text_columns, counts, checks, sample, sample_k,
+                      eval_mode, fraction, seed, eval_file, split_info, save, message)
 
 
 def wire_upload_page(page: UploadPage, ctx: AppContext) -> None:
