@@ -108,6 +108,10 @@ def make_accelerator(precision: str, device: torch.device) -> Accelerator:
         return Accelerator(**kwargs)
 
 
+def _losses_of(record: dict) -> dict[str, float]:
+    return {"lm": record["loss_lm"], "ul": record["loss_ul"], "ln": record["loss_ln"], "total": record["loss"]}
+
+
 def _check_examples(examples: Sequence[Example]) -> None:
     if not examples:
         raise UserError("there are no training examples; add labelled rows to the training data")
@@ -188,7 +192,7 @@ def train(
 
     micro = recipe.batch_size // recipe.grad_accumulation
     began = time.perf_counter()
-    last: dict[str, float] = dict(history[-1]["losses"]) if history else {}
+    last: dict[str, float] = _losses_of(history[-1]) if history else {}
     model.train()
     try:
         for step in range(start, recipe.steps):
@@ -241,9 +245,9 @@ def train(
                 "elapsed_s": elapsed,
                 "eta_s": (recipe.steps - done) / rate if rate > 0 else 0.0,
             }
-            history.append({**record, "losses": dict(sums)})
+            history.append(record)
             if progress is not None:
-                progress(record)
+                progress(dict(record))
             if checkpoint_dir is not None and recipe.checkpoint_every and (
                 done % recipe.checkpoint_every == 0 or done == recipe.steps
             ):
