@@ -6,14 +6,16 @@ scoring (no gradients) and training (the T-Few losses) both use it.
 - Encoder-decoder models encode each input ONCE; the encoder states are then repeated for each
   of its choices (``index_select``) and only the decoder runs per choice. ``reuse_encoder=False``
   re-encodes the input for every choice (the benchmark's baseline; same numbers).
-- Decoder-only models score the continuation: input + choice + EOS, right-padded (so positions
-  need no correction), reading the log-prob of each choice token from the position before it.
+- Decoder-only models score the continuation: input + choice + EOS, the input left-padded (with
+  position ids counted from its first real token), the choice right-padded, reading the log-prob
+  of each choice token from the position before it; only those positions' logits are computed.
 
 A choice's tokens always end with EOS; the score β(c) is the mean log-prob over those tokens.
 """
 
 from __future__ import annotations
 
+import inspect
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
@@ -182,6 +184,10 @@ def _continuation(text: str, choice: str) -> str:
     return " " + choice
 
 
+def _accepts_logits_to_keep(model) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
               row_names, handle, pad, device) -> ChoiceLogProbs:
     eos = _eos_id(tokenizer)
@@ -192,16 +198,23 @@ def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example,
             ids = ids[:-1]
         inputs.append(ids[-max_length:])  # keep the end of a long input: it is next to the answer
     texts = [_continuation(examples[n].input, c) for n, c in zip(row_example.tolist(), flat_choices)]
-    choices = _choice_ids(tokenizer, texts, False, max_length)
-    rows = [inputs[n] + c for n, c in zip(row_example.tolist(), choices)]
-    ids, attn = _pad(rows, pad, device)  # (R, L) right-padded
-    targets, tmask = _pad(choices, pad, device)  # (R, T)
-    starts = torch.tensor([len(inputs[n]) for n in row_example.tolist()], device=device)  # (R,)
-    # The logit at position p predicts token p + 1: choice token t is read at starts + t - 1.
-    pos = (starts.unsqueeze(1) - 1 + torch.arange(targets.shape[1], device=device)).clamp(max=ids.shape[1] - 1)  # (R, T)
+    targets, tmask = _pad(_choice_ids(tokenizer, texts, False, max_length), pad, device)  # (R, T)
+    # Inputs padded on the LEFT, choices on the right: every choice starts at column S, so the
+    # logits needed (columns S-1 .. S+T-2: position p predicts token p + 1) are the last T + 1
+    # but one, for every row; logits_to_keep spares the (R, L, V) logits of the whole sequence.
+    width = max(len(i) for i in inputs)
+    in_ids, _ = _pad([[pad] * (width - len(i)) + i for i in inputs], pad, device)  # (N, S)
+    in_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in inputs], device=device)  # (N, S)
+    ids = torch.cat([in_ids.index_select(0, row_example), targets], dim=1)  # (R, S + T)
+    attn = torch.cat([in_mask.index_select(0, row_example), tmask], dim=1)  # (R, S + T)
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)  # (R, S + T): real tokens count from 0
+    keep = targets.shape[1] + 1
     with _mixed(handle, row_names):
-        logits = model(input_ids=ids, attention_mask=attn).logits  # (R, L, V)
-    picked = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (R, T, V)
+        if _accepts_logits_to_keep(model):
+            logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep).logits
+        else:
+            logits = model(input_ids=ids, attention_mask=attn, position_ids=positions).logits[:, -keep:]
+    picked = logits[:, :-1]  # (R, T, V): the logit before each choice token
     mask = tmask.to(torch.float32)
     return ChoiceLogProbs(_gather_logprobs(picked, targets, mask), mask, choice_index, row_example, int(attn.sum()))
 
