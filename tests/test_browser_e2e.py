@@ -70,13 +70,30 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
-def upload_and_pick_template(page, csv: Path) -> None:
+def upload_and_pick_template(page, csv: Path, check_inline_errors: bool = False) -> None:
     page.locator("input[type=file]").first.set_input_files(str(csv))
     page.get_by_text("32 rows").first.wait_for(timeout=30_000)
     page.get_by_text("rows to train on").first.wait_for(timeout=30_000)
     shot(page, "1_data")
     page.get_by_role("button", name="Save data and continue →").click()
-    page.get_by_text("The template fits all").first.wait_for(timeout=30_000)
+    try:
+        page.get_by_text("The template fits all").first.wait_for(timeout=30_000)
+    except Exception:
+        shot(page, "debug_saved")
+        raise
+    if check_inline_errors:  # a typo in a column name is reported inline, naming the file's columns
+        box = page.get_by_role("textbox", name="Input template (what the model reads)")
+        good = box.input_value()
+        box.fill("{{review}} Is it good?")
+        try:
+            page.get_by_text(re.compile("column .review. used by the template is not in the file")).wait_for(
+                timeout=30_000)
+        except Exception:
+            shot(page, "debug_template")
+            raise
+        shot(page, "2_template_error")
+        box.fill(good)
+        page.get_by_text("The template fits all").first.wait_for(timeout=30_000)
     shot(page, "2_template")
     page.get_by_role("button", name="Use this template and continue to training →").click()
 
@@ -107,7 +124,7 @@ def test_upload_train_watch_results_predict_download(app, browser, fewshot_dir, 
     url, ctx = app
     page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
     page.goto(url)
-    upload_and_pick_template(page, fewshot_dir / "sst2_16shot_seed0.csv")
+    upload_and_pick_template(page, fewshot_dir / "sst2_16shot_seed0.csv", check_inline_errors=True)
     start_tiny_training(page, steps=6)
     page.get_by_text(re.compile(r"Job #\d+: succeeded")).wait_for(timeout=240_000)
     assert "job=" in page.url  # reopenable: the job id is in the address

@@ -130,14 +130,13 @@ def _wire_template(ctx, tp: T.TemplatePage, tr: TR.TrainPage, tabs, session, tem
                                                   input_text, mode, choices, label_map, choice_templates)
         return message, preview, spec, gr.update(interactive=spec is not None)
 
-    # Checked after the editor was filled as a whole (.then) or edited by a person (.input): change events
-    # from a programmatic fill would fire field by field and could check a half-filled template.
+    # One listener for every field's change, always_last: a fill changes the fields one by one, and the
+    # run that counts is the last one, which reads the editor once it is whole (not a half-filled template).
     outputs = [tp.message, tp.preview, template_state, tp.next]
     for event in (saved, filled):
         event.then(on_edit, [session, *tp.editor], outputs, api_visibility="private")
-    for comp in tp.editor:
-        comp.input(on_edit, [session, *tp.editor], outputs, api_visibility="private",
-                   trigger_mode="always_last")
+    gr.on([comp.change for comp in tp.editor], on_edit, [session, *tp.editor], outputs, api_visibility="private",
+          trigger_mode="always_last")
 
     def on_next(session_v, spec):
         if not spec:
