@@ -268,3 +268,26 @@ def test_chosen_text_columns_drive_the_built_ins(ctx, users, tmp_path):
     assert fitting and all("id" not in spec.columns_used() for spec in fitting.values())
     with pytest.raises(UserError, match="at least one text column"):
         U.save_upload(ctx, users[0], path, "stars", None, U.NONE, None, 0.25, 0, ["stars"])
+
+
+def test_results_without_evaluation_still_render():
+    result = {"params": {"base": 1000, "added": 10, "fraction": 0.01, "adapter_bytes": 200}, "evaluation": None}
+    assert R.metrics_frame(result).empty and R.confusion_figure(result) is None
+    assert "appears when the job evaluated both" in R.speed_md(result)
+    assert "**10**" in R.params_md(result) and "1.0000%" in R.params_md(result) and "20× smaller" in R.params_md(result)
+
+
+def test_speed_numbers_come_from_the_evaluation():
+    methods = {
+        "in-context": {"accuracy": 0.5, "macro_f1": 0.4, "n": 8, "latency_s": 0.5, "flops": 2e9, "tokens": 900,
+                       "shots": 16, "confusion_matrix": [[2, 2], [2, 2]], "labels": ["a", "b"], "per_class": []},
+        "t-few": {"accuracy": 0.75, "macro_f1": 0.7, "n": 8, "latency_s": 0.05, "flops": 1e8, "tokens": 50,
+                  "confusion_matrix": [[3, 1], [1, 3]], "labels": ["a", "b"], "per_class": []},
+    }
+    result = {"evaluation": {"methods": methods,
+                             "ratios": {"in-context / t-few": {"latency_s": 10.0, "flops": 20.0, "tokens": 18}}}}
+    text = R.speed_md(result)
+    assert "10.0× faster" in text and "20.0× fewer FLOPs" in text and "16 examples" in text
+    frame = R.metrics_frame(result)
+    assert list(frame["accuracy"]) == ["50.0%", "75.0%"]
+    assert R.confusion_figure(result) is not None
