@@ -125,8 +125,8 @@ def build_template_page() -> TemplatePage:
                                        lines=3, placeholder="0 = negative\n1 = positive")
             choice_templates = gr.Textbox(label="Per-row answer templates, one per line (label = 0-based index)",
                                           lines=2, placeholder="{{choice1}}\n{{choice2}}", visible=False)
-            message = gr.Markdown()
         with gr.Column(scale=2):
+            message = gr.Markdown()
             gr.Markdown("**Preview of the first rows**")
             preview_box = gr.HTML()
     nxt = gr.Button("Use this template and continue to training →", variant="primary", interactive=False)
