@@ -69,7 +69,7 @@ def measure_flops(handle, tok, examples, recipe, device) -> float:
     return float(counter.get_total_flops())
 
 
-def run_layout(layout: str, args, device: torch.device, model, tok, examples) -> dict:
+def run_layout(layout: str, args, device: torch.device, model, tok, examples, optimizer: str = "auto") -> dict:
     handle = inject(model)
     recipe = RecipeConfig(
         steps=args.warmup + args.steps,
@@ -85,7 +85,7 @@ def run_layout(layout: str, args, device: torch.device, model, tok, examples) ->
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     records: list[dict] = []
-    result = train(handle, tok, examples, recipe, progress=records.append)
+    result = train(handle, tok, examples, recipe, progress=records.append, optimizer=optimizer)
     if device.type == "cuda":
         torch.cuda.synchronize()
     timed = records[args.warmup :]
@@ -94,6 +94,7 @@ def run_layout(layout: str, args, device: torch.device, model, tok, examples) ->
     tokens_per_step = result.tokens_processed / recipe.steps
     out = {
         "layout": layout,
+        "optimizer": optimizer,
         "step_s": round(step_s, 4),
         "tokens_per_s": round(tokens_per_step / step_s),
         "examples_per_s": round(args.batch / step_s, 1),
@@ -118,6 +119,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--input-tokens", type=int, default=256)
     parser.add_argument("--layouts", default="bf16-weights,fp32-weights")
+    parser.add_argument(
+        "--optimizers", default="auto",
+        help="comma list: auto (VectorAdafactor for the vectors), transformers (its Adafactor, per tensor)",
+    )
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for gpu.json (default: $OUT)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -143,7 +148,9 @@ def main(argv=None) -> dict:
     for layout in order:
         if layout == "bf16-weights":
             model.to(torch.bfloat16)
-        results[layout] = run_layout(layout, args, device, model, tok, examples)
+        for optimizer in [x for x in args.optimizers.split(",") if x]:
+            name = layout if optimizer == "auto" else f"{layout}/{optimizer}"
+            results[name] = run_layout(layout, args, device, model, tok, examples, optimizer)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     primary = results.get("bf16-weights") or next(iter(results.values()))

@@ -1,6 +1,7 @@
 """The T-Few training recipe: only the (IA)^3 vectors train, with the three T-Few losses.
 
-Adafactor (lr 3e-3, scale_parameter=True, relative_step=False, warmup_init=False), linear warmup
+Adafactor (lr 3e-3, scale_parameter=True, relative_step=False, warmup_init=False; for the vectors
+the vectorised but identical :class:`~ia3app.adafactor.VectorAdafactor`), linear warmup
 then linear decay to 0, gradient clipping at 1.0, bf16 autocast on GPUs that support it (fp32 on
 CPU), all from :class:`~ia3app.config.RecipeConfig`. Device placement, autocast, backward and
 clipping go through ``accelerate.Accelerator``. Batches are sampled with a seeded
@@ -23,6 +24,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from transformers.optimization import Adafactor, get_linear_schedule_with_warmup
 
+from ia3app.adafactor import VectorAdafactor
 from ia3app.checkpoint import (
     TrainState,
     capture_rng,
@@ -108,6 +110,22 @@ def make_accelerator(precision: str, device: torch.device) -> Accelerator:
         return Accelerator(**kwargs)
 
 
+def make_optimizer(params: list, recipe: RecipeConfig, kind: str = "auto") -> torch.optim.Optimizer:
+    """Adafactor with the recipe's settings (scale_parameter, no relative step, no warmup init)."""
+    if kind not in ("auto", "transformers"):
+        raise ValueError(f"optimizer must be 'auto' or 'transformers', not {kind!r}")
+    if kind == "auto" and all(p.dim() == 1 and p.dtype == torch.float32 for p in params):
+        return VectorAdafactor(params, lr=recipe.lr, scale_parameter=True, weight_decay=recipe.weight_decay)
+    return Adafactor(
+        params,
+        lr=recipe.lr,
+        scale_parameter=True,
+        relative_step=False,
+        warmup_init=False,
+        weight_decay=recipe.weight_decay,
+    )
+
+
 def _losses_of(record: dict) -> dict[str, float]:
     return {"lm": record["loss_lm"], "ul": record["loss_ul"], "ln": record["loss_ln"], "total": record["loss"]}
 
@@ -130,6 +148,7 @@ def train(
     checkpoint_dir: Path | None = None,
     should_stop: Callable[[], bool] | None = None,
     is_encoder_decoder: bool | None = None,
+    optimizer: str = "auto",
 ) -> TrainResult:
     """Train the handle's (IA)^3 vectors on labelled examples with the T-Few recipe.
 
@@ -137,6 +156,8 @@ def train(
     total_steps, loss, loss_lm, loss_ul, loss_ln, lr, examples_per_s, elapsed_s, eta_s.
     should_stop() is checked before every step; when it returns True, a checkpoint is written
     (if checkpoint_dir) and Cancelled is raised. The model is left in eval mode.
+    optimizer: "auto" (VectorAdafactor when every trainable tensor is a 1-D fp32 vector, as
+    (IA)^3's are: the same update in a few kernels) or "transformers" (its Adafactor, per tensor).
     """
     _check_examples(examples)
     model = handle.model
@@ -147,14 +168,7 @@ def train(
     accelerator = make_accelerator(recipe.precision, device)
     model.to(accelerator.device)
 
-    optimizer = Adafactor(
-        params,
-        lr=recipe.lr,
-        scale_parameter=True,
-        relative_step=False,
-        warmup_init=False,
-        weight_decay=recipe.weight_decay,
-    )
+    optimizer = make_optimizer(params, recipe, optimizer)
     scheduler = get_linear_schedule_with_warmup(optimizer, recipe.warmup_steps, recipe.steps)
     sampler = EpochSampler(len(examples), recipe.seed)
     torch.manual_seed(recipe.seed)  # dropout

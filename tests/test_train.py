@@ -127,3 +127,13 @@ def test_sampler_is_seeded_epochwise_and_resumable():
     c = EpochSampler(5, seed=99)
     c.load_state_dict(b.state_dict())
     assert [c.next_batch(3) for _ in range(3)] == first[1:]
+
+
+def test_vector_adafactor_trains_like_transformers_adafactor(tiny_model_dir):
+    loaded, handle = fresh(tiny_model_dir)
+    train(handle, loaded.tokenizer, EXAMPLES, recipe(steps=8, weight_decay=0.01), optimizer="transformers")
+    want = handle.vectors()
+    loaded, handle = fresh(tiny_model_dir)
+    train(handle, loaded.tokenizer, EXAMPLES, recipe(steps=8, weight_decay=0.01))  # "auto": VectorAdafactor
+    for key, value in handle.vectors().items():
+        torch.testing.assert_close(value, want[key], atol=1e-5, rtol=0)
