@@ -88,6 +88,10 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     if job.status == "queued":
         pos = queue.queue_position(db, job.id, uid)
         head.append(f"Waiting for a worker ({pos} job(s) ahead)." if pos else "Waiting for a worker to pick it up.")
+        if not pos and time.time() - job.created > 60:
+            head.append("Still waiting after a minute: is a worker running? The app starts one unless it was "
+                        "launched with --no-worker; otherwise start `python -m jobs.worker` on a machine that "
+                        "shares this data directory.")
     if job.status in ("failed", "cancelled") and job.error_message:
         head.append(f"**What happened:** {html.escape(job.error_message)}")
     if job.cancel_requested and job.status == "running":
