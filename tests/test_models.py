@@ -55,3 +55,28 @@ def test_unsupported_architecture(tmp_path):
 
 def test_default_device():
     assert default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_decoder_only_tokenizer_without_pad_gets_eos(tiny_model_dir, tmp_path):
+    """GPT-2-style tokenizers ship without a pad token: scoring needs one, so pad = eos."""
+    import shutil
+
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    model_dir = tmp_path / "gpt2-nopad"
+    shutil.copytree(tiny_model_dir("gpt2"), model_dir)
+    for f in model_dir.glob("*token*"):
+        f.unlink()
+    vocab = {"<unk>": 0, "</s>": 1, **{w: i + 2 for i, w in enumerate("the film was good bad".split())}}
+    backend = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>")
+    assert tok.pad_token is None
+    tok.save_pretrained(model_dir)
+
+    loaded = load_model(str(model_dir), device="cpu")
+    assert loaded.tokenizer.pad_token_id == loaded.tokenizer.eos_token_id == 1
+    assert loaded.tokenizer.padding_side == "right"
