@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-from storage.db import transaction
+from storage.db import fetch_one, row_dict, transaction
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -83,14 +83,14 @@ def submit(db: sqlite_utils.Database, owner: int, config: dict[str, Any], priori
 
 def get_job(db: sqlite_utils.Database, job_id: int, owner: int) -> Job | None:
     """One of ``owner``'s jobs, or None (also for another user's id)."""
-    row = _one(db, "SELECT * FROM jobs WHERE id = ? AND owner = ?", [job_id, owner])
+    row = fetch_one(db, "SELECT * FROM jobs WHERE id = ? AND owner = ?", [job_id, owner])
     return Job.from_row(row) if row else None
 
 
 def list_jobs(db: sqlite_utils.Database, owner: int, limit: int = 100) -> list[Job]:
     """``owner``'s jobs, newest first."""
     cursor = db.execute("SELECT * FROM jobs WHERE owner = ? ORDER BY id DESC LIMIT ?", [owner, limit])
-    return [Job.from_row(_as_dict(cursor, r)) for r in cursor.fetchall()]
+    return [Job.from_row(row_dict(cursor, r)) for r in cursor.fetchall()]
 
 
 def queue_position(db: sqlite_utils.Database, job_id: int, owner: int) -> int | None:
@@ -114,7 +114,7 @@ def progress_events(db: sqlite_utils.Database, job_id: int, owner: int, since: i
         " ORDER BY p.id LIMIT ?",
         [job_id, owner, since, limit],
     )
-    return [_as_dict(cursor, r) for r in cursor.fetchall()]
+    return [row_dict(cursor, r) for r in cursor.fetchall()]
 
 
 def cancel(db: sqlite_utils.Database, job_id: int, owner: int) -> str | None:
@@ -159,7 +159,7 @@ def claim(db: sqlite_utils.Database, worker_id: str, lease_s: float = DEFAULT_LE
             " WHERE id = ? AND status = 'queued'",
             [worker_id, now, now + lease_s, now, row[0]],
         )
-        return Job.from_row(_one(db, "SELECT * FROM jobs WHERE id = ?", [row[0]]))
+        return Job.from_row(fetch_one(db, "SELECT * FROM jobs WHERE id = ?", [row[0]]))
 
 
 def heartbeat(db: sqlite_utils.Database, job_id: int, worker_id: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
@@ -312,13 +312,3 @@ def _held_owner(db: sqlite_utils.Database, job_id: int, worker_id: str) -> int:
     if row is None:
         raise LeaseLost(f"job {job_id} is no longer held by worker {worker_id}")
     return int(row[0])
-
-
-def _one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
-    cursor = db.execute(sql, params)
-    row = cursor.fetchone()
-    return _as_dict(cursor, row) if row is not None else None
-
-
-def _as_dict(cursor, row) -> dict[str, Any]:
-    return {d[0]: v for d, v in zip(cursor.description, row)}

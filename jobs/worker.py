@@ -19,7 +19,6 @@ import socket
 import sqlite3
 import sys
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path

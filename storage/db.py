@@ -14,6 +14,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -90,3 +91,15 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         raise
     else:
         db.conn.execute("COMMIT")
+
+
+def fetch_one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    """The first row of a query as a {column: value} dict, or None."""
+    cursor = db.execute(sql, params)
+    row = cursor.fetchone()
+    return row_dict(cursor, row) if row is not None else None
+
+
+def row_dict(cursor, row) -> dict[str, Any]:
+    """One fetched row as a {column: value} dict."""
+    return {d[0]: v for d, v in zip(cursor.description, row)}

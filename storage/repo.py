@@ -16,7 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from ia3app.errors import UserError
-from storage.db import transaction
+from storage.db import fetch_one, row_dict, transaction
 from storage.files import FileStore, new_key
 
 
@@ -86,7 +86,7 @@ def save_dataset(
 
 
 def get_dataset(db: sqlite_utils.Database, dataset_id: int, owner: int) -> Dataset | None:
-    row = _one(db, "SELECT * FROM datasets WHERE id = ? AND owner = ?", [dataset_id, owner])
+    row = fetch_one(db, "SELECT * FROM datasets WHERE id = ? AND owner = ?", [dataset_id, owner])
     return Dataset.from_row(row) if row else None
 
 
@@ -104,7 +104,7 @@ def load_rows(db: sqlite_utils.Database, store: FileStore, dataset_id: int, owne
 
 def list_datasets(db: sqlite_utils.Database, owner: int) -> list[Dataset]:
     rows = db.execute("SELECT * FROM datasets WHERE owner = ? ORDER BY id DESC", [owner])
-    return [Dataset.from_row(_as_dict(rows, r)) for r in rows.fetchall()]
+    return [Dataset.from_row(row_dict(rows, r)) for r in rows.fetchall()]
 
 
 def delete_dataset(db: sqlite_utils.Database, store: FileStore, dataset_id: int, owner: int) -> bool:
@@ -136,13 +136,13 @@ def save_template(db: sqlite_utils.Database, owner: int, name: str, spec: dict[s
 
 
 def get_template(db: sqlite_utils.Database, template_id: int, owner: int) -> dict[str, Any] | None:
-    row = _one(db, "SELECT * FROM templates WHERE id = ? AND owner = ?", [template_id, owner])
+    row = fetch_one(db, "SELECT * FROM templates WHERE id = ? AND owner = ?", [template_id, owner])
     return {**row, "spec": json.loads(row["spec"])} if row else None
 
 
 def list_templates(db: sqlite_utils.Database, owner: int) -> list[dict[str, Any]]:
     cursor = db.execute("SELECT * FROM templates WHERE owner = ? ORDER BY name", [owner])
-    return [{**d, "spec": json.loads(d["spec"])} for d in (_as_dict(cursor, r) for r in cursor.fetchall())]
+    return [{**d, "spec": json.loads(d["spec"])} for d in (row_dict(cursor, r) for r in cursor.fetchall())]
 
 
 def delete_template(db: sqlite_utils.Database, template_id: int, owner: int) -> bool:
@@ -153,7 +153,7 @@ def delete_template(db: sqlite_utils.Database, template_id: int, owner: int) -> 
 # ----- results of finished jobs (written by jobs.queue.complete) ------------------------------
 def get_adapter(db: sqlite_utils.Database, job_id: int, owner: int) -> dict[str, Any] | None:
     """The adapter row of one of ``owner``'s jobs: dir_path (relative), params_base/added, bytes."""
-    return _one(db, "SELECT * FROM adapters WHERE job = ? AND owner = ?", [job_id, owner])
+    return fetch_one(db, "SELECT * FROM adapters WHERE job = ? AND owner = ?", [job_id, owner])
 
 
 def list_evaluations(db: sqlite_utils.Database, job_id: int, owner: int) -> list[dict[str, Any]]:
@@ -161,14 +161,4 @@ def list_evaluations(db: sqlite_utils.Database, job_id: int, owner: int) -> list
         "SELECT e.* FROM evaluations e JOIN jobs j ON j.id = e.job WHERE e.job = ? AND j.owner = ? ORDER BY e.id",
         [job_id, owner],
     )
-    return [{**d, "metrics": json.loads(d["metrics"])} for d in (_as_dict(cursor, r) for r in cursor.fetchall())]
-
-
-def _one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> dict[str, Any] | None:
-    cursor = db.execute(sql, params)
-    row = cursor.fetchone()
-    return _as_dict(cursor, row) if row is not None else None
-
-
-def _as_dict(cursor, row) -> dict[str, Any]:
-    return {d[0]: v for d, v in zip(cursor.description, row)}
+    return [{**d, "metrics": json.loads(d["metrics"])} for d in (row_dict(cursor, r) for r in cursor.fetchall())]
