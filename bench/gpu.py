@@ -46,6 +46,16 @@ def log(msg: str) -> None:
     print(f"[gpu.py {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def emit(summary: dict, out_dir: str | None, name: str) -> None:
+    """Print the summary as one JSON line (the last stdout line) and save it under out_dir."""
+    line = json.dumps(summary)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, name), "w") as f:
+            f.write(line + "\n")
+    print(line, flush=True)
+
+
 def make_examples(n: int, input_tokens: int, seed: int = 0) -> list[Example]:
     """n examples of exactly input_tokens tokens (ByT5: bytes + EOS) with 3 choices."""
     rng = random.Random(seed)
@@ -172,12 +182,7 @@ def main(argv=None) -> dict:
         "targets": {"projected_1000_steps_s": 180, "peak_gb": 24},
         "total_s": round(time.perf_counter() - started, 1),
     }
-    line = json.dumps(summary)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "gpu.json"), "w") as f:
-            f.write(line + "\n")
-    print(line, flush=True)
+    emit(summary, args.out, "gpu.json")
     return summary
 
 

@@ -14,13 +14,11 @@ compile time (first steps) and the projected 1,000-step time beside an eager run
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 
 import torch
 
-from bench.gpu import H100_BF16_DENSE_PEAK, log, make_examples
+from bench.gpu import H100_BF16_DENSE_PEAK, emit, log, make_examples
 from bench.shapes import random_t5, tokenizer
 from ia3app.config import RecipeConfig
 from ia3app.ia3 import inject
@@ -91,12 +89,7 @@ def main(argv=None) -> dict:
         **results,
         "speedup": round(results["eager"]["step_s"] / results["compiled"]["step_s"], 2),
     }
-    line = json.dumps(summary)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "gpu_compile.json"), "w") as f:
-            f.write(line + "\n")
-    print(line, flush=True)
+    emit(summary, args.out, "gpu_compile.json")
     return summary
 
 
