@@ -7,9 +7,24 @@ of strings. Every problem is collected and raised once, as a UserError.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Iterable
 
 from ia3app.errors import UserError
+
+
+def check_keys(cls, data: dict[str, Any], what: str, required: Iterable[str] = ()) -> None:
+    """UserError for keys of `data` that `cls` (a dataclass) lacks, or required keys missing.
+
+    `what` names the thing for the message: "unknown {what}(s): ...", e.g. "recipe setting".
+    """
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"unknown {what}(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        owner = what.split()[0]
+        raise UserError(f"{owner} is missing {', '.join(repr(m) for m in missing)}")
 
 
 @dataclass
@@ -74,8 +89,5 @@ class RecipeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RecipeConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown recipe setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        check_keys(cls, data, "recipe setting")
         return cls(**data)

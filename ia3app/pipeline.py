@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ia3app.config import RecipeConfig
+from ia3app.config import RecipeConfig, check_keys
 from ia3app.errors import UserError
 from ia3app.evaluate import METHODS, evaluate_methods, label_names
 from ia3app.templates import TemplateSpec, render_all, validate
@@ -78,10 +78,7 @@ class JobSpec:
     def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
         if not isinstance(data, dict):
             raise UserError("a job must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown job field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        check_keys(cls, data, "job field")
         missing = [k for k in ("model", "template") if k not in data]
         if missing:
             raise UserError(f"job is missing {', '.join(missing)}")

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import jinja2.meta
 import jinja2.nodes
 
+from ia3app.config import check_keys
 from ia3app.errors import UserError
 from ia3app.example import Example
 from ia3app.jinja_sandbox import MAX_CHOICE_CHARS, MAX_INPUT_CHARS, parse, render_text
@@ -141,13 +142,7 @@ class TemplateSpec:
     def from_dict(cls, data: dict[str, Any]) -> "TemplateSpec":
         if not isinstance(data, dict):
             raise UserError("a template must be a JSON object with 'name', 'input' and 'choices' or 'choice_templates'")
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown template field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        missing = [k for k in ("name", "input") if k not in data]
-        if missing:
-            raise UserError(f"template is missing {', '.join(repr(m) for m in missing)}")
+        check_keys(cls, data, "template field", required=("name", "input"))
         return cls(**data)
 
 
