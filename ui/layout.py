@@ -195,14 +195,15 @@ def _wire_jobs(ctx, jp: J.JobPage, rp: R.ResultsPage, tabs, results_job, demo) -
         try:
             view = J.job_view(ctx, _user(ctx, request), job_id)
         except UserError as e:
-            return f"✗ {e}", "", None, "", gr.update(visible=False), "", gr.skip()
+            return f"✗ {e}", "", None, "", gr.update(visible=False), "", gr.skip(), gr.update(visible=False)
         if view["version"] == last_version:
-            return (gr.skip(),) * 7
+            return (gr.skip(),) * 8
         return (view["header"], view["bar"], view["loss"], view["log"],
                 gr.update(visible=view["status"] == "succeeded"), view["version"],
-                J.jobs_table(ctx, _user(ctx, request)))
+                J.jobs_table(ctx, _user(ctx, request)),
+                gr.update(visible=bool(job_id) and not view["done"]))  # nothing to cancel once a job has ended
 
-    outs = [jp.header, jp.bar, jp.loss, jp.log, jp.results, seen, jp.table]
+    outs = [jp.header, jp.bar, jp.loss, jp.log, jp.results, seen, jp.table, jp.cancel]
     jp.timer.tick(on_tick, [jp.job, seen], outs, api_visibility="private", show_progress="hidden")
     jp.job.change(on_tick, [jp.job, gr.State("")], outs, api_visibility="private")
     jp.job.change(None, jp.job, None, js=URL_JS, api_visibility="private")
