@@ -52,7 +52,10 @@ def api_errors(fn):
 
 def build_app(ctx: AppContext) -> gr.Blocks:
     hw = detect_hardware()
-    with gr.Blocks(title="ia3app — few-shot T-Few adapters") as demo:
+    # Gradio's cache (uploads, zips and CSVs handed to the browser) is readable by URL to anyone
+    # signed in who knows the hashed path; our copies live in the data dir, so purge the cache's
+    # files hourly once they are a day old to bound that window.
+    with gr.Blocks(title="ia3app — few-shot T-Few adapters", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# ia3app · teach a language model your task from a few labelled examples\n"
                     "Upload a small CSV → pick how the model reads a row → train a tiny (IA)³ adapter with the "
                     "T-Few recipe → see how it compares with in-context learning, try it, download it.")
