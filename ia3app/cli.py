@@ -128,9 +128,10 @@ def cmd_train(args) -> int:
         eval_rows = _table(args.eval_csv).rows
     elif args.holdout:
         train_rows, eval_rows = split_holdout(table.rows, template.label_column, args.holdout, recipe.seed)
+    extra = [_template(argparse.Namespace(**{**vars(args), "template": t}), table) for t in args.train_template or []]
     spec = JobSpec(
         model=args.model, template=template.to_dict(), recipe=recipe.to_dict(), revision=args.revision,
-        init_vectors=args.init_vectors, eval_methods=args.methods,
+        init_vectors=args.init_vectors, eval_methods=args.methods, train_templates=[t.to_dict() for t in extra],
     )
     out = Path(args.out)
     work = Path(args.work_dir) if args.work_dir else out / ".work"
@@ -340,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-csv", help="held-out labelled rows to evaluate on")
     p.add_argument("--holdout", type=float, help="hold out this fraction of --csv for evaluation instead")
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    p.add_argument("--train-template", action="append", metavar="TEMPLATE",
+                   help="another template (built-in name or file) to train with: as in T-Few, each example "
+                        "uses a random one of the templates at each step (repeatable; --template serves)")
     p.add_argument("--init-vectors", help="T-Few's released vectors (path or URL; T0-3B only)")
     p.add_argument("--work-dir", help="checkpoints (default OUT/.work, removed after success)")
     p.add_argument("--keep-checkpoints", action="store_true")

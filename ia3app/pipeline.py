@@ -42,6 +42,9 @@ class JobSpec:
     """Path or URL of T-Few's released (IA)^3 vectors to start from (T0-3B only)."""
     eval_methods: list[str] = field(default_factory=lambda: list(METHODS))
     """Which of zero-shot, in-context, t-few to evaluate on held-out rows."""
+    train_templates: list[dict] = field(default_factory=list)
+    """More TemplateSpec dicts for training only: as in T-Few, each example is rendered with a
+    random one of `template` and these at each step. Evaluation and predictions use `template`."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -62,6 +65,15 @@ class JobSpec:
                 problems.append(str(exc))
             except TypeError as exc:
                 problems.append(f"{name}: {exc}")
+        if not isinstance(self.train_templates, (list, tuple)):
+            problems.append("train_templates must be a list of templates")
+        else:
+            self.train_templates = list(self.train_templates)
+            for i, extra in enumerate(self.train_templates, 1):
+                try:
+                    TemplateSpec.from_dict(extra)
+                except (UserError, TypeError) as exc:
+                    problems.append(f"train_templates[{i}]: {exc}")
         if problems:
             raise UserError("invalid job: " + "; ".join(problems))
 
@@ -143,6 +155,12 @@ def run_job(
         warnings += [f"held-out data: {w}" for w in validate(template, _columns(eval_rows), eval_rows)]
         eval_examples = [ex for ex in render_all(template, eval_rows) if ex.label is not None]
     names = label_names(train_examples + eval_examples)
+    train_items: list = train_examples
+    if spec.train_templates:  # one rendering per template; train() draws one per row per step
+        extras = [TemplateSpec.from_dict(t) for t in spec.train_templates]
+        for extra in extras:
+            warnings += [f"template '{extra.name}': {w}" for w in validate(extra, _columns(train_rows), train_rows)]
+        train_items = list(zip(train_examples, *(render_all(extra, train_rows) for extra in extras)))
 
     progress({"phase": "load", "message": f"loading {spec.model}" + (f" @ {spec.revision}" if spec.revision else "")})
     loaded = load_model(spec.model, spec.revision, device=device)
@@ -163,7 +181,7 @@ def run_job(
     result = train(
         handle,
         loaded.tokenizer,
-        train_examples,
+        train_items,
         recipe,
         progress=on_step,
         checkpoint_dir=work_dir / "checkpoints",
@@ -205,6 +223,7 @@ def run_job(
         "model": spec.model,
         "revision": spec.revision,
         "template": template.to_dict(),
+        "train_templates": spec.train_templates,
         "labels": names,
         "recipe": recipe.to_dict(),
         "init_vectors": spec.init_vectors,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import torch
 from accelerate import Accelerator
@@ -130,10 +130,30 @@ def _losses_of(record: dict) -> dict[str, float]:
     return {"lm": record["loss_lm"], "ul": record["loss_ul"], "ln": record["loss_ln"], "total": record["loss"]}
 
 
-def _check_examples(examples: Sequence[Example]) -> None:
+TrainItem = Union[Example, Sequence[Example]]
+"""One training row: an Example, or the same row rendered by several templates."""
+
+
+def _renderings(item: TrainItem) -> Sequence[Example]:
+    return (item,) if isinstance(item, Example) else item
+
+
+def _draw(item: TrainItem, generator: torch.Generator) -> Example:
+    """T-Few samples a random template per example at each step: one rendering of the row.
+
+    Draws from the sampler's generator, so a resumed run draws the same templates.
+    """
+    if isinstance(item, Example):
+        return item
+    return item[int(torch.randint(len(item), (1,), generator=generator))]
+
+
+def _check_examples(examples: Sequence[TrainItem]) -> None:
     if not examples:
         raise UserError("there are no training examples; add labelled rows to the training data")
-    unlabelled = sum(1 for e in examples if e.label is None)
+    if any(len(_renderings(item)) == 0 for item in examples):
+        raise UserError("a training row has no rendering; give each row at least one template")
+    unlabelled = sum(1 for item in examples if any(e.label is None for e in _renderings(item)))
     if unlabelled:
         raise UserError(f"{unlabelled} of {len(examples)} training examples have no label; every training row needs one")
 
@@ -141,7 +161,7 @@ def _check_examples(examples: Sequence[Example]) -> None:
 def train(
     handle,
     tokenizer,
-    examples: list[Example],
+    examples: Sequence[TrainItem],
     recipe: RecipeConfig,
     *,
     progress: Callable[[dict], None] | None = None,
@@ -151,6 +171,10 @@ def train(
     optimizer: str = "auto",
 ) -> TrainResult:
     """Train the handle's (IA)^3 vectors on labelled examples with the T-Few recipe.
+
+    Each item of `examples` is an Example, or a sequence of Examples (the same row rendered by
+    several templates): then each time the row is drawn one rendering is picked at random, as
+    T-Few samples a random prompt template per example at each step.
 
     progress(record) is called after every step with: phase="train", step (1-based),
     total_steps, loss, loss_lm, loss_ul, loss_ln, lr, examples_per_s, elapsed_s, eta_s.
@@ -219,7 +243,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             sums = {"lm": 0.0, "ul": 0.0, "ln": 0.0, "total": 0.0}
             for begin in range(0, len(batch), micro):
-                chunk = [examples[i] for i in batch[begin : begin + micro]]
+                chunk = [_draw(examples[i], sampler.generator) for i in batch[begin : begin + micro]]
                 labels = torch.tensor([e.label for e in chunk], device=accelerator.device)  # (n,)
                 with accelerator.autocast():
                     out = choice_log_probs(
