@@ -5,19 +5,16 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from tiny_batches import DECODER_ONLY, load_tiny
 
 from ia3app import __version__
 from ia3app.adapter_io import CONFIG_NAME, WEIGHTS_NAME, apply_adapter, load_adapter, save_adapter
 from ia3app.errors import UserError
 from ia3app.ia3 import Ia3Spec, inject
 
-DECODER_ONLY = ("gpt2", "llama")
-
 
 def handle_for(tiny_model_dir, kind, spec=None, **sizes):
-    cls = AutoModelForCausalLM if kind in DECODER_ONLY else AutoModelForSeq2SeqLM
-    return inject(cls.from_pretrained(tiny_model_dir(kind, **sizes)).eval(), spec)
+    return inject(load_tiny(tiny_model_dir, kind, **sizes), spec)
 
 
 def randomise(handle, seed=0):

@@ -2,27 +2,22 @@
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, BertConfig, BertModel
+from tiny_batches import load_tiny, token_batch
+from transformers import BertConfig, BertModel
 
 from ia3app.errors import UserError
 from ia3app.ia3 import Ia3Layer, Ia3Spec, inject, is_ia3_parameter
 
 KINDS = ("t0", "t5", "bart", "gpt2", "llama")
-DECODER_ONLY = ("gpt2", "llama")
 D, FF, LAYERS = 64, 128, 2  # the tiny models' defaults
 
 
 def load(tiny_model_dir, kind):
-    cls = AutoModelForCausalLM if kind in DECODER_ONLY else AutoModelForSeq2SeqLM
-    return cls.from_pretrained(tiny_model_dir(kind)).eval()
+    return load_tiny(tiny_model_dir, kind)
 
 
 def batch(kind, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, 300, (2, 7), generator=g)  # (B, T)
-    if kind in DECODER_ONLY:
-        return {"input_ids": ids}
-    return {"input_ids": ids, "decoder_input_ids": torch.randint(3, 300, (2, 5), generator=g)}
+    return token_batch(kind, seed=seed)
 
 
 def expected_layers(kind):

@@ -2,25 +2,19 @@
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from tiny_batches import load_tiny, token_batch
 
 from ia3app.ia3 import Ia3Layer, inject
 
 KINDS = ("t0", "t5", "bart", "gpt2", "llama")
-DECODER_ONLY = ("gpt2", "llama")
 
 
 def load(tiny_model_dir, kind, dtype=torch.float32):
-    cls = AutoModelForCausalLM if kind in DECODER_ONLY else AutoModelForSeq2SeqLM
-    return cls.from_pretrained(tiny_model_dir(kind), dtype=dtype).eval()
+    return load_tiny(tiny_model_dir, kind, dtype)
 
 
 def batch(kind):
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(3, 300, (2, 7), generator=g)  # (B, T)
-    if kind in DECODER_ONLY:
-        return {"input_ids": ids}
-    return {"input_ids": ids, "decoder_input_ids": torch.randint(3, 300, (2, 5), generator=g)}
+    return token_batch(kind, seed=1)
 
 
 def randomise(handle, seed=0):

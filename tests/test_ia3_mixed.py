@@ -2,29 +2,23 @@
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from tiny_batches import load_tiny, token_batch
 
 from ia3app.errors import UserError
 from ia3app.ia3 import inject
 
-DECODER_ONLY = ("gpt2", "llama")
 NAMES = ["a", None, "b", "a", "c"]  # one adapter name (or the base model) per row
 
 
 def load(tiny_model_dir, kind):
-    cls = AutoModelForCausalLM if kind in DECODER_ONLY else AutoModelForSeq2SeqLM
-    return cls.from_pretrained(tiny_model_dir(kind)).eval()
+    return load_tiny(tiny_model_dir, kind)
 
 
 def batch(kind, rows):
-    g = torch.Generator().manual_seed(2)
-    ids = torch.randint(3, 300, (rows, 9), generator=g)  # (B, T)
-    mask = torch.ones_like(ids)
+    inputs = token_batch(kind, rows=rows, length=9, decoder_length=4, seed=2)
+    mask = torch.ones_like(inputs["input_ids"])
     mask[1, 6:] = 0  # one padded row
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    if kind not in DECODER_ONLY:
-        inputs["decoder_input_ids"] = torch.randint(3, 300, (rows, 4), generator=g)
-    return inputs
+    return {**inputs, "attention_mask": mask}
 
 
 def random_vectors(handle, seed):

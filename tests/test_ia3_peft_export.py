@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from tiny_batches import load_tiny, token_batch
 
 peft = pytest.importorskip("peft")
 
@@ -12,20 +12,14 @@ from ia3app.errors import UserError  # noqa: E402
 from ia3app.ia3 import Ia3Spec, inject  # noqa: E402
 from ia3app.peft_export import PEFT_CONFIG_NAME, export_peft, load_peft_vectors  # noqa: E402
 
-DECODER_ONLY = ("gpt2", "llama")
 
 
 def load(tiny_model_dir, kind):
-    cls = AutoModelForCausalLM if kind in DECODER_ONLY else AutoModelForSeq2SeqLM
-    return cls.from_pretrained(tiny_model_dir(kind)).eval()
+    return load_tiny(tiny_model_dir, kind)
 
 
 def inputs_for(kind):
-    g = torch.Generator().manual_seed(3)
-    ids = torch.randint(3, 300, (2, 8), generator=g)  # (B, T)
-    if kind in DECODER_ONLY:
-        return {"input_ids": ids}
-    return {"input_ids": ids, "decoder_input_ids": torch.randint(3, 300, (2, 5), generator=g)}
+    return token_batch(kind, length=8, seed=3)
 
 
 def trained_handle(tiny_model_dir, kind, spec=None):
