@@ -4,7 +4,7 @@ Same backbone, same queries, same rank classification; only the prompt differs. 
 T0-shaped model and a T5-small-shaped one (d_model 512, 6+6 layers, gated FFN 2048; ~56M
 parameters with the byte-level tokenizer's small vocabulary), random weights (latency does not
 depend on them). Demonstrations come from sst2_16shot_seed0.csv, queries from
-sst2_16shot_seed42.csv (../shared/data/fewshot). Note the ByT5 byte-level tokenizer makes every
+sst2_16shot_seed42.csv (examples/). Note the ByT5 byte-level tokenizer makes every
 prompt ~4x longer in tokens than a SentencePiece T0 tokenizer would; token counts are printed.
 
     python -m bench.bench_icl                 # default run (2 queries), ~3 min on a 2-core CPU
@@ -33,7 +33,7 @@ from ia3app.template_library import builtin  # noqa: E402
 from ia3app.templates import render_all  # noqa: E402
 from ia3app.tiny import make_tiny_model  # noqa: E402
 
-FEWSHOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fewshot"
+FEWSHOT = Path(__file__).resolve().parents[1] / "examples"
 SIZES = {
     "tiny": dict(d_model=64, layers=2, heads=4, d_ff=128),
     "t5-small": dict(d_model=512, layers=6, heads=8, d_ff=2048),

@@ -29,7 +29,7 @@ from ia3app.ia3 import VECTOR_SUFFIX, Ia3Model
 
 TFEW_URL = "https://github.com/r-three/t-few/raw/master/pretrained_checkpoints/t03b_ia3_finish.pt"
 TFEW_SUFFIX = "multi_lora_b"
-# sha256 of the copy this project was tested with (shared/data/tfew/t03b_ia3_finish.pt).
+# sha256 of the copy this project is tested with (tests/fixtures/tfew/t03b_ia3_finish.pt).
 TFEW_SHA256 = "431451f16e8fc849a772952c9183d5dc63909282444192a70584d661cecb5374"
 _URL_SCHEMES = ("http", "https", "file")
 

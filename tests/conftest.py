@@ -1,4 +1,8 @@
-"""Shared fixtures: offline mode, tiny models built once per session, the shared data folder."""
+"""Shared fixtures: offline mode, tiny models built once per session, the repository's data files.
+
+Every file a test reads lives in this repository (``examples/``, ``tests/fixtures/``): a clone
+runs the whole suite without anything beside it.
+"""
 
 import os
 from pathlib import Path
@@ -11,9 +15,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-FEWSHOT = SHARED / "data" / "fewshot"
-TFEW_VECTORS = SHARED / "data" / "tfew" / "t03b_ia3_finish.pt"
+FEWSHOT = ROOT / "examples"
+TFEW_VECTORS = ROOT / "tests" / "fixtures" / "tfew" / "t03b_ia3_finish.pt"
 
 
 @pytest.fixture(scope="session")
@@ -38,13 +41,11 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture
 def fewshot_dir():
-    if not FEWSHOT.is_dir():
-        pytest.skip("../shared/data/fewshot is absent (a user's clone has no shared/)")
+    """examples/: T-Few's few-shot CSVs (SST-2, RTE, COPA), shipped with the repository."""
     return FEWSHOT
 
 
 @pytest.fixture
 def tfew_vectors_path():
-    if not TFEW_VECTORS.is_file():
-        pytest.skip("../shared/data/tfew/t03b_ia3_finish.pt is absent")
+    """T-Few's released (IA)^3 vectors for T0-3B, a fixture in the repository (see its README)."""
     return TFEW_VECTORS
