@@ -1,24 +1,41 @@
-"""The Jinja2 sandbox every user template renders in.
+"""The Jinja2 sandbox every user template renders in, and `render_text`, the one function that renders.
 
 ImmutableSandboxedEnvironment refuses Python internals (`''.__class__`, `__globals__`, mutating
-methods); on top of it this module removes globals and filters a prompt has no use for, and checks
-every way we know to build a huge string or spin (repetition, powers, %-widths, str.format, padding
-methods, replace, `~` chains, range, a per-row time limit). Undefined names are errors (StrictUndefined),
-so a misspelt column never renders as empty text. Any refusal is a UserError ("template refused: ...").
+methods); on top of it this module removes globals and filters a prompt has no use for, offers only a
+listed set of methods on text, numbers and containers, and bounds CPU and memory (see
+ia3app.render_limits): every value a template builds is size-checked (literals, operators, filters,
+method calls, captured blocks), integer `*` and `**` are checked before they compute, and a per-row
+time limit is enforced on every Python line the render runs, output or not. Undefined names are
+errors (StrictUndefined), so a misspelt column never renders as empty text. Every refusal is a
+UserError ("template refused: ..." naming the limit).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-import time
 from typing import Any, Iterable
 
 import jinja2
 from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import _PassArg
 
+from ia3app import render_limits
 from ia3app.errors import UserError
+from ia3app.render_limits import (
+    MAX_RANGE,
+    MAX_VALUE_SIZE,
+    RenderTimeout,
+    TooLarge,
+    check_binop,
+    check_size,
+    checked_iter,
+    measure,
+    remember,
+    run_bounded,
+)
 
 MAX_SOURCE_CHARS = 8_000
 """Longest template source accepted."""
@@ -26,14 +43,13 @@ MAX_INPUT_CHARS = 20_000
 """Longest rendered input; longer is refused (the model keeps max_length tokens anyway)."""
 MAX_CHOICE_CHARS = 2_000
 """Longest rendered answer choice."""
-MAX_RANGE = 1_000
-"""Largest range() a template may build."""
-MAX_RENDER_SECONDS = 2.0
-"""Longest a template may spend rendering one row (checked as it produces text)."""
+__all__ = ["ENV", "MAX_CHOICE_CHARS", "MAX_INPUT_CHARS", "MAX_RANGE", "MAX_SOURCE_CHARS", "compiled", "parse",
+           "render_text"]
 
 
 class _Codegen(CodeGenerator):
-    """Compiles `a ~ b` to a size-checked join, so chained concatenation cannot build a huge string."""
+    """Compiles `a ~ b` to a size-checked join and list/tuple/dict literals to size-checked values, so
+    neither chained concatenation nor nesting one literal in another many times builds a huge value."""
 
     def visit_Concat(self, node: jinja2.nodes.Concat, frame: Any) -> None:
         self.write("environment.checked_concat((")
@@ -42,16 +58,47 @@ class _Codegen(CodeGenerator):
             self.write(", ")
         self.write("))")
 
+    def _checked(self, visit: Any, node: Any, frame: Any) -> None:
+        self.write("environment.checked_value(")
+        visit(self, node, frame)
+        self.write(")")
+
+    def visit_List(self, node: jinja2.nodes.List, frame: Any) -> None:
+        self._checked(CodeGenerator.visit_List, node, frame)
+
+    def visit_Dict(self, node: jinja2.nodes.Dict, frame: Any) -> None:
+        self._checked(CodeGenerator.visit_Dict, node, frame)
+
+    def visit_Tuple(self, node: jinja2.nodes.Tuple, frame: Any) -> None:
+        if node.ctx == "load":
+            self._checked(CodeGenerator.visit_Tuple, node, frame)
+        else:  # an assignment target: `{% for a, b in ... %}`
+            CodeGenerator.visit_Tuple(self, node, frame)
+
 
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+_STR_METHODS = frozenset(
+    "capitalize casefold center count endswith expandtabs find index isalnum isalpha isascii isdecimal isdigit "
+    "isidentifier islower isnumeric isprintable isspace istitle isupper join ljust lower lstrip partition "
+    "removeprefix removesuffix replace rfind rindex rjust rpartition rsplit rstrip split splitlines startswith "
+    "strip swapcase title upper zfill striptags unescape".split()
+)
+"""Methods offered on text (not format/format_map: arbitrary widths; not translate/encode)."""
+_METHODS: dict[type, frozenset[str]] = {
+    dict: frozenset({"get", "items", "keys", "values", "copy"}),
+    list: frozenset({"count", "index", "copy"}),
+    tuple: frozenset({"count", "index"}),
+    int: frozenset({"bit_length", "conjugate"}),
+    float: frozenset({"is_integer", "conjugate"}),
+}
+"""Methods offered on other built-in values (not int.to_bytes: a size argument; nothing on bytes)."""
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, minus the globals nobody needs, with every way we know to build a huge
-    string (repetition, powers, %-widths, padding methods, replace, ~ chains) size-checked."""
+    """The immutable sandbox, minus the globals nobody needs, with every value it builds size-checked."""
 
     code_generator_class = _Codegen
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
 
     def wrap_str_format(self, value: Any) -> None:
         if isinstance(getattr(value, "__self__", None), str) and getattr(value, "__name__", "") in (
@@ -62,30 +109,67 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return None
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 100:
-            raise SecurityError("exponent too large")
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_INPUT_CHARS:
-                    raise SecurityError("repetition too large")
+                    raise SecurityError(f"repetition over {MAX_INPUT_CHARS:,} characters or items")
         if operator == "%" and isinstance(left, str):
             specs = re.findall(r"%[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?", left)
             if any(x == "*" or (x and int(x) > MAX_CHOICE_CHARS) for spec in specs for x in spec):
-                raise SecurityError("format width too large")
-        return super().call_binop(context, operator, left, right)
+                raise SecurityError(f"format width over {MAX_CHOICE_CHARS:,}")
+        size = check_binop(operator, left, right)
+        result = super().call_binop(context, operator, left, right)
+        return check_size(result, f"a '{operator}' result") if size is None else remember(result, size)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        owner = getattr(__obj, "__self__", None)
         name = getattr(__obj, "__name__", "")
-        if isinstance(getattr(__obj, "__self__", None), str) and name in _WIDTH_METHODS | {"replace"}:
-            _check_growth(__obj.__self__, name, args)
-        return super().call(__context, __obj, *args, **kwargs)
+        if isinstance(owner, str):
+            if name not in _STR_METHODS:
+                raise SecurityError(f"the text method {name}() is not offered")
+            if name in _WIDTH_METHODS | {"replace"}:
+                _check_growth(owner, name, args)
+            if name == "join" and args:
+                items = list(args[0])
+                _check_join(owner, items)
+                args = (items, *args[1:])
+        elif owner is not None and not isinstance(owner, type) and type(owner).__module__ == "builtins":
+            offered = next((m for t, m in _METHODS.items() if isinstance(owner, t)), frozenset())
+            if name not in offered:
+                raise SecurityError(f"the {type(owner).__name__} method {name}() is not offered")
+        return _checked_result(super().call(__context, __obj, *args, **kwargs), f"the result of {name or 'a call'}()")
 
     @staticmethod
     def checked_concat(parts: Iterable[Any]) -> str:
-        text = "".join(str(p) for p in parts)
+        text = "".join(str(check_size(p, "a '~' operand")) for p in parts)
         if len(text) > MAX_INPUT_CHARS:
-            raise SecurityError("concatenation too large")
+            raise SecurityError(f"concatenation over {MAX_INPUT_CHARS:,} characters")
         return text
+
+    @staticmethod
+    def checked_value(value: Any) -> Any:
+        return check_size(value, "a list, tuple or dict")
+
+    @staticmethod
+    def concat(parts: Iterable[str]) -> str:
+        """Joins a captured block's or a macro's output, refusing it before it is built when too long."""
+        parts = list(parts)
+        if sum(map(len, parts)) > MAX_VALUE_SIZE:
+            raise TooLarge(f"a block or macro output over {MAX_VALUE_SIZE:,} characters (the size limit)")
+        return "".join(parts)
+
+
+def _checked_result(value: Any, what: str) -> Any:
+    if isinstance(value, (str, int, list, tuple, dict, set, frozenset, bytes)):
+        return check_size(value, what)
+    if hasattr(value, "__next__"):  # a lazy result: each item is checked as it is produced
+        return checked_iter(value, f"an item of {what}")
+    return value
+
+
+def _finalize(value: Any) -> Any:
+    """Every `{{ }}` value, before it becomes text."""
+    return value if isinstance(value, str) else check_size(value, "an output value")
 
 
 def _check_growth(text: str, method: str, args: tuple) -> None:
@@ -97,7 +181,12 @@ def _check_growth(text: str, method: str, args: tuple) -> None:
         n = max([a for a in args if isinstance(a, int)] or [8 if method == "expandtabs" else 0])
         size = len(text) * n if method == "expandtabs" else n  # expandtabs: up to n characters per tab
     if size > MAX_INPUT_CHARS:
-        raise SecurityError(f"{method}() result too large")
+        raise SecurityError(f"{method}() result over {MAX_INPUT_CHARS:,} characters")
+
+
+def _check_join(separator: str, items: list) -> None:
+    if measure(items) + len(separator) * len(items) > MAX_VALUE_SIZE:
+        raise TooLarge(f"a join over {MAX_VALUE_SIZE:,} characters (the size limit)")
 
 
 def _replace_filter(s: Any, old: str, new: str, count: int | None = None) -> str:
@@ -107,18 +196,62 @@ def _replace_filter(s: Any, old: str, new: str, count: int | None = None) -> str
 
 def _small_range(*args: int) -> range:
     rng = range(*args)
-    if len(rng) > MAX_RANGE:
-        raise SecurityError(f"range longer than {MAX_RANGE}")
+    try:
+        n = len(rng)
+    except OverflowError:
+        n = MAX_RANGE + 1
+    if n > MAX_RANGE:
+        raise SecurityError(f"range longer than {MAX_RANGE:,}")
     return rng
 
 
+def _precheck_filter(name: str, value: Any, args: tuple, kwargs: dict) -> Any:
+    """Arguments that would make a filter build something huge; returns the (maybe listed) value."""
+    if name == "join":
+        value = value if isinstance(value, (str, list, tuple)) else list(value)
+        _check_join(str(args[0] if args else kwargs.get("d", "")), list(value))
+    elif name == "batch":
+        size = args[0] if args else kwargs.get("linecount", 1)
+        fill = args[1] if len(args) > 1 else kwargs.get("fill_with")
+        if isinstance(size, int) and size * (1 + measure(fill)) > MAX_VALUE_SIZE:
+            raise TooLarge(f"batches over {MAX_VALUE_SIZE:,} items (the size limit)")
+    elif name == "slice":
+        slices = args[0] if args else kwargs.get("slices", 1)
+        if isinstance(slices, int) and slices > MAX_RANGE:
+            raise SecurityError(f"more than {MAX_RANGE:,} slices")
+    elif name == "tojson":
+        indent = args[0] if args else kwargs.get("indent")
+        if isinstance(indent, int) and indent > 16:
+            raise SecurityError("tojson indent over 16")
+    elif name == "sum":
+        start = args[1] if len(args) > 1 else kwargs.get("start", 0)
+        if not isinstance(start, (int, float)):
+            raise SecurityError("sum() of lists is not offered (use ~ or join)")
+    return value
+
+
+def _checked_filter(name: str, fn: Any) -> Any:
+    offset = 0 if _PassArg.from_obj(fn) is None else 1
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > offset:
+            value = _precheck_filter(name, args[offset], args[offset + 1:], kwargs)
+            args = (*args[:offset], value, *args[offset + 1:])
+        return _checked_result(fn(*args, **kwargs), f"the {name} filter's result")
+
+    return checked
+
+
 def _environment() -> jinja2.Environment:
-    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False,
+                   finalize=_finalize, optimized=False)  # optimized=False: nothing runs at compile time
     env.globals.clear()  # drop lipsum, cycler, joiner, namespace: callables a prompt has no use for
     env.globals["range"] = _small_range
     for name in ("center", "indent", "wordwrap", "format", "xmlattr", "urlize", "pprint", "attr", "map"):
         env.filters.pop(name, None)  # size-argument and attribute-by-name filters
     env.filters["replace"] = _replace_filter
+    env.filters = {name: _checked_filter(name, fn) for name, fn in env.filters.items()}
     return env
 
 
@@ -150,18 +283,32 @@ def compiled(text: str, what: str) -> jinja2.Template:
 
 
 def render_text(text: str, what: str, context: dict[str, Any], limit: int) -> str:
+    """The one place a user's template is rendered (preview, validation, training, evaluation,
+    predictions, serving): size limits inside the sandbox, the row's time limit on every line.
+    Callers rendering several texts for one row share one budget with `render_limits.deadline()`."""
     template = compiled(text, what)
-    parts: list[str] = []
-    size = 0
-    deadline = time.monotonic() + MAX_RENDER_SECONDS
-    try:
+
+    def run() -> str:
+        parts: list[str] = []
+        size = 0
         for chunk in template.generate(context):
             parts.append(chunk)
             size += len(chunk)
             if size > limit:
                 raise UserError(f"{what} renders to more than {limit:,} characters; shorten it")
-            if time.monotonic() > deadline:
-                raise UserError(f"{what} takes more than {MAX_RENDER_SECONDS} s to render one row; simplify it")
+        return "".join(parts).strip()
+
+    try:
+        return run_bounded(run)
+    except RenderTimeout:
+        raise UserError(
+            f"template refused: {what} takes more than {render_limits.current_limit():g} s to render one row "
+            "(the per-row time limit); simplify it"
+        ) from None
+    except TooLarge as e:
+        raise UserError(f"template refused: {what} builds {e}") from None
+    except MemoryError:
+        raise UserError(f"template refused: {what} ran out of memory") from None
     except SecurityError as e:
         raise UserError(f"template refused: {what} tries something a prompt may not do ({e})") from None
     except UndefinedError as e:
@@ -175,4 +322,3 @@ def render_text(text: str, what: str, context: dict[str, Any], limit: int) -> st
         if "no loader" in str(e):  # include / import / extends: there are no other templates to reach
             raise UserError(f"{what} cannot include, import or extend other templates") from None
         raise UserError(f"{what} could not be rendered: {e}") from None
-    return "".join(parts).strip()

@@ -28,6 +28,7 @@ from ia3app.config import check_keys
 from ia3app.errors import UserError
 from ia3app.example import Example
 from ia3app.jinja_sandbox import MAX_CHOICE_CHARS, MAX_INPUT_CHARS, parse, render_text
+from ia3app.render_limits import deadline
 
 MAX_LISTED = 8
 """Rows or values named in one message before '... and N more'."""
@@ -215,7 +216,13 @@ def _map_label(spec: TemplateSpec, value: str) -> str | None:
 
 
 def render(spec: TemplateSpec, row: dict[str, Any]) -> Example:
-    """One row -> Example. UserError (naming the problem) when the row cannot become one."""
+    """One row -> Example. UserError (naming the problem) when the row cannot become one. The row's
+    input, choices and target share one time budget (render_limits.MAX_RENDER_SECONDS)."""
+    with deadline():
+        return _render(spec, row)
+
+
+def _render(spec: TemplateSpec, row: dict[str, Any]) -> Example:
     choices = render_choices(spec, row)
     context = _context(spec, row) | {"answer_choices": choices}
     text = render_text(spec.input, "input template", context, MAX_INPUT_CHARS)
@@ -307,30 +314,31 @@ def validate(
     failed: dict[str, list[int]] = {}
     labelled = 0
     for n, row in enumerate(rows, start=1):
-        try:
-            choices = render_choices(spec, row)
-            context = _context(spec, row) | {"answer_choices": choices}
-            text = render_text(spec.input, "input template", context, MAX_INPUT_CHARS)
-        except UserError as e:
-            failed.setdefault(str(e), []).append(n)
-            continue
-        if not text:
-            empty.append(n)
-        if spec.per_row and [c for c in choices if not c]:
-            empty_choice.append(n)
-        if spec.per_row and _duplicates(choices):
-            collide.append(n)
-        if not require_labels:
-            continue
-        try:
-            label = lookup_label(spec, row, choices)
-            labelled += label is not None
-        except UserError as e:
-            key = _label_value(row, spec.label_column) or ""
-            if spec.per_row or spec.target is not None:
+        with deadline():  # one time budget per row (input, choices, target), as in render()
+            try:
+                choices = render_choices(spec, row)
+                context = _context(spec, row) | {"answer_choices": choices}
+                text = render_text(spec.input, "input template", context, MAX_INPUT_CHARS)
+            except UserError as e:
                 failed.setdefault(str(e), []).append(n)
-            else:
-                unmapped.setdefault(key, []).append(n)
+                continue
+            if not text:
+                empty.append(n)
+            if spec.per_row and [c for c in choices if not c]:
+                empty_choice.append(n)
+            if spec.per_row and _duplicates(choices):
+                collide.append(n)
+            if not require_labels:
+                continue
+            try:
+                label = lookup_label(spec, row, choices)
+                labelled += label is not None
+            except UserError as e:
+                key = _label_value(row, spec.label_column) or ""
+                if spec.per_row or spec.target is not None:
+                    failed.setdefault(str(e), []).append(n)
+                else:
+                    unmapped.setdefault(key, []).append(n)
     for message, numbers in failed.items():
         problems.append(f"{message} (row{'s' if len(numbers) > 1 else ''} {_rows_text(numbers)})")
     if unmapped:

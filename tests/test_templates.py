@@ -5,6 +5,7 @@ import json
 import pytest
 
 import ia3app.jinja_sandbox as sandbox
+import ia3app.render_limits as render_limits
 from ia3app.data import label_counts, load_csv
 from ia3app.errors import UserError
 from ia3app.example import Example
@@ -145,7 +146,7 @@ def test_sandbox_refuses_unoffered_filters_and_caps_output(monkeypatch):
     with pytest.raises(UserError, match="renders to more than 20,000 characters"):
         render(TemplateSpec(name="big", input="{% for i in range(1000) %}{{ text }}{% endfor %}", choices=["a", "b"]),
                {"text": "y" * 50})
-    monkeypatch.setattr(sandbox, "MAX_RENDER_SECONDS", 0.01)
+    monkeypatch.setattr(render_limits, "MAX_RENDER_SECONDS", 0.01)
     slow = "{% for i in range(1000) %}{% for j in range(300) %}{% endfor %}.{% endfor %}"
     with pytest.raises(UserError, match="takes more than 0.01 s to render one row"):
         render(TemplateSpec(name="slow", input=slow, choices=["a", "b"]), {})

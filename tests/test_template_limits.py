@@ -1,0 +1,141 @@
+"""Template rendering is bounded in CPU time and memory (issue 14 item 1): the attack payloads are
+refused quickly, with a message naming the limit, without building anything large, in every thread."""
+
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+from ia3app.errors import UserError
+from ia3app.render_limits import MAX_RENDER_SECONDS
+from ia3app.templates import TemplateSpec, preview, render, validate
+
+FREEZE = "{% set x = 9 ** 100 %}" + "{% set x = x * x %}" * 26 + "{{ x }}"
+NESTED_LOOPS = ("{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}"
+                "{% endfor %}{% endfor %}{% endfor %}done")
+S = "{% set s = 'x' * 20000 %}"
+
+# (payload, what the refusal must name)
+PAYLOADS = [
+    (FREEZE, "more than 4,096 bits"),
+    ("{{ 7 ** 100000 }}", "more than 4,096 bits"),
+    (S + "{{ range(1000)|join(s) }}", "join over 100,000"),
+    (S + "{{ s.join(range(1000)|map('string')) }}", "No filter named 'map'"),
+    (S + "{% set l = [s, s, s, s, s, s] %}{{ l }}", "list, tuple or dict over 100,000"),
+    ("{% set x = [1] %}" + "{% set x = x + x %}" * 30 + "{{ x|length }}", "'+' result over 100,000"),
+    ("{% set x = 'ab' %}" + "{% set x %}{{ x }}{{ x }}{% endset %}" * 30 + "{{ x|length }}",
+     "block or macro output over 100,000"),
+    ("{% set a = [0] %}{% set b = [0] %}" + "{% set a = [a, a] %}{% set b = [b, b] %}" * 40 + "{{ a == b }}",
+     "list, tuple or dict over 100,000"),
+    ("{{ (1).to_bytes(1000000000, 'big') }}", "int method to_bytes() is not offered"),
+    ("{{ text.translate({104: text * 1000}) }}", "text method translate() is not offered"),
+    ("{{ text.encode() * 100000000 }}", "text method encode() is not offered"),
+    ("{{ [1]|batch(1000000000, 'x')|list }}", "batches over 100,000"),
+    ("{{ [1]|slice(100000000)|list }}", "more than 1,000 slices"),
+    ("{{ [1]|tojson(indent=1000000000) }}", "tojson indent over 16"),
+    ("{% set l = [[0] * 100] * 100 %}{{ l|sum(start=[]) }}", "sum() of lists is not offered"),
+    (S + "{{ ('%(a)s' * 2000) % {'a': s} }}", "%-format result over 100,000"),
+    (S + "{% macro m() %}{{ s }}{{ s }}{{ s }}{{ s }}{{ s }}{{ s }}{% endmacro %}{{ m() }}",
+     "block or macro output over 100,000"),
+    ("{{ range(10 ** 30) }}", "range longer than 1,000"),
+]
+
+
+@pytest.mark.parametrize("source,message", PAYLOADS)
+def test_amplification_is_refused_quickly_and_small(source, message):
+    spec = TemplateSpec(name="evil", input=source, choices=["a", "b"])
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(UserError, match="template refused|No filter named") as info:
+            render(spec, {"text": "hello", "label": "a"})
+        elapsed = time.monotonic() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert message in str(info.value)
+    assert elapsed < 0.5, f"{elapsed:.2f} s"
+    assert peak < 20_000_000, f"{peak:,} bytes"
+
+
+def test_freeze_template_message_names_the_integer_limit():
+    with pytest.raises(UserError) as info:
+        render(TemplateSpec(name="f", input=FREEZE, choices=["a", "b"]), {})
+    assert str(info.value) == (
+        "template refused: input template builds a product of more than 4,096 bits (the integer size limit)"
+    )
+
+
+def test_nested_loops_without_output_hit_the_time_limit():
+    start = time.monotonic()
+    with pytest.raises(UserError) as info:
+        render(TemplateSpec(name="loops", input=NESTED_LOOPS, choices=["a", "b"]), {})
+    elapsed = time.monotonic() - start
+    assert "takes more than 1 s to render one row (the per-row time limit)" in str(info.value)
+    assert MAX_RENDER_SECONDS <= elapsed < MAX_RENDER_SECONDS + 0.5
+
+
+def test_one_budget_per_row_across_input_choices_and_target():
+    """Three half-limit renders in one row exceed the row's budget (not 3 × the limit)."""
+    spin = "{% for i in range(1000) %}{% for j in range(n|int) %}{% endfor %}{% endfor %}"
+    row = {"n": "0", "label": "0"}
+    spec = TemplateSpec(name="p", input=spin + "x", choice_templates=[spin + "a", spin + "b"])
+    assert render(spec, row).input == "x"
+    row["n"] = "1000"
+    start = time.monotonic()
+    with pytest.raises(UserError, match="per-row time limit"):
+        render(spec, row)
+    assert time.monotonic() - start < MAX_RENDER_SECONDS + 0.5
+
+
+def test_cell_dependent_template_is_refused_in_validation_and_preview_within_the_limit():
+    spec = TemplateSpec(
+        name="cells", input="{% for i in range(n|int) %}{% for j in range(1000) %}{% for k in range(1000) %}"
+        "{% endfor %}{% endfor %}{% endfor %}{{ n }}", choices=["a", "b"],
+    )
+    small = [{"n": "0", "label": "a"}] * 5
+    assert [p["input"] for p in preview(spec, small)] == ["0"] * 5
+    big = small + [{"n": "1000", "label": "b"}]
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"per-row time limit.*\(row 6\)"):
+        validate(spec, ["n", "label"], big)
+    assert time.monotonic() - start < MAX_RENDER_SECONDS + 0.5
+
+
+def test_a_spinning_render_does_not_hold_up_another_thread():
+    spec = TemplateSpec(name="loops", input=NESTED_LOOPS, choices=["a", "b"])
+    errors: list[str] = []
+    spinner = threading.Thread(target=lambda: errors.append(_message(spec)))
+    spinner.start()
+    ok = TemplateSpec(name="ok", input="{{ text|upper }}", choices=["a", "b"])
+    start = time.monotonic()
+    for _ in range(200):
+        assert render(ok, {"text": "hi"}).input == "HI"
+    assert time.monotonic() - start < 0.5
+    spinner.join(MAX_RENDER_SECONDS + 1)
+    assert not spinner.is_alive()
+    assert "per-row time limit" in errors[0]
+
+
+def _message(spec):
+    try:
+        render(spec, {})
+    except UserError as e:
+        return str(e)
+    return "rendered"
+
+
+def test_ordinary_templates_keep_working():
+    spec = TemplateSpec(
+        name="ok",
+        input="{% macro q(x) %}[{{ x }}]{% endmacro %}{{ q(text) }} {{ text.split(' ')|join('-') }} "
+        "{{ row.get('text')|title }} {% for a, b in [(1, 'x'), (2, 'y')] %}{{ a }}{{ b }}{{ loop.cycle(',', ';') }}"
+        "{% endfor %} {{ answer_choices|join(' or ') }} {{ '-'.join(['a', 'b']) }} {{ 2 ** 10 }} "
+        "{{ {'k': text}['k']|length }} {{ (text ~ '!')|upper }} {{ [3, 1, 2]|sort|list }} "
+        "{% set b %}{{ text }}{% endset %}{{ b|trim }} {{ range(3)|sum }} {{ text|tojson }}",
+        choices=["yes", "no"],
+    )
+    assert render(spec, {"text": "a b"}).input == (
+        '[a b] a-b A B 1x,2y; yes or no a-b 1024 3 A B! [1, 2, 3] a b 3 "a b"'
+    )
