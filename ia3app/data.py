@@ -28,6 +28,12 @@ MANY_PER_CLASS = 64
 """More rows than this for a label draws a 'more than few-shot needs' warning."""
 LONG_TEXT_CHARS = 1_000
 """Cells longer than this (about 256 tokens) will be cut at the model's max_length."""
+MAX_COLUMNS = 200
+"""Most columns a file may have: few-shot tasks use a handful; thousands only slow every page down."""
+MAX_HEADER_CHARS = 200
+"""Longest column name."""
+MAX_CELL_CHARS = 100_000
+"""Longest value in one cell (the csv parser's own field limit is 131,072)."""
 MAX_LISTED = 8
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
@@ -115,6 +121,12 @@ def _parse(text: str, delimiter: str, limit: int | None = None, strict: bool = T
             if limit is not None and len(out) >= limit:
                 break
     except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise UserError(
+                f"a value on line {reader.line_num} is longer than {csv.field_size_limit():,} characters; the most "
+                f"one cell may hold is {MAX_CELL_CHARS:,} characters: shorten it (few-shot rows are sentences or "
+                "paragraphs, not whole documents)"
+            ) from None
         if "unexpected end of data" in str(e):
             raise UserError(f"a double quote opened on line {line} is never closed; close it or remove it") from None
         raise UserError(
@@ -150,19 +162,60 @@ def _detect_delimiter(text: str) -> str:
     return best
 
 
-def load_csv(source: Union[bytes, str, Path], *, max_bytes: int = 5_000_000, max_rows: int = 10_000) -> Table:
-    """Read a CSV (bytes, or a path as str/Path) into a Table, or raise one UserError saying what is wrong."""
+def _looks_like_data(header: list[str]) -> bool:
+    """A header line that reads as a row of data: numbers only, or a cell that is a sentence."""
+    if all(re.fullmatch(r"-?[0-9.,eE+-]+", h) for h in header if h) and any(header):
+        return True
+    return any(len(h) > 40 or len(h.split()) > 4 for h in header)
+
+
+def _check_header(header: list[str], max_columns: int) -> None:
+    """Column-count and name-length limits, checked on the first line before the rest is parsed."""
+    if len(header) > max_columns:
+        raise UserError(
+            f"the file has {len(header):,} columns; the limit is {max_columns:,}. Keep only the text and label "
+            "columns the task needs"
+        )
+    long_names = [i + 1 for i, h in enumerate(header) if len(h.strip()) > MAX_HEADER_CHARS]
+    if long_names:
+        raise UserError(
+            f"column{'s' if len(long_names) > 1 else ''} {_listed(long_names)} of the header "
+            f"{'have names' if len(long_names) > 1 else 'has a name'} longer than {MAX_HEADER_CHARS} characters; "
+            "the first line must hold short column names (is a row of data in place of the header?)"
+        )
+
+
+def load_csv(
+    source: Union[bytes, str, Path], *, max_bytes: int = 5_000_000, max_rows: int = 10_000,
+    max_columns: int = MAX_COLUMNS,
+) -> Table:
+    """Read a CSV (bytes, or a path as str/Path) into a Table, or raise one UserError saying what is wrong.
+
+    Linear in the file's size: the column limit is checked on the first line before the rest is parsed."""
     raw = _read(source, max_bytes)
     if not raw.strip():
         raise UserError("the file is empty; it needs a header row of column names and at least one row")
     text, encoding = _decode(raw)
     if not text.strip():
         raise UserError("the file is empty; it needs a header row of column names and at least one row")
+    start = text.lstrip("\r\n")
+    first_line = start[: start.find("\n") + 1 or len(start)]
+    if max(first_line.count(d) for d in DELIMITERS) >= max_columns:  # refuse a very wide file before sniffing it
+        _check_header(_parse(first_line, max(DELIMITERS, key=first_line.count), limit=1, strict=False)[0][1],
+                      max_columns)
     delimiter = _detect_delimiter(text)
+    records = _parse(text, delimiter, limit=1)
+    _check_header(records[0][1], max_columns)
     records = _parse(text, delimiter)
     warnings: list[str] = []
     header_line, header = records[0]
     header = [h.strip() for h in header]
+    if len(records) == 1 and _looks_like_data(header):
+        shown = ", ".join(h[:40] + ("…" if len(h) > 40 else "") for h in header[:5])
+        raise UserError(
+            f"the file has one line only ({shown}), and it reads as data, not column names; the first line "
+            "must name the columns (e.g. text,label) with your rows below it"
+        )
     if all(re.fullmatch(r"-?[0-9.,eE+-]+", h) for h in header if h) and any(header):
         raise UserError(
             f"the first row ({', '.join(header[:5])}) looks like data, not column names; "
@@ -200,6 +253,13 @@ def load_csv(source: Union[bytes, str, Path], *, max_bytes: int = 5_000_000, max
             f"({DELIMITERS[delimiter]}-separated); {shown}{more}. A value containing a "
             f"{DELIMITERS[delimiter]} must be in double quotes"
         )
+    long_cells = [(n, header[i], len(v)) for n, (_, f) in enumerate(body, start=1) for i, v in enumerate(f)
+                  if len(v) > MAX_CELL_CHARS]
+    if long_cells:
+        n, column, k = long_cells[0]
+        more = f" (and {len(long_cells) - 1} more cells)" if len(long_cells) > 1 else ""
+        raise UserError(f"row {n}, column '{column}' holds {k:,} characters{more}; the most one cell may hold is "
+                        f"{MAX_CELL_CHARS:,}: shorten it")
     rows = [dict(zip(header, f)) for _, f in body]
     return Table(header, rows, delimiter, encoding, warnings, hashlib.sha256(raw).hexdigest())
 
@@ -218,11 +278,64 @@ def label_counts(data: Union[Table, Rows], label_column: str) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def _label_value_warnings(counts: dict[str, int], label_column: str, n_rows: int) -> list[str]:
+    """Labels that look like a mistake: decimals, spellings that differ only in case, one row per label."""
+    warnings = []
+    values = list(counts)
+    decimals = [v for v in values if re.fullmatch(r"-?[0-9]*\.[0-9]+", v)]
+    if decimals and len(decimals) == len(values):
+        if all(float(v).is_integer() for v in values):
+            warnings.append(
+                f"the labels look like decimal numbers ({', '.join(repr(v) for v in values[:MAX_LISTED])}); a "
+                "spreadsheet may have turned whole numbers into decimals: save them as 0, 1, ... or as words"
+            )
+        else:
+            warnings.append(
+                f"the labels in column '{label_column}' are decimal numbers; this app learns to pick one of a few "
+                "classes and cannot predict a number: group the values into classes (e.g. low / high)"
+            )
+    folded: dict[str, list[str]] = {}
+    for v in values:
+        folded.setdefault(" ".join(v.split()).casefold(), []).append(v)
+    variants = [group for group in folded.values() if len(group) > 1]
+    if variants:
+        shown = "; ".join(" and ".join(repr(v) for v in group) for group in variants[:MAX_LISTED])
+        warnings.append(f"some labels differ only in capitals or spaces ({shown}); they count as different "
+                        "classes: spell each label the same way")
+    singles = [v for v, k in counts.items() if k == 1]
+    if singles and len(counts) > n_rows / 2:
+        warnings.append(
+            f"{len(counts):,} different labels for {n_rows:,} rows ({len(singles):,} with one row each): is "
+            f"'{label_column}' really the label column? A label needs several examples to be learnt"
+        )
+    elif singles:
+        warnings.append(
+            f"label{'s' if len(singles) > 1 else ''} {', '.join(repr(v) for v in singles[:MAX_LISTED])}"
+            f"{' and more' if len(singles) > MAX_LISTED else ''} {'have' if len(singles) > 1 else 'has'} only one "
+            "row: it can be trained on or held out for checking, not both; add rows for it or remove it"
+        )
+    return warnings
+
+
+def _empty_text_warnings(table: Table, text_columns: list[str]) -> list[str]:
+    warnings = []
+    for c in text_columns:
+        blank = [n for n, r in enumerate(table.rows, start=1) if not str(r.get(c, "")).strip()]
+        if blank and len(blank) == len(table.rows):
+            warnings.append(f"column '{c}' is empty (or only spaces) in every row: the model would read nothing "
+                            "from it; untick it or fill it in")
+        elif blank:
+            warnings.append(f"column '{c}' is empty (or only spaces) in {_rows(blank)}")
+    return warnings
+
+
 def check_labels(
     table: Table, label_column: str, *, few: int = FEW_PER_CLASS, many: int = MANY_PER_CLASS,
-    long_chars: int = LONG_TEXT_CHARS,
+    long_chars: int = LONG_TEXT_CHARS, text_columns: list[str] | None = None,
 ) -> list[str]:
-    """Warnings about a labelled table; UserError for blanks in the label column or a single class."""
+    """Warnings about a labelled table; UserError for blanks in the label column or a single class.
+
+    text_columns: the columns the model reads (default: every other column), checked for empty cells."""
     if label_column not in table.columns:
         raise UserError(f"label column '{label_column}' is not in the file; the file has: {', '.join(table.columns)}")
     blanks = [n for n, r in enumerate(table.rows, start=1) if not str(r.get(label_column, "")).strip()]
@@ -240,6 +353,8 @@ def check_labels(
         )
     warnings = []
     scarce = [f"'{k}' ({v})" for k, v in counts.items() if v < few]
+    if len(counts) > len(table.rows) / 2:
+        scarce = []  # said better below: the column does not look like labels
     if scarce:
         warnings.append(f"very few rows for label{'s' if len(scarce) > 1 else ''} {', '.join(scarce)}; "
                         f"{few} or more rows per label make a more reliable adapter")
@@ -274,6 +389,9 @@ def check_labels(
             f"characters ({_rows(long_rows)}); the model reads only the first max_length tokens, the rest "
             "is cut"
         )
+    warnings += _label_value_warnings(counts, label_column, len(table.rows))
+    texts = text_columns if text_columns is not None else [c for c in table.columns if c != label_column]
+    warnings += _empty_text_warnings(table, texts)
     return warnings
 
 
