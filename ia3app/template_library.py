@@ -127,26 +127,44 @@ def _word_sense(word="word", sentence1="sentence1", sentence2="sentence2", label
                         _label_map("binary", label_values, choices))
 
 
+def _coreference(text="text", span1="span1_text", span2="span2_text", label="label", label_values=None) -> TemplateSpec:
+    choices = ["no", "yes"]
+    return TemplateSpec("coreference", _fill('[[t]]\nIn the passage above, does "[[b]]" refer to "[[a]]"? Yes or no?',
+                                             t=text, a=span1, b=span2), label,
+                        "Does a pronoun or phrase refer to a given noun? (WSC): yes / no.", choices,
+                        _label_map("binary", label_values, choices))
+
+
 def _cause_effect(premise="premise", question="question", choice1="choice1", choice2="choice2", label="label",
-                  label_values=None) -> TemplateSpec:
+                  label_values=None, choice_labels=None) -> TemplateSpec:
     return TemplateSpec("cause_effect", _fill("[[p]] {% if [[q?]] == 'cause' %}What was the cause?{% else %}"
                                               "What happened as a result?{% endif %}", p=premise, q=question), label,
                         "Pick the cause or the effect of a premise among per-row options (COPA); the label is "
                         "the 0-based index of the right option.",
-                        choice_templates=[column_ref(choice1), column_ref(choice2)])
+                        choice_templates=[column_ref(choice1), column_ref(choice2)],
+                        choice_labels=_choice_labels(choice_labels, label_values, 2))
+
+
+def _choice_labels(given, label_values, n: int) -> list[str] | None:
+    """Which label value names each per-row option: given, or read off the labels (None: 0-based index)."""
+    if given is not None:
+        return list(given)
+    return None if label_values is None else index_labels(label_values, n)
 
 
 def _multiple_choice(question="question", options=("choice1", "choice2"), label="label",
-                     label_values=None) -> TemplateSpec:
+                     label_values=None, choice_labels=None) -> TemplateSpec:
     options = [options] if isinstance(options, str) else list(options)
     return TemplateSpec("multiple_choice", _fill("[[q]]\nOptions: {{ answer_choices | join(' / ') }}\nAnswer:", q=question),
-                        label, "A question with per-row options; the label is the 0-based index of the right one.",
-                        choice_templates=[column_ref(o) for o in options])
+                        label, "A question (or a sentence with a blank) with per-row options; the label names the "
+                        "right option.", choice_templates=[column_ref(o) for o in options],
+                        choice_labels=_choice_labels(choice_labels, label_values, len(options)))
 
 
 def _text_label(text="text", label="label", label_values=None) -> TemplateSpec:
-    return TemplateSpec("text_label", _fill("[[t]]\nWhich label fits this text best: {{ answer_choices | join(', ') }}?",
-                                            t=text), label, "Generic: a text and one of the label values.",
+    return TemplateSpec("text_label", _fill("[[t]]\nWhich category does this text belong to: "
+                                            "{{ answer_choices | join(', ') }}?", t=text), label,
+                        "Generic classification: a text and one of the label values (any kind of text).",
                         _values_as_choices(label_values))
 
 
@@ -159,11 +177,14 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin("paraphrase", "Same meaning? (MRPC/QQP): yes / no.", ("sentence1", "sentence2"), _paraphrase, "binary"),
     Builtin("word_sense", "Same word sense in two sentences? (WiC): yes / no.", ("word", "sentence1", "sentence2"),
             _word_sense, "binary"),
+    Builtin("coreference", "Does a phrase refer to a noun? (WSC): yes / no.", ("text", "span1", "span2"),
+            _coreference, "binary"),
     Builtin("cause_effect", "Cause or effect among per-row options (COPA).",
             ("premise", "question", "choice1", "choice2"), _cause_effect, "index"),
-    Builtin("multiple_choice", "Question with per-row options.", ("question", "options"), _multiple_choice, "index"),
+    Builtin("multiple_choice", "Question or sentence with per-row options.", ("question", "options"),
+            _multiple_choice, "index"),
     Builtin("topic", "Topic of a text, from the label values.", ("text",), _topic, "multi"),
-    Builtin("text_label", "Generic: text → one of the label values.", ("text",), _text_label),
+    Builtin("text_label", "Generic classification: any text → one of the label values.", ("text",), _text_label),
 ]}
 
 
@@ -187,12 +208,14 @@ ROLE_NAMES: dict[str, tuple[str, ...]] = {
     "premise": ("premise", "sentence1", "text1", "context"),
     "hypothesis": ("hypothesis", "sentence2", "text2"),
     "passage": ("passage", "context", "paragraph", "article", "text", "document"),
-    "question": ("question", "query", "prompt", "goal"),
+    "question": ("question", "query", "prompt", "goal", "sentence", "stem", "ctx", "text"),
     "sentence1": ("sentence1", "question1", "text1", "s1", "sentence_1", "first"),
     "sentence2": ("sentence2", "question2", "text2", "s2", "sentence_2", "second"),
     "word": ("word", "target_word", "lemma", "term"),
     "choice1": ("choice1", "option1", "choice_1", "option_1"),
     "choice2": ("choice2", "option2", "choice_2", "option_2"),
+    "span1": ("span1_text", "span1", "noun", "entity", "candidate"),
+    "span2": ("span2_text", "span2", "pronoun", "mention"),
 }
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "sentiment", "gold", "answer", "idx_label")
 _OPTION = re.compile(r"(choice|option|answer|ending)_?([0-9]+|[a-e])")
@@ -232,6 +255,25 @@ def _assign(roles: tuple[str, ...], columns: list[str], label: str) -> dict[str,
     return out
 
 
+def index_labels(label_values: Iterable[str], n: int) -> list[str] | None:
+    """How label values name n per-row options: None for 0-based indexes (0..n-1), else the value naming each
+    option in order (["1", "2"] for 1-based, ["A", "B"] for letters). UserError when they index nothing."""
+    values = {str(v).strip() for v in label_values if str(v).strip()}
+    if values and all(re.fullmatch(r"[0-9]+", v) for v in values):
+        numbers = {int(v) for v in values}
+        if 0 in numbers and max(numbers) < n:
+            return None
+        if 0 not in numbers and max(numbers) <= n:
+            return [str(i) for i in range(1, n + 1)]
+    letters = "abcdefghij"[:n]
+    if values and all(v.casefold() in letters and len(v) == 1 for v in values):
+        upper = any(v.isupper() for v in values)
+        return [c.upper() if upper else c for c in letters]
+    shown = ", ".join(repr(v) for v in sorted(values)[:8])
+    raise UserError(f"label values {shown} do not name one of {n} per-row options; use 0 to {n - 1}, 1 to {n} "
+                    f"or letters A to {letters[-1].upper()}")
+
+
 def _labels_fit(kind: str, label_values: list[str], n_options: int = 2) -> bool:
     values = {str(v).strip().casefold() for v in label_values if str(v).strip()}
     if kind == "binary":
@@ -240,22 +282,86 @@ def _labels_fit(kind: str, label_values: list[str], n_options: int = 2) -> bool:
     if kind == "nli3":  # three classes, or the class names themselves (0/1 alone reads as binary)
         return values <= set(NLI3) and (len(values) == 3 or (len(values) == 2 and not values & {"0", "1", "2"}))
     if kind == "index":
-        return bool(values) and all(re.fullmatch(r"[0-9]+", v) and int(v) < n_options for v in values)
+        try:
+            index_labels(values, n_options)
+        except UserError:
+            return False
+        return bool(values)
     return len(values) >= (3 if kind == "multi" else 2)
 
 
+@dataclass(frozen=True)
+class TaskShape:
+    """What the marked input columns are, in words a person recognises."""
+
+    kind: str
+    """'text' (one text), 'pair' (two texts), 'passage_question', 'multiple_choice' or 'other'."""
+    description: str
+    options: tuple[str, ...] = ()
+    """Multiple choice: the per-row option columns, in order."""
+    choice_labels: tuple[str, ...] | None = None
+    """Multiple choice: the label value naming each option (None: 0-based indexes)."""
+
+
+def option_columns(columns: Iterable[str]) -> list[str]:
+    """Columns that hold per-row answer options: option1, choice_2, endingA, answer_b, ..."""
+    return sorted((c for c in columns if _OPTION.fullmatch(_key(c))), key=_key)
+
+
+def detect_shape(inputs: list[str], label_values: Iterable[str]) -> TaskShape:
+    """The task shape of these input columns (the columns the model reads) and label values."""
+    values = [str(v).strip() for v in label_values]
+    options = option_columns(inputs)
+    if len(options) >= 2:
+        try:
+            labels = index_labels(values, len(options))
+        except UserError:
+            labels = "none"
+        if labels != "none":
+            naming = ("0-based indexes" if labels is None else ", ".join(labels))
+            return TaskShape("multiple_choice", f"multiple choice: each row has its own options "
+                             f"({', '.join(options)}); the label ({naming}) names the right one", tuple(options),
+                             None if labels is None else tuple(labels))
+    keys = {_key(c) for c in inputs}
+    if len(inputs) == 2 and keys & set(ROLE_NAMES["question"][:4]) and keys & set(ROLE_NAMES["passage"]):
+        return TaskShape("passage_question", "a passage and a question about it")
+    if len(inputs) == 1:
+        return TaskShape("text", f"one text ({inputs[0]}) to classify")
+    if len(inputs) == 2:
+        return TaskShape("pair", f"a pair of texts ({inputs[0]}, {inputs[1]})")
+    return TaskShape("other", f"{len(inputs)} text columns ({', '.join(inputs)})")
+
+
+_REVIEW_WORDS = ("review", "tweet", "comment", "sentence", "opinion", "feedback")
+_SENTIMENT_LABELS = {"negative", "positive", "neg", "pos", "good", "bad"}
+
+
+def _reads_as_review(text_column: str, label_values: list[str]) -> bool:
+    """Offer the sentiment wording first only for reviews/opinions, not for any text with 0/1 labels."""
+    return (any(w in _key(text_column).split("_") for w in _REVIEW_WORDS)
+            or bool({v.strip().casefold() for v in label_values} & _SENTIMENT_LABELS))
+
+
 def templates_fitting(
-    columns: list[str], label_values: Iterable[str], label_column: str | None = None
+    columns: list[str], label_values: Iterable[str], label_column: str | None = None,
+    inputs: list[str] | None = None,
 ) -> list[tuple[str, TemplateSpec]]:
-    """Built-ins whose column roles and label values fit this file, most specific first."""
+    """Built-ins whose column roles and label values fit this file, most specific first.
+
+    inputs: the columns the model should read (default: every column but the label); only built-ins
+    that use every one of them are offered, so no marked column is silently dropped."""
     label = label_column or guess_label_column(columns)
     if label is None:
         return []
     values = [str(v).strip() for v in label_values]
+    inputs = [c for c in (inputs if inputs is not None else columns) if c != label and c in columns]
     out = []
     for entry in BUILTINS.values():
-        assigned = _assign(entry.roles, columns, label)
+        assigned = _assign(entry.roles, inputs + [label], label)
         if assigned is None:
+            continue
+        used = {c for v in assigned.values() for c in ([v] if isinstance(v, str) else v)}
+        if used != set(inputs):
             continue
         n_options = len(assigned.get("options", ())) or 2
         if not _labels_fit(entry.labels, values, n_options):
@@ -264,7 +370,10 @@ def templates_fitting(
             continue  # COPA-shaped data: the cause/effect wording is the better multiple-choice template
         spec = entry.make(label=label, label_values=sorted(set(values)), **assigned)
         out.append((entry.name, spec))
-    # more columns used = more specific (WiC before paraphrase); the generic text_label always last
+    # more columns used = more specific (WiC before paraphrase); the generic text_label last, except that
+    # a text that is not a review gets the generic wording before the sentiment one
     order = {name: i for i, name in enumerate(BUILTINS)}
-    out.sort(key=lambda item: (item[0] == "text_label", -len(BUILTINS[item[0]].roles), order[item[0]]))
+    review = len(inputs) == 1 and _reads_as_review(inputs[0], values)
+    out.sort(key=lambda item: (item[0] == "text_label" and review, item[0] == "sentiment" and not review,
+                               -len(BUILTINS[item[0]].roles), order[item[0]]))
     return out

@@ -7,7 +7,8 @@ print nothing for a misspelt column. Two kinds of answer choices:
 - fixed: `choices` (e.g. ["negative", "positive"]) and an optional `label_map` from the label
   column's values to choice texts (absent: the label values *are* the choice texts);
 - per row: `choice_templates` (e.g. ["{{choice1}}", "{{choice2}}"]), the label being the 0-based
-  index of the correct one (as in COPA).
+  index of the correct one (as in COPA), or the value in `choice_labels` naming it (e.g. "1"/"2",
+  "A"/"B").
 
 Promptsource templates ("input ||| target" + "a ||| b" answer choices) import to the same spec; their
 `target` is rendered per row and matched against the choices. Rows are numbered from 1 after the
@@ -86,6 +87,8 @@ class TemplateSpec:
     """Label values in class-index order: the template sees a label value as its index (promptsource)."""
     integer_values: bool = False
     """Show integer-looking cells to the template as ints, as promptsource's datasets do."""
+    choice_labels: list[str] | None = None
+    """Per-row choices: the label value naming each choice, in order (e.g. ["1", "2"]); absent: 0, 1, ..."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -93,10 +96,15 @@ class TemplateSpec:
             problems.append("give either fixed 'choices' or per-row 'choice_templates', not both or neither")
         if self.label_map is not None and self.choices is None:
             problems.append("'label_map' applies to fixed choices only")
+        if self.choice_labels is not None and self.choice_templates is None:
+            problems.append("'choice_labels' applies to per-row choices only")
+        elif self.choice_labels is not None and len(self.choice_labels) != len(self.choice_templates or []):
+            problems.append(f"'choice_labels' names {len(self.choice_labels)} choices but there are "
+                            f"{len(self.choice_templates or [])} per-row answer templates")
         for field_name in ("name", "input", "label_column", "description"):
             if not isinstance(getattr(self, field_name), str):
                 problems.append(f"'{field_name}' must be text")
-        for field_name in ("choices", "choice_templates", "label_names"):
+        for field_name in ("choices", "choice_templates", "label_names", "choice_labels"):
             value = getattr(self, field_name)
             if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value)):
                 problems.append(f"'{field_name}' must be a list of texts")
@@ -110,6 +118,7 @@ class TemplateSpec:
         self.choices = None if self.choices is None else list(self.choices)
         self.choice_templates = None if self.choice_templates is None else list(self.choice_templates)
         self.label_names = None if self.label_names is None else list(self.label_names)
+        self.choice_labels = None if self.choice_labels is None else [c.strip() for c in self.choice_labels]
         if self.label_map is not None:
             self.label_map = {str(k): str(v) for k, v in self.label_map.items()}
 
@@ -193,6 +202,12 @@ def lookup_label(spec: TemplateSpec, row: dict[str, Any], choices: list[str]) ->
         if not matches:
             raise UserError(f"the target '{text}' is not one of the answer choices: {_quoted(choices)}")
         return matches[0]
+    if spec.per_row and spec.choice_labels is not None:
+        folded = [c.casefold() for c in spec.choice_labels]
+        if value.casefold() not in folded:
+            raise UserError(f"label '{value}' names no answer choice; the choices are labelled "
+                            f"{', '.join(spec.choice_labels)}")
+        return folded.index(value.casefold())
     if spec.per_row:
         if not re.fullmatch(r"[0-9]+", value) or int(value) >= len(choices):
             raise UserError(
@@ -274,11 +289,13 @@ def _duplicates(texts: list[str]) -> list[str]:
 
 
 def validate(
-    spec: TemplateSpec, columns: list[str], rows: list[dict[str, Any]], *, require_labels: bool = True
+    spec: TemplateSpec, columns: list[str], rows: list[dict[str, Any]], *, require_labels: bool = True,
+    inputs: list[str] | None = None,
 ) -> list[str]:
     """Check a template against a file's columns and rows. Returns warnings; raises ONE UserError listing
     every problem (missing columns, unmapped labels, empty inputs, colliding or too few choices, syntax).
-    require_labels=False is for unlabelled data (predictions): the label column is neither needed nor checked."""
+    require_labels=False is for unlabelled data (predictions): the label column is neither needed nor checked.
+    inputs: the columns the person marked as text the model reads; one the template leaves out is warned of."""
     problems: list[str] = []
     warnings: list[str] = []
     try:
@@ -309,6 +326,7 @@ def validate(
 
     empty: list[int] = []
     collide: list[int] = []
+    choice_lists: set[tuple[str, ...]] = set()
     empty_choice: list[int] = []
     unmapped: dict[str, list[int]] = {}
     failed: dict[str, list[int]] = {}
@@ -328,6 +346,7 @@ def validate(
                 empty_choice.append(n)
             if spec.per_row and _duplicates(choices):
                 collide.append(n)
+            choice_lists.add(tuple(choices))
             if not require_labels:
                 continue
             try:
@@ -355,6 +374,17 @@ def validate(
         problems.append(f"answer choices collide (two identical choices) in rows {_rows_text(collide)}")
     if problems:
         raise UserError(f"template '{spec.name}' does not fit this data: " + "; ".join(problems))
+    unused = [c for c in inputs or [] if c in columns and c != spec.label_column and c not in used]
+    if unused:
+        warnings.append(f"column{'s' if len(unused) > 1 else ''} {_quoted(unused)} "
+                        f"{'are' if len(unused) > 1 else 'is'} marked as text the model reads, but the template "
+                        "does not use it: add it to the template, or untick it on the data page")
+    if spec.per_row and len(rows) > 1 and len(choice_lists) == 1:
+        same = next(iter(choice_lists))
+        named = [c for c in same if c in columns]
+        hint = f"; did you mean {column_ref(named[0])}?" if named else ""
+        warnings.append(f"every row has the same answers ({_quoted(same)}), though per-row answers were chosen: "
+                        f"write column names in double braces to read each row's own answers{hint}")
     if not rows:
         warnings.append("no rows to check the template against")
     elif require_labels and labelled == 0:

@@ -307,13 +307,14 @@ def test_library_has_the_required_builtins_and_each_renders():
         "yes_no_question": {"passage": "p", "question": "is it", "label": "True"},
         "paraphrase": {"sentence1": "a", "sentence2": "b", "label": "0"},
         "word_sense": {"word": "bank", "sentence1": "a", "sentence2": "b", "label": "1"},
+        "coreference": {"text": "Ann met Bo; she smiled.", "span1_text": "Ann", "span2_text": "she", "label": "True"},
         "cause_effect": COPA_ROW,
         "multiple_choice": {"question": "q", "choice1": "x", "choice2": "y", "label": "1"},
         "topic": {"text": "goal!", "label": "sports"},
         "text_label": {"text": "t", "label": "b"},
     }
     expected = {"sentiment": "positive", "nli2": "yes", "nli3": "maybe", "yes_no_question": "yes",
-                "paraphrase": "no", "word_sense": "yes", "cause_effect": "He slipped.", "multiple_choice": "y",
+                "paraphrase": "no", "word_sense": "yes", "coreference": "yes", "cause_effect": "He slipped.", "multiple_choice": "y",
                 "topic": "sports", "text_label": "b"}
     for name in BUILTINS:
         values = ["sports", "world", "tech"] if name == "topic" else ["a", "b"] if name == "text_label" else None
@@ -335,7 +336,7 @@ def test_builtin_errors():
     (["question", "passage", "answer"], ["True", "False"], "yes_no_question"),
     (["sentence1", "sentence2", "word", "label"], ["0", "1"], "word_sense"),
     (["premise", "hypothesis", "label"], ["entailment", "neutral", "contradiction"], "nli3"),
-    (["question1", "question2", "is_duplicate", "label"], ["0", "1"], "paraphrase"),
+    (["question1", "question2", "label"], ["0", "1"], "paraphrase"),
     (["goal", "option1", "option2", "option3", "label"], ["0", "2"], "multiple_choice"),
     (["review", "stars"], ["1", "2", "3", "4", "5"], None),
     (["text", "label"], ["sports", "world", "business"], "topic"),
@@ -372,7 +373,8 @@ def test_columns_whose_names_are_not_jinja_names():
     assert render(spec, row).input == "meh / T / R"
     with pytest.raises(UserError, match="column 'Review Text' used by the template is not in the file"):
         validate(spec, ["title", "row", "label"], [row])
-    fits = dict(templates_fitting(["Review Text", "Rating", "Label"], ["neg", "pos"]))
+    fits = dict(templates_fitting(["Review Text", "Rating", "Label"], ["neg", "pos"], inputs=["Review Text"]))
+    assert templates_fitting(["Review Text", "Rating", "Label"], ["neg", "pos"]) == []  # Rating would be dropped
     assert list(fits) == ["sentiment", "text_label"] and fits["sentiment"].label_column == "Label"
     assert render(fits["sentiment"], row | {"Label": "pos"}).input.startswith("meh\n")
     mc = dict(templates_fitting(["goal", "Option A", "Option B", "label"], ["0", "1"]))["multiple_choice"]
