@@ -3,6 +3,10 @@
 Each subcommand is a thin layer over the library (pipeline.run_job, predict.Predictor,
 evaluate.evaluate_methods, ...). A UserError prints one line on stderr and exits with 2;
 anything else is a bug and keeps its traceback.
+
+Nothing heavy is imported before a command needs it: reading and checking a CSV (`templates --csv`, or the
+first checks of `train`) never imports torch or transformers, so a bad file is refused at once. The checks
+and their words are the web app's own (ia3app.data, ia3app.templates).
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ import sys
 from pathlib import Path
 
 from ia3app import __version__
+from ia3app.cli_templates import check_data, pairs, read_table, template_from_args, cmd_templates
 from ia3app.errors import Cancelled, UserError
+
+METHODS = ("zero-shot", "in-context", "t-few")
+"""= ia3app.evaluate.METHODS (not imported: it imports torch); a test keeps them equal."""
+TINY_KINDS = ("t0", "t5", "bart", "gpt2", "llama")
+"""= ia3app.tiny.KINDS, likewise."""
 
 RECIPE_FLAGS = {  # flag -> (RecipeConfig field, type, help)
     "--steps": ("steps", int, "optimizer steps (T-Few: 1000)"),
@@ -31,58 +41,6 @@ RECIPE_FLAGS = {  # flag -> (RecipeConfig field, type, help)
 
 
 # ---------------------------------------------------------------- shared helpers
-
-
-def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
-    out = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag} takes NAME=VALUE (got {item!r})")
-        out[key] = value
-    return out
-
-
-def _table(path: str):
-    from ia3app.data import load_csv
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"CSV file {path} does not exist")
-    return load_csv(p)
-
-
-def _template(args, table):
-    """--template: a built-in name, a JSON TemplateSpec or promptsource file; absent: the best fitting built-in."""
-    from ia3app.template_library import builtin, guess_label_column, templates_fitting
-    from ia3app.templates import TemplateSpec, from_promptsource
-
-    columns = _pairs(getattr(args, "column", None), "--column")
-    label = args.label_column or (guess_label_column(table.columns) if table else None) or "label"
-    values = sorted({str(r.get(label, "")).strip() for r in table.rows} - {""}) if table else None
-    name = args.template
-    if name is None:
-        if table is None:
-            raise UserError("pass --template (a built-in name, or a JSON / promptsource YAML file)")
-        fitting = templates_fitting(table.columns, values or [], label)
-        if not fitting:
-            raise UserError(
-                f"no built-in template fits the columns {', '.join(table.columns)}; pass --template with a "
-                "built-in name and --column ROLE=COLUMN, or a template file (see `python -m ia3app templates`)"
-            )
-        return fitting[0][1]
-    path = Path(name)
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-            if isinstance(data, dict) and "jinja" in data:
-                return from_promptsource(data, label_column=label)
-            return TemplateSpec.from_dict(data)
-        return from_promptsource(text, name=args.prompt_name, label_column=label)
-    if args.label_column or "label" not in columns:
-        columns.setdefault("label", label)
-    return builtin(name, label_values=values, **columns)
 
 
 def _recipe(args):
@@ -114,21 +72,31 @@ def _print_evaluation(evaluation: dict, out=None) -> None:
 # ---------------------------------------------------------------- subcommands
 
 
+def _quiet_transformers() -> None:
+    """Imported only by the commands that load a model (a CSV is checked without it)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own tqdm shows training; no per-load weight bars
+
+
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from ia3app.data import split_holdout
+
+    table = read_table(args.csv)
+    template = template_from_args(args, table)
+    check_data(args, table, template)
+    _quiet_transformers()
     from ia3app.pipeline import JobSpec, run_job
 
-    table = _table(args.csv)
-    template = _template(args, table)
     recipe = _recipe(args)
     train_rows, eval_rows = table.rows, None
     if args.eval_csv:
-        eval_rows = _table(args.eval_csv).rows
+        eval_rows = read_table(args.eval_csv).rows
     elif args.holdout:
         train_rows, eval_rows = split_holdout(table.rows, template.label_column, args.holdout, recipe.seed)
-    extra = [_template(argparse.Namespace(**{**vars(args), "template": t}), table) for t in args.train_template or []]
+    extra = [template_from_args(argparse.Namespace(**{**vars(args), "template": t}), table) for t in args.train_template or []]
     spec = JobSpec(
         model=args.model, template=template.to_dict(), recipe=recipe.to_dict(), revision=args.revision,
         init_vectors=args.init_vectors, eval_methods=args.methods, train_templates=[t.to_dict() for t in extra],
@@ -186,11 +154,12 @@ def _write_predictions(columns, rows, out: str | None, fmt: str) -> None:
 
 
 def cmd_predict(args) -> int:
+    _quiet_transformers()
     from ia3app.predict import Predictor, prediction_table, read_adapter
 
     info = read_adapter(args.adapter)
     if args.csv:
-        table = _table(args.csv)
+        table = read_table(args.csv)
         columns, rows = table.columns, table.rows
     elif args.text or args.column:
         used = sorted(info.template.columns_used())
@@ -201,7 +170,7 @@ def cmd_predict(args) -> int:
                 )
             rows = [{used[0]: t} for t in args.text]
         else:
-            rows = [_pairs(args.column, "--column")]
+            rows = [pairs(args.column, "--column")]
         columns = list(rows[0])
     else:
         raise UserError("give rows to predict: --text TEXT, --column NAME=VALUE or --csv FILE")
@@ -230,18 +199,19 @@ def _load_with_adapter(adapter: str, device: str | None):
 
 
 def cmd_evaluate(args) -> int:
+    _quiet_transformers()
     from ia3app.evaluate import evaluate_methods, label_names
     from ia3app.icl import IclConfig
     from ia3app.templates import render_all
 
     info, loaded, handle = _load_with_adapter(args.adapter, args.device)
-    held = [ex for ex in render_all(info.template, _table(args.csv).rows) if ex.label is not None]
+    held = [ex for ex in render_all(info.template, read_table(args.csv).rows) if ex.label is not None]
     if not held:
         raise UserError(f"{args.csv} has no labelled rows (column '{info.template.label_column}') to evaluate on")
     methods = list(args.methods)
     train = []
     if args.train_csv:
-        train = render_all(info.template, _table(args.train_csv).rows)
+        train = render_all(info.template, read_table(args.train_csv).rows)
     elif "in-context" in methods:
         methods.remove("in-context")
         print("note: in-context learning skipped (pass --train-csv for its demonstrations)", file=sys.stderr)
@@ -257,6 +227,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
+    _quiet_transformers()
     if not args.peft and not args.merged:
         raise UserError("say what to export: --peft DIR and/or --merged DIR")
     info, loaded, handle = _load_with_adapter(args.adapter, args.device)
@@ -278,32 +249,8 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_templates(args) -> int:
-    from ia3app.template_library import BUILTINS, templates_fitting
-    from ia3app.templates import format_preview, preview
-
-    if not args.csv:
-        for b in BUILTINS.values():
-            print(f"{b.name:<16} {b.description}  (columns: {', '.join(b.roles)})")
-        return 0
-    table = _table(args.csv)
-    if args.template:
-        specs = [(args.template, _template(args, table))]
-    else:
-        from ia3app.template_library import guess_label_column
-
-        label = args.label_column or guess_label_column(table.columns) or "label"
-        values = sorted({str(r.get(label, "")).strip() for r in table.rows} - {""})
-        specs = templates_fitting(table.columns, values, label)
-        if not specs:
-            print(f"no built-in template fits the columns {', '.join(table.columns)}")
-            return 0
-        print("fitting built-ins: " + ", ".join(name for name, _ in specs) + f"; preview of '{specs[0][0]}':\n")
-    print(format_preview(preview(specs[0][1], table.rows, n=args.rows)))
-    return 0
-
-
 def cmd_make_tiny_model(args) -> int:
+    _quiet_transformers()
     from ia3app.tiny import make_tiny_model
 
     sizes = {k: getattr(args, k) for k in ("d_model", "layers", "heads", "d_ff")}
@@ -316,16 +263,16 @@ def cmd_make_tiny_model(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ia3app.evaluate import METHODS
-    from ia3app.tiny import KINDS
-
     parser = argparse.ArgumentParser(prog="python -m ia3app", description="T-Few: (IA)^3 adapters from a few examples.")
     parser.add_argument("--version", action="version", version=f"ia3app {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def template_args(p, required_csv=False):
         p.add_argument("--template", help="built-in name, a JSON template file, or a promptsource YAML file")
-        p.add_argument("--column", action="append", metavar="ROLE=COLUMN", help="map a built-in's column role")
+        p.add_argument("--column", action="append", metavar="NAME=COLUMN",
+                       help="map a built-in's column role, or a template file's column NAME, to the file's COLUMN")
+        p.add_argument("--text-column", action="append", metavar="COLUMN",
+                       help="a column the model reads (repeatable; default: every column but the label)")
         p.add_argument("--label-column", help="column with the labels (default: guessed, else 'label')")
         p.add_argument("--prompt-name", help="which template of a promptsource templates.yaml")
 
@@ -391,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_templates)
 
     p = sub.add_parser("make-tiny-model", help="a tiny random model for tests and demos (offline)")
-    p.add_argument("kind", choices=KINDS)
+    p.add_argument("kind", choices=TINY_KINDS)
     p.add_argument("out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--d-model", type=int, default=64)
@@ -404,9 +351,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own tqdm shows training; no per-load weight bars
     try:
         return args.func(args)
     except UserError as exc:

@@ -82,7 +82,6 @@ def test_text_that_is_not_a_review_gets_the_generic_template_first():
     _, _, fits = fits_for("spam_like.csv")
     assert [name for name, _ in fits] == ["text_label", "sentiment"]
     assert "Which category does this text belong to" in fits[0][1].input
-    _, _, sst = fits_for("winogrande_like.csv", inputs=["sentence"])  # a 'sentence' with 1/2 labels
     assert detect_shape(["sentence"], ["1", "2"]).kind == "text"
 
 
