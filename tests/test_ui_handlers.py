@@ -90,7 +90,7 @@ def count_datasets(ctx):
 
 def test_upload_saves_training_data_with_an_automatic_split(ctx, users, tmp_path):
     path = write(tmp_path, "reviews.csv", SST2_HEAD)
-    info = U.inspect(path, ctx)
+    info = U.describe_file(path, ctx)
     assert info["columns"] == ["sentence", "label"] and info["label_column"] == "label"
     state = U.save_upload(ctx, users[0], path, "label", None, U.AUTO, None, 0.25, 0)
     assert state["holdout"] == {"fraction": 0.25, "seed": 0} and state["label_values"] == ["negative", "positive"]
@@ -207,7 +207,7 @@ def test_tfew_vectors_only_for_t0_3b(ctx, users, tmp_path):
 
 # ---- model picker ------------------------------------------------------------------------------
 def test_default_model_fits_the_hardware():
-    from ui import models as M
+    from ui import model_picker as M
 
     assert M.default_model(M.Hardware("cpu", "CPU", 0)) == "google/flan-t5-small"
     assert M.default_model(M.Hardware("cuda", "H100", 80)) == "bigscience/T0_3B"
@@ -215,7 +215,7 @@ def test_default_model_fits_the_hardware():
 
 
 def test_time_estimate_scales_with_steps_and_reads_plainly():
-    from ui import models as M
+    from ui import model_picker as M
 
     cpu = M.Hardware("cpu", "CPU", 0)
     one = M.estimate_seconds(7.7e7, 100, 8, 64, cpu)
@@ -224,7 +224,7 @@ def test_time_estimate_scales_with_steps_and_reads_plainly():
 
 
 def test_unreachable_hub_model_is_said_plainly(monkeypatch, ctx):
-    from ui import models as M
+    from ui import model_picker as M
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     message = M.hub_status("google/flan-t5-small")
@@ -234,7 +234,7 @@ def test_unreachable_hub_model_is_said_plainly(monkeypatch, ctx):
 
 
 def test_local_model_folder_is_checked(ctx, tmp_path):
-    from ui import models as M
+    from ui import model_picker as M
 
     with pytest.raises(UserError, match="no config.json"):
         M.resolve_model(M.LOCAL, str(tmp_path), ctx.data_dir)
@@ -247,7 +247,7 @@ def test_shared_files_upload_and_get_a_fitting_template(ctx, users, fewshot_dir,
     from storage import repo
 
     path = str(fewshot_dir / name)
-    info = U.inspect(path, ctx)
+    info = U.describe_file(path, ctx)
     state = U.save_upload(ctx, users[0], path, info["label_column"], None, U.AUTO, None, 0.25, 0)
     fitting = T.fitting_templates(state["columns"], state["label_values"], state["label_column"])
     assert fitting, f"no built-in fits {name}"
@@ -291,3 +291,24 @@ def test_speed_numbers_come_from_the_evaluation():
     frame = R.metrics_frame(result)
     assert list(frame["accuracy"]) == ["50.0%", "75.0%"]
     assert R.confusion_figure(result) is not None
+
+
+def test_events_that_fill_another_page_return_updates_keyed_by_its_components(ctx, users, tmp_path):
+    import gradio as gr
+
+    from ui.shared import Shared
+
+    with gr.Blocks() as demo:
+        with gr.Tabs() as tabs:
+            tp, jp, rp = T.build_template_page(), J.build_job_page(), R.build_results_page()
+        shared = Shared(demo, tabs, gr.State({}), gr.State(None), gr.State(None))
+    state = U.save_upload(ctx, users[0], write(tmp_path, "reviews.csv", SST2_HEAD), "label", None, U.NONE, None,
+                          0.25, 0)
+    names, filled = T.suggest(tp, state)
+    assert names and set(filled) == {tp.builtin, *tp.editor}
+    assert filled[tp.name] == names[0] and "sentence" in filled[tp.input]
+    opened = J.open_job(jp, ctx, users[0], 7, shared)
+    assert opened[jp.job]["value"] == 7 and set(opened) == {shared.tabs, jp.job}
+    refused = R.open_results(rp, ctx, Req("bob"), 7, shared)
+    assert "not one of your jobs" in refused[rp.header]
+    assert set(refused) <= {shared.results_job, shared.tabs, *R.filled_by_open(rp)}

@@ -6,14 +6,21 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
 
+from ia3app.errors import UserError
 from ui.context import AppContext
-from ui.models import format_duration
+from ui.model_picker import format_duration
+from ui.shared import Shared
 
+if TYPE_CHECKING:
+    from ui.results_page import ResultsPage
+
+URL_JS = """(job) => { const u = new URL(window.location); if (job) { u.searchParams.set('job', job); }
+  window.history.replaceState(null, '', u); return []; }"""
 STATE_ICON = {"queued": "…", "running": "▶", "succeeded": "✓", "failed": "✗", "cancelled": "■"}
 LOSS_TERMS = (("loss", "total"), ("loss_lm", "LM"), ("loss_ul", "unlikelihood"), ("loss_ln", "length-norm"))
 
@@ -173,3 +180,69 @@ def build_job_page() -> JobPage:
     table = gr.Dataframe(interactive=False, wrap=True, max_height=260)
     timer = gr.Timer(1.0)
     return JobPage(job, refresh, header, bar, loss, log, cancel, results, message, timer, table)
+
+
+def open_job(page: JobPage, ctx: AppContext, uid: int, job_id: int, shared: Shared) -> dict:
+    """The updates that show one of the user's jobs on this page (its tab selected)."""
+    return {shared.tabs: gr.Tabs(selected="job"), page.job: gr.update(choices=job_choices(ctx, uid), value=job_id)}
+
+
+def wire_job_page(page: JobPage, ctx: AppContext, shared: Shared, results: "ResultsPage") -> None:
+    """The page's own events: the timer redraws what changed, the list and table pick a job, Cancel, and
+    "See results" opens the results page."""
+    from ui import results_page as R
+
+    seen = gr.State("")
+    outs = [page.header, page.bar, page.loss, page.log, page.results, seen, page.table, page.cancel]
+
+    def on_tick(job_id, last_version, request: gr.Request):
+        """Send the page only what changed: redrawing an unchanged chart every second wastes the browser."""
+        try:
+            uid = ctx.user_id(request)
+            view = job_view(ctx, uid, job_id)
+        except UserError as e:
+            return {page.header: f"✗ {e}", page.bar: "", page.loss: None, page.log: "",
+                    page.results: gr.update(visible=False), seen: "", page.cancel: gr.update(visible=False)}
+        if view["version"] == last_version:
+            return gr.skip()
+        return {page.header: view["header"], page.bar: view["bar"], page.loss: view["loss"], page.log: view["log"],
+                page.results: gr.update(visible=view["status"] == "succeeded"), seen: view["version"],
+                page.table: jobs_table(ctx, uid),
+                page.cancel: gr.update(visible=bool(job_id) and not view["done"])}  # nothing to cancel once ended
+
+    page.timer.tick(on_tick, [page.job, seen], outs, api_visibility="private", show_progress="hidden")
+    page.job.change(on_tick, [page.job, gr.State("")], outs, api_visibility="private")
+    page.job.change(None, page.job, None, js=URL_JS, api_visibility="private")
+
+    def on_list(request: gr.Request):
+        uid = ctx.user_id(request)
+        return {page.job: gr.update(choices=job_choices(ctx, uid)), page.table: jobs_table(ctx, uid)}
+
+    page.refresh.click(on_list, None, [page.job, page.table], api_visibility="private")
+
+    def on_row(table, evt: gr.SelectData):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return gr.update(value=int(table.iloc[row]["job"]))
+
+    page.table.select(on_row, page.table, page.job, api_visibility="private")
+
+    def on_cancel(job_id, request: gr.Request):
+        return cancel_job(ctx, ctx.user_id(request), job_id)
+
+    page.cancel.click(on_cancel, page.job, page.message, api_visibility="private")
+
+    def on_load(request: gr.Request):
+        uid = ctx.user_id(request)
+        wanted = request.query_params.get("job") if request else None
+        choices = job_choices(ctx, uid)
+        value = int(wanted) if wanted and wanted.isdigit() and int(wanted) in {c[1] for c in choices} else None
+        return {page.job: gr.update(choices=choices, value=value), page.table: jobs_table(ctx, uid),
+                **({shared.tabs: gr.Tabs(selected="job")} if value is not None else {})}
+
+    shared.demo.load(on_load, None, [page.job, page.table, shared.tabs], api_visibility="private")
+
+    def on_results(job_id, request: gr.Request):
+        return R.open_results(results, ctx, request, job_id, shared)
+
+    page.results.click(on_results, page.job, [shared.results_job, shared.tabs, *R.filled_by_open(results)],
+                       api_visibility="private")

@@ -56,7 +56,7 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
 def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None, auth=None,
            prevent_thread_lock: bool = False, quiet: bool = False):
     """Build the Blocks and launch them; returns (demo, local_url)."""
-    from ui.layout import CSS, THEME, build_app
+    from ui.blocks import CSS, THEME, build_app
 
     demo = build_app(ctx)
     demo.queue(default_concurrency_limit=4)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ia3app.errors import UserError
 from ui.context import AppContext
+from ui.shared import Shared
 
 METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "T-Few"}
 METHODS_EXPLAINED = ("**zero-shot**: the base model with no training · **in-context**: the training rows pasted into "
@@ -266,3 +267,55 @@ def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     return {"header": head, "metrics": metrics_frame(result), "confusion": confusion_figure(result),
             "per_class": per_class_frame(result), "params": params_md(result), "speed": speed_md(result),
             "speed_chart": speed_frame(result), "columns": template_columns(result)}
+
+
+def filled_by_open(page: ResultsPage) -> list:
+    """The components open_results fills (besides the shared job state and tabs)."""
+    return [page.header, page.metrics, page.confusion, page.per_class, page.params, page.speed, page.speed_chart,
+            page.download, *page.fields]
+
+
+def open_results(page: ResultsPage, ctx: AppContext, request: Any, job_id: Any, shared: Shared) -> dict:
+    """The updates that open this page on one of the caller's finished jobs (or say why not)."""
+    opened = {shared.results_job: int(job_id) if job_id else None, shared.tabs: gr.Tabs(selected="results")}
+    try:
+        uid = ctx.user_id(request)
+        view = results_view(ctx, uid, job_id)
+        zip_path = build_zip(ctx, uid, job_id)
+    except UserError as e:
+        return {**opened, page.header: f"✗ {e}", **{f: gr.update(visible=False) for f in page.fields}}
+    cols = view["columns"]
+    fields = {f: gr.update(visible=i < len(cols), label=cols[i] if i < len(cols) else "", value="")
+              for i, f in enumerate(page.fields)}
+    return {**opened, page.header: view["header"], page.metrics: view["metrics"], page.confusion: view["confusion"],
+            page.per_class: view["per_class"], page.params: view["params"], page.speed: view["speed"],
+            page.speed_chart: view["speed_chart"], page.download: zip_path, **fields}
+
+
+def wire_results_page(page: ResultsPage, ctx: AppContext, shared: Shared) -> None:
+    """The page's own events: one live prediction, a batch CSV."""
+
+    def on_predict(v: dict, request: gr.Request):
+        try:
+            uid = ctx.user_id(request)
+            job, _ = owned_adapter_dir(ctx, uid, v[shared.results_job])
+            cols = template_columns(job.result or {})
+            probs = predict_one(ctx, uid, v[shared.results_job], dict(zip(cols, [v[f] for f in page.fields])))
+        except UserError as e:
+            return {page.prediction: None, page.message: f"✗ {e}"}
+        return {page.prediction: probs, page.message: ""}
+
+    page.predict.click(on_predict, {shared.results_job, *page.fields}, [page.prediction, page.message],
+                       api_visibility="private")
+
+    def on_batch(job_id, path, request: gr.Request):
+        if not path:
+            return {page.batch_out: None, page.message: ""}
+        try:
+            out = predict_batch(ctx, ctx.user_id(request), job_id, path)
+        except UserError as e:
+            return {page.batch_out: None, page.message: f"✗ {e}"}
+        return {page.batch_out: out, page.message: "✓ Predictions ready: download below."}
+
+    page.batch_file.change(on_batch, [shared.results_job, page.batch_file], [page.batch_out, page.message],
+                           api_visibility="private")

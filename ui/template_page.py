@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from ia3app.errors import UserError
 from ia3app.templates import TemplateSpec, preview, validate
+from ui.context import AppContext
+from ui.shared import Shared
+
+if TYPE_CHECKING:
+    from ui.train_page import TrainPage
 
 FIXED = "Fixed answers (same for every row)"
 PER_ROW = "Per-row answers (from columns, e.g. {{choice1}})"
@@ -135,3 +140,68 @@ def build_template_page() -> TemplatePage:
                 api_visibility="private")
     return TemplatePage(builtin, name, input_text, mode, choices, label_map, choice_templates, message,
                         preview_box, nxt)
+
+
+def _editor_values(page: TemplatePage, spec: TemplateSpec | None) -> dict:
+    values = (spec.name, *fields_from_spec(spec)) if spec else ("custom", "", FIXED, "", "", "")
+    return dict(zip(page.editor, values))
+
+
+def suggest(page: TemplatePage, state: dict) -> tuple[list[str], dict]:
+    """For freshly saved data: (names of the built-ins that fit, the page's updates: the list of those
+    built-ins and the editor filled with the best one)."""
+    fitting = fitting_templates(state["text_columns"] + [state["label_column"]], state["label_values"],
+                                state["label_column"])
+    names = list(fitting)
+    first = fitting[names[0]] if names else None
+    return names, {page.builtin: gr.update(choices=names + [CUSTOM], value=names[0] if names else CUSTOM),
+                   **_editor_values(page, first)}
+
+
+def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, saved, train: "TrainPage") -> None:
+    """The page's own events. `saved` is the data page's Save event: the editor it filled is checked after it."""
+
+    def on_builtin(session, name):
+        if not session or name == CUSTOM:
+            return gr.skip()
+        spec = fitting_templates(session["text_columns"] + [session["label_column"]], session["label_values"],
+                                 session["label_column"]).get(name)
+        return gr.skip() if spec is None else _editor_values(page, spec)
+
+    filled = page.builtin.input(on_builtin, [shared.session, page.builtin], page.editor, api_visibility="private")
+
+    def on_edit(session, name, input_text, mode, choices, label_map, choice_templates, request: gr.Request):
+        refused = {page.preview: "", shared.template: None, page.next: gr.update(interactive=False)}
+        if not session or not session.get("dataset_id"):
+            return {**refused, page.message: "Upload your data first (step 1)."}
+        from storage import repo
+
+        try:
+            rows = repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), ctx.user_id(request))
+        except UserError as e:
+            return {**refused, page.message: f"✗ {e}"}
+        message, preview_box, spec = check_template(rows, session["columns"], session["label_column"], name,
+                                                    input_text, mode, choices, label_map, choice_templates)
+        return {page.message: message, page.preview: preview_box, shared.template: spec,
+                page.next: gr.update(interactive=spec is not None)}
+
+    # One listener for every field's change, always_last: a fill changes the fields one by one, and the
+    # run that counts is the last one, which reads the editor once it is whole (not a half-filled template).
+    outputs = [page.message, page.preview, shared.template, page.next]
+    for event in (saved, filled):
+        event.then(on_edit, [shared.session, *page.editor], outputs, api_visibility="private")
+    gr.on([comp.change for comp in page.editor], on_edit, [shared.session, *page.editor], outputs,
+          api_visibility="private", trigger_mode="always_last")
+
+    def on_next(session, spec):
+        if not spec:
+            return gr.skip()
+        held = ("a separate held-out file" if session.get("eval_dataset_id") else
+                f"{session['holdout']['fraction']:.0%} of the rows held out" if session.get("holdout") else
+                "no evaluation")
+        return {shared.tabs: gr.Tabs(selected="train"),
+                train.summary: f"Data: **{session['filename']}** ({session['rows']} rows; {held}) · "
+                               f"template **{spec['name']}**"}
+
+    page.next.click(on_next, [shared.session, shared.template], [shared.tabs, train.summary],
+                    api_visibility="private")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from ia3app.config import RecipeConfig
 from ia3app.errors import UserError
-from ui import models as M
+from ui import model_picker as M
 from ui.context import AppContext
+from ui.shared import Shared
+
+if TYPE_CHECKING:
+    from ui.jobs_page import JobPage
 
 METHODS = ["zero-shot", "in-context", "t-few"]
 TFEW_MODEL = "bigscience/T0_3B"
@@ -187,3 +191,45 @@ def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
     model.change(lambda k: (gr.update(visible=k == M.LOCAL), gr.update(visible=k == TFEW_MODEL)), model,
                  [local_path, tfew_row], api_visibility="private")
     return TrainPage(summary, model, local_path, info, recipe, init_tfew, tfew_path, eval_methods, start, message)
+
+
+def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hardware, jobs: "JobPage") -> None:
+    """The page's own events: the model's notes and estimate follow the choices; Start queues the job and
+    opens it on the job page."""
+    from ui import jobs_page as J
+
+    steps, batch, length = (page.recipe[RECIPE_FIELDS.index(n)] for n in ("steps", "batch_size", "max_length"))
+
+    def on_info(key, local_path, s, b, m, session, request: gr.Request):
+        rows = None
+        if session and session.get("dataset_id"):
+            from storage import repo
+
+            try:
+                rows = repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), ctx.user_id(request))
+            except UserError:
+                rows = None
+        return model_info(ctx, key, local_path, s, b, m, rows, hw)
+
+    info_inputs = [page.model, page.local_path, steps, batch, length, shared.session]
+    for comp in (page.model, page.local_path, steps, batch, length, page.summary):
+        comp.change(on_info, info_inputs, page.info, api_visibility="private")
+    shared.demo.load(on_info, info_inputs, page.info, api_visibility="private")
+
+    def on_start(v: dict, request: gr.Request):
+        try:
+            uid = ctx.user_id(request)
+            recipe = recipe_from_values([v[c] for c in page.recipe])
+            config = build_job_config(ctx, uid, v[shared.session], v[shared.template], v[page.model],
+                                      v[page.local_path], recipe, v[page.init_tfew], v[page.tfew_path],
+                                      v[page.eval_methods])
+            from jobs import queue
+
+            job_id = queue.submit(ctx.db(), uid, config)
+        except UserError as e:
+            return {page.message: f"✗ **Not started:** {e}"}
+        return {page.message: f"✓ Job #{job_id} queued.", **J.open_job(jobs, ctx, uid, job_id, shared)}
+
+    page.start.click(on_start, {shared.session, shared.template, page.model, page.local_path, page.init_tfew,
+                                page.tfew_path, page.eval_methods, *page.recipe},
+                     [page.message, shared.tabs, jobs.job], api_visibility="private")

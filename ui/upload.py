@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
@@ -16,6 +16,10 @@ import pandas as pd
 from ia3app import data
 from ia3app.errors import UserError
 from ui.context import AppContext
+from ui.shared import Shared
+
+if TYPE_CHECKING:
+    from ui.template_page import TemplatePage
 
 AUTO = "Split my file automatically"
 SEPARATE = "Upload a separate held-out CSV"
@@ -62,7 +66,7 @@ def split_summary(rows: list[dict], label_column: str, fraction: float, seed: in
     return f"**{len(train)} rows to train on, {len(held)} held out for evaluation** (train / held-out per label: {per})"
 
 
-def inspect(path: str | None, ctx: AppContext) -> dict[str, Any]:
+def describe_file(path: str | None, ctx: AppContext) -> dict[str, Any]:
     """Parse the training file for display: columns, a preview, a guessed label column, parse warnings."""
     table = parse(path, ctx)
     return {
@@ -207,21 +211,24 @@ def build_upload_page(ctx: AppContext) -> UploadPage:
                       eval_mode, fraction, seed, eval_file, split_info, save, message)
 
 
-def wire_upload_page(page: UploadPage, ctx: AppContext) -> None:
-    """The page's own events (the Save button is wired by the layout, which knows the next page)."""
+def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template: "TemplatePage"):
+    """The page's own events; Save stores the data and fills the template page. Returns the Save event,
+    so the template page can check its freshly filled editor after it."""
+    from ui import template_page as T
 
     def on_file(path):
+        closed = {page.label_column: gr.update(choices=[], value=None), page.counts: None, page.checks: "",
+                  page.save: gr.update(interactive=False), page.message: ""}
         if not path:
-            return ("", None, gr.update(choices=[], value=None), None, "", gr.update(interactive=False), "")
+            return {**closed, page.summary: "", page.preview: None}
         try:
-            info = inspect(path, ctx)
+            info = describe_file(path, ctx)
         except UserError as e:
-            return (f"✗ **This file cannot be used:** {e}", None, gr.update(choices=[], value=None), None, "",
-                    gr.update(interactive=False), "")
-        return (info["summary"] + "\n" + warnings_md(info["warnings"]),
-                gr.update(value=info["preview"], column_widths=preview_widths(info["columns"])),
-                gr.update(choices=info["columns"], value=info["label_column"]), None, "",
-                gr.update(interactive=True), "")
+            return {**closed, page.summary: f"✗ **This file cannot be used:** {e}", page.preview: None}
+        return {page.summary: info["summary"] + "\n" + warnings_md(info["warnings"]),
+                page.preview: gr.update(value=info["preview"], column_widths=preview_widths(info["columns"])),
+                page.label_column: gr.update(choices=info["columns"], value=info["label_column"]),
+                page.counts: None, page.checks: "", page.save: gr.update(interactive=True), page.message: ""}
 
     page.file.change(on_file, page.file, [page.summary, page.preview, page.label_column, page.counts, page.checks,
                                           page.save, page.message], api_visibility="private")
@@ -241,17 +248,37 @@ def wire_upload_page(page: UploadPage, ctx: AppContext) -> None:
 
     def on_label(path, label_column, eval_mode, fraction, seed, sample, k):
         if not path or not label_column:
-            return None, "", "", gr.update(interactive=False)
+            return {page.counts: None, page.checks: "", page.split_info: "", page.save: gr.update(interactive=False)}
         try:
             table = parse(path, ctx)
             frame, warnings = label_report(table, label_column)
             rows = data.sample_per_class(table.rows, label_column, int(k), int(seed)) if sample and k else table.rows
             split = split_summary(rows, label_column, fraction, seed) if eval_mode == AUTO else ""
         except UserError as e:
-            return None, f"✗ **Label column `{label_column}`:** {e}", "", gr.update(interactive=False)
-        return frame, warnings_md(warnings), split, gr.update(interactive=True)
+            return {page.counts: None, page.checks: f"✗ **Label column `{label_column}`:** {e}", page.split_info: "",
+                    page.save: gr.update(interactive=False)}
+        return {page.counts: frame, page.checks: warnings_md(warnings), page.split_info: split,
+                page.save: gr.update(interactive=True)}
 
     inputs = [page.file, page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k]
     for comp in (page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k):
         comp.change(on_label, inputs, [page.counts, page.checks, page.split_info, page.save],
                     api_visibility="private")
+
+    def on_save(path, label_column, text_columns, sample, k, eval_mode, eval_path, fraction, seed,
+                request: gr.Request):
+        try:
+            state = save_upload(ctx, ctx.user_id(request), path, label_column, int(k) if sample else None,
+                                eval_mode, eval_path, fraction, seed, text_columns)
+            fitting, filled = T.suggest(template, state)
+        except UserError as e:
+            return {page.message: f"✗ **Not saved:** {e}"}
+        msg = (f"✓ Saved **{state['filename']}** ({state['rows']} rows). "
+               + (f"{len(fitting)} built-in template(s) fit your columns." if fitting else
+                  "No built-in template fits these columns: write one (step 2)."))
+        return {shared.session: state, page.message: msg, shared.tabs: gr.Tabs(selected="template"), **filled}
+
+    return page.save.click(on_save, [page.file, page.label_column, page.text_columns, page.sample, page.sample_k,
+                                     page.eval_mode, page.eval_file, page.fraction, page.seed],
+                           [shared.session, page.message, shared.tabs, template.builtin, *template.editor],
+                           api_visibility="private")

@@ -1,0 +1,92 @@
+"""The app's one gr.Blocks: the five pages as tabs, the shared state, and the /predict API.
+
+Each page module builds its components and wires its own events (see ui.shared); this file only
+puts the pages in order and hands each the pages its events fill.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import gradio as gr
+
+from ia3app.errors import UserError
+from ui import jobs_page as J
+from ui import results_page as R
+from ui import template_page as T
+from ui import train_page as TR
+from ui import upload as U
+from ui.context import AppContext
+from ui.model_picker import detect_hardware
+from ui.shared import Shared
+
+THEME = gr.themes.Soft(primary_hue="indigo")
+CSS = """
+.ia3-progress {position: relative; height: 26px; background: #e5e7eb; border-radius: 13px; overflow: hidden;}
+.ia3-progress-fill {height: 100%; background: #6366f1; transition: width .6s;}
+.ia3-progress-fill.ia3-succeeded {background: #16a34a;} .ia3-progress-fill.ia3-failed {background: #dc2626;}
+.ia3-progress-fill.ia3-cancelled {background: #9ca3af;}
+.ia3-progress span {position: absolute; inset: 0; text-align: center; line-height: 26px; font-weight: 600;}
+.ia3-card {border: 1px solid #d1d5db; border-radius: 8px; padding: 8px 12px; margin-bottom: 8px;}
+.ia3-row {font-size: 12px; color: #6b7280;} .ia3-input {white-space: pre-wrap; margin: 4px 0; font-size: 14px;}
+.ia3-choices {margin: 2px 0 0 0; padding-left: 18px;} .ia3-choices li.correct {color: #15803d; font-weight: 700;}
+.ia3-choices-label {font-size: 12px; color: #6b7280;}
+"""
+
+
+def api_errors(fn):
+    """For API endpoints: a UserError reaches the client as gr.Error with the same words."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+
+    return wrapper
+
+
+def build_app(ctx: AppContext) -> gr.Blocks:
+    hw = detect_hardware()
+    # Gradio's cache (uploads, zips and CSVs handed to the browser) is readable by URL to anyone
+    # signed in who knows the hashed path; our copies live in the data dir, so purge the cache's
+    # files hourly once they are a day old to bound that window.
+    with gr.Blocks(title="ia3app — few-shot T-Few adapters", delete_cache=(3600, 86400)) as demo:
+        gr.Markdown("# ia3app · teach a language model your task from a few labelled examples\n"
+                    "Upload a small CSV → pick how the model reads a row → train a tiny (IA)³ adapter with the "
+                    "T-Few recipe → see how it compares with in-context learning, try it, download it.")
+        session, template_state, results_job = gr.State({}), gr.State(None), gr.State(None)
+        with gr.Tabs() as tabs:
+            with gr.Tab("1 · Data", id="data"):
+                up = U.build_upload_page(ctx)
+            with gr.Tab("2 · Template", id="template"):
+                tp = T.build_template_page()
+            with gr.Tab("3 · Train", id="train"):
+                tr = TR.build_train_page(ctx, hw)
+            with gr.Tab("4 · Progress & jobs", id="job"):
+                jp = J.build_job_page()
+            with gr.Tab("5 · Results & predictions", id="results"):
+                rp = R.build_results_page()
+        shared = Shared(demo, tabs, session, template_state, results_job)
+        saved = U.wire_upload_page(up, ctx, shared, tp)
+        T.wire_template_page(tp, ctx, shared, saved, tr)
+        TR.wire_train_page(tr, ctx, shared, hw, jp)
+        J.wire_job_page(jp, ctx, shared, rp)
+        R.wire_results_page(rp, ctx, shared)
+        gr.api(_predict_api(ctx), api_name="predict")
+    return demo
+
+
+def _predict_api(ctx: AppContext):
+    @api_errors
+    def predict(job_id: int, inputs: dict[str, str], request: gr.Request) -> dict[str, Any]:
+        """Predict one row with a finished job's adapter: {"label": answer, "probs": {answer: p}}.
+
+        inputs maps each template column to its text. Only the signed-in user's own jobs answer.
+        """
+        probs = R.predict_one(ctx, ctx.user_id(request), job_id, inputs or {})
+        return {"label": max(probs, key=probs.get), "probs": probs}
+
+    return predict
