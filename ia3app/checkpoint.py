@@ -25,7 +25,16 @@ from ia3app.errors import UserError
 FILENAME = "checkpoint.pt"
 FORMAT_VERSION = 1
 # Recipe settings that must match for a resume to continue the same run.
-RESUME_KEYS = ("steps", "batch_size", "lr", "weight_decay", "warmup_steps", "seed", "unlikelihood", "length_norm")
+RESUME_KEYS = ("steps", "batch_size", "lr", "weight_decay", "seed", "unlikelihood", "length_norm")
+
+
+def _warmup(recipe: dict[str, Any]) -> int | None:
+    """Warmup steps in effect for a saved recipe dict (older checkpoints have no warmup_ratio)."""
+    if recipe.get("warmup_steps") is not None:
+        return recipe["warmup_steps"]
+    if recipe.get("warmup_ratio") is None or recipe.get("steps") is None:
+        return None
+    return min(recipe["steps"], int(round(recipe["warmup_ratio"] * recipe["steps"])))
 
 
 @dataclass
@@ -97,6 +106,8 @@ def load_checkpoint(checkpoint_dir: str | Path) -> TrainState:
 def check_compatible(state: TrainState, recipe: dict[str, Any], num_examples: int, checkpoint_dir) -> None:
     """A resume must continue the same run: same key settings and the same number of examples."""
     changed = [f"{k} {state.recipe.get(k)!r} → {recipe.get(k)!r}" for k in RESUME_KEYS if state.recipe.get(k) != recipe.get(k)]
+    if _warmup(state.recipe) != _warmup(recipe):
+        changed.append(f"warmup steps {_warmup(state.recipe)!r} → {_warmup(recipe)!r}")
     if state.num_examples != num_examples:
         changed.append(f"training examples {state.num_examples} → {num_examples}")
     if changed:

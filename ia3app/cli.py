@@ -29,11 +29,15 @@ TINY_KINDS = ("t0", "t5", "bart", "gpt2", "llama")
 RECIPE_FLAGS = {  # flag -> (RecipeConfig field, type, help)
     "--steps": ("steps", int, "optimizer steps (T-Few: 1000)"),
     "--batch-size": ("batch_size", int, "examples per step (T-Few: 8)"),
-    "--grad-accumulation": ("grad_accumulation", int, "micro-batches per step"),
+    "--grad-accumulation": ("grad_accumulation", int, "micro-batches per step (0: automatic, from free GPU memory)"),
     "--lr": ("lr", float, "Adafactor learning rate (T-Few: 3e-3)"),
-    "--warmup-steps": ("warmup_steps", int, "linear warmup steps (default: 6%% of --steps)"),
+    "--warmup-ratio": ("warmup_ratio", float, "linear warmup over this fraction of the steps (T-Few: 0.06)"),
+    "--warmup-steps": ("warmup_steps", int, "an explicit number of warmup steps instead of --warmup-ratio"),
     "--max-length": ("max_length", int, "input tokens kept (T-Few: 256)"),
-    "--precision": ("precision", str, "auto, bf16 or fp32"),
+    "--precision": ("precision", str, "auto (bf16 base weights on GPUs that support it, fp32 on CPU), bf16 or fp32"),
+    "--compile": ("compile", str, "torch.compile the transformer blocks: auto (on CUDA), on or off"),
+    "--activation-checkpointing": ("activation_checkpointing", str,
+                                   "recompute activations to save memory: auto (when needed), on or off"),
     "--seed": ("seed", int, "sampling seed"),
     "--checkpoint-every": ("checkpoint_every", int, "steps between resumable checkpoints (0: never)"),
     "--eval-batch-size": ("eval_batch_size", int, "examples per scoring batch"),
@@ -48,9 +52,7 @@ def _recipe(args):
 
     given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in RECIPE_FLAGS.items()}
     given = {k: v for k, v in given.items() if v is not None}
-    if "steps" in given and "warmup_steps" not in given:
-        given["warmup_steps"] = min(60, round(0.06 * given["steps"]))  # the recipe's 6 %
-    return RecipeConfig(**given)
+    return RecipeConfig(**given)  # warmup: warmup_ratio (6 %) of the steps unless --warmup-steps
 
 
 def _print_evaluation(evaluation: dict, out=None) -> None:

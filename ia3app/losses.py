@@ -27,17 +27,20 @@ def tfew_losses(
     unlikelihood: bool = True,
     length_norm: bool = True,
     eps: float = UL_EPSILON,
+    check: bool = True,
 ) -> dict[str, torch.Tensor]:
     """{'lm', 'ul', 'ln', 'total'} scalars; a term switched off is still reported, detached.
 
     token_logprobs, token_mask: (R, T), one row per (example, choice), mask 1 on real tokens.
     choice_index: (N, K) row of choice k of example n, -1 where example n has fewer choices.
     labels: (N,) index of the correct choice.
+    check: verify every label points to an existing choice. That reads a flag back from the
+    device (a host sync); training checks its labels once on the host instead and passes False.
     """
     mask = token_mask.to(token_logprobs.dtype)  # (R, T)
     valid = choice_index >= 0  # (N, K)
     correct_rows = choice_index.gather(1, labels.view(-1, 1)).squeeze(1)  # (N,)
-    if (correct_rows < 0).any():
+    if check and (correct_rows < 0).any():
         raise ValueError("a label points to a choice its example does not have")
 
     # L_LM: mean over all correct-choice tokens of the batch.

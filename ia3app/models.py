@@ -42,15 +42,48 @@ class LoadedModel:
     device: str
     num_parameters: int
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the base weights are stored in."""
+        return next(self.model.parameters()).dtype
+
 
 def default_device() -> str:
     """'cuda' when a GPU is visible, else 'cpu'."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def bf16_supported(device) -> bool:
+    """A CUDA device with native bf16 (Ampere or newer)."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def weights_dtype(precision: str | None, device) -> torch.dtype:
+    """The dtype the frozen base weights are stored in, for a recipe precision on a device.
+
+    'auto' (or None): bf16 on GPUs that support it — the base is frozen, so bf16 storage gives
+    the same matmul inputs bf16 autocast would make from fp32 copies, at half the memory and
+    without re-casting every weight at every forward — and fp32 elsewhere (CPU). 'bf16' / 'fp32'
+    force it. The (IA)^3 vectors are created in fp32 whatever the weights are.
+    """
+    if precision in (None, "auto"):
+        return torch.bfloat16 if bf16_supported(device) else torch.float32
+    if precision in _DTYPES:
+        return _DTYPES[precision]
+    raise UserError(f"unknown precision {precision!r}; use one of: auto, bf16, fp32")
+
+
+def allow_tf32(device) -> None:
+    """On CUDA, let fp32 matrix products (what runs outside bf16) use TF32 tensor cores."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def _resolve_dtype(dtype) -> torch.dtype:
     if dtype is None:
-        return torch.float32  # fp32 master weights; bf16 comes from autocast (the recipe)
+        return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if isinstance(dtype, str) and dtype.lower() in _DTYPES:
@@ -110,8 +143,16 @@ def load_model(
     revision: str | None = None,
     device: str | None = None,
     dtype=None,
+    *,
+    precision: str | None = None,
 ) -> LoadedModel:
     """Load model and tokenizer (eval mode) onto `device` (default: cuda if available).
+
+    The one loading path for training, evaluation and serving. Weights are stored in `dtype`
+    when given (fp32, bf16, fp16), else in :func:`weights_dtype` of `precision` (None/'auto':
+    bf16 on GPUs that support it, fp32 on CPU). In bf16 every floating weight is bf16,
+    including the T5 FFN output projections transformers would keep in fp32 (``wo``: kept so for
+    fp16 overflow, which bf16's range does not have). TF32 matmuls are allowed on CUDA.
 
     Encoder-decoder configs load as AutoModelForSeq2SeqLM, others as AutoModelForCausalLM.
     Decoder-only tokenizers get pad = eos when they have no pad token; scoring pads on the
@@ -122,10 +163,9 @@ def load_model(
     is_enc_dec = bool(getattr(config, "is_encoder_decoder", False))
     auto = AutoModelForSeq2SeqLM if is_enc_dec else AutoModelForCausalLM
     device = device or default_device()
+    torch_dtype = _resolve_dtype(dtype) if dtype is not None else weights_dtype(precision, device)
     try:
-        model = auto.from_pretrained(
-            name_or_path, revision=revision, dtype=_resolve_dtype(dtype), trust_remote_code=False
-        )
+        model = auto.from_pretrained(name_or_path, revision=revision, dtype=torch_dtype, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
     except OSError as exc:
         raise _hub_error(name_or_path, revision, exc) from exc
@@ -143,6 +183,9 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     if not is_enc_dec:
         tokenizer.padding_side = "right"
+    if torch_dtype == torch.bfloat16:
+        model.to(torch.bfloat16)  # the modules from_pretrained kept in fp32 (T5's wo) too
+    allow_tf32(device)
     model.to(device).eval()
     return LoadedModel(
         model=model,

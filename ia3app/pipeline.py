@@ -127,17 +127,38 @@ def run_job(
     progress: Progress,
     should_stop: Callable[[], bool] = lambda: False,
     device: str | None = None,
+    models=None,
+    compile_cache_dir: Path | None = None,
 ) -> dict:
     """Run one job end to end; returns what it writes to out_dir/results.json.
 
     Raises UserError for problems in the job or its data, ia3app.errors.Cancelled when
     should_stop() turns true (checkpoints stay in work_dir, so a rerun resumes).
+    models: an ia3app.model_cache.ModelCache kept by the caller (a worker) to reuse the loaded,
+    compiled backbone for the next job of the same model. compile_cache_dir: where compiled
+    kernels persist between processes (the recipe's compile setting decides whether to compile).
     """
+    from ia3app.model_cache import ModelCache
+
+    models = models if models is not None else ModelCache()
+    try:
+        return _run_job(spec, train_rows, eval_rows, work_dir=work_dir, out_dir=out_dir, progress=progress,
+                        should_stop=should_stop, device=device, models=models, compile_cache_dir=compile_cache_dir)
+    except BaseException as exc:
+        from ia3app.errors import Cancelled
+
+        if not isinstance(exc, (Cancelled, UserError)):
+            models.clear()  # whatever failed may have left the kept model half-changed
+        raise
+
+
+def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should_stop, device, models,
+             compile_cache_dir) -> dict:
     from ia3app.adapter_io import save_adapter
     from ia3app.cost import training_flops
     from ia3app.ia3 import inject
     from ia3app.model_card import model_card
-    from ia3app.models import load_model
+    from ia3app.models import default_device, load_model, weights_dtype
     from ia3app.params import parameter_report
     from ia3app.peft_export import export_peft
     from ia3app.train import train
@@ -163,8 +184,14 @@ def run_job(
         train_items = list(zip(train_examples, *(render_all(extra, train_rows) for extra in extras)))
 
     progress({"phase": "load", "message": f"loading {spec.model}" + (f" @ {spec.revision}" if spec.revision else "")})
-    loaded = load_model(spec.model, spec.revision, device=device)
-    handle = inject(loaded.model)
+    device = device or default_device()
+    key = (spec.model, spec.revision, device, str(weights_dtype(recipe.precision, device)))
+
+    def load():
+        loaded = load_model(spec.model, spec.revision, device=device, precision=recipe.precision)
+        return loaded, inject(loaded.model)
+
+    loaded, handle = models.get(key, load)
     if spec.init_vectors:
         from ia3app.tfew_vectors import apply_tfew_vectors, resolve_tfew_vectors
 
@@ -186,6 +213,7 @@ def run_job(
         progress=on_step,
         checkpoint_dir=work_dir / "checkpoints",
         should_stop=should_stop,
+        compile_cache_dir=compile_cache_dir,
     )
     handle.model.eval()
     training = {

@@ -1,11 +1,16 @@
 """The T-Few training recipe: only the (IA)^3 vectors train, with the three T-Few losses.
 
 Adafactor (lr 3e-3, scale_parameter=True, relative_step=False, warmup_init=False; for the vectors
-the vectorised but identical :class:`~ia3app.adafactor.VectorAdafactor`), linear warmup
-then linear decay to 0, gradient clipping at 1.0, bf16 autocast on GPUs that support it (fp32 on
-CPU), all from :class:`~ia3app.config.RecipeConfig`. Device placement, autocast, backward and
-clipping go through ``accelerate.Accelerator``. Batches are sampled with a seeded
-``torch.Generator``: one shuffle per epoch, batches running across epoch boundaries.
+the vectorised but identical :class:`~ia3app.adafactor.VectorAdafactor`), linear warmup over
+6 % of the steps then linear decay to 0, gradient clipping at 1.0, bf16 autocast on GPUs that
+support it (fp32 on CPU), all from :class:`~ia3app.config.RecipeConfig`. Device placement,
+autocast, backward and clipping go through ``accelerate.Accelerator``. Batches are sampled with a
+seeded ``torch.Generator``: one shuffle per epoch, batches running across epoch boundaries.
+
+Every rendering of every row is tokenized once, at the start (:class:`~ia3app.batches.TokenCache`),
+and the run's batches are drawn up front; a step reads nothing back from the device: its losses
+stay tensors until the progress callback is fed, at most every ``progress_interval_s`` (and at
+checkpoints, cancellation and the end), with one read for all steps since the last.
 
 Optional start from pretrained vectors is the caller's job (``handle.load_vectors``): this
 trains whatever vectors the handle holds. With a checkpoint_dir, a checkpoint is written every
@@ -37,8 +42,9 @@ from ia3app.checkpoint import (
 from ia3app.config import RecipeConfig
 from ia3app.errors import Cancelled, UserError
 from ia3app.example import Example
+from ia3app.batches import TokenCache, forward
 from ia3app.losses import tfew_losses
-from ia3app.scoring import choice_log_probs
+from ia3app.speed import buckets, compile_wanted, prepare_for_training
 
 
 @dataclass
@@ -138,14 +144,19 @@ def _renderings(item: TrainItem) -> Sequence[Example]:
     return (item,) if isinstance(item, Example) else item
 
 
-def _draw(item: TrainItem, generator: torch.Generator) -> Example:
-    """T-Few samples a random template per example at each step: one rendering of the row.
+def _draw_index(item: TrainItem, generator: torch.Generator) -> int:
+    """T-Few samples a random template per example at each step: which rendering of the row.
 
     Draws from the sampler's generator, so a resumed run draws the same templates.
     """
     if isinstance(item, Example):
-        return item
-    return item[int(torch.randint(len(item), (1,), generator=generator))]
+        return 0
+    return int(torch.randint(len(item), (1,), generator=generator))
+
+
+def _draw(item: TrainItem, generator: torch.Generator) -> Example:
+    """The rendering _draw_index picks."""
+    return _renderings(item)[_draw_index(item, generator)]
 
 
 def _check_examples(examples: Sequence[TrainItem]) -> None:
@@ -169,6 +180,8 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     is_encoder_decoder: bool | None = None,
     optimizer: str = "auto",
+    progress_interval_s: float = 0.25,
+    compile_cache_dir: Path | None = None,
 ) -> TrainResult:
     """Train the handle's (IA)^3 vectors on labelled examples with the T-Few recipe.
 
@@ -176,12 +189,16 @@ def train(
     several templates): then each time the row is drawn one rendering is picked at random, as
     T-Few samples a random prompt template per example at each step.
 
-    progress(record) is called after every step with: phase="train", step (1-based),
-    total_steps, loss, loss_lm, loss_ul, loss_ln, lr, examples_per_s, elapsed_s, eta_s.
+    progress(record) is called once per step, in order, with: phase="train", step (1-based),
+    total_steps, loss, loss_lm, loss_ul, loss_ln, lr, examples_per_s, elapsed_s, eta_s. Records
+    are handed over in bursts, at most every `progress_interval_s` seconds (0: after every step,
+    which reads the losses back from the device at every step), and always at the end.
     should_stop() is checked before every step; when it returns True, a checkpoint is written
     (if checkpoint_dir) and Cancelled is raised. The model is left in eval mode.
     optimizer: "auto" (VectorAdafactor when every trainable tensor is a 1-D fp32 vector, as
     (IA)^3's are: the same update in a few kernels) or "transformers" (its Adafactor, per tensor).
+    compile_cache_dir: where torch.compile keeps compiled kernels between processes (with
+    recipe.compile on); see ia3app.speed.
     """
     _check_examples(examples)
     model = handle.model
@@ -191,9 +208,10 @@ def train(
     device = next(model.parameters()).device
     accelerator = make_accelerator(recipe.precision, device)
     model.to(accelerator.device)
+    enc_dec = bool(getattr(model.config, "is_encoder_decoder", False)) if is_encoder_decoder is None else is_encoder_decoder
 
     optimizer = make_optimizer(params, recipe, optimizer)
-    scheduler = get_linear_schedule_with_warmup(optimizer, recipe.warmup_steps, recipe.steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, recipe.warmup(), recipe.steps)
     sampler = EpochSampler(len(examples), recipe.seed)
     torch.manual_seed(recipe.seed)  # dropout
     history: list[dict] = []
@@ -209,6 +227,14 @@ def train(
         restore_rng(state)
         history, tokens, start = list(state.history), state.tokens_processed, state.step
 
+    compiled = compile_wanted(recipe, accelerator.device)
+    cache = TokenCache(examples, tokenizer, max_length=recipe.max_length, enc_dec=enc_dec,
+                       device=accelerator.device, bucket=buckets(compiled))
+    setup = prepare_for_training(model, recipe, accelerator.device, cache, compiled=compiled,
+                                 cache_dir=compile_cache_dir)
+    micro = recipe.batch_size // setup.grad_accumulation
+    plan = cache.plan(sampler, start, recipe.steps, recipe.batch_size, micro, lambda i, g: _draw_index(examples[i], g))
+
     def checkpoint(step: int) -> None:
         torch_rng, cuda_rng = capture_rng()
         save_checkpoint(
@@ -218,7 +244,7 @@ def train(
                 vectors=handle.vectors(),
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
-                sampler=sampler.state_dict(),
+                sampler=plan.sampler_states[step - plan.first],
                 torch_rng=torch_rng,
                 cuda_rng=cuda_rng,
                 history=history,
@@ -228,56 +254,26 @@ def train(
             ),
         )
 
-    micro = recipe.batch_size // recipe.grad_accumulation
     began = time.perf_counter()
-    last: dict[str, float] = _losses_of(history[-1]) if history else {}
-    model.train()
-    try:
-        for step in range(start, recipe.steps):
-            if should_stop is not None and should_stop():
-                if checkpoint_dir is not None and step > start:
-                    checkpoint(step)
-                raise Cancelled(f"training stopped at step {step} of {recipe.steps}")
-            batch = sampler.next_batch(recipe.batch_size)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.zero_grad(set_to_none=True)
-            sums = {"lm": 0.0, "ul": 0.0, "ln": 0.0, "total": 0.0}
-            for begin in range(0, len(batch), micro):
-                chunk = [_draw(examples[i], sampler.generator) for i in batch[begin : begin + micro]]
-                labels = torch.tensor([e.label for e in chunk], device=accelerator.device)  # (n,)
-                with accelerator.autocast():
-                    out = choice_log_probs(
-                        model, tokenizer, chunk, max_length=recipe.max_length, is_encoder_decoder=is_encoder_decoder
-                    )
-                losses = tfew_losses(
-                    out.token_logprobs,
-                    out.token_mask,
-                    out.choice_index,
-                    labels,
-                    unlikelihood=recipe.unlikelihood,
-                    length_norm=recipe.length_norm,
-                )
-                share = len(chunk) / len(batch)
-                accelerator.backward(losses["total"] * share)
-                for key in sums:
-                    sums[key] += losses[key].item() * share
-                tokens += out.tokens_processed
-            accelerator.clip_grad_norm_(params, recipe.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            last = sums
+    pending: list[tuple[int, float, float, torch.Tensor]] = []  # (step, lr, elapsed, losses (4,) on device)
+    last_flush = began
 
-            done = step + 1
-            elapsed = time.perf_counter() - began
+    def flush() -> None:
+        """Read the pending steps' losses back in one go and hand their records out."""
+        nonlocal last_flush
+        if not pending:
+            return
+        values = torch.stack([p[3] for p in pending]).tolist()  # the only device read: (n, 4)
+        for (done, lr, elapsed, _), (lm, ul, ln, total) in zip(pending, values):
             rate = (done - start) / elapsed if elapsed > 0 else 0.0
             record = {
                 "phase": "train",
                 "step": done,
                 "total_steps": recipe.steps,
-                "loss": sums["total"],
-                "loss_lm": sums["lm"],
-                "loss_ul": sums["ul"],
-                "loss_ln": sums["ln"],
+                "loss": total,
+                "loss_lm": lm,
+                "loss_ul": ul,
+                "loss_ln": ln,
                 "lr": lr,
                 "examples_per_s": rate * recipe.batch_size,
                 "elapsed_s": elapsed,
@@ -286,15 +282,57 @@ def train(
             history.append(record)
             if progress is not None:
                 progress(dict(record))
-            if checkpoint_dir is not None and recipe.checkpoint_every and (
-                done % recipe.checkpoint_every == 0 or done == recipe.steps
-            ):
+        pending.clear()
+        last_flush = time.perf_counter()
+
+    model.train()
+    try:
+        for step in range(start, recipe.steps):
+            if should_stop is not None and should_stop():
+                flush()
+                if checkpoint_dir is not None and step > start:
+                    checkpoint(step)
+                raise Cancelled(f"training stopped at step {step} of {recipe.steps}")
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.zero_grad(set_to_none=True)
+            sums = None
+            for mb in plan.steps[step - start]:
+                batch = cache.batch(plan, mb)
+                with accelerator.autocast():
+                    out = forward(model, batch, enc_dec)
+                losses = tfew_losses(
+                    out.token_logprobs,
+                    out.token_mask,
+                    out.choice_index,
+                    batch["labels"],
+                    unlikelihood=recipe.unlikelihood,
+                    length_norm=recipe.length_norm,
+                    check=False,  # labels were checked on the host
+                )
+                share = (mb.rows.stop - mb.rows.start) / recipe.batch_size
+                accelerator.backward(losses["total"] * share)
+                part = torch.stack([losses[k].detach() for k in ("lm", "ul", "ln", "total")]) * share  # (4,)
+                sums = part if sums is None else sums + part
+                tokens += mb.tokens
+            accelerator.clip_grad_norm_(params, recipe.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+
+            done = step + 1
+            now = time.perf_counter()
+            pending.append((done, lr, now - began, sums))
+            due = recipe.checkpoint_every and (done % recipe.checkpoint_every == 0 or done == recipe.steps)
+            if done == recipe.steps or (checkpoint_dir is not None and due) or now - last_flush >= progress_interval_s:
+                flush()
+            if checkpoint_dir is not None and due:
                 checkpoint(done)
     finally:
         model.eval()
+    flush()
 
     wall = time.perf_counter() - began
     trained = recipe.steps - start
+    last = _losses_of(history[-1]) if history else {}
     return TrainResult(
         steps=recipe.steps,
         wall_s=wall,

@@ -69,6 +69,9 @@ class Worker:
         self.store = FileStore(config.data_dir)
         self.shutdown = threading.Event()
         """Set by SIGTERM/SIGINT: stop the current job (give it back) and exit."""
+        self.models = None
+        """ia3app.model_cache.ModelCache: the last job's loaded (compiled) backbone, reused by the next
+        job of the same model (created on the first job: importing it here would load torch early)."""
 
     def serve(self) -> int:
         """Claim and run jobs until told to stop; returns how many jobs it ran."""
@@ -149,6 +152,7 @@ class Worker:
 
     def _run_recipe(self, job: queue.Job, progress: ProgressWriter, should_stop) -> dict[str, Any]:
         from ia3app.data import split_holdout
+        from ia3app.model_cache import ModelCache
         from ia3app.pipeline import JobSpec, run_job
 
         config = job.config
@@ -165,8 +169,10 @@ class Worker:
             label_column = spec.template_spec().label_column or dataset.label_column
             train_rows, eval_rows = split_holdout(train_rows, label_column, holdout["fraction"], holdout.get("seed", 0))
         out_dir = self.store.adapter_dir(job.id)
+        self.models = self.models or ModelCache()
         return run_job(spec, train_rows, eval_rows, work_dir=self.store.checkpoint_dir(job.id), out_dir=out_dir,
-                       progress=progress, should_stop=should_stop, device=self.config.device)
+                       progress=progress, should_stop=should_stop, device=self.config.device, models=self.models,
+                       compile_cache_dir=self.config.data_dir / "cache" / "compile")
 
     def _finish(self, job: queue.Job, result: dict[str, Any]) -> None:
         params = result.get("params") or {}

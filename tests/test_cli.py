@@ -35,7 +35,8 @@ def test_train_writes_an_adapter_and_prints_the_comparison(trained, capsys):
     assert not (out / ".work").exists()  # checkpoints removed after success
     results = json.loads((out / "results.json").read_text())
     assert set(results["evaluation"]["methods"]) == {"zero-shot", "t-few"}
-    assert results["recipe"]["steps"] == 3 and results["recipe"]["warmup_steps"] == 0  # 6 % of 3, rounded
+    recipe = results["recipe"]
+    assert recipe["steps"] == 3 and recipe["warmup_steps"] is None and recipe["warmup_ratio"] == 0.06  # 6 % of 3: 0
 
 
 def test_predict_text_csv_and_jsonl(trained, capsys, tmp_path):

@@ -80,3 +80,18 @@ def test_decoder_only_tokenizer_without_pad_gets_eos(tiny_model_dir, tmp_path):
     loaded = load_model(str(model_dir), device="cpu")
     assert loaded.tokenizer.pad_token_id == loaded.tokenizer.eos_token_id == 1
     assert loaded.tokenizer.padding_side == "right"
+
+
+def test_precision_sets_the_weights_dtype_of_every_linear(tiny_model_dir):
+    from ia3app.models import weights_dtype
+
+    assert weights_dtype("auto", "cpu") == torch.float32 and weights_dtype(None, "cpu") == torch.float32
+    assert weights_dtype("bf16", "cpu") == torch.bfloat16 and weights_dtype("fp32", "cuda") == torch.float32
+    loaded = load_model(str(tiny_model_dir("t0")), device="cpu", precision="bf16")
+    dtypes = {name: p.dtype for name, p in loaded.model.named_parameters()}
+    assert set(dtypes.values()) == {torch.bfloat16}, {n: d for n, d in dtypes.items() if d != torch.bfloat16}
+    assert any(".wo." in n for n in dtypes)  # T5's FFN output projection, which transformers keeps in fp32
+    assert loaded.dtype == torch.bfloat16
+    assert load_model(str(tiny_model_dir("t0")), device="cpu").dtype == torch.float32  # auto on a CPU
+    with pytest.raises(UserError, match="unknown precision"):
+        load_model(str(tiny_model_dir("t0")), device="cpu", precision="fp8")

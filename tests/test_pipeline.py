@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from ia3app.errors import UserError
 from ia3app.pipeline import JobSpec
@@ -136,3 +137,27 @@ def test_run_job_other_architectures(kind, tiny_model_dir, tmp_path):
     assert list(result["evaluation"]["methods"]) == ["t-few"] and result["warnings"] == []
     preds = Predictor(device="cpu").predict(tmp_path / "o", _rows(3, 50))
     assert [["bad", "good"].index(p["choice"]) for p in preds] == result["evaluation"]["methods"]["t-few"]["predictions"]
+
+
+def test_a_kept_model_serves_the_next_job_like_a_fresh_load(tiny_model_dir, tmp_path):
+    """A worker's ModelCache: the second job of the same model reuses the loaded model and ends
+    with exactly the adapter a fresh load gives (vectors reset, merged weights restored)."""
+    from ia3app.adapter_io import load_adapter
+    from ia3app.model_cache import ModelCache
+    from ia3app.pipeline import run_job
+
+    spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE, eval_methods=["t-few"],
+                   recipe={"steps": 3, "batch_size": 2, "checkpoint_every": 0, "seed": 1})
+    other = JobSpec(model=spec.model, template=TEMPLATE, recipe={**spec.recipe, "seed": 2}, eval_methods=["t-few"])
+    models = ModelCache()
+    run_job(other, _rows(6), _rows(4, 100), work_dir=tmp_path / "w0", out_dir=tmp_path / "a0",
+            progress=lambda e: None, models=models)
+    run_job(spec, _rows(6), _rows(4, 100), work_dir=tmp_path / "w1", out_dir=tmp_path / "a1",
+            progress=lambda e: None, models=models)
+    assert models.hits == 1
+    run_job(spec, _rows(6), _rows(4, 100), work_dir=tmp_path / "w2", out_dir=tmp_path / "a2",
+            progress=lambda e: None)  # a fresh load
+    kept, _ = load_adapter(tmp_path / "a1")
+    fresh, _ = load_adapter(tmp_path / "a2")
+    for key, value in fresh.items():
+        assert torch.equal(kept[key], value), key

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from ia3app.config import RecipeConfig
+from ia3app.config import CHOICES, RecipeConfig
 from ia3app.errors import UserError
 from ui import model_picker as M
 from ui.context import AppContext
@@ -21,20 +21,24 @@ TFEW_MODEL = "bigscience/T0_3B"
 HELP = {
     "steps": "Optimizer steps (T-Few: 1000)",
     "batch_size": "Examples per step (T-Few: 8)",
-    "grad_accumulation": "Micro-batches per step (raise if memory runs out)",
+    "grad_accumulation": "Micro-batches per step (0: automatic, from free GPU memory)",
     "lr": "Learning rate (Adafactor; T-Few: 3e-3)",
     "weight_decay": "Weight decay",
-    "warmup_steps": "Warm-up steps (T-Few: 60)",
+    "warmup_ratio": "Warm-up fraction of the steps (T-Few: 0.06)",
+    "warmup_steps": "Warm-up steps (empty: use the fraction)",
     "max_grad_norm": "Gradient clipping norm",
     "max_length": "Input tokens kept per example",
     "unlikelihood": "Unlikelihood loss on wrong answers (L_UL)",
     "length_norm": "Length-normalised loss (L_LN)",
-    "precision": "Numeric precision",
+    "precision": "Numeric precision (auto: bf16 on GPUs that support it, fp32 on CPU)",
+    "compile": "Compile the model (auto: on GPUs)",
+    "activation_checkpointing": "Activation checkpointing (auto: when memory is short)",
     "seed": "Random seed",
     "checkpoint_every": "Checkpoint every N steps (0: never)",
     "eval_batch_size": "Evaluation batch size",
 }
 RECIPE_FIELDS = [f.name for f in fields(RecipeConfig)]
+OPTIONAL_INT = {"warmup_steps"}  # empty means "not set" (None), not an error
 
 
 def recipe_from_values(values: list[Any]) -> RecipeConfig:
@@ -43,6 +47,11 @@ def recipe_from_values(values: list[Any]) -> RecipeConfig:
     kwargs = {}
     for name, value in zip(RECIPE_FIELDS, values):
         default = getattr(defaults, name)
+        if name in OPTIONAL_INT:
+            if value is None or value == "":
+                kwargs[name] = None
+                continue
+            default = 0  # a whole number when given
         if value is None or value == "":
             raise UserError(f"{HELP.get(name, name)} is empty; T-Few's default is {default}")
         if isinstance(default, bool):
@@ -179,9 +188,9 @@ def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
                 label = HELP.get(name, name)
                 if isinstance(default, bool):
                     comp = gr.Checkbox(label=label, value=default, min_width=160)
-                elif name == "precision":
-                    comp = gr.Dropdown(["auto", "bf16", "fp32"], value=default, label=label, min_width=160)
-                elif isinstance(default, int):
+                elif name in CHOICES:
+                    comp = gr.Dropdown(list(CHOICES[name]), value=default, label=label, min_width=160)
+                elif isinstance(default, int) or name in OPTIONAL_INT:
                     comp = gr.Number(label=label, value=default, precision=0, minimum=0, min_width=160)
                 else:
                     comp = gr.Number(label=label, value=default, minimum=0, min_width=160)

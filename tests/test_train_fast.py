@@ -1,0 +1,196 @@
+"""The training step as the job runs it: tokenized once, no host syncs, same losses as the per-step path."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import get_linear_schedule_with_warmup
+
+from ia3app.batches import TokenCache, forward
+from ia3app.config import RecipeConfig
+from ia3app.errors import UserError
+from ia3app.example import Example
+from ia3app.ia3 import inject
+from ia3app.losses import tfew_losses
+from ia3app.models import load_model
+from ia3app.scoring import choice_log_probs
+from ia3app.train import EpochSampler, make_optimizer, train
+
+ROWS = [
+    Example("great fun, loved it", ("positive", "negative"), 0),
+    Example("dull and far too long", ("positive", "negative"), 1),
+    Example("a wonderful cast", ("positive", "negative"), 0),
+    Example("I want my money back", ("positive", "negative"), 1),
+    Example("which is larger? 3 or 7", ("three", "seven", "same"), 1),
+    Example("is the sky green", ("yes", "no"), 1),
+]
+# The same rows rendered by a second template (T-Few draws one per row per step).
+TWO_TEMPLATES = [(e, Example(f"Review: {e.input}. Sentiment?", e.choices, e.label)) for e in ROWS]
+
+# Ops that make the host wait for the device: reading a value (.item(), int(), bool(), `if t`),
+# or an output whose shape depends on the data.
+SYNC_OPS = {
+    torch.ops.aten._local_scalar_dense.default,
+    torch.ops.aten.nonzero.default,
+    torch.ops.aten.masked_select.default,
+    torch.ops.aten.equal.default,
+    torch.ops.aten.is_nonzero.default,
+}
+
+
+class SyncCounter(TorchDispatchMode):
+    """Counts device reads by the ops the host would have to wait for on a GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in SYNC_OPS or getattr(func, "overloadpacket", None) in {op.overloadpacket for op in SYNC_OPS}:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def fresh(tiny_model_dir, kind="t0"):
+    loaded = load_model(str(tiny_model_dir(kind)), device="cpu")
+    return loaded, inject(loaded.model)
+
+
+def recipe(**kw):
+    base = dict(steps=8, batch_size=4, warmup_steps=2, lr=3e-2, checkpoint_every=0, seed=3, grad_accumulation=2)
+    return RecipeConfig(**{**base, **kw})
+
+
+def old_loop(handle, tokenizer, items, rec):
+    """The per-step path train() used before: draw, tokenize, pad and score every micro-batch."""
+    model, params = handle.model, handle.trainable_parameters()
+    opt = make_optimizer(params, rec)
+    sched = get_linear_schedule_with_warmup(opt, rec.warmup(), rec.steps)
+    sampler = EpochSampler(len(items), rec.seed)
+    torch.manual_seed(rec.seed)
+    micro = rec.batch_size // rec.grad_accumulation
+    out_losses = []
+    model.train()
+    for _ in range(rec.steps):
+        batch = sampler.next_batch(rec.batch_size)
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for begin in range(0, len(batch), micro):
+            chunk = []
+            for i in batch[begin : begin + micro]:
+                item = items[i]
+                chunk.append(item if isinstance(item, Example) else
+                             item[int(torch.randint(len(item), (1,), generator=sampler.generator))])
+            out = choice_log_probs(model, tokenizer, chunk, max_length=rec.max_length)
+            losses = tfew_losses(out.token_logprobs, out.token_mask, out.choice_index,
+                                 torch.tensor([e.label for e in chunk]))
+            (losses["total"] * len(chunk) / len(batch)).backward()
+            total += losses["total"].item() * len(chunk) / len(batch)
+        torch.nn.utils.clip_grad_norm_(params, rec.max_grad_norm)
+        opt.step()
+        sched.step()
+        out_losses.append(total)
+    model.eval()
+    return out_losses
+
+
+@pytest.mark.parametrize("kind", ["t0", "gpt2", "bart"])
+def test_cached_forward_equals_per_call_scoring(tiny_model_dir, kind):
+    loaded, _ = fresh(tiny_model_dir, kind)
+    enc_dec = loaded.is_encoder_decoder
+    cache = TokenCache(ROWS, loaded.tokenizer, max_length=256, enc_dec=enc_dec, device="cpu")
+    sampler = EpochSampler(len(ROWS), 0)
+    plan = cache.plan(sampler, 0, 2, len(ROWS), len(ROWS), lambda i, g: 0)
+    for mb in (plan.steps[0][0], plan.steps[1][0]):
+        batch = cache.batch(plan, mb)
+        examples = [ROWS[i] for i in plan.renderings[mb.rows].tolist()]
+        want = choice_log_probs(loaded.model, loaded.tokenizer, examples)
+        got = forward(loaded.model, batch, enc_dec)
+        torch.testing.assert_close(got.token_logprobs, want.token_logprobs, atol=1e-6, rtol=0)
+        assert torch.equal(got.choice_index, want.choice_index) and mb.tokens == want.tokens_processed
+        labels = torch.tensor([e.label for e in examples])
+        a = tfew_losses(got.token_logprobs, got.token_mask, got.choice_index, batch["labels"], check=False)
+        b = tfew_losses(want.token_logprobs, want.token_mask, want.choice_index, labels)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("items", [ROWS, TWO_TEMPLATES], ids=["one-template", "two-templates"])
+def test_train_equals_the_per_step_path(tiny_model_dir, items):
+    loaded, handle = fresh(tiny_model_dir)
+    want = old_loop(handle, loaded.tokenizer, items, recipe())
+    want_vectors = handle.vectors()
+    loaded, handle = fresh(tiny_model_dir)
+    result = train(handle, loaded.tokenizer, items, recipe())
+    # fp32 sums vs the old float64 host sums: equal to fp32 resolution (losses here are ~30, ulp 4e-6)
+    assert [r["loss"] for r in result.history] == pytest.approx(want, rel=1e-6, abs=1e-6)
+    for key, value in handle.vectors().items():
+        torch.testing.assert_close(value, want_vectors[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["t0", "gpt2"])
+def test_no_host_sync_inside_a_step(tiny_model_dir, kind):
+    """Device reads over a whole train() do not grow with the number of steps: a step makes none."""
+    counts = {}
+    for steps in (3, 9):
+        loaded, handle = fresh(tiny_model_dir, kind)
+        counter = SyncCounter()
+        with counter:
+            train(handle, loaded.tokenizer, ROWS, recipe(steps=steps), progress_interval_s=1e9)
+        counts[steps] = counter.count
+    assert counts[9] == counts[3], counts
+
+    # The counter does see syncs: the per-call scoring path reads token counts and masks back.
+    loaded, _ = fresh(tiny_model_dir, kind)
+    counter = SyncCounter()
+    with counter:
+        choice_log_probs(loaded.model, loaded.tokenizer, ROWS[:2])
+    assert counter.count >= 2
+
+
+def test_progress_is_delivered_for_every_step_in_bursts(tiny_model_dir):
+    loaded, handle = fresh(tiny_model_dir)
+    records = []
+    train(handle, loaded.tokenizer, ROWS, recipe(steps=6), progress=records.append, progress_interval_s=1e9)
+    assert [r["step"] for r in records] == list(range(1, 7))  # all handed out at the end, in order
+    assert all(isinstance(r["loss"], float) for r in records)
+
+
+def test_activation_checkpointing_gives_the_same_training(tiny_model_dir):
+    loaded, handle = fresh(tiny_model_dir)
+    plain = train(handle, loaded.tokenizer, ROWS, recipe(steps=4, activation_checkpointing="off"))
+    loaded, handle = fresh(tiny_model_dir)
+    ckpt = train(handle, loaded.tokenizer, ROWS, recipe(steps=4, activation_checkpointing="on"))
+    assert loaded.model.is_activation_checkpointing
+    assert [r["loss"] for r in ckpt.history] == pytest.approx([r["loss"] for r in plain.history], rel=1e-6)
+    assert any(not torch.allclose(v, torch.ones_like(v)) for v in handle.vectors().values())  # vectors got grads
+
+
+def test_ten_step_recipe_warms_up_for_six_percent():
+    rec = RecipeConfig(steps=10)
+    assert rec.warmup_steps is None and rec.warmup() == 1  # round(0.6)
+    assert RecipeConfig().warmup() == 60  # T-Few: 6 % of 1,000
+    assert RecipeConfig(steps=10, warmup_steps=0).warmup() == 0  # explicit count still allowed
+    assert RecipeConfig(steps=200, warmup_ratio=0.1).warmup() == 20
+
+
+def test_ten_step_recipe_trains(tiny_model_dir):
+    loaded, handle = fresh(tiny_model_dir)
+    records = []
+    train(handle, loaded.tokenizer, ROWS, RecipeConfig(steps=10, batch_size=4, checkpoint_every=0),
+          progress=records.append)
+    assert len(records) == 10 and records[0]["lr"] == 0.0 and records[1]["lr"] == pytest.approx(3e-3)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(steps=10, warmup_steps=20), "warmup_steps (20) exceeds steps (10); leave it empty"),
+    (dict(warmup_ratio=1.5), "warmup_ratio must be a fraction of the steps"),
+    (dict(warmup_steps=-1), "warmup_steps must be a whole number ≥ 0, or empty"),
+    (dict(batch_size=8, grad_accumulation=3), "must be divisible by grad_accumulation (3): each step splits"),
+    (dict(compile="fast"), "compile must be one of 'auto', 'on', 'off'"),
+    (dict(activation_checkpointing="yes"), "activation_checkpointing must be one of"),
+])
+def test_bad_settings_are_explained(kwargs, words):
+    with pytest.raises(UserError) as info:
+        RecipeConfig(**kwargs)
+    assert words in str(info.value)
+
