@@ -1,6 +1,6 @@
 """`python -m ia3app`: train, predict, evaluate, export, templates, make-tiny-model.
 
-Each subcommand is a thin layer over the library (pipeline.run_job, predict.Predictor,
+Each subcommand is a thin layer over the library (pipeline.run_job, serving.ServingEngine,
 evaluate.evaluate_methods, ...). A UserError prints one line on stderr and exits with 2;
 anything else is a bug and keeps its traceback.
 
@@ -157,9 +157,10 @@ def _write_predictions(columns, rows, out: str | None, fmt: str) -> None:
 
 def cmd_predict(args) -> int:
     _quiet_transformers()
-    from ia3app.predict import Predictor, prediction_table, read_adapter
+    from ia3app.serving import ServingEngine, prediction_table
 
-    info = read_adapter(args.adapter)
+    engine = ServingEngine(device=args.device, max_batch_rows=args.batch_size, max_wait_ms=0)
+    info = engine.info(args.adapter)
     if args.csv:
         table = read_table(args.csv)
         columns, rows = table.columns, table.rows
@@ -176,10 +177,14 @@ def cmd_predict(args) -> int:
         columns = list(rows[0])
     else:
         raise UserError("give rows to predict: --text TEXT, --column NAME=VALUE or --csv FILE")
-    predictions = Predictor(max_models=1, device=args.device).predict(args.adapter, rows)
+    try:
+        predictions = engine.predict(args.adapter, rows)
+    finally:
+        engine.close()
     fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) or not args.csv else "csv")
     if fmt == "jsonl":
-        out_rows = [{**row, **pred} for row, pred in zip(rows, predictions)]
+        out_rows = [{**row, "label": p.label, "choice": p.choice, "probs": p.probabilities}
+                    for row, p in zip(rows, predictions)]
         _write_predictions(None, out_rows, args.out, "jsonl")
     else:
         cols, out_rows = prediction_table(info, columns, rows, predictions)
@@ -190,10 +195,10 @@ def cmd_predict(args) -> int:
 def _load_with_adapter(adapter: str, device: str | None):
     from ia3app.adapter_io import apply_adapter
     from ia3app.ia3 import inject
+    from ia3app.adapter_bank import read_adapter
     from ia3app.models import load_model
-    from ia3app.predict import read_adapter
 
-    info = read_adapter(adapter)
+    info, _ = read_adapter(adapter)
     loaded = load_model(info.base_model, info.revision, device=device)
     handle = inject(loaded.model)
     apply_adapter(handle, adapter)
@@ -309,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="rows to predict")
     p.add_argument("--out", help="output file (default: stdout)")
     p.add_argument("--format", choices=("csv", "jsonl"), help="default: jsonl for .jsonl/--text, csv for --csv")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass")
     device_arg(p)
     p.set_defaults(func=cmd_predict)
 

@@ -4,7 +4,7 @@ import pytest
 
 from ia3app.data import load_csv, split_holdout
 from ia3app.pipeline import JobSpec, run_job
-from ia3app.predict import Predictor
+from ia3app.serving import ServingEngine
 from ia3app.template_library import guess_label_column, templates_fitting
 
 CSVS = ["copa_32shot_seed0.csv", "rte_32shot_seed0.csv", "sst2_16shot_seed0.csv"]
@@ -32,9 +32,11 @@ def test_csv_end_to_end(name, fewshot_dir, tiny_model_dir, tmp_path):
     assert methods["in-context"]["shots"] >= 1
 
     unlabelled = [{k: v for k, v in row.items() if k != label} for row in eval_rows]
-    preds = Predictor(device="cpu").predict(out, unlabelled)
+    engine = ServingEngine(device="cpu")
+    preds = engine.predict(out, unlabelled)
+    engine.close()
     assert len(preds) == len(eval_rows)
     for p in preds:
-        assert abs(sum(p["probs"].values()) - 1) < 1e-5 and p["choice"] in p["probs"]
-    # served through the merged adapter = the T-Few evaluation's predictions
-    assert [list(p["probs"]).index(p["choice"]) for p in preds] == methods["t-few"]["predictions"]
+        assert abs(sum(p.probabilities.values()) - 1) < 1e-5 and p.choice in p.probabilities
+    # served by the engine = the T-Few evaluation's predictions
+    assert [list(p.probabilities).index(p.choice) for p in preds] == methods["t-few"]["predictions"]

@@ -47,7 +47,7 @@ def _rows(n, offset=0):
 def test_run_job_end_to_end(tiny_model_dir, tmp_path):
     from ia3app.adapter_io import load_adapter
     from ia3app.pipeline import run_job
-    from ia3app.predict import Predictor
+    from ia3app.serving import ServingEngine
 
     spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE,
                    recipe={"steps": 4, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2})
@@ -84,9 +84,11 @@ def test_run_job_end_to_end(tiny_model_dir, tmp_path):
     assert "PeftModel.from_pretrained" in card and "t-few" in card and "sentiment" in card
 
     # the adapter serves: predictions follow the T-Few evaluation on the same rows
-    preds = Predictor().predict(out, _rows(4, 100))
-    assert [["bad", "good"].index(p["choice"]) for p in preds] == methods["t-few"]["predictions"]
-    assert all(p["label"] in ("0", "1") for p in preds)
+    engine = ServingEngine(device="cpu")
+    preds = engine.predict(out, _rows(4, 100))
+    engine.close()
+    assert [["bad", "good"].index(p.choice) for p in preds] == methods["t-few"]["predictions"]
+    assert all(p.label in ("0", "1") for p in preds)
 
     # a second run resumes from the finished checkpoint instead of training again
     again = run_job(spec, _rows(6), None, work_dir=tmp_path / "work", out_dir=out, progress=lambda e: None)
@@ -128,15 +130,17 @@ def test_run_job_cancelled(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("kind", ["gpt2", "bart"])
 def test_run_job_other_architectures(kind, tiny_model_dir, tmp_path):
     from ia3app.pipeline import run_job
-    from ia3app.predict import Predictor
+    from ia3app.serving import ServingEngine
 
     spec = JobSpec(model=str(tiny_model_dir(kind)), template=TEMPLATE, eval_methods=["t-few"],
                    recipe={"steps": 2, "batch_size": 2, "warmup_steps": 0, "checkpoint_every": 0})
     result = run_job(spec, _rows(4), _rows(3, 50), work_dir=tmp_path / "w", out_dir=tmp_path / "o",
                      progress=lambda e: None)
     assert list(result["evaluation"]["methods"]) == ["t-few"] and result["warnings"] == []
-    preds = Predictor(device="cpu").predict(tmp_path / "o", _rows(3, 50))
-    assert [["bad", "good"].index(p["choice"]) for p in preds] == result["evaluation"]["methods"]["t-few"]["predictions"]
+    engine = ServingEngine(device="cpu")
+    preds = engine.predict(tmp_path / "o", _rows(3, 50))
+    engine.close()
+    assert [["bad", "good"].index(p.choice) for p in preds] == result["evaluation"]["methods"]["t-few"]["predictions"]
 
 
 def test_a_kept_model_serves_the_next_job_like_a_fresh_load(tiny_model_dir, tmp_path):

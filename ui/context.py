@@ -29,8 +29,10 @@ class AppContext:
     """True when users must sign in; False for the single-user 127.0.0.1 mode (user 'local')."""
     _local: threading.local = field(default_factory=threading.local, repr=False)
     _local_id: int | None = field(default=None, repr=False)
-    _predictor: Any = field(default=None, repr=False)
-    _predictor_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    serving: dict[str, Any] = field(default_factory=dict)
+    """ia3app.serving.ServingConfig fields for the prediction engine (batch wait, rows, adapter budget)."""
+    _engine: Any = field(default=None, repr=False)
+    _engine_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -54,14 +56,17 @@ class AppContext:
 
         return FileStore(self.data_dir)
 
-    def predictor(self):
-        """The app's one prediction service: a cache of loaded base models with merged adapters."""
-        with self._predictor_lock:
-            if self._predictor is None:
-                from ia3app.predict import Predictor
+    def engine(self):
+        """The app's one prediction engine (ia3app.serving): live, batch-CSV, /predict and the JSON API.
 
-                self._predictor = Predictor(max_models=2)
-            return self._predictor
+        Created on first use, so the web process imports torch only when someone predicts.
+        """
+        with self._engine_lock:
+            if self._engine is None:
+                from ia3app.serving import ServingEngine
+
+                self._engine = ServingEngine(**self.serving)
+            return self._engine
 
     def user_id(self, request: Any) -> int:
         """The id of the person making this request.

@@ -175,7 +175,7 @@ def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
 
 
 def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> dict[str, float]:
-    """{answer: probability} for one row typed by the user, through the merged adapter (cached)."""
+    """{answer: probability} for one row typed by the user, through the app's serving engine."""
     job, folder = owned_adapter_dir(ctx, uid, job_id)
     columns = template_columns(job.result or {})
     clean = {c: str(row.get(c) or "") for c in columns}
@@ -183,8 +183,8 @@ def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> 
         raise UserError(f"type something in {', '.join(columns)} first")
     label_column = (job.result or {}).get("template", {}).get("label_column", "label")
     clean.setdefault(label_column, "")
-    out = ctx.predictor().predict(folder, [clean])[0]
-    return {str(k): float(v) for k, v in out["probs"].items()}
+    out = ctx.engine().predict(folder, [clean])[0]
+    return {str(k): float(v) for k, v in out.probabilities.items()}
 
 
 def predict_batch(ctx: AppContext, uid: int, job_id: Any, csv_path: str | None) -> str:
@@ -194,7 +194,7 @@ def predict_batch(ctx: AppContext, uid: int, job_id: Any, csv_path: str | None) 
     _, folder = owned_adapter_dir(ctx, uid, job_id)
     raw = read_upload(csv_path, ctx, "CSV to predict")
     out = Path(tempfile.mkdtemp(prefix="ia3app-pred-")) / f"predictions-job{int(job_id)}.csv"
-    out.write_bytes(ctx.predictor().predict_csv(folder, raw))
+    out.write_bytes(ctx.engine().predict_csv(folder, raw, max_bytes=ctx.max_upload_bytes, max_rows=ctx.max_rows))
     return str(out)
 
 

@@ -1,0 +1,467 @@
+"""The serving engine: one backbone per (model, revision, device, dtype), every adapter beside it,
+concurrent requests for different adapters batched into one mixed-task forward.
+
+    from ia3app.serving import ServingEngine
+
+    engine = ServingEngine(max_wait_ms=3, max_batch_rows=32, adapter_budget_mb=1024)
+    preds = engine.predict("data/adapters/7", [{"sentence": "a fine film"}])  # list[Prediction]
+    future = engine.submit("data/adapters/9", rows)  # concurrent.futures.Future[list[Prediction]]
+    preds[0].label, preds[0].choice, preds[0].probabilities   # as_dict(): the JSON the HTTP API sends
+    engine.stats()                                            # per backbone: batches, bank, memory
+    engine.close()
+
+Thread-safe: call ``predict``/``submit`` from any number of threads (a web server's pool, a Ray
+Serve replica's request handlers). What happens to a request:
+
+1. In the caller's thread: the adapter folder's info is read (cached; re-read when its files'
+   mtime/size/inode change), the rows are validated and rendered with the adapter's template (the
+   same ``templates.validate``/``render_all`` as training and evaluation), and the backbone is
+   loaded through ``models.load_model`` on first use (at most ``max_models`` kept, least recently
+   used closed first). A missing folder, an adapter that does not fit its backbone or a bad row
+   fails THIS request (its Future carries the UserError); nothing is queued.
+2. The rows join the backbone's queue, split into parts of at most ``max_batch_rows`` rows. One
+   batcher thread per backbone takes what has arrived (waiting up to ``max_wait_ms`` for more
+   once it has seen concurrent traffic; a lone client never waits), up to ``max_batch_rows`` rows,
+   puts every adapter of the batch into the device bank (:class:`~ia3app.adapter_bank.AdapterBank`,
+   LRU within ``adapter_budget_mb``) and scores the batch sorted by length.
+3. Switching policy: when a batch names one adapter and nothing else is queued, and that adapter
+   is already merged or has been the only one for ``merge_after`` batches in a row, the batch runs
+   on merged copies of the wrapped weights (:class:`~ia3app.adapter_bank.MergedWeights`: the base
+   model's cost; the copies cost the wrapped weights' bytes once, see ``stats()``). Otherwise it
+   runs unmerged, each row gathering its own adapter's vectors. Alternating adapters therefore
+   never pay a merge per batch; a steady single-adapter stream (a results page) is merged.
+4. Each caller gets exactly its rows back. If a batch fails, its requests are re-run one by one so
+   the failure stays with the request that caused it.
+
+Scores equal scoring the adapter alone with a merged model up to float rounding (<= 1e-5).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ia3app.adapter_bank import AdapterBank, AdapterInfo, MergedWeights, adapter_key, read_adapter
+from ia3app.errors import UserError
+from ia3app.example import Example
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServingConfig:
+    """How the engine batches and what it keeps in memory."""
+
+    device: str | None = None
+    """cpu, cuda, cuda:1 ... (default: cuda when a GPU is visible)."""
+    dtype: str | None = "auto"
+    """Backbone dtype: fp32, bf16, fp16; "auto": bf16 on a GPU that supports it, else fp32."""
+    max_wait_ms: float = 3.0
+    """How long the batcher waits for more requests once traffic is concurrent."""
+    max_batch_rows: int = 32
+    """Most rows (examples, all their choices) in one forward."""
+    adapter_budget_mb: float = 1024.0
+    """Device memory for resident adapters per backbone; least recently used leave first."""
+    max_models: int = 2
+    """Backbones kept loaded at once."""
+    merge: str = "auto"
+    """auto: the merged fast path for single-adapter traffic (see the module doc); never: always unmerged."""
+    merge_after: int = 2
+    """Consecutive single-adapter batches before an adapter not yet merged gets merged."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_wait_ms < 0:
+            problems.append(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.max_batch_rows < 1:
+            problems.append(f"max_batch_rows must be >= 1, got {self.max_batch_rows}")
+        if self.adapter_budget_mb <= 0:
+            problems.append(f"adapter_budget_mb must be > 0, got {self.adapter_budget_mb}")
+        if self.max_models < 1:
+            problems.append(f"max_models must be >= 1, got {self.max_models}")
+        if self.merge not in ("auto", "never"):
+            problems.append(f"merge must be 'auto' or 'never', got {self.merge!r}")
+        if self.merge_after < 1:
+            problems.append(f"merge_after must be >= 1, got {self.merge_after}")
+        if problems:
+            raise UserError("serving settings: " + "; ".join(problems))
+
+
+@dataclass
+class Prediction:
+    """One row's answer."""
+
+    label: Any
+    """The label as the training data writes it (the label value mapping to the choice; an index for per-row choices)."""
+    choice: str
+    """The chosen answer's text."""
+    probabilities: dict[str, float]
+    """Softmax over the choices' length-normalised log-probabilities, by choice text."""
+    scores: list[float] = field(repr=False)
+    """β per choice (mean token log-probability), in choice order."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "choice": self.choice, "probabilities": self.probabilities}
+
+
+def _label_value(info: AdapterInfo, choice_index: int, choice: str) -> Any:
+    if info.template.per_row:
+        return choice_index
+    for value, text in (info.template.label_map or {}).items():
+        if text == choice:
+            return value
+    return choice
+
+
+def render_rows(info: AdapterInfo, rows: Any) -> list[Example]:
+    """Validate and render rows with the adapter's template (labels in the rows are ignored)."""
+    from ia3app.templates import render_all, validate
+
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+        raise UserError("rows must be a list of objects, each mapping the template's column names to texts")
+    if not rows:
+        return []
+    spec = info.template
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    validate(spec, columns, list(rows), require_labels=False)
+    return render_all(spec, [{k: v for k, v in r.items() if k != spec.label_column} for r in rows])
+
+
+class _Request:
+    """One caller's rows and Future; its parts complete it together (or the first failure fails it)."""
+
+    def __init__(self, info: AdapterInfo, n_rows: int, n_parts: int) -> None:
+        self.info = info
+        self.future: Future = Future()
+        self._results: list[Prediction | None] = [None] * n_rows
+        self._left = n_parts
+        self._lock = threading.Lock()
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def deliver(self, start: int, predictions: list[Prediction]) -> None:
+        with self._lock:
+            if self.future.done():
+                return
+            self._results[start : start + len(predictions)] = predictions
+            self._left -= 1
+            if self._left == 0:
+                self.future.set_result(self._results)
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if not self.future.done():
+                self.future.set_exception(exc)
+
+
+@dataclass
+class _Part:
+    request: _Request
+    start: int
+    examples: list[Example]
+    arrived: float
+
+    @property
+    def info(self) -> AdapterInfo:
+        return self.request.info
+
+
+class _Lane:
+    """One backbone: its (IA)^3 handle, adapter bank, merged copies, queue and batcher thread."""
+
+    def __init__(self, key: tuple, loaded, config: ServingConfig) -> None:
+        from ia3app.ia3 import inject
+
+        self.key, self.loaded, self.config = key, loaded, config
+        self.handle = inject(loaded.model)
+        self.bank = AdapterBank(self.handle, int(config.adapter_budget_mb * 2**20))
+        self.merged = MergedWeights(self.handle)
+        self.counts: Counter = Counter()
+        self._fits: dict[tuple, list[str]] = {}
+        self._queue: deque[_Part] = deque()
+        self._queued_rows = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._concurrent = False  # the last batch held more than one request: waiting pays off
+        self._streak: tuple[Any, int] = (None, 0)
+        self._thread = threading.Thread(target=self._run, name=f"ia3app-serve-{key[0]}", daemon=True)
+        self._thread.start()
+
+    # -- caller side ----------------------------------------------------------------------------
+    def check_fit(self, info: AdapterInfo) -> None:
+        from ia3app.adapter_io import fit_problems
+
+        problems = self._fits.get(info.key)
+        if problems is None:
+            problems = self._fits[info.key] = fit_problems(self.handle, info.config)
+        if problems:
+            raise UserError(f"the adapter in {info.path} does not fit {info.base_model!r}: " + "; ".join(problems))
+
+    def submit(self, info: AdapterInfo, examples: list[Example]) -> Future | None:
+        """Queue the rows; None when the lane has been closed (the engine then opens a new one)."""
+        size = self.config.max_batch_rows
+        request = _Request(info, len(examples), (len(examples) + size - 1) // size)
+        now = time.monotonic()
+        with self._cond:
+            if self._closed:
+                return None
+            for start in range(0, len(examples), size):
+                self._queue.append(_Part(request, start, examples[start : start + size], now))
+                self._queued_rows += len(self._queue[-1].examples)
+            self._cond.notify()
+        return request.future
+
+    def close(self, wait: bool = False) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if wait:
+            self._thread.join()
+
+    # -- batcher side ---------------------------------------------------------------------------
+    def _take(self) -> tuple[list[_Part], bool] | None:
+        """The next batch (FIFO) and whether requests for other adapters stay queued; None: closed."""
+        cfg = self.config
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            if self._concurrent and cfg.max_wait_ms > 0:
+                deadline = self._queue[0].arrived + cfg.max_wait_ms / 1000
+                while not self._closed and self._queued_rows < cfg.max_batch_rows:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            batch: list[_Part] = []
+            rows, keys = 0, {}  # keys: adapter path -> file key in this batch
+            while self._queue:
+                part, n = self._queue[0], len(self._queue[0].examples)
+                path, key = part.info.path, part.info.key
+                if batch and (rows + n > cfg.max_batch_rows or keys.get(path, key) != key
+                              or (path not in keys and len(keys) >= self.bank.max_slots)):
+                    break
+                batch.append(self._queue.popleft())
+                rows += n
+                self._queued_rows -= n
+                keys[path] = key
+            others = any(p.info.key != batch[0].info.key for p in self._queue)
+        return batch, others
+
+    def _run(self) -> None:
+        while (taken := self._take()) is not None:
+            batch, others = taken
+            try:
+                self._process(batch, others)
+            except BaseException as exc:  # a bug: these callers get it (with its traceback), serving goes on
+                log.exception("serving batch failed")
+                for part in batch:
+                    part.request.fail(exc)
+
+    def _process(self, batch: list[_Part], others_queued: bool) -> None:
+        pinned = {p.info.path for p in batch}
+        rows: dict[tuple, int] = {}
+        live = []
+        for part in batch:
+            if part.request.done():  # another part of its request failed already
+                continue
+            key = part.info.key
+            if key not in rows:
+                try:
+                    rows[key] = self.bank.ensure(part.info, pinned)
+                except Exception as exc:  # unreadable or misfit vectors: this adapter's requests only
+                    part.request.fail(exc)
+                    continue
+            live.append(part)
+        if not live:
+            return
+        self._concurrent = len({id(p.request) for p in live}) > 1
+        keys = {p.info.key for p in live}
+        key = next(iter(keys))
+        single = len(keys) == 1 and not others_queued
+        count = self._streak[1] + 1 if single and self._streak[0] == key else 1
+        self._streak = (key, count) if single else (None, 0)
+        merged = self.config.merge == "auto" and single and (self.merged.active == key or count >= self.config.merge_after)
+        if merged:
+            if self.merged.active != key:
+                self.merged.load(key, self.bank.vectors(rows[key]))
+            self.merged.install()
+        else:
+            self.merged.uninstall()
+        self.counts.update(batches=1, merged_batches=int(merged), mixed_batches=int(len(keys) > 1),
+                           requests=len({id(p.request) for p in live}), rows=sum(len(p.examples) for p in live))
+        by_length: dict[int, list[_Part]] = {}
+        for part in live:
+            by_length.setdefault(part.info.max_length, []).append(part)
+        for max_length, parts in by_length.items():
+            self._score(parts, max_length, None if merged else rows)
+
+    def _score(self, parts: list[_Part], max_length: int, rows: dict[tuple, int] | None) -> None:
+        """Score parts in one forward; if that fails, each part alone (the failure stays with its request)."""
+        from ia3app.scoring import score_choices
+
+        examples = [ex for p in parts for ex in p.examples]
+        names = None if rows is None else [rows[p.info.key] for p in parts for _ in p.examples]
+        try:
+            scored = score_choices(
+                self.loaded.model, self.loaded.tokenizer, examples, batch_size=len(examples), max_length=max_length,
+                adapter_names=names, handle=None if names is None else self.bank,
+                is_encoder_decoder=self.loaded.is_encoder_decoder,
+            )
+        except Exception as exc:
+            if len(parts) == 1:
+                parts[0].request.fail(exc)
+                return
+            for part in parts:
+                self._score([part], max_length, rows)
+            return
+        at = 0
+        for part in parts:
+            out = []
+            for ex, s in zip(part.examples, scored[at : at + len(part.examples)]):
+                choice = ex.choices[s.pred]
+                out.append(Prediction(_label_value(part.info, s.pred, choice), choice,
+                                      {c: float(p) for c, p in zip(ex.choices, s.probs)}, list(s.scores)))
+            at += len(part.examples)
+            part.request.deliver(part.start, out)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "model": self.key[0], "revision": self.key[1], "device": self.key[2], "dtype": self.key[3],
+            "resident_adapters": len(self.bank), "max_resident_adapters": self.bank.max_slots,
+            "adapter_bytes": self.bank.adapter_bytes, "bank_bytes": self.bank.nbytes,
+            "merged_copy_bytes": self.merged.nbytes, "merged_installed": self.merged.installed,
+            "merges": self.merged.merges, "adapter_loads": self.bank.loads, "evictions": self.bank.evictions,
+            **{k: self.counts[k] for k in ("batches", "merged_batches", "mixed_batches", "requests", "rows")},
+        }
+
+
+class ServingEngine:
+    """Predictions for any number of adapters and callers; see the module doc."""
+
+    def __init__(self, config: ServingConfig | None = None, **overrides: Any) -> None:
+        self.config = replace(config or ServingConfig(), **overrides)
+        self.loads = 0
+        """Backbones loaded so far."""
+        self._lanes: OrderedDict[tuple, _Lane] = OrderedDict()
+        self._loading: dict[tuple, threading.Lock] = {}
+        self._infos: OrderedDict[str, AdapterInfo] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def info(self, adapter_dir: str | Path) -> AdapterInfo:
+        """The adapter folder's info (cached until its files change); UserError when it is not one."""
+        key = adapter_key(adapter_dir)
+        with self._lock:
+            info = self._infos.get(key[0])
+        if info is None or info.key != key:
+            info, _ = read_adapter(adapter_dir)
+            with self._lock:
+                self._infos[info.path] = info
+                while len(self._infos) > 4096:
+                    self._infos.popitem(last=False)
+        return info
+
+    def _lane_key(self, info: AdapterInfo) -> tuple:
+        from ia3app.models import default_device
+
+        device = self.config.device or default_device()
+        dtype = self.config.dtype
+        if dtype == "auto":
+            import torch
+
+            dtype = "bf16" if str(device).startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
+        return (info.base_model, info.revision, str(device), dtype or "fp32")
+
+    def _lane(self, info: AdapterInfo) -> _Lane:
+        key = self._lane_key(info)
+        with self._lock:
+            lane = self._lanes.get(key)
+            if lane is not None:
+                self._lanes.move_to_end(key)
+                return lane
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # one load per backbone; other backbones' requests go on meanwhile
+            with self._lock:
+                if key in self._lanes:
+                    return self._lanes[key]
+            from ia3app.models import load_model
+
+            loaded = load_model(info.base_model, revision=info.revision, device=key[2], dtype=key[3])
+            lane = _Lane(key, loaded, self.config)
+            with self._lock:
+                self.loads += 1
+                while len(self._lanes) >= self.config.max_models:
+                    _, old = self._lanes.popitem(last=False)
+                    old.close()  # finishes what it has queued, then its memory goes with its thread
+                self._lanes[key] = lane
+                self._loading.pop(key, None)
+            return lane
+
+    def submit(self, adapter_dir: str | Path, rows: list[dict]) -> Future:
+        """Queue rows for an adapter; the Future gives one Prediction per row (or this request's error)."""
+        try:
+            info = self.info(adapter_dir)
+            examples = render_rows(info, rows)
+            while True:
+                lane = self._lane(info)
+                lane.check_fit(info)
+                if not examples:
+                    future: Future = Future()
+                    future.set_result([])
+                    return future
+                future = lane.submit(info, examples)
+                if future is not None:
+                    return future
+        except Exception as exc:  # the caller's Future carries it, as for failures inside a batch
+            future = Future()
+            future.set_exception(exc)
+            return future
+
+    def predict(self, adapter_dir: str | Path, rows: list[dict], timeout: float | None = None) -> list[Prediction]:
+        """One Prediction per row (blocks until its batch has run)."""
+        return self.submit(adapter_dir, rows).result(timeout)
+
+    def predict_csv(self, adapter_dir: str | Path, data: bytes, *, max_bytes: int = 5_000_000,
+                    max_rows: int = 10_000) -> bytes:
+        """A CSV in, the same CSV out with prediction, predicted_choice and one probability column per choice."""
+        from ia3app.data import load_csv, write_csv
+
+        table = load_csv(data, max_bytes=max_bytes, max_rows=max_rows)
+        predictions = self.predict(adapter_dir, table.rows)
+        columns, rows = prediction_table(self.info(adapter_dir), table.columns, table.rows, predictions)
+        return write_csv(rows, columns)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            lanes = list(self._lanes.values())
+        return {"models_loaded": self.loads, "backbones": [lane.stats() for lane in lanes]}
+
+    def close(self) -> None:
+        """Stop the batcher threads once they have served what is queued."""
+        with self._lock:
+            lanes = list(self._lanes.values())
+            self._lanes.clear()
+        for lane in lanes:
+            lane.close(wait=True)
+
+
+def prediction_table(info: AdapterInfo, columns: list[str], rows: list[dict], predictions: list[Prediction]):
+    """(columns, rows): the input columns, then prediction, predicted_choice and prob_<choice> per choice
+    (prob_1, prob_2... for per-row choices), probabilities as text with 6 decimals."""
+    per_row = info.template.per_row
+    n_choices = max((len(p.probabilities) for p in predictions), default=0)
+    prob_columns = [f"prob_{i + 1}" for i in range(n_choices)] if per_row else [f"prob_{c}" for c in info.choices]
+    out_rows = []
+    for row, pred in zip(rows, predictions):
+        probs = list(pred.probabilities.values()) if per_row else [pred.probabilities.get(c, 0.0) for c in info.choices]
+        out_rows.append({**row, "prediction": pred.label, "predicted_choice": pred.choice,
+                         **{col: f"{p:.6f}" for col, p in zip(prob_columns, probs)}})
+    return list(columns) + ["prediction", "predicted_choice"] + prob_columns, out_rows
