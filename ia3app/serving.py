@@ -370,15 +370,17 @@ class ServingEngine:
         return info
 
     def _lane_key(self, info: AdapterInfo) -> tuple:
-        from ia3app.models import default_device
+        """(model, revision, device, dtype name): one backbone each. "auto": models.weights_dtype's choice."""
+        import torch
 
-        device = self.config.device or default_device()
-        dtype = self.config.dtype
+        from ia3app.models import default_device, weights_dtype
+
+        device = str(self.config.device or default_device())
+        dtype = self.config.dtype or "auto"
         if dtype == "auto":
-            import torch
-
-            dtype = "bf16" if str(device).startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
-        return (info.base_model, info.revision, str(device), dtype or "fp32")
+            names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+            dtype = names[weights_dtype("auto", device)]
+        return (info.base_model, info.revision, device, dtype)
 
     def _lane(self, info: AdapterInfo) -> _Lane:
         key = self._lane_key(info)
