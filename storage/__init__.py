@@ -7,4 +7,5 @@
   dir) and ``StorageError`` (disk full / unwritable, worded for a person).
 - ``storage.repo``: owner-scoped datasets, templates, adapters and evaluations.
 - ``storage.users``: argon2 users, the ``local`` single-user account, ``python -m storage.users``.
+- ``storage.api_keys``: hashed per-user API keys for the JSON prediction API.
 """

@@ -153,3 +153,20 @@ CREATE TABLE evaluations (
     UNIQUE (job, method)
 )
 """
+
+
+@migration
+def m002_api_keys(db: sqlite_utils.Database) -> None:
+    """Per-user API keys for the JSON prediction API: only a SHA-256 of each key is stored."""
+    db.execute(
+        "CREATE TABLE api_keys ("
+        " id INTEGER PRIMARY KEY,"
+        " owner INTEGER NOT NULL REFERENCES users(id),"
+        " name TEXT NOT NULL,"
+        " prefix TEXT NOT NULL UNIQUE,"
+        " key_hash TEXT NOT NULL,"
+        " created REAL NOT NULL,"
+        " last_used REAL,"
+        " revoked REAL)"
+    )
+    db.execute("CREATE INDEX api_keys_owner ON api_keys(owner, id)")

@@ -4,6 +4,9 @@
     echo "$PW" | python -m storage.users add NAME --password-stdin
     python -m storage.users list
     python -m storage.users passwd NAME
+    python -m storage.users key create NAME [--name LABEL]   # prints a new API key once
+    python -m storage.users key list [NAME]
+    python -m storage.users key revoke PREFIX
 
 Single-user mode (the app on 127.0.0.1) runs as the user ``local``, whose password hash is
 unusable: nobody can log in as ``local`` over the network.
@@ -115,6 +118,25 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
+def _key_command(db: sqlite_utils.Database, args: argparse.Namespace) -> None:
+    from storage import api_keys
+
+    if args.key_command == "create":
+        prefix, key = api_keys.create_key(db, args.name, args.label)
+        print(key)
+        print(f"API key {prefix!r} created for {args.name!r}; it is shown only now. "
+              f"Revoke it with: python -m storage.users key revoke {prefix}", file=sys.stderr)
+    elif args.key_command == "list":
+        for k in api_keys.list_keys(db, args.name):
+            when = lambda t: time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) if t else "-"  # noqa: E731
+            state = f"revoked {when(k['revoked'])}" if k["revoked"] else "active"
+            print(f"{k['prefix']}\t{k['user']}\t{k['name']}\tcreated {when(k['created'])}\t"
+                  f"last used {when(k['last_used'])}\t{state}")
+    else:
+        api_keys.revoke_key(db, args.prefix)
+        print(f"key {args.prefix!r} revoked")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m storage.users", description="Manage ia3app users.")
     parser.add_argument("--data-dir", help="data directory (default: $IA3APP_DATA_DIR or ./data)")
@@ -124,10 +146,21 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("name")
         p.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
     sub.add_parser("list", help="list users")
+    key = sub.add_parser("key", help="API keys for the JSON prediction API").add_subparsers(dest="key_command",
+                                                                                             required=True)
+    p = key.add_parser("create", help="create a key for a user (printed once; only its hash is stored)")
+    p.add_argument("name", help="the user")
+    p.add_argument("--name", dest="label", default="default", help="what the key is for (shown in listings)")
+    p = key.add_parser("list", help="list keys (prefixes, never the keys)")
+    p.add_argument("name", nargs="?", help="only this user's keys")
+    p = key.add_parser("revoke", help="revoke a key by its prefix (or the whole key)")
+    p.add_argument("prefix")
     args = parser.parse_args(argv)
     db = open_db(args.data_dir)
     try:
-        if args.command == "list":
+        if args.command == "key":
+            _key_command(db, args)
+        elif args.command == "list":
             for user in list_users(db):
                 print(f"{user['id']}\t{user['name']}\t{time.strftime('%Y-%m-%d %H:%M', time.gmtime(user['created']))}")
         elif args.command == "add":

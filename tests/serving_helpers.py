@@ -54,3 +54,21 @@ def assert_matches(predictions, reference, choices=("bad", "good")) -> None:
         assert pred.scores == __import__("pytest").approx(ref.scores, abs=1e-5)
         if choices:
             assert pred.choice == choices[ref.pred]
+
+
+def finished_jobs(ctx, owner: int, base: Path, n: int, seed0: int = 0) -> list[int]:
+    """n succeeded jobs of `owner`, each with its own adapter folder in the file store (no training:
+    the queue's own claim/complete, adapters made by make_adapter), for API and load tests."""
+    from jobs import queue
+
+    handle = inject(load_model(str(base), device="cpu").model)
+    ids = []
+    for i in range(n):
+        job_id = queue.submit(ctx.db(), owner, {"display": {"model": "tiny"}})
+        claimed = queue.claim(ctx.db(), "test-worker")
+        assert claimed is not None and claimed.id == job_id
+        folder = make_adapter(base, ctx.files().adapter_dir(job_id), seed=seed0 + i, handle=handle)
+        queue.complete(ctx.db(), job_id, "test-worker", {"template": TEMPLATE.to_dict()},
+                       adapter={"dir_path": str(folder)})
+        ids.append(job_id)
+    return ids

@@ -130,3 +130,23 @@ def test_batch_predictions_come_back_as_a_csv(server, finished_job, tmp_path):
     lines = out.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("sentence,prediction,")
     assert lines[2].startswith("'=") or lines[2].startswith("\"'=")  # formula neutralised
+
+
+@pytest.mark.slow
+def test_json_api_is_mounted_on_the_app(server, finished_job):
+    """POST /v1/predict on the Gradio app's own port (the README's curl), beside the gradio_client route."""
+    import httpx
+
+    from storage import api_keys
+
+    ctx, url, _ = server
+    _, key = api_keys.create_key(ctx.db(), "alice")
+    _, bob_key = api_keys.create_key(ctx.db(), "bob")
+    body = {"job_id": finished_job, "rows": [{"sentence": "a fine film"}]}
+    with httpx.Client(base_url=url, timeout=60) as http:
+        r = http.post("v1/predict", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+        pred = r.json()["predictions"][0]
+        assert pred["choice"] in pred["probabilities"] and abs(sum(pred["probabilities"].values()) - 1) < 1e-4
+        assert http.post("v1/predict", json=body, headers={"Authorization": f"Bearer {bob_key}"}).status_code == 404
+        assert http.post("v1/predict", json=body).status_code == 401

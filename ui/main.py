@@ -30,6 +30,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="allow listening on a non-local address without authentication (everyone is user 'local')")
     p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest CSV accepted (MB, default 5)")
     p.add_argument("--max-rows", type=int, default=10_000, help="most rows accepted in one CSV (default 10000)")
+    p.add_argument("--serve-only", action="store_true",
+                   help="a predictions-only server: the JSON API (POST /v1/predict with an API key) without the "
+                   "pages or a training worker, for a machine that only serves")
+    p.add_argument("--serve-device", default=None, help="device for predictions (default: cuda if available)")
+    p.add_argument("--serve-max-wait-ms", type=float, default=3.0,
+                   help="how long the prediction batcher waits for more requests under concurrent traffic (ms)")
+    p.add_argument("--serve-batch-rows", type=int, default=32, help="most rows in one prediction forward pass")
+    p.add_argument("--adapter-budget-mb", type=float, default=1024.0,
+                   help="memory for adapters resident beside each base model (MB; least recently used leave first)")
     return p.parse_args(argv)
 
 
@@ -45,7 +54,10 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
     from storage import users
 
     data_dir = resolve_data_dir(args.data_dir)
-    ctx = AppContext(data_dir, max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_rows=args.max_rows)
+    serving = {"device": args.serve_device, "max_wait_ms": args.serve_max_wait_ms,
+               "max_batch_rows": args.serve_batch_rows, "adapter_budget_mb": args.adapter_budget_mb}
+    ctx = AppContext(data_dir, max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_rows=args.max_rows,
+                     serving=serving)
     policy = decide_auth(args.host, user_count=users.count_login_users(ctx.db()),
                          insecure_no_auth=args.insecure_no_auth, force_auth=args.auth)
     ctx.auth_required = policy.required
@@ -55,8 +67,9 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
 
 def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None, auth=None,
            prevent_thread_lock: bool = False, quiet: bool = False):
-    """Build the Blocks and launch them; returns (demo, local_url)."""
+    """Build the Blocks and launch them, with the JSON API's routes in front; returns (demo, local_url)."""
     from ui.blocks import CSS, THEME, build_app
+    from ui.http_api import add_routes
 
     demo = build_app(ctx)
     demo.queue(default_concurrency_limit=4)
@@ -67,14 +80,27 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
         auth_message="Sign in with the account your administrator created (python -m storage.users add NAME).",
         max_file_size=ctx.max_upload_bytes * 2,  # the CSV checker states the exact limit; this stops abuse early
         blocked_paths=[str(ctx.data_dir)],  # stored data leaves only through handlers that check the owner
-        prevent_thread_lock=prevent_thread_lock,
+        prevent_thread_lock=True,  # the API routes go in before anyone is told the address
         quiet=quiet,
         theme=THEME,
         css=CSS,
         footer_links=["api"],
         ssr_mode=False,
     )
+    add_routes(demo.app, ctx)
+    if not prevent_thread_lock:
+        demo.block_thread()
     return demo, url
+
+
+def serve_only(ctx: AppContext, host: str, port: int) -> None:
+    """The JSON prediction API alone (every request needs an API key, so any --host is safe)."""
+    import uvicorn
+
+    from ui.http_api import serve_only_app
+
+    print(f"ia3app predictions on http://{host}:{port}/v1/predict (API keys: python -m storage.users key create NAME)")
+    uvicorn.run(serve_only_app(ctx), host=host, port=port, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
+    if args.serve_only:
+        serve_only(ctx, args.host, args.port)
+        return
     if warning:
         print(warning, file=sys.stderr)
     worker = None

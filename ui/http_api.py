@@ -1,0 +1,140 @@
+"""The JSON prediction API, for programs that call a classifier: ``POST /v1/predict`` with an API key.
+
+    curl -s http://127.0.0.1:7860/v1/predict \\
+      -H "Authorization: Bearer $IA3APP_KEY" -H "Content-Type: application/json" \\
+      -d '{"job_id": 3, "rows": [{"sentence": "a fine film"}, {"sentence": "a dull mess"}]}'
+    {"job_id": 3, "predictions": [{"label": "positive", "choice": "good", "probabilities": {...}}, ...]}
+
+Keys come from ``python -m storage.users key create NAME`` (stored hashed) and answer only for
+their owner's finished jobs: someone else's job id gets the same 404 as a missing one. The rows of
+concurrent requests, from every user, are batched together by the app's serving engine.
+
+Status codes: 401 no or bad key · 404 not one of your jobs · 409 the job has not succeeded ·
+413 body too large · 422 bad input (the message says what) · 200 otherwise.
+Mounted on the Gradio app (:func:`add_routes`) or served alone (:func:`serve_only_app`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ia3app.errors import UserError
+from ui.context import AppContext
+
+PATH = "/v1/predict"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="ia3app"'} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, refusing it (413) as soon as it passes `limit` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"the request body is over {limit / 1e6:g} MB; send fewer rows per request")
+    try:
+        return json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(422, f"the body is not valid JSON ({exc})") from None
+
+
+def _parse(body: Any, max_rows: int) -> tuple[str, int, list[dict]]:
+    """("job_id" or "adapter_id", id, rows) from the JSON body, or ApiError(422) saying what is wrong."""
+    if not isinstance(body, dict):
+        raise ApiError(422, 'send a JSON object: {"job_id": N, "rows": [{"column": "text", ...}, ...]}')
+    kinds = [k for k in ("job_id", "adapter_id") if k in body]
+    if len(kinds) != 1:
+        raise ApiError(422, 'name the adapter with exactly one of "job_id" or "adapter_id"')
+    ident = body[kinds[0]]
+    if isinstance(ident, bool) or not isinstance(ident, int):
+        raise ApiError(422, f'"{kinds[0]}" must be an integer')
+    rows = body.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise ApiError(422, '"rows" must be a non-empty list of objects mapping column names to texts')
+    if len(rows) > max_rows:
+        raise ApiError(422, f"{len(rows)} rows in one request; the limit is {max_rows}")
+    clean = []
+    for n, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not all(isinstance(v, (str, int, float)) or v is None for v in row.values()):
+            raise ApiError(422, f"row {n} must be an object mapping column names to texts (or numbers)")
+        clean.append({str(k): "" if v is None else str(v) for k, v in row.items()})
+    return kinds[0], ident, clean
+
+
+def _adapter_folder(ctx: AppContext, key: str | None, kind: str, ident: int):
+    """(job id, adapter folder) for the key's owner; ApiError otherwise. Runs in a worker thread (SQLite)."""
+    from jobs import queue
+    from storage import api_keys
+    from ui.results_page import owned_adapter_dir
+
+    owner = api_keys.verify_key(ctx.db(), key)
+    if owner is None:
+        raise ApiError(401, "a valid API key is needed: Authorization: Bearer ia3_... "
+                            "(create one with python -m storage.users key create NAME)")
+    job_id = ident
+    if kind == "adapter_id":
+        row = ctx.db().execute("SELECT job FROM adapters WHERE id = ? AND owner = ?", [ident, owner]).fetchone()
+        if row is None:
+            raise ApiError(404, f"adapter #{ident} is not one of your adapters")
+        job_id = int(row[0])
+    if job_id <= 0 or queue.get_job(ctx.db(), job_id, owner) is None:
+        raise ApiError(404, f"job #{job_id} is not one of your jobs")
+    try:
+        _, folder = owned_adapter_dir(ctx, owner, job_id)
+    except UserError as exc:
+        raise ApiError(409, str(exc)) from None
+    return job_id, folder
+
+
+def api_router(ctx: AppContext) -> APIRouter:
+    router = APIRouter()
+
+    @router.post(PATH)
+    async def predict(request: Request) -> JSONResponse:
+        try:
+            auth = request.headers.get("authorization", "")
+            key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+            kind, ident, rows = _parse(await _read_json(request, ctx.max_upload_bytes), ctx.max_rows)
+            job_id, folder = await run_in_threadpool(_adapter_folder, ctx, key, kind, ident)
+            engine = await run_in_threadpool(ctx.engine)  # the first call imports torch
+            predictions = await asyncio.wrap_future(engine.submit(folder, rows))  # batched with everyone's rows
+        except ApiError as exc:
+            return _error(exc.status, str(exc))
+        except UserError as exc:
+            return _error(422, str(exc))
+        return JSONResponse({"job_id": job_id, "predictions": [p.as_dict() for p in predictions]})
+
+    @router.get("/v1/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    return router
+
+
+def add_routes(app: FastAPI, ctx: AppContext) -> None:
+    """Put the API's routes in front of the (already created) Gradio app's own."""
+    for route in reversed(api_router(ctx).routes):
+        app.router.routes.insert(0, route)
+
+
+def serve_only_app(ctx: AppContext) -> FastAPI:
+    """A predictions-only server: the JSON API and nothing else (no pages, no training worker)."""
+    app = FastAPI(title="ia3app predictions", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(api_router(ctx))
+    return app
