@@ -6,6 +6,8 @@ bytes are then written by storage (files first, then one row; a failure leaves n
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,20 +29,47 @@ NONE = "No evaluation (train on every row)"
 LABEL_NAMES = ("label", "labels", "target", "class", "category", "answer", "sentiment", "y")
 
 
-def read_upload(path: str | None, ctx: AppContext, what: str = "file") -> bytes:
-    """The uploaded bytes, refusing early (and saying the limit) when they exceed the size limit."""
+def upload_size(path: str | None, ctx: AppContext, what: str = "file") -> int:
+    """The upload's size in bytes; UserError (saying the limit) when there is none or it is too large."""
     if not path:
         raise UserError(f"no {what} uploaded: drop a CSV file on the box")
-    p = Path(path)
-    size = p.stat().st_size
+    size = Path(path).stat().st_size
     if size > ctx.max_upload_bytes:
         raise UserError(f"the {what} is {size / 1e6:.1f} MB; the limit is {ctx.max_upload_bytes / 1e6:g} MB. "
                         "Few-shot training needs only a few dozen rows: upload a smaller sample")
-    return p.read_bytes()
+    return size
+
+
+def read_upload(path: str | None, ctx: AppContext, what: str = "file") -> bytes:
+    """The uploaded bytes, refusing early (and saying the limit) when they exceed the size limit."""
+    upload_size(path, ctx, what)
+    return Path(path).read_bytes()
+
+
+_PARSED: "OrderedDict[tuple, data.Table]" = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+PARSED_CACHE = 16
+"""Parsed uploads kept in memory (each at most the upload limit): the page's handlers (file, label column,
+split settings) read one upload many times; each parse is linear in the file, so parse it once."""
 
 
 def parse(path: str | None, ctx: AppContext, what: str = "file") -> "data.Table":
-    return data.load_csv(read_upload(path, ctx, what), max_bytes=ctx.max_upload_bytes, max_rows=ctx.max_rows)
+    """The upload as a Table; the same file (path, size, modification time) is parsed once. A refusal is not
+    cached: load_csv refuses before reading past the first line where it can (too many columns)."""
+    upload_size(path, ctx, what)
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, ctx.max_upload_bytes, ctx.max_rows)
+    with _PARSED_LOCK:
+        table = _PARSED.get(key)
+        if table is not None:
+            _PARSED.move_to_end(key)
+            return table
+    table = data.load_csv(read_upload(path, ctx, what), max_bytes=ctx.max_upload_bytes, max_rows=ctx.max_rows)
+    with _PARSED_LOCK:
+        _PARSED[key] = table
+        while len(_PARSED) > PARSED_CACHE:
+            _PARSED.popitem(last=False)
+    return table
 
 
 def guess_label_column(columns: list[str]) -> str:
@@ -50,9 +79,12 @@ def guess_label_column(columns: list[str]) -> str:
     return columns[-1]
 
 
-def label_report(table: "data.Table", label_column: str) -> tuple[pd.DataFrame, list[str]]:
-    """Counts per label and the warnings; UserError for an unusable label column."""
-    warnings = list(data.check_labels(table, label_column))
+def label_report(table: "data.Table", label_column: str,
+                 text_columns: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Counts per label and the warnings (empty text checked in the ticked text columns); UserError for an
+    unusable label column."""
+    text_columns = [c for c in text_columns or [] if c in table.columns and c != label_column] or None
+    warnings = list(data.check_labels(table, label_column, text_columns=text_columns))
     counts = data.label_counts(table.rows, label_column)
     frame = pd.DataFrame({"label": list(counts), "rows": list(counts.values())})
     return frame, warnings
@@ -246,12 +278,12 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
     page.label_column.change(on_label_text, [page.file, page.label_column], page.text_columns,
                              api_visibility="private")
 
-    def on_label(path, label_column, eval_mode, fraction, seed, sample, k):
+    def on_label(path, label_column, eval_mode, fraction, seed, sample, k, text_columns):
         if not path or not label_column:
             return {page.counts: None, page.checks: "", page.split_info: "", page.save: gr.update(interactive=False)}
         try:
             table = parse(path, ctx)
-            frame, warnings = label_report(table, label_column)
+            frame, warnings = label_report(table, label_column, text_columns)
             rows = data.sample_per_class(table.rows, label_column, int(k), int(seed)) if sample and k else table.rows
             split = split_summary(rows, label_column, fraction, seed) if eval_mode == AUTO else ""
         except UserError as e:
@@ -260,8 +292,10 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
         return {page.counts: frame, page.checks: warnings_md(warnings), page.split_info: split,
                 page.save: gr.update(interactive=True)}
 
-    inputs = [page.file, page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k]
-    for comp in (page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k):
+    inputs = [page.file, page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k,
+              page.text_columns]
+    for comp in (page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k,
+                 page.text_columns):
         comp.change(on_label, inputs, [page.counts, page.checks, page.split_info, page.save],
                     api_visibility="private")
 
