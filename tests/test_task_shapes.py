@@ -111,3 +111,42 @@ def test_warning_for_per_row_answers_typed_without_braces():
     warnings = validate(spec, table.columns, table.rows)
     assert any("every row has the same answers ('option1', 'option2')" in w and "did you mean {{ option1 }}?" in w
                for w in warnings)
+
+
+# ---------------------------------------------------------------- the template page's pieces
+
+
+def test_template_page_per_row_lines_with_label_values_round_trip():
+    from ui import template_page as T
+
+    table, label, fits = fits_for("winogrande_like.csv")
+    fields = T.fields_from_spec(fits[0][1])
+    assert fields[1] == T.PER_ROW and fields[4].splitlines() == ["1 = {{ option1 }}", "2 = {{ option2 }}"]
+    message, html, spec = T.check_template(table.rows, table.columns, label, "mc", *fields,
+                                           inputs=["sentence", "option1", "option2"])
+    assert message.startswith("✓ The template fits all 16 rows.") and spec["choice_labels"] == ["1", "2"]
+    assert "✓ Sarah" in html
+    message, _, spec = T.check_template(table.rows, table.columns, label, "mc", fields[0], T.PER_ROW, "", "",
+                                        "1 = {{ option1 }}\n{{ option2 }}")
+    assert spec is None and "give every per-row answer line a label value" in message
+
+
+def test_template_page_warns_of_ticked_columns_left_out_and_literal_answers():
+    from ui import template_page as T
+
+    table, label, _ = fits_for("winogrande_like.csv")
+    message, _, spec = T.check_template(table.rows, table.columns, label, "mine", "{{ sentence }}", T.PER_ROW, "", "",
+                                        "1 = option1\n2 = option2", inputs=["sentence", "option1", "option2"])
+    assert spec is not None
+    assert "marked as text the model reads, but the template does not use it" in message
+    assert "did you mean {{ option1 }}?" in message
+
+
+def test_template_page_shape_insert_and_new_name():
+    from ui import template_page as T
+
+    session = {"text_columns": ["sentence", "option1", "option2"], "label_values": ["1", "2"], "label_column": "answer"}
+    assert T.shape_text(session).startswith("**Your data:** multiple choice: each row has its own options")
+    assert T.insert_column("Fill the blank:", "option1") == "Fill the blank: {{ option1 }}"
+    assert T.insert_column("", "Review Text") == '{{ row["Review Text"] }}'
+    assert T.spec_from_fields("", "{{a}}", T.FIXED, "x\ny", "", "", "label").name == T.NEW_NAME

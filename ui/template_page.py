@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from ia3app.errors import UserError
-from ia3app.templates import TemplateSpec, preview, validate
+from ia3app.templates import TemplateSpec, column_ref, preview, validate
 from ui.context import AppContext
 from ui.shared import Shared
 
@@ -19,6 +20,21 @@ if TYPE_CHECKING:
 FIXED = "Fixed answers (same for every row)"
 PER_ROW = "Per-row answers (from columns, e.g. {{choice1}})"
 CUSTOM = "(write my own)"
+NEW_NAME = "my-template"
+"""The name a template written from scratch gets (never the name of the built-in it started from)."""
+_LABELLED_CHOICE = re.compile(r"([A-Za-z0-9_.-]+)\s*=\s*(\S.*)")
+"""A per-row answer line `1 = {{option1}}`: the label value naming this answer, then its template."""
+
+
+def _per_row_lines(lines: list[str]) -> tuple[list[str], list[str] | None]:
+    """Per-row answer lines -> (templates, label values naming them or None for 0-based indexes)."""
+    matches = [_LABELLED_CHOICE.fullmatch(ln) for ln in lines]
+    if not any(matches):
+        return lines, None
+    if not all(matches):
+        raise UserError("give every per-row answer line a label value (`1 = {{option1}}`), or none of them "
+                        "(then the label is the answer's position counting from 0)")
+    return [m.group(2).strip() for m in matches], [m.group(1) for m in matches]
 
 
 def spec_from_fields(name: str, input_text: str, mode: str, choices_text: str, label_map_text: str,
@@ -28,8 +44,9 @@ def spec_from_fields(name: str, input_text: str, mode: str, choices_text: str, l
     if not (input_text or "").strip():
         raise UserError("the input template is empty: write what the model reads, e.g. {{sentence}} Is it good?")
     if mode == PER_ROW:
-        return TemplateSpec(name=name or "custom", input=input_text, label_column=label_column,
-                            choice_templates=lines(choice_templates_text))
+        templates, labels = _per_row_lines(lines(choice_templates_text))
+        return TemplateSpec(name=name or NEW_NAME, input=input_text, label_column=label_column,
+                            choice_templates=templates, choice_labels=labels)
     label_map = None
     pairs = lines(label_map_text)
     if pairs:
@@ -39,14 +56,17 @@ def spec_from_fields(name: str, input_text: str, mode: str, choices_text: str, l
                 raise UserError(f"label map line '{ln}' needs the form `label value = answer`")
             key, value = (part.strip() for part in ln.split("=", 1))
             label_map[key] = value
-    return TemplateSpec(name=name or "custom", input=input_text, label_column=label_column,
+    return TemplateSpec(name=name or NEW_NAME, input=input_text, label_column=label_column,
                         choices=lines(choices_text), label_map=label_map)
 
 
 def fields_from_spec(spec: TemplateSpec) -> tuple[str, str, str, str, str]:
     """TemplateSpec → (input, mode, choices, label map, choice templates) for the editor."""
     if spec.per_row:
-        return spec.input, PER_ROW, "", "", "\n".join(spec.choice_templates or [])
+        templates = spec.choice_templates or []
+        if spec.choice_labels:
+            templates = [f"{label} = {t}" for label, t in zip(spec.choice_labels, templates)]
+        return spec.input, PER_ROW, "", "", "\n".join(templates)
     label_map = "\n".join(f"{k} = {v}" for k, v in (spec.label_map or {}).items())
     return spec.input, FIXED, "\n".join(spec.choices or []), label_map, ""
 
@@ -70,17 +90,38 @@ def preview_html(items: list[dict[str, Any]]) -> str:
 
 
 def check_template(rows: list[dict], columns: list[str], label_column: str, name: str, input_text: str, mode: str,
-                   choices_text: str, label_map_text: str, choice_templates_text: str) -> tuple[str, str, dict | None]:
-    """Validate the editor's template against the data: (message markdown, preview html, spec dict or None)."""
+                   choices_text: str, label_map_text: str, choice_templates_text: str,
+                   inputs: list[str] | None = None) -> tuple[str, str, dict | None]:
+    """Validate the editor's template against the data: (message markdown, preview html, spec dict or None).
+    inputs: the columns ticked on the data page; one the template leaves out draws a warning."""
     try:
         spec = spec_from_fields(name, input_text, mode, choices_text, label_map_text, choice_templates_text,
                                 label_column)
-        warnings = validate(spec, columns, rows)
+        warnings = validate(spec, columns, rows, inputs=inputs)
         items = preview(spec, rows, n=4)
     except UserError as e:
         return f"✗ **This template does not work yet:** {e}", "", None
     notes = "".join(f"\n- ⚠ {w}" for w in warnings)
     return f"✓ The template fits all {len(rows)} rows.{notes}", preview_html(items), spec.to_dict()
+
+
+def shape_text(session: dict | None) -> str:
+    """What the data page's ticked columns look like as a task, in words, for the top of this page."""
+    from ia3app.template_library import detect_shape
+
+    if not session or not session.get("text_columns"):
+        return ""
+    shape = detect_shape(session["text_columns"], session.get("label_values") or [])
+    return f"**Your data:** {shape.description}; label column `{session['label_column']}`."
+
+
+def insert_column(input_text: str | None, column: str | None) -> str:
+    """The input template with a column reference added at the end (the click-to-insert choices)."""
+    text = input_text or ""
+    if not column:
+        return text
+    sep = "" if not text or text.endswith((" ", "\n")) else " "
+    return text + sep + column_ref(column)
 
 
 def fitting_templates(columns: list[str], label_values: list[str], label_column: str) -> dict[str, TemplateSpec]:
@@ -92,6 +133,8 @@ def fitting_templates(columns: list[str], label_values: list[str], label_column:
 
 @dataclass
 class TemplatePage:
+    shape: gr.Markdown
+    insert: gr.Radio
     builtin: gr.Dropdown
     name: gr.Textbox
     input: gr.Textbox
@@ -107,6 +150,11 @@ class TemplatePage:
     def editor(self) -> list:
         return [self.name, self.input, self.mode, self.choices, self.label_map, self.choice_templates]
 
+    @property
+    def suggested(self) -> list:
+        """What suggest() fills: the built-in list, the data's shape, the column choices and the editor."""
+        return [self.builtin, self.shape, self.insert, *self.editor]
+
 
 def build_template_page() -> TemplatePage:
     gr.Markdown(
@@ -115,6 +163,7 @@ def build_template_page() -> TemplatePage:
         "learns to pick the right answer. Start from a built-in that fits your columns, or edit freely: "
         "write column names in double braces, like `{{sentence}}`."
     )
+    shape = gr.Markdown()
     with gr.Row():
         builtin = gr.Dropdown(label="Built-in templates that fit your columns", choices=[CUSTOM], value=CUSTOM,
                               scale=2)
@@ -123,13 +172,16 @@ def build_template_page() -> TemplatePage:
         with gr.Column(scale=3):
             input_text = gr.Textbox(label="Input template (what the model reads)", lines=4,
                                     placeholder="{{sentence}}\nIs this review positive or negative?")
+            insert = gr.Radio([], value=None, label="Click a column to add it to the input template",
+                              interactive=True)
             mode = gr.Radio([FIXED, PER_ROW], value=FIXED, label="Answer choices")
             with gr.Row():
                 choices = gr.Textbox(label="Answers, one per line", lines=3, placeholder="negative\npositive")
                 label_map = gr.Textbox(label="Label value = answer, one per line (blank: labels are the answers)",
                                        lines=3, placeholder="0 = negative\n1 = positive")
-            choice_templates = gr.Textbox(label="Per-row answer templates, one per line (label = 0-based index)",
-                                          lines=2, placeholder="{{choice1}}\n{{choice2}}", visible=False)
+            choice_templates = gr.Textbox(label="Per-row answers, one per line: `label value = {{column}}` "
+                                          "(without label values, the label is the answer's position from 0)",
+                                          lines=2, placeholder="1 = {{option1}}\n2 = {{option2}}", visible=False)
         with gr.Column(scale=2):
             message = gr.Markdown()
             gr.Markdown("**Preview of the first rows**")
@@ -138,12 +190,12 @@ def build_template_page() -> TemplatePage:
     mode.change(lambda m: (gr.update(visible=m == FIXED), gr.update(visible=m == FIXED),
                            gr.update(visible=m == PER_ROW)), mode, [choices, label_map, choice_templates],
                 api_visibility="private")
-    return TemplatePage(builtin, name, input_text, mode, choices, label_map, choice_templates, message,
-                        preview_box, nxt)
+    return TemplatePage(shape, insert, builtin, name, input_text, mode, choices, label_map, choice_templates,
+                        message, preview_box, nxt)
 
 
 def _editor_values(page: TemplatePage, spec: TemplateSpec | None) -> dict:
-    values = (spec.name, *fields_from_spec(spec)) if spec else ("custom", "", FIXED, "", "", "")
+    values = (spec.name, *fields_from_spec(spec)) if spec else (NEW_NAME, "", FIXED, "", "", "")
     return dict(zip(page.editor, values))
 
 
@@ -155,20 +207,32 @@ def suggest(page: TemplatePage, state: dict) -> tuple[list[str], dict]:
     names = list(fitting)
     first = fitting[names[0]] if names else None
     return names, {page.builtin: gr.update(choices=names + [CUSTOM], value=names[0] if names else CUSTOM),
+                   page.shape: shape_text(state),
+                   page.insert: gr.update(choices=list(state["text_columns"]), value=None),
                    **_editor_values(page, first)}
 
 
 def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, saved, train: "TrainPage") -> None:
     """The page's own events. `saved` is the data page's Save event: the editor it filled is checked after it."""
 
-    def on_builtin(session, name):
-        if not session or name == CUSTOM:
+    def on_builtin(session, name, current_name):
+        from ia3app.template_library import BUILTINS
+
+        if name == CUSTOM:  # a template of one's own gets its own name, not the built-in's it started from
+            return {page.name: NEW_NAME} if not current_name or current_name in BUILTINS else gr.skip()
+        if not session:
             return gr.skip()
         spec = fitting_templates(session["text_columns"] + [session["label_column"]], session["label_values"],
                                  session["label_column"]).get(name)
         return gr.skip() if spec is None else _editor_values(page, spec)
 
-    filled = page.builtin.input(on_builtin, [shared.session, page.builtin], page.editor, api_visibility="private")
+    filled = page.builtin.input(on_builtin, [shared.session, page.builtin, page.name], page.editor,
+                                api_visibility="private")
+
+    def on_insert(input_text, column):
+        return {page.input: insert_column(input_text, column), page.insert: gr.update(value=None)}
+
+    page.insert.input(on_insert, [page.input, page.insert], [page.input, page.insert], api_visibility="private")
 
     def on_edit(session, name, input_text, mode, choices, label_map, choice_templates, request: gr.Request):
         refused = {page.preview: "", shared.template: None, page.next: gr.update(interactive=False)}
@@ -181,7 +245,8 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
         except UserError as e:
             return {**refused, page.message: f"✗ {e}"}
         message, preview_box, spec = check_template(rows, session["columns"], session["label_column"], name,
-                                                    input_text, mode, choices, label_map, choice_templates)
+                                                    input_text, mode, choices, label_map, choice_templates,
+                                                    inputs=session.get("text_columns"))
         return {page.message: message, page.preview: preview_box, shared.template: spec,
                 page.next: gr.update(interactive=spec is not None)}
 

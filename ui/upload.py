@@ -309,10 +309,11 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
             return {page.message: f"✗ **Not saved:** {e}"}
         msg = (f"✓ Saved **{state['filename']}** ({state['rows']} rows). "
                + (f"{len(fitting)} built-in template(s) fit your columns." if fitting else
-                  "No built-in template fits these columns: write one (step 2)."))
+                  "No built-in template uses every ticked column: write one (step 2), or untick the columns "
+                  "the model need not read."))
         return {shared.session: state, page.message: msg, shared.tabs: gr.Tabs(selected="template"), **filled}
 
     return page.save.click(on_save, [page.file, page.label_column, page.text_columns, page.sample, page.sample_k,
                                      page.eval_mode, page.eval_file, page.fraction, page.seed],
-                           [shared.session, page.message, shared.tabs, template.builtin, *template.editor],
+                           [shared.session, page.message, shared.tabs, *template.suggested],
                            api_visibility="private")
