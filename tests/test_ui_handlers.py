@@ -305,7 +305,7 @@ def test_events_that_fill_another_page_return_updates_keyed_by_its_components(ct
     state = U.save_upload(ctx, users[0], write(tmp_path, "reviews.csv", SST2_HEAD), "label", None, U.NONE, None,
                           0.25, 0)
     names, filled = T.suggest(tp, state)
-    assert names and set(filled) == {tp.builtin, *tp.editor}
+    assert names and set(filled) == set(tp.suggested) == {tp.builtin, tp.shape, tp.insert, *tp.editor}
     assert filled[tp.name] == names[0] and "sentence" in filled[tp.input]
     opened = J.open_job(jp, ctx, users[0], 7, shared)
     assert opened[jp.job]["value"] == 7 and set(opened) == {shared.tabs, jp.job}
