@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import sqlite_utils
 
@@ -26,9 +26,12 @@ log = logging.getLogger("jobs.worker")
 class ProgressWriter:
     """The ``progress`` callback handed to the recipe for one job."""
 
-    def __init__(self, db: sqlite_utils.Database, job_id: int, worker_id: str, total_steps: int | None,
-                 min_interval_s: float = 0.5):
+    def __init__(self, db: sqlite_utils.Database | None, job_id: int, worker_id: str, total_steps: int | None,
+                 min_interval_s: float = 0.5, write: Callable[[dict[str, Any]], None] | None = None):
+        """``write`` receives each event that passes the throttle (default: the job's progress table;
+        the Ray backend passes one that sends the event back to its dispatcher instead)."""
         self.db, self.job_id, self.worker_id = db, job_id, worker_id
+        self._write = write or (lambda event: queue.report_progress(db, job_id, worker_id, event))
         self.total_steps = total_steps
         self.min_interval_s = min_interval_s
         self.phase = "prepare"
@@ -54,7 +57,7 @@ class ProgressWriter:
         last_step = isinstance(step, int) and step == event.get("total_steps")
         if not (changed or last_step or phase != "train" or now - self._last_write >= self.min_interval_s):
             return
-        queue.report_progress(self.db, self.job_id, self.worker_id, event)
+        self._write(event)
         self._last_write = now
         self.writes += 1
 

@@ -175,6 +175,14 @@ def heartbeat(db: sqlite_utils.Database, job_id: int, worker_id: str, lease_s: f
         return bool(db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()[0])
 
 
+def cancel_requests(db: sqlite_utils.Database, worker_id: str) -> set[int]:
+    """Ids of the running jobs ``worker_id`` holds whose owner asked to cancel (a read, for dispatchers
+    that hold many jobs and look more often than they heartbeat)."""
+    rows = db.execute("SELECT id FROM jobs WHERE worker_id = ? AND status = 'running' AND cancel_requested = 1",
+                      [worker_id]).fetchall()
+    return {int(r[0]) for r in rows}
+
+
 def report_progress(db: sqlite_utils.Database, job_id: int, worker_id: str, event: dict[str, Any]) -> None:
     """Append one progress event (keys from PROGRESS_FIELDS; others ignored). The caller throttles."""
     values = [event.get(k) for k in PROGRESS_FIELDS]

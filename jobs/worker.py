@@ -151,23 +151,10 @@ class Worker:
             return f"{status} ({kind}: {message})"
 
     def _run_recipe(self, job: queue.Job, progress: ProgressWriter, should_stop) -> dict[str, Any]:
-        from ia3app.data import split_holdout
         from ia3app.model_cache import ModelCache
-        from ia3app.pipeline import JobSpec, run_job
+        from ia3app.pipeline import run_job
 
-        config = job.config
-        spec = JobSpec.from_dict(config.get("spec"))
-        if "dataset_id" not in config:
-            raise UserError("the job names no dataset; submit it again from the upload page")
-        dataset = repo.require_dataset(self.db, config["dataset_id"], job.owner)  # owner-checked
-        train_rows = self.store.read_json(dataset.rows_path)
-        eval_rows = None
-        if config.get("eval_dataset_id") is not None:
-            eval_rows = repo.load_rows(self.db, self.store, config["eval_dataset_id"], job.owner)
-        elif config.get("holdout"):
-            holdout = config["holdout"]
-            label_column = spec.template_spec().label_column or dataset.label_column
-            train_rows, eval_rows = split_holdout(train_rows, label_column, holdout["fraction"], holdout.get("seed", 0))
+        spec, train_rows, eval_rows = load_inputs(self.db, self.store, job)
         out_dir = self.store.adapter_dir(job.id)
         self.models = self.models or ModelCache()
         return run_job(spec, train_rows, eval_rows, work_dir=self.store.checkpoint_dir(job.id), out_dir=out_dir,
@@ -175,23 +162,53 @@ class Worker:
                        compile_cache_dir=self.config.data_dir / "cache" / "compile")
 
     def _finish(self, job: queue.Job, result: dict[str, Any]) -> None:
-        params = result.get("params") or {}
-        adapter_rel = f"adapters/{job.id}"
-        adapter = {
-            "dir_path": adapter_rel,
-            "params_base": params.get("base"),
-            "params_added": params.get("added"),
-            "bytes": params.get("adapter_bytes") or self.store.size(f"{adapter_rel}/adapter.safetensors"),
-        }
-        evaluations = []
-        for method, r in ((result.get("evaluation") or {}).get("methods") or {}).items():
-            metrics = {k: v for k, v in r.items() if k not in ("predictions", "probs")}
-            latency = r.get("latency_s")
-            evaluations.append({"method": method, "accuracy": r.get("accuracy"), "macro_f1": r.get("macro_f1"),
-                                "latency_ms": latency * 1000 if latency is not None else None,
-                                "flops": r.get("flops"), "metrics": metrics})
-        queue.complete(self.db, job.id, self.config.worker_id, result, adapter, evaluations)
-        self.store.remove(f"checkpoints/{job.id}")  # the adapter is written; the resume state is not needed
+        finish(self.db, self.store, job, self.config.worker_id, result)
+
+
+def load_inputs(db, store: FileStore, job: queue.Job):
+    """(JobSpec, training rows, held-out rows or None) of a claimed job, read from the store.
+
+    The one place a job's data is resolved (owner-checked dataset, separate eval set or held-out
+    split): the local worker runs the recipe on them here, the Ray dispatcher ships them to a node.
+    """
+    from ia3app.data import split_holdout
+    from ia3app.pipeline import JobSpec
+
+    config = job.config
+    spec = JobSpec.from_dict(config.get("spec"))
+    if "dataset_id" not in config:
+        raise UserError("the job names no dataset; submit it again from the upload page")
+    dataset = repo.require_dataset(db, config["dataset_id"], job.owner)  # owner-checked
+    train_rows = store.read_json(dataset.rows_path)
+    eval_rows = None
+    if config.get("eval_dataset_id") is not None:
+        eval_rows = repo.load_rows(db, store, config["eval_dataset_id"], job.owner)
+    elif config.get("holdout"):
+        holdout = config["holdout"]
+        label_column = spec.template_spec().label_column or dataset.label_column
+        train_rows, eval_rows = split_holdout(train_rows, label_column, holdout["fraction"], holdout.get("seed", 0))
+    return spec, train_rows, eval_rows
+
+
+def finish(db, store: FileStore, job: queue.Job, worker_id: str, result: dict[str, Any]) -> None:
+    """Record a succeeded job whose adapter folder is in the store: result, adapter row, evaluations."""
+    params = result.get("params") or {}
+    adapter_rel = f"adapters/{job.id}"
+    adapter = {
+        "dir_path": adapter_rel,
+        "params_base": params.get("base"),
+        "params_added": params.get("added"),
+        "bytes": params.get("adapter_bytes") or store.size(f"{adapter_rel}/adapter.safetensors"),
+    }
+    evaluations = []
+    for method, r in ((result.get("evaluation") or {}).get("methods") or {}).items():
+        metrics = {k: v for k, v in r.items() if k not in ("predictions", "probs")}
+        latency = r.get("latency_s")
+        evaluations.append({"method": method, "accuracy": r.get("accuracy"), "macro_f1": r.get("macro_f1"),
+                            "latency_ms": latency * 1000 if latency is not None else None,
+                            "flops": r.get("flops"), "metrics": metrics})
+    queue.complete(db, job.id, worker_id, result, adapter, evaluations)
+    store.remove(f"checkpoints/{job.id}")  # the adapter is written; the resume state is not needed
 
 
 def classify(exc: BaseException, phase: str, data_dir: Path | None = None) -> tuple[str, str, bool]:

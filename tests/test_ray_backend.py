@@ -1,0 +1,204 @@
+"""The Ray backend on a real Ray runtime: a head and two worker nodes on this machine (Ray's own
+test cluster, real raylets and worker processes), a tiny T0-style model, a few steps per job.
+
+Everything runs under one module-scoped cluster (starting one costs ~10 s); the test that removes
+a node runs last.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from jobs import queue as q  # noqa: E402
+from storage import repo  # noqa: E402
+from storage.users import create_user  # noqa: E402
+from test_worker import ROWS, Env, adapter_vectors  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+HOLDOUT = {"fraction": 0.25, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    from jobs.ray_backend import connect
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the app's machine: no training here
+    nodes = [c.add_node(num_cpus=1), c.add_node(num_cpus=1)]
+    c.wait_for_nodes()
+    connect(c.address)
+    yield c, nodes
+    ray.shutdown()
+    c.shutdown()
+
+
+def dispatcher(data_dir, **kw):
+    from jobs.ray_backend import Dispatcher, DispatcherConfig
+
+    return Dispatcher(DispatcherConfig(data_dir=data_dir, progress_interval_s=kw.pop("progress_interval_s", 0.0),
+                                       **kw))
+
+
+def run_until(d, done, timeout_s=120.0):
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"timed out; attempts {list(d.attempts)}, history {d.history}"
+        d.step()
+
+
+def local_vectors(tmp_path, model_dir, config, name):
+    """The same job on the local backend (jobs.worker in this process): vectors and result."""
+    env = Env(tmp_path / f"local-{name}", model_dir)
+    job_id = q.submit(env.db, env.user, {**config, "dataset_id": env.dataset})
+    assert env.worker().serve() == 1
+    job = env.job(job_id)
+    assert job.status == "succeeded", job.error_message
+    return adapter_vectors(env.data_dir, job_id), job.result
+
+
+def assert_same_vectors(a, b, atol=1e-6):
+    import torch
+
+    assert set(a) == set(b)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=atol, rtol=0), name
+
+
+def test_twenty_jobs_from_three_users_run_once_each_over_two_nodes(cluster, tmp_path, tiny_model_dir):
+    model = tiny_model_dir("t0")
+    env = Env(tmp_path / "data", model)
+    users = [(env.user, env.dataset)]
+    for name in ("bob", "carol"):
+        user = create_user(env.db, name, "password1")
+        users.append((user, repo.save_dataset(env.db, env.store, user, "reviews", "reviews.csv", b"raw",
+                                              ["text", "label"], ROWS, "label")))
+    configs = [env.config(holdout=HOLDOUT, methods=["t-few"], seed=seed) for seed in range(3)]  # one recipe per user
+    jobs = {}
+    for i in range(20):
+        user, dataset = users[i % 3]
+        jobs[q.submit(env.db, user, {**configs[i % 3], "dataset_id": dataset})] = (user, i % 3)
+    d = dispatcher(env.data_dir, until_empty=True)
+    assert d.serve() == 20
+    assert sorted(h["job"] for h in d.history) == sorted(jobs)  # each ran once: one attempt, one outcome
+    assert {h["outcome"] for h in d.history} == {"succeeded"}
+    assert len({h["node"] for h in d.history}) == 2  # both worker nodes trained; the head (0 CPUs) none
+    expected = {k: local_vectors(tmp_path, model, configs[k], k) for k in range(3)}
+    for job_id, (user, k) in jobs.items():
+        job = q.get_job(env.db, job_id, user)
+        assert job.status == "succeeded" and job.attempts == 1, job.error_message
+        vectors, result = expected[k]
+        assert_same_vectors(adapter_vectors(env.data_dir, job_id), vectors)
+        assert job.result["metrics"] == result["metrics"] and job.result["num_eval"] == result["num_eval"] == 2
+        assert (env.data_dir / "adapters" / str(job_id) / "results.json").is_file()
+        assert not (env.data_dir / "checkpoints" / str(job_id)).exists()
+        events = q.progress_events(env.db, job_id, user)
+        assert [e["step"] for e in events if e["phase"] == "train"] == [1, 2, 3, 4]
+        assert [e["phase"] for e in events].count("done") == 1 and events[0]["phase"] == "load"
+        assert repo.get_adapter(env.db, job_id, user)["dir_path"] == f"adapters/{job_id}"
+        assert {e["method"] for e in repo.list_evaluations(env.db, job_id, user)} == {"t-few"}
+    assert env.db.execute("SELECT count(*) FROM adapters").fetchone()[0] == 20
+
+
+def test_bad_template_fails_once_without_retry(cluster, tmp_path, tiny_model_dir):
+    env = Env(tmp_path / "data", tiny_model_dir("t0"))
+    bad = {"name": "x", "input": "{{review}} good or bad?", "label_column": "label", "choices": ["bad", "good"]}
+    job_id = env.submit(template=bad)
+    dispatcher(env.data_dir, until_empty=True).serve()
+    job = env.job(job_id)
+    assert job.status == "failed" and job.attempts == 1 and job.error_kind == "user_error"
+    assert "review" in job.error_message
+
+
+def test_cancel_reaches_the_running_task_within_seconds(cluster, tmp_path, tiny_model_dir):
+    env = Env(tmp_path / "data", tiny_model_dir("t0"))
+    job_id = env.submit(steps=2000, checkpoint_every=50)
+    d = dispatcher(env.data_dir)
+    run_until(d, lambda: any(e["phase"] == "train" for e in q.progress_events(env.db, job_id, env.user)))
+    asked = time.monotonic()
+    assert q.cancel(env.db, job_id, env.user) == "running"
+    run_until(d, lambda: env.job(job_id).status != "running", timeout_s=30)
+    took = time.monotonic() - asked
+    job = env.job(job_id)
+    assert job.status == "cancelled" and took < 5, took
+    steps = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["phase"] == "train"]
+    assert steps[-1] < 2000 and not d.attempts
+
+
+def test_dispatcher_killed_and_restarted_loses_nothing(cluster, tmp_path, tiny_model_dir):
+    """SIGKILL the dispatcher (the app) mid-training: Ray ends its tasks; the next dispatcher finds
+    the jobs once their leases expire and finishes each exactly once, resuming from the checkpoints
+    that had reached the app's machine."""
+    c, _ = cluster
+    env = Env(tmp_path / "data", tiny_model_dir("t0"))
+    ids = [env.submit(steps=120, checkpoint_every=10, seed=i) for i in range(3)]
+    cmd = [sys.executable, "-m", "jobs.ray_backend", "--address", c.address, "--data-dir", str(env.data_dir),
+           "--lease-s", "6", "--poll-s", "0.1"]
+    log = open(tmp_path / "dispatcher.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        ckpt = env.data_dir / "checkpoints" / str(ids[0]) / "checkpoints" / "checkpoint.pt"
+        deadline = time.monotonic() + 120
+        while not ckpt.is_file():
+            assert proc.poll() is None, (tmp_path / "dispatcher.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "dispatcher.log").read_text()
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        log.close()
+    assert env.job(ids[0]).status == "running"  # as the dead dispatcher left it
+    d = dispatcher(env.data_dir, lease_s=6, until_empty=True)
+    d.serve()
+    for job_id in ids:
+        job = env.job(job_id)
+        assert job.status == "succeeded", job.error_message
+        assert env.db.execute("SELECT count(*) FROM adapters WHERE job = ?", [job_id]).fetchone()[0] == 1
+    first = env.job(ids[0])
+    assert first.attempts == 2 and first.result["training"]["resumed_from_step"] >= 10, d.history
+    assert [h["job"] for h in d.history].count(ids[0]) == 1
+
+
+def test_graceful_stop_gives_jobs_back_with_their_checkpoints(cluster, tmp_path, tiny_model_dir):
+    env = Env(tmp_path / "data", tiny_model_dir("t0"))
+    job_id = env.submit(steps=200, checkpoint_every=1000)  # no periodic checkpoint: only the one written on stop
+    d = dispatcher(env.data_dir)
+    run_until(d, lambda: any((e["step"] or 0) >= 5 for e in q.progress_events(env.db, job_id, env.user)))
+    d.stop_all()
+    job = env.job(job_id)
+    assert job.status == "queued" and job.attempts == 0  # given back, not counted as a failure
+    assert (env.data_dir / "checkpoints" / str(job_id) / "checkpoints" / "checkpoint.pt").is_file()
+    dispatcher(env.data_dir, until_empty=True).serve()
+    job = env.job(job_id)
+    assert job.status == "succeeded" and job.result["training"]["resumed_from_step"] >= 5
+
+
+def test_node_removed_mid_training_resumes_elsewhere_with_the_same_vectors(cluster, tmp_path, tiny_model_dir):
+    c, nodes = cluster
+    model = tiny_model_dir("t0")
+    env = Env(tmp_path / "data", model)
+    config = env.config(steps=150, checkpoint_every=10)
+    job_id = q.submit(env.db, env.user, config)
+    d = dispatcher(env.data_dir)
+    run_until(d, lambda: job_id in d.attempts and (d.attempts[job_id].checkpoint_step or 0) >= 20)
+    first_node = d.attempts[job_id].node
+    c.remove_node(next(n for n in nodes if n.node_id == first_node))
+    run_until(d, lambda: env.job(job_id).status in q.TERMINAL, timeout_s=180)
+    job = env.job(job_id)
+    assert job.status == "succeeded" and job.attempts == 2, job.error_message
+    assert [h["outcome"].split(" ")[0] for h in d.history] == ["queued", "succeeded"]
+    assert "died" in d.history[0]["outcome"] and d.history[1]["node"] != first_node
+    assert job.result["training"]["resumed_from_step"] >= 20
+    second = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["attempt"] == 2 and e["step"]]
+    assert second[0] > 20  # the second attempt started from the checkpoint, not from step 1
+    vectors, _ = local_vectors(tmp_path, model, config, "uninterrupted")
+    assert_same_vectors(adapter_vectors(env.data_dir, job_id), vectors)
