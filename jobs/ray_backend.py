@@ -340,7 +340,7 @@ class Dispatcher:
                              "claim_to_first_step_s": (att.first_step or now) - att.submitted,
                              "end_to_end_s": now - att.submitted})
 
-    def stop_all(self, timeout_s: float = 60.0) -> None:
+    def stop_all(self, timeout_s: float = 10.0) -> None:
         """Stop every attempt (each sends its last checkpoint) and give its job back to the queue."""
         if not self.attempts:
             return

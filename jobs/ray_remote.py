@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,6 +30,9 @@ import ray
 
 STOP_POLL_S = 0.5
 """Seconds between looks at the stop flag (each is one small actor call)."""
+_MODELS = None
+"""This worker process's ia3app.model_cache.ModelCache: the next CPU job of the same model skips the load.
+(Not on GPUs: an idle Ray worker holding GPU memory would starve the next process given that GPU.)"""
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -159,9 +163,16 @@ def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
         mirror.sync()
         writer(event)
 
+    global _MODELS
+    models = None
+    if payload.get("device") == "cpu":
+        from ia3app.model_cache import ModelCache
+
+        models = _MODELS = _MODELS or ModelCache()
     try:
         result = run_job(spec, payload["train_rows"], payload.get("eval_rows"), work_dir=work_dir, out_dir=out_dir,
-                         progress=progress, should_stop=should_stop, device=payload.get("device"))
+                         progress=progress, should_stop=should_stop, device=payload.get("device"), models=models,
+                         compile_cache_dir=Path(tempfile.gettempdir()) / "ia3app-compile-cache")
         outcome = {"status": "succeeded", "result": result, "adapter": read_tree(out_dir)}
     except Cancelled:
         mirror.sync()  # train() wrote a checkpoint before stopping
@@ -169,6 +180,8 @@ def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
     except Exception as exc:  # classified here, where the exception is a real one; recorded by the dispatcher
         mirror.sync()
         kind, message, retry = classify(exc, writer.phase)
+        if kind == "crash":
+            traceback.print_exc()  # into the Ray worker's log
         outcome = {"status": "failed", "kind": kind, "message": message, "retry": retry}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

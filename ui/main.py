@@ -25,6 +25,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-worker", action="store_true",
                    help="do not start a local training worker "
                    "(run `python -m jobs.worker` yourself, e.g. on a GPU host)")
+    p.add_argument("--ray", default=os.environ.get("IA3APP_RAY") or None, metavar="auto|ADDRESS",
+                   help="run jobs (and serve predictions) on a Ray cluster instead of a local worker: 'auto' joins "
+                   "the cluster `ray start --head` began on this machine, or give the head's HOST:PORT "
+                   "(default: $IA3APP_RAY; unset: local worker)")
     p.add_argument("--auth", action="store_true", help="require signing in even on 127.0.0.1")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow listening on a non-local address without authentication (everyone is user 'local')")
@@ -116,7 +120,12 @@ def main(argv: list[str] | None = None) -> None:
     if warning:
         print(warning, file=sys.stderr)
     worker = None
-    if not args.no_worker:
+    if args.ray and not args.no_worker:
+        from jobs.local import start_ray_dispatcher
+
+        worker = start_ray_dispatcher(ctx.data_dir, args.ray)
+        print(f"jobs run on the Ray cluster at {args.ray}; dispatcher log: {worker.log_path}", file=sys.stderr)
+    elif not args.no_worker:
         from jobs.local import start_local_worker
 
         worker = start_local_worker(ctx.data_dir)
