@@ -386,8 +386,8 @@ def check_labels(
     if long_rows:
         warnings.append(
             f"{len(long_rows)} row{'s have' if len(long_rows) > 1 else ' has'} text longer than {long_chars:,} "
-            f"characters ({_rows(long_rows)}); the model reads only the first max_length tokens, the rest "
-            "is cut"
+            f"characters ({_rows(long_rows)}); the model reads about 1,000 characters of a row at once, so the "
+            "end of the longest text in those rows will be left out (the template's words and shorter texts stay)"
         )
     warnings += _label_value_warnings(counts, label_column, len(table.rows))
     texts = text_columns if text_columns is not None else [c for c in table.columns if c != label_column]

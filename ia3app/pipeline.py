@@ -174,7 +174,8 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
     eval_examples = []
     if eval_rows:
         warnings += [f"held-out data: {w}" for w in validate(template, _columns(eval_rows), eval_rows)]
-        eval_examples = [ex for ex in render_all(template, eval_rows) if ex.label is not None]
+        eval_all = render_all(template, eval_rows)
+        eval_examples = [ex for ex in eval_all if ex.label is not None]
     names = label_names(train_examples + eval_examples)
     train_items: list = train_examples
     if spec.train_templates:  # one rendering per template; train() draws one per row per step
@@ -192,6 +193,21 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
         return loaded, inject(loaded.model)
 
     loaded, handle = models.get(key, load)
+    # Long rows: shorten the longest field, not the end of the input (the question, the template's words)
+    from ia3app.truncate import fit_examples, warning as cut_warning
+
+    fitted = fit_examples(template, train_rows, train_examples, loaded.tokenizer, recipe.max_length)
+    train_examples = fitted.examples
+    warnings += [w for w in [cut_warning(fitted, recipe.max_length)] if w]
+    train_items = train_examples
+    if spec.train_templates:
+        train_items = list(zip(train_examples, *(
+            fit_examples(extra, train_rows, render_all(extra, train_rows), loaded.tokenizer, recipe.max_length).examples
+            for extra in extras)))
+    if eval_rows:
+        fitted = fit_examples(template, eval_rows, eval_all, loaded.tokenizer, recipe.max_length)
+        eval_examples = [ex for ex in fitted.examples if ex.label is not None]
+        warnings += [w for w in [cut_warning(fitted, recipe.max_length, "held-out")] if w]
     if spec.init_vectors:
         from ia3app.tfew_vectors import apply_tfew_vectors, resolve_tfew_vectors
 
