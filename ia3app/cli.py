@@ -60,12 +60,17 @@ def _print_evaluation(evaluation: dict, out=None) -> None:
     header = f"{'method':<14}{'accuracy':>10}{'macro-F1':>10}{'ms/pred':>10}{'tokens':>9}{'FLOPs/pred':>12}"
     print(header, file=out)
     for method, r in evaluation["methods"].items():
-        label = method + (f" ({r['shots']:.3g})" if "shots" in r else "")
+        label = method + (f" ({r['shots']:.3g})" if "shots" in r else "") + ("*" if r.get("meaningful") is False else "")
         print(
             f"{label:<14}{r['accuracy']:>10.3f}{r['macro_f1']:>10.3f}{1000 * r['latency_s']:>10.2f}"
             f"{r['tokens']:>9.0f}{r['flops']:>12.3g}",
             file=out,
         )
+    icl = evaluation["methods"].get("in-context")
+    if icl and "shots_per_class" in icl:
+        from ia3app.icl import shots_note
+
+        print(("* " if icl.get("meaningful") is False else "in-context: ") + shots_note(icl), file=out)
     ratio = evaluation.get("ratios", {}).get("in-context / t-few")
     if ratio:
         print(f"in-context / t-few: {ratio['latency_s']:.1f}x latency, {ratio['flops']:.1f}x FLOPs", file=out)

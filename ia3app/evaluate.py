@@ -128,7 +128,9 @@ def evaluate_methods(
                         f"{cfg.shots} demonstrations make prompts of up to {length} tokens, but this model "
                         f"takes at most {hard}; ask for fewer shots (or leave shots unset: as many as fit)"
                     )
-                extra = {"shots": prompts.shots, "min_shots": prompts.min_shots, "input_limit": limit}
+                per_class = prompts.shots / max(num_classes, 1)
+                extra = {"shots": prompts.shots, "min_shots": prompts.min_shots, "input_limit": limit,
+                         "shots_per_class": round(per_class, 2), "meaningful": per_class >= 1}
             handle.merge()  # ones merge to the base weights exactly; trained vectors to T-Few's
             scored, wall = _timed_scores(loaded, examples, batch_size=batch_size, max_length=length, warmup=warmup)
             preds = [s.pred for s in scored]

@@ -154,3 +154,16 @@ def build_prompts(
         indices.append(chosen)
         lengths.append(n)
     return IclPrompts(examples, indices, limit, lengths)
+
+
+def shots_note(result: dict) -> str:
+    """How many demonstrations per class the in-context prompts held, in words; 'not meaningful' below one
+    per class (the model never saw an example of some answers). `result` is evaluate's in-context entry."""
+    if "shots_per_class" not in result:
+        return ""
+    per = result["shots_per_class"]
+    text = f"{result['shots']:g} demonstration{'' if result['shots'] == 1 else 's'} per prompt, {per:g} per class"
+    if not result.get("meaningful", per >= 1):
+        text += (": not meaningful, fewer than one example of each answer fits in the model's input (long rows "
+                 "or many classes); compare with T-Few with care")
+    return text

@@ -94,3 +94,22 @@ def test_forced_shots_beyond_absolute_positions_is_a_user_error(tiny_model_dir):
     with pytest.raises(UserError, match="fewer shots"):
         evaluate_methods(loaded, handle, long_rows, rows(1), methods=["in-context"], icl=IclConfig(shots=8))
     assert not handle.merged
+
+
+def test_in_context_states_demonstrations_per_class_and_flags_under_one(tiny_model_dir):
+    from ia3app.icl import shots_note
+
+    loaded = load_model(str(tiny_model_dir("t0")), device="cpu")
+    handle = inject(loaded.model)
+    out = evaluate_methods(loaded, handle, rows(4), rows(3, 50), methods=["in-context"], icl=IclConfig(shots=4),
+                           warmup=False)
+    icl = out["methods"]["in-context"]
+    assert icl["shots_per_class"] == 2 and icl["meaningful"] is True
+    assert shots_note(icl) == "4 demonstrations per prompt, 2 per class"
+    # a prompt budget that fits one demonstration for two classes: half a demonstration per class
+    long_train = [Example("x" * 60 + f" {i}", CHOICES, i % 2) for i in range(4)]
+    out = evaluate_methods(loaded, handle, long_train, rows(3, 50), methods=["in-context"],
+                           icl=IclConfig(max_input_tokens=110), warmup=False)
+    icl = out["methods"]["in-context"]
+    assert icl["shots"] == 1 and icl["shots_per_class"] == 0.5 and icl["meaningful"] is False
+    assert shots_note(icl).startswith("1 demonstration per prompt, 0.5 per class: not meaningful")

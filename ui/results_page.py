@@ -17,6 +17,7 @@ import gradio as gr
 import pandas as pd
 
 from ia3app.errors import UserError
+from ia3app.icl import shots_note
 from ui.context import AppContext
 from ui.shared import Shared
 
@@ -89,7 +90,7 @@ def metrics_frame(result: dict) -> pd.DataFrame:
     rows = []
     for key, m in methods.items():
         rows.append({
-            "method": METHOD_NAMES.get(key, key),
+            "method": METHOD_NAMES.get(key, key) + (f" ({shots_note(m)})" if key == "in-context" and shots_note(m) else ""),
             "accuracy": f"{m['accuracy']:.1%}",
             "macro-F1": f"{m['macro_f1']:.3f}",
             "ms / prediction": f"{m['latency_s'] * 1000:.1f}",
