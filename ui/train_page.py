@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +65,22 @@ def recipe_from_values(values: list[Any]) -> RecipeConfig:
             kwargs[name] = float(value)
         else:
             kwargs[name] = value
-    return RecipeConfig(**kwargs)
+    try:
+        return RecipeConfig(**kwargs)
+    except UserError as e:
+        raise UserError(plain_recipe_words(str(e))) from None
+
+
+def plain_recipe_words(message: str) -> str:
+    """A recipe refusal as this page shows it: each setting named by the label a person sees beside its box,
+    not by its name in the code ('warmup_steps (60) exceeds steps (40)' -> '"Warm-up steps ..." (60) exceeds
+    "Optimizer steps ..." (40)')."""
+    names = "|".join(sorted(map(re.escape, HELP), key=len, reverse=True))
+    # a name with an underscore is always a setting; a plain word ('steps') only where it reads as one
+    message = re.sub(rf"\b({names})\b(?P<after> \(| must| is)?",
+                     lambda m: f"“{HELP[m.group(1)]}”{m.group('after') or ''}" if "_" in m.group(1) or m.group("after")
+                     else m.group(0), message)
+    return message.replace("invalid recipe settings: ", "these training settings cannot run: ")
 
 
 def tokens_per_example(rows: list[dict] | None, max_length: int) -> int:
