@@ -133,6 +133,15 @@ def render_rows(info: AdapterInfo, rows: Any) -> list[Example]:
     return render_all(spec, [{k: v for k, v in r.items() if k != spec.label_column} for r in rows])
 
 
+def fit_rows(info: AdapterInfo, rows: list[dict], examples: list[Example], tokenizer) -> list[Example]:
+    """The rendered rows fitted to the adapter's max_length as training fitted them (ia3app.truncate)."""
+    from ia3app.truncate import fit_examples
+
+    spec = info.template
+    unlabelled = [{k: v for k, v in r.items() if k != spec.label_column} for r in rows]
+    return fit_examples(spec, unlabelled, examples, tokenizer, info.max_length).examples
+
+
 class _Request:
     """One caller's rows and Future; its parts complete it together (or the first failure fails it)."""
 
@@ -412,9 +421,12 @@ class ServingEngine:
         try:
             info = self.info(adapter_dir)
             examples = render_rows(info, rows)
+            fitted = False
             while True:
                 lane = self._lane(info)
                 lane.check_fit(info)
+                if not fitted:  # as in training: a long row loses the end of its longest field, not its question
+                    examples, fitted = fit_rows(info, rows, examples, lane.loaded.tokenizer), True
                 if not examples:
                     future: Future = Future()
                     future.set_result([])

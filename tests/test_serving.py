@@ -198,3 +198,20 @@ def test_empty_rows_and_settings(engine, adapters):
     with pytest.raises(UserError, match="max_batch_rows.*merge"):
         ServingConfig(max_batch_rows=0, merge="sometimes")
     assert TEMPLATE.name == "sentiment"
+
+
+def test_a_long_row_keeps_its_question_as_in_training(engine, adapters, reference):
+    """Predictions fit a long row like training does: the end of the longest field goes, not the question."""
+    from ia3app.scoring import score_choices
+    from ia3app.templates import render_all
+    from ia3app.truncate import fit_examples
+
+    rows = [{"sentence": "a wonderful film " * 20}]
+    examples = render_all(TEMPLATE, rows)
+    fitted = fit_examples(TEMPLATE, rows, examples, reference.loaded.tokenizer, 64).examples
+    assert fitted[0].input.endswith("… Is it good or bad?")
+    from ia3app.adapter_io import apply_adapter
+
+    apply_adapter(reference.handle, adapters[0])
+    want = score_choices(reference.loaded.model, reference.loaded.tokenizer, fitted, max_length=64)
+    assert_matches(engine.predict(adapters[0], rows), want)
