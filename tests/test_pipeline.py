@@ -165,3 +165,17 @@ def test_a_kept_model_serves_the_next_job_like_a_fresh_load(tiny_model_dir, tmp_
     fresh, _ = load_adapter(tmp_path / "a2")
     for key, value in fresh.items():
         assert torch.equal(kept[key], value), key
+
+
+def test_a_long_row_is_fitted_and_named_in_the_warnings(tiny_model_dir, tmp_path):
+    from ia3app.pipeline import run_job
+
+    spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE, eval_methods=["t-few"],
+                   recipe={"steps": 1, "batch_size": 2, "warmup_steps": 0, "checkpoint_every": 0, "max_length": 64})
+    train = _rows(4)
+    train[2]["text"] = "a very long review " * 10
+    result = run_job(spec, train, _rows(2, 50), work_dir=tmp_path / "w", out_dir=tmp_path / "o",
+                     progress=lambda e: None)
+    assert any(w.startswith("1 training row is longer than the model reads at once (about 64 word pieces): in "
+                            "row 3 the end of the longest text ('text') was left out") for w in result["warnings"])
+    assert not any("held-out" in w for w in result["warnings"])
