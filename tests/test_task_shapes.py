@@ -150,3 +150,13 @@ def test_template_page_shape_insert_and_new_name():
     assert T.insert_column("Fill the blank:", "option1") == "Fill the blank: {{ option1 }}"
     assert T.insert_column("", "Review Text") == '{{ row["Review Text"] }}'
     assert T.spec_from_fields("", "{{a}}", T.FIXED, "x\ny", "", "", "label").name == T.NEW_NAME
+
+
+def test_data_page_names_the_shape_of_the_ticked_columns(tmp_path):
+    from ui import upload as U
+
+    table = load_csv(DATA / "winogrande_like.csv")
+    assert U.shape_md(table, "answer", ["sentence", "option1", "option2"]).startswith(
+        "**The model will read:** multiple choice: each row has its own options (option1, option2); the label "
+        "(1, 2) names the right one.")
+    assert U.shape_md(table, "answer", ["sentence"]).startswith("**The model will read:** one text (sentence)")

@@ -180,6 +180,16 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
     }
 
 
+def shape_md(table: "data.Table", label_column: str, text_columns: list[str] | None) -> str:
+    """The task the ticked columns make, in words (one text, a pair, passage + question, multiple choice)."""
+    from ia3app.template_library import detect_shape
+
+    inputs = [c for c in text_columns or [] if c in table.columns and c != label_column]
+    inputs = inputs or [c for c in table.columns if c != label_column]
+    shape = detect_shape(inputs, data.label_counts(table, label_column))
+    return f"**The model will read:** {shape.description}.\n\n"
+
+
 def warnings_md(warnings: list[str]) -> str:
     return "".join(f"- ⚠ {w}\n" for w in warnings)
 
@@ -289,8 +299,8 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
         except UserError as e:
             return {page.counts: None, page.checks: f"✗ **Label column `{label_column}`:** {e}", page.split_info: "",
                     page.save: gr.update(interactive=False)}
-        return {page.counts: frame, page.checks: warnings_md(warnings), page.split_info: split,
-                page.save: gr.update(interactive=True)}
+        return {page.counts: frame, page.checks: shape_md(table, label_column, text_columns) + warnings_md(warnings),
+                page.split_info: split, page.save: gr.update(interactive=True)}
 
     inputs = [page.file, page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k,
               page.text_columns]
