@@ -49,3 +49,23 @@ def fewshot_dir():
 def tfew_vectors_path():
     """T-Few's released (IA)^3 vectors for T0-3B, a fixture in the repository (see its README)."""
     return TFEW_VECTORS
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray test cluster for the session (starting one costs 10-30 s): a head with no CPUs (the
+    app's machine: it trains nothing) and two worker nodes with one CPU each, all on this machine,
+    with real raylets and worker processes (ray.cluster_utils.Cluster). Yields (cluster, live nodes);
+    a test that removes a node puts a fresh one back."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from jobs.ray_backend import connect
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
+    cluster.wait_for_nodes()
+    connect(cluster.address)
+    yield cluster, nodes
+    ray.shutdown()
+    cluster.shutdown()

@@ -1,8 +1,6 @@
 """The Ray backend on a real Ray runtime: a head and two worker nodes on this machine (Ray's own
-test cluster, real raylets and worker processes), a tiny T0-style model, a few steps per job.
-
-Everything runs under one module-scoped cluster (starting one costs ~10 s); the test that removes
-a node runs last.
+test cluster, real raylets and worker processes; the ray_cluster fixture in conftest.py), a tiny T0-style model, a
+few steps per job. The test that removes a node runs last and puts a fresh one back.
 """
 
 import os
@@ -24,21 +22,6 @@ from test_worker import ROWS, Env, adapter_vectors  # noqa: E402
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 HOLDOUT = {"fraction": 0.25, "seed": 0}
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    from ray.cluster_utils import Cluster
-
-    from jobs.ray_backend import connect
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the app's machine: no training here
-    nodes = [c.add_node(num_cpus=1), c.add_node(num_cpus=1)]
-    c.wait_for_nodes()
-    connect(c.address)
-    yield c, nodes
-    ray.shutdown()
-    c.shutdown()
 
 
 def dispatcher(data_dir, **kw):
@@ -73,7 +56,7 @@ def assert_same_vectors(a, b, atol=1e-6):
         assert torch.allclose(a[name], b[name], atol=atol, rtol=0), name
 
 
-def test_twenty_jobs_from_three_users_run_once_each_over_two_nodes(cluster, tmp_path, tiny_model_dir):
+def test_twenty_jobs_from_three_users_run_once_each_over_two_nodes(ray_cluster, tmp_path, tiny_model_dir):
     model = tiny_model_dir("t0")
     env = Env(tmp_path / "data", model)
     users = [(env.user, env.dataset)]
@@ -108,7 +91,7 @@ def test_twenty_jobs_from_three_users_run_once_each_over_two_nodes(cluster, tmp_
     assert env.db.execute("SELECT count(*) FROM adapters").fetchone()[0] == 20
 
 
-def test_bad_template_fails_once_without_retry(cluster, tmp_path, tiny_model_dir):
+def test_bad_template_fails_once_without_retry(ray_cluster, tmp_path, tiny_model_dir):
     env = Env(tmp_path / "data", tiny_model_dir("t0"))
     bad = {"name": "x", "input": "{{review}} good or bad?", "label_column": "label", "choices": ["bad", "good"]}
     job_id = env.submit(template=bad)
@@ -118,7 +101,7 @@ def test_bad_template_fails_once_without_retry(cluster, tmp_path, tiny_model_dir
     assert "review" in job.error_message
 
 
-def test_cancel_reaches_the_running_task_within_seconds(cluster, tmp_path, tiny_model_dir):
+def test_cancel_reaches_the_running_task_within_seconds(ray_cluster, tmp_path, tiny_model_dir):
     env = Env(tmp_path / "data", tiny_model_dir("t0"))
     job_id = env.submit(steps=2000, checkpoint_every=50)
     d = dispatcher(env.data_dir)
@@ -133,11 +116,11 @@ def test_cancel_reaches_the_running_task_within_seconds(cluster, tmp_path, tiny_
     assert steps[-1] < 2000 and not d.attempts
 
 
-def test_dispatcher_killed_and_restarted_loses_nothing(cluster, tmp_path, tiny_model_dir):
+def test_dispatcher_killed_and_restarted_loses_nothing(ray_cluster, tmp_path, tiny_model_dir):
     """SIGKILL the dispatcher (the app) mid-training: Ray ends its tasks; the next dispatcher finds
     the jobs once their leases expire and finishes each exactly once, resuming from the checkpoints
     that had reached the app's machine."""
-    c, _ = cluster
+    c, _ = ray_cluster
     env = Env(tmp_path / "data", tiny_model_dir("t0"))
     ids = [env.submit(steps=120, checkpoint_every=10, seed=i) for i in range(3)]
     cmd = [sys.executable, "-m", "jobs.ray_backend", "--address", c.address, "--data-dir", str(env.data_dir),
@@ -168,7 +151,7 @@ def test_dispatcher_killed_and_restarted_loses_nothing(cluster, tmp_path, tiny_m
     assert [h["job"] for h in d.history].count(ids[0]) == 1
 
 
-def test_graceful_stop_gives_jobs_back_with_their_checkpoints(cluster, tmp_path, tiny_model_dir):
+def test_graceful_stop_gives_jobs_back_with_their_checkpoints(ray_cluster, tmp_path, tiny_model_dir):
     env = Env(tmp_path / "data", tiny_model_dir("t0"))
     job_id = env.submit(steps=200, checkpoint_every=1000)  # no periodic checkpoint: only the one written on stop
     d = dispatcher(env.data_dir)
@@ -182,8 +165,8 @@ def test_graceful_stop_gives_jobs_back_with_their_checkpoints(cluster, tmp_path,
     assert job.status == "succeeded" and job.result["training"]["resumed_from_step"] >= 5
 
 
-def test_node_removed_mid_training_resumes_elsewhere_with_the_same_vectors(cluster, tmp_path, tiny_model_dir):
-    c, nodes = cluster
+def test_node_removed_mid_training_resumes_elsewhere_with_the_same_vectors(ray_cluster, tmp_path, tiny_model_dir):
+    c, nodes = ray_cluster
     model = tiny_model_dir("t0")
     env = Env(tmp_path / "data", model)
     config = env.config(steps=150, checkpoint_every=10)
@@ -191,8 +174,11 @@ def test_node_removed_mid_training_resumes_elsewhere_with_the_same_vectors(clust
     d = dispatcher(env.data_dir)
     run_until(d, lambda: job_id in d.attempts and (d.attempts[job_id].checkpoint_step or 0) >= 20)
     first_node = d.attempts[job_id].node
-    c.remove_node(next(n for n in nodes if n.node_id == first_node))
+    removed = next(n for n in nodes if n.node_id == first_node)
+    c.remove_node(removed)
+    nodes.remove(removed)
     run_until(d, lambda: env.job(job_id).status in q.TERMINAL, timeout_s=180)
+    nodes.append(c.add_node(num_cpus=1))  # for the tests that come after
     job = env.job(job_id)
     assert job.status == "succeeded" and job.attempts == 2, job.error_message
     assert [h["outcome"].split(" ")[0] for h in d.history] == ["queued", "succeeded"]

@@ -31,6 +31,9 @@ class AppContext:
     _local_id: int | None = field(default=None, repr=False)
     serving: dict[str, Any] = field(default_factory=dict)
     """ia3app.serving.ServingConfig fields for the prediction engine (batch wait, rows, adapter budget)."""
+    ray_address: str | None = None
+    """With the Ray backend on ('auto' or HOST:PORT), predictions are answered by the Ray Serve
+    replicas (jobs.ray_serve.RayServing) instead of an engine in this process."""
     _engine: Any = field(default=None, repr=False)
     _engine_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -62,7 +65,11 @@ class AppContext:
         Created on first use, so the web process imports torch only when someone predicts.
         """
         with self._engine_lock:
-            if self._engine is None:
+            if self._engine is None and self.ray_address:
+                from jobs.ray_serve import RayServing
+
+                self._engine = RayServing(self.ray_address, serving=self.serving)
+            elif self._engine is None:
                 from ia3app.serving import ServingEngine
 
                 self._engine = ServingEngine(**self.serving)

@@ -61,7 +61,7 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
     serving = {"device": args.serve_device, "max_wait_ms": args.serve_max_wait_ms,
                "max_batch_rows": args.serve_batch_rows, "adapter_budget_mb": args.adapter_budget_mb}
     ctx = AppContext(data_dir, max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_rows=args.max_rows,
-                     serving=serving)
+                     serving=serving, ray_address=args.ray)
     policy = decide_auth(args.host, user_count=users.count_login_users(ctx.db()),
                          insecure_no_auth=args.insecure_no_auth, force_auth=args.auth)
     ctx.auth_required = policy.required
