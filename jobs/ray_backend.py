@@ -144,7 +144,7 @@ class Dispatcher:
                 done += self.step()
             except sqlite3.OperationalError as exc:  # locked past the busy timeout: the queue is intact
                 log.warning("the queue is busy (%s); trying again", exc)
-            if self.config.until_empty and not self.attempts and not self._queued():
+            if self.config.until_empty and not self.attempts and not self._pending():
                 break
         self.stop_all()
         self.close()
@@ -166,9 +166,10 @@ class Dispatcher:
         self._claim_more()
         return ended + self._collect(self._ready(timeout=self.config.poll_s))
 
-    def _queued(self) -> bool:
-        return self.db.execute("SELECT 1 FROM jobs WHERE status = 'queued' AND cancel_requested = 0 LIMIT 1"
-                               ).fetchone() is not None
+    def _pending(self) -> bool:
+        """Any job queued, or running anywhere (a dead dispatcher's job comes back when its lease expires)."""
+        return self.db.execute("SELECT 1 FROM jobs WHERE (status = 'queued' AND cancel_requested = 0)"
+                               " OR status = 'running' LIMIT 1").fetchone() is not None
 
     def _ready(self, timeout: float) -> list[Attempt]:
         if not self.attempts:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 import traceback
@@ -113,6 +114,14 @@ class _WorkMirror:
         return stamps
 
 
+def _release_gpu_cache() -> None:
+    """Hand cached CUDA blocks back between tasks (no gc.collect here: it would sit inside the job's
+    time, and Python's collector runs on its own)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
     """One attempt of one job on whichever node Ray placed it. Returns an outcome dict:
 
@@ -123,7 +132,7 @@ def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
     from ia3app.errors import Cancelled
     from ia3app.pipeline import JobSpec, run_job
     from jobs.progress import ProgressWriter
-    from jobs.worker import _free_memory, classify
+    from jobs.worker import classify
 
     job_id, token = payload["job_id"], payload["token"]
     last_ref: list = [None]
@@ -185,7 +194,7 @@ def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
         outcome = {"status": "failed", "kind": kind, "message": message, "retry": retry}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        _free_memory()
+        _release_gpu_cache()
     if last_ref[0] is not None:
         ray.get(last_ref[0])  # every post has landed before the outcome is seen
     return outcome

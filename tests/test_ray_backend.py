@@ -122,7 +122,7 @@ def test_dispatcher_killed_and_restarted_loses_nothing(ray_cluster, tmp_path, ti
     that had reached the app's machine."""
     c, _ = ray_cluster
     env = Env(tmp_path / "data", tiny_model_dir("t0"))
-    ids = [env.submit(steps=120, checkpoint_every=10, seed=i) for i in range(3)]
+    ids = [env.submit(steps=60, checkpoint_every=10, seed=i) for i in range(2)]
     cmd = [sys.executable, "-m", "jobs.ray_backend", "--address", c.address, "--data-dir", str(env.data_dir),
            "--lease-s", "6", "--poll-s", "0.1"]
     log = open(tmp_path / "dispatcher.log", "wb")
@@ -153,7 +153,7 @@ def test_dispatcher_killed_and_restarted_loses_nothing(ray_cluster, tmp_path, ti
 
 def test_graceful_stop_gives_jobs_back_with_their_checkpoints(ray_cluster, tmp_path, tiny_model_dir):
     env = Env(tmp_path / "data", tiny_model_dir("t0"))
-    job_id = env.submit(steps=200, checkpoint_every=1000)  # no periodic checkpoint: only the one written on stop
+    job_id = env.submit(steps=40, checkpoint_every=1000)  # no periodic checkpoint: only the one written on stop
     d = dispatcher(env.data_dir)
     run_until(d, lambda: any((e["step"] or 0) >= 5 for e in q.progress_events(env.db, job_id, env.user)))
     d.stop_all()
@@ -169,7 +169,7 @@ def test_node_removed_mid_training_resumes_elsewhere_with_the_same_vectors(ray_c
     c, nodes = ray_cluster
     model = tiny_model_dir("t0")
     env = Env(tmp_path / "data", model)
-    config = env.config(steps=150, checkpoint_every=10)
+    config = env.config(steps=120, checkpoint_every=10)
     job_id = q.submit(env.db, env.user, config)
     d = dispatcher(env.data_dir)
     run_until(d, lambda: job_id in d.attempts and (d.attempts[job_id].checkpoint_step or 0) >= 20)

@@ -34,6 +34,8 @@ class AppContext:
     ray_address: str | None = None
     """With the Ray backend on ('auto' or HOST:PORT), predictions are answered by the Ray Serve
     replicas (jobs.ray_serve.RayServing) instead of an engine in this process."""
+    ray_serve_replicas: int = 1
+    """Replicas of the Ray Serve app when this app deploys it (the first prediction with --ray)."""
     _engine: Any = field(default=None, repr=False)
     _engine_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -68,7 +70,7 @@ class AppContext:
             if self._engine is None and self.ray_address:
                 from jobs.ray_serve import RayServing
 
-                self._engine = RayServing(self.ray_address, serving=self.serving)
+                self._engine = RayServing(self.ray_address, replicas=self.ray_serve_replicas, serving=self.serving)
             elif self._engine is None:
                 from ia3app.serving import ServingEngine
 

@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run jobs (and serve predictions) on a Ray cluster instead of a local worker: 'auto' joins "
                    "the cluster `ray start --head` began on this machine, or give the head's HOST:PORT "
                    "(default: $IA3APP_RAY; unset: local worker)")
+    p.add_argument("--ray-serve-replicas", type=int, default=1,
+                   help="with --ray: replicas of the serving engine on the cluster (one GPU each where there are GPUs)")
     p.add_argument("--auth", action="store_true", help="require signing in even on 127.0.0.1")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow listening on a non-local address without authentication (everyone is user 'local')")
@@ -61,7 +63,8 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
     serving = {"device": args.serve_device, "max_wait_ms": args.serve_max_wait_ms,
                "max_batch_rows": args.serve_batch_rows, "adapter_budget_mb": args.adapter_budget_mb}
     ctx = AppContext(data_dir, max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_rows=args.max_rows,
-                     serving=serving, ray_address=args.ray)
+                     serving=serving, ray_address=args.ray,
+                     ray_serve_replicas=args.ray_serve_replicas)
     policy = decide_auth(args.host, user_count=users.count_login_users(ctx.db()),
                          insecure_no_auth=args.insecure_no_auth, force_auth=args.auth)
     ctx.auth_required = policy.required
