@@ -167,6 +167,8 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
     template, recipe = spec.template_spec(), spec.recipe_config()
     if not train_rows:
         raise UserError("the training data has no rows")
+    progress({"phase": "validate", "message": f"checking the template against {len(train_rows)} training rows"
+              + (f" and {len(eval_rows)} held-out rows" if eval_rows else "")})
     warnings = validate(template, _columns(train_rows), train_rows)
     train_examples = render_all(template, train_rows)
     if any(ex.label is None for ex in train_examples):

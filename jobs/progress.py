@@ -8,12 +8,14 @@ every few seconds on its own connection and notices a cancel request or a lost l
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import sqlite_utils
 
@@ -40,9 +42,12 @@ class ProgressWriter:
         self._last_write = 0.0
         self._started = time.monotonic()
         self._first_step: tuple[int, float] | None = None  # (step, time) of the first step of this run
+        self.last_event = time.monotonic()
+        """When the recipe last reported anything (written or throttled): the heartbeat's stall clock."""
 
     def __call__(self, event: dict[str, Any]) -> None:
         self.calls += 1
+        self.last_event = time.monotonic()
         event = dict(event)
         phase = event.get("phase") or self.phase
         event["phase"] = phase
@@ -73,36 +78,117 @@ class ProgressWriter:
             event["eta_s"] = (now - first_time) / done * max(total - step, 0)
 
 
-class Heartbeat(threading.Thread):
-    """Extends the job's lease every ``interval_s`` on its own connection.
+class JobInterrupted(BaseException):
+    """Raised asynchronously in the job's thread when it did not stop by itself in time (cancel,
+    shutdown, lost lease) or went too long without a progress event. A BaseException so that no
+    `except Exception` in the recipe or a library swallows it; the worker catches it."""
 
-    ``cancelled`` is set when the owner asked to cancel, ``lost`` when another worker took the
-    job over (this one was presumed dead); the worker's should_stop() reads both.
+
+class Heartbeat(threading.Thread):
+    """Extends the job's lease every ``interval_s`` on its own connection, and watches the job.
+
+    Every ``tick_s`` it reads the cancel flag; ``cancelled`` is set when the owner asked to cancel,
+    ``lost`` when another worker took the job over. When a stop is wanted (cancel, lost lease, or
+    ``stop_requested()``, the worker shutting down) and the job has not stopped by itself within
+    ``grace_s``, the job's thread is interrupted (JobInterrupted, raised between two Python
+    bytecodes: the validate and load phases have no should_stop checks of their own). When
+    ``last_progress()`` is older than ``stall_s``, the job is failed here with the reason, the
+    lease is no longer renewed, and the job's thread is interrupted too.
     """
 
-    def __init__(self, db_path: Path, job_id: int, worker_id: str, lease_s: float, interval_s: float):
+    def __init__(self, db_path: Path, job_id: int, worker_id: str, lease_s: float, interval_s: float, *,
+                 tick_s: float = 1.0, grace_s: float = 2.0, stall_s: float | None = None,
+                 last_progress: Callable[[], float] | None = None, phase: Callable[[], str] | None = None,
+                 stop_requested: Callable[[], bool] = lambda: False):
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
         self.db_path, self.job_id, self.worker_id = db_path, job_id, worker_id
         self.lease_s, self.interval_s = lease_s, interval_s
+        self.tick_s, self.grace_s, self.stall_s = min(tick_s, interval_s), grace_s, stall_s
+        self.last_progress, self.phase, self.stop_requested = last_progress, phase, stop_requested
         self.cancelled = threading.Event()
         self.lost = threading.Event()
+        self.stalled = threading.Event()
+        self.stall_message = ""
+        self.reason = ""
+        """Why the job's thread was interrupted ('cancelled', 'lost', 'shutdown', 'stalled'); '' if it was not."""
         self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self._target: int | None = None  # the job thread's id while it may be interrupted
+        self._stop_since: float | None = None
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """The job's thread runs the recipe inside: the heartbeat may interrupt it there, never outside."""
+        with self._lock:
+            self._target = threading.get_ident()
+        try:
+            yield
+        finally:
+            with self._lock:
+                target, self._target = self._target, None
+                if target is None and self.reason:  # fired: clear it if it is still pending
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+
+    def _interrupt(self, reason: str) -> None:
+        with self._lock:
+            if self._target is None or self.reason:
+                return
+            self.reason = reason
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target), ctypes.py_object(JobInterrupted))
+            self._target = None
+        log.warning("job %s: interrupted (%s)", self.job_id, reason)
 
     def run(self) -> None:
         db = open_db(self.db_path)
+        next_beat = time.monotonic() + self.interval_s
         try:
-            while not self._halt.wait(self.interval_s):
+            while not self._halt.wait(self.tick_s):
+                now = time.monotonic()
                 try:
-                    if queue.heartbeat(db, self.job_id, self.worker_id, self.lease_s):
+                    if now >= next_beat:
+                        next_beat = now + self.interval_s
+                        if queue.heartbeat(db, self.job_id, self.worker_id, self.lease_s):
+                            self.cancelled.set()
+                    elif not self.cancelled.is_set() and queue.cancel_requested(db, self.job_id):
                         self.cancelled.set()
                 except queue.LeaseLost:
                     log.warning("job %s: lease lost (another worker took it over); stopping", self.job_id)
                     self.lost.set()
+                    self._interrupt("lost")
                     return
                 except sqlite3.OperationalError as exc:  # locked past the busy timeout: try again next beat
                     log.warning("job %s: heartbeat failed (%s); retrying", self.job_id, exc)
+                if self._stalled(db, now):
+                    return
+                self._escalate(now)
         finally:
             db.close()
+
+    def _escalate(self, now: float) -> None:
+        reason = "cancelled" if self.cancelled.is_set() else "shutdown" if self.stop_requested() else ""
+        if not reason:
+            self._stop_since = None
+        elif self._stop_since is None:
+            self._stop_since = now
+        elif now - self._stop_since >= self.grace_s:
+            self._interrupt(reason)
+
+    def _stalled(self, db: Any, now: float) -> bool:
+        if self.stall_s is None or self.last_progress is None or now - self.last_progress() < self.stall_s:
+            return False
+        phase = self.phase() if self.phase else "?"
+        self.stall_message = (
+            f"no progress for {now - self.last_progress():.0f} s during '{phase}' (the limit without a progress "
+            f"event is {self.stall_s:g} s); the job was stopped — a slow template on a large file, a stuck "
+            "model download or a hung device can cause this")
+        log.error("job %s: %s", self.job_id, self.stall_message)
+        self.stalled.set()
+        try:
+            queue.fail(db, self.job_id, self.worker_id, "stalled", self.stall_message, retry=False)
+        except (queue.LeaseLost, sqlite3.OperationalError) as exc:
+            log.error("job %s: could not record the stall (%s)", self.job_id, exc)
+        self._interrupt("stalled")
+        return True
 
     def stop(self) -> None:
         self._halt.set()

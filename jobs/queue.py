@@ -183,6 +183,12 @@ def cancel_requests(db: sqlite_utils.Database, worker_id: str) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
+def cancel_requested(db: sqlite_utils.Database, job_id: int) -> bool:
+    """Whether the owner asked to cancel (a read, for the heartbeat's frequent checks between beats)."""
+    row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
+    return bool(row and row[0])
+
+
 def report_progress(db: sqlite_utils.Database, job_id: int, worker_id: str, event: dict[str, Any]) -> None:
     """Append one progress event (keys from PROGRESS_FIELDS; others ignored). The caller throttles."""
     values = [event.get(k) for k in PROGRESS_FIELDS]

@@ -26,7 +26,7 @@ from typing import Any
 
 from ia3app.errors import UserError
 from jobs import queue
-from jobs.progress import Heartbeat, ProgressWriter
+from jobs.progress import Heartbeat, JobInterrupted, ProgressWriter
 from storage import repo
 from storage.db import DB_FILENAME, data_dir, open_db
 from storage.files import FileStore, StorageError, is_disk_error, storage_error
@@ -54,6 +54,10 @@ class WorkerConfig:
     """Exit when the queue is empty instead of waiting for more jobs."""
     device: str | None = None
     """Passed to the recipe's model loader (None: GPU if there is one, else CPU)."""
+    stall_s: float = 900.0
+    """A job with no progress event for this long is failed ('stalled') and its lease let go."""
+    cancel_grace_s: float = 2.0
+    """After a cancel (or shutdown) the job may stop by itself this long before it is interrupted."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -101,9 +105,11 @@ class Worker:
         """Run one claimed job to a final (or requeued) state; returns what became of it."""
         cfg = self.config
         log.info("job %s: claimed (attempt %s/%s)", job.id, job.attempts, job.max_attempts)
-        heart = Heartbeat(cfg.data_dir / DB_FILENAME, job.id, cfg.worker_id, cfg.lease_s, cfg.heartbeat_s)
         steps = (job.config.get("spec") or {}).get("recipe", {}).get("steps")
         progress = ProgressWriter(self.db, job.id, cfg.worker_id, steps, cfg.progress_interval_s)
+        heart = Heartbeat(cfg.data_dir / DB_FILENAME, job.id, cfg.worker_id, cfg.lease_s, cfg.heartbeat_s,
+                          grace_s=cfg.cancel_grace_s, stall_s=cfg.stall_s, last_progress=lambda: progress.last_event,
+                          phase=lambda: progress.phase, stop_requested=self.shutdown.is_set)
 
         def should_stop() -> bool:
             return heart.cancelled.is_set() or heart.lost.is_set() or self.shutdown.is_set()
@@ -121,10 +127,13 @@ class Worker:
         from ia3app.errors import Cancelled
 
         try:
-            result = self._run_recipe(job, progress, should_stop)
+            with heart.interruptible():
+                result = self._run_recipe(job, progress, should_stop)
             self._finish(job, result)
             return "succeeded"
-        except Cancelled:
+        except (Cancelled, JobInterrupted):
+            if heart.stalled.is_set():
+                return f"failed (stalled: {heart.stall_message})"
             if heart.lost.is_set():
                 return "abandoned (another worker holds it)"
             if heart.cancelled.is_set():
@@ -267,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds without a heartbeat before a job is presumed lost")
     parser.add_argument("--heartbeat-s", type=float, default=None, help="default: lease / 3")
     parser.add_argument("--progress-interval-s", type=float, default=0.5)
+    parser.add_argument("--stall-s", type=float, default=900.0,
+                        help="fail a job that reports no progress for this many seconds (default 900)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if available)")
     parser.add_argument("--worker-id", default="")
     parser.add_argument("--exit-with-parent", type=int, default=None, metavar="PID",
@@ -281,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = Worker(WorkerConfig(
             data_dir=args.data_dir or data_dir(), worker_id=worker_id, lease_s=args.lease_s,
             heartbeat_s=args.heartbeat_s, poll_s=args.poll_s, progress_interval_s=args.progress_interval_s,
-            once=args.once, until_empty=args.until_empty, device=args.device))
+            once=args.once, until_empty=args.until_empty, device=args.device, stall_s=args.stall_s))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -56,7 +56,7 @@ def test_run_job_end_to_end(tiny_model_dir, tmp_path):
     result = run_job(spec, _rows(6), _rows(4, 100), work_dir=tmp_path / "work", out_dir=out,
                      progress=events.append, should_stop=lambda: False)
     phases = [e["phase"] for e in events]
-    assert phases[0] == "load" and phases[-1] == "done"
+    assert phases[:2] == ["validate", "load"] and phases[-1] == "done"
     assert {"train", "evaluate", "export"} <= set(phases)
     assert [e["step"] for e in events if e["phase"] == "train"] == [1, 2, 3, 4]
     assert all("message" in e for e in events)
@@ -103,7 +103,7 @@ def test_run_job_refuses_bad_data_before_loading(tmp_path):
     with pytest.raises(UserError, match="column 'text'"):
         run_job(spec, [{"review": "x", "label": "0"}], None, work_dir=tmp_path / "w", out_dir=tmp_path / "o",
                 progress=events.append)
-    assert events == []  # nothing loaded
+    assert [e["phase"] for e in events] == ["validate"]  # nothing loaded
     with pytest.raises(UserError, match="no rows"):
         run_job(spec, [], None, work_dir=tmp_path / "w", out_dir=tmp_path / "o", progress=events.append)
 

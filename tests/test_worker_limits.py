@@ -1,0 +1,87 @@
+"""A job cannot hold a worker (issue 14 item 2): a cell-dependent template that is slow only on the
+held-out file fails the job as 'stalled' once it goes without a progress event for the stall limit,
+and cancel takes effect within 5 s while the worker is validating (a phase with no stop checks)."""
+
+import threading
+import time
+
+import pytest
+
+from ia3app.templates import TemplateSpec, render
+from jobs import queue as q
+from storage import repo
+from test_worker import Env
+
+SLOW = ("{% for i in range(n|int) %}{% for j in range(1000) %}{% endfor %}{% endfor %}{{ text }} "
+        "Was it good or bad?")
+
+
+def _slow_n(target_s: float = 0.4) -> int:
+    """How many outer iterations make one row take about target_s on this machine (under the 1 s limit)."""
+    spec = TemplateSpec(name="t", input=SLOW, choices=["bad", "good"])
+    start = time.monotonic()
+    render(spec, {"n": "50", "text": "x", "label": "good"})
+    per = (time.monotonic() - start) / 50
+    return max(1, min(1000, int(target_s / per)))
+
+
+@pytest.fixture
+def env(tmp_path, tiny_model_dir):
+    return Env(tmp_path / "data", tiny_model_dir("t0"))
+
+
+def _slow_job(env: Env) -> int:
+    """Training rows are fast (n=0); each of 60 held-out rows takes ~0.4 s to render."""
+    n = _slow_n()
+    train = [{**r, "n": "0"} for r in env_rows(env)]
+    held = [{"text": f"row {i}", "label": "good" if i % 2 else "bad", "n": str(n)} for i in range(60)]
+    train_id = repo.save_dataset(env.db, env.store, env.user, "train", "train.csv", b"raw", ["text", "label", "n"],
+                                 train, "label")
+    held_id = repo.save_dataset(env.db, env.store, env.user, "held", "held.csv", b"raw", ["text", "label", "n"],
+                                held, "label")
+    config = env.config(template={"name": "slow", "input": SLOW, "label_column": "label", "choices": ["bad", "good"]})
+    config.update(dataset_id=train_id, eval_dataset_id=held_id)
+    return q.submit(env.db, env.user, config)
+
+
+def env_rows(env):
+    from test_worker import ROWS
+    return ROWS
+
+
+def test_a_job_without_progress_fails_as_stalled_and_lets_go_of_the_lease(env):
+    job_id = _slow_job(env)
+    start = time.monotonic()
+    assert env.worker(stall_s=2.0, heartbeat_s=0.5).serve() == 1
+    elapsed = time.monotonic() - start
+    job = env.job(job_id)
+    assert job.status == "failed" and job.error_kind == "stalled"
+    assert "no progress for 2 s during 'validate' (the limit without a progress event is 2 s)" in job.error_message
+    assert job.lease_expires_at is None
+    assert elapsed < 8, f"{elapsed:.1f} s"
+
+
+def test_cancel_while_validating_takes_effect_within_five_seconds(env):
+    job_id = _slow_job(env)
+    worker = env.worker(heartbeat_s=3.0)
+    thread = threading.Thread(target=worker.serve)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            events = q.progress_events(env.db, job_id, env.user)
+            if events and events[-1]["phase"] == "validate":
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        asked = time.monotonic()
+        assert q.cancel(env.db, job_id, env.user) == "running"
+        while env.job(job_id).status == "running" and time.monotonic() - asked < 15:
+            time.sleep(0.05)
+        took = time.monotonic() - asked
+    finally:
+        worker.shutdown.set()
+        thread.join(30)
+    assert env.job(job_id).status == "cancelled"
+    assert took < 5, f"{took:.1f} s"
+    assert not thread.is_alive()
