@@ -139,3 +139,35 @@ def test_ordinary_templates_keep_working():
     assert render(spec, {"text": "a b"}).input == (
         '[a b] a-b A B 1x,2y; yes or no a-b 1024 3 A B! [1, 2, 3] a b 3 "a b"'
     )
+
+
+def test_submit_check_samples_every_file_and_names_the_held_out_one():
+    from ia3app.template_cost import check_files, sample_rows
+
+    assert sample_rows(5) == [0, 1, 2, 3, 4] and sample_rows(1000, 3) == [0, 500, 999]
+    spec = TemplateSpec(
+        name="cells", input="{% for i in range(n|int) %}{% for j in range(1000) %}{% for k in range(1000) %}"
+        "{% endfor %}{% endfor %}{% endfor %}{{ n }}", choices=["a", "b"],
+    )
+    train = [{"n": "0", "label": "a"}] * 8
+    held = [{"n": "0", "label": "a"}] * 999 + [{"n": "1000", "label": "b"}]  # only the last row blows up
+    assert set(check_files(spec, {"the training file": train})) == {"the training file"}
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"^the held-out file, row 1000: template refused: .*per-row time limit"):
+        check_files(spec, {"the training file": train, "the held-out file": held})
+    assert time.monotonic() - start < MAX_RENDER_SECONDS + 1
+
+
+def test_submit_check_refuses_a_file_that_would_take_too_long_in_total():
+    from ia3app.template_cost import MAX_FILE_RENDER_SECONDS, check_files
+
+    spin = TemplateSpec(name="spin", input="{% for i in range(1000) %}{% for j in range(100) %}{% endfor %}"
+                        "{% endfor %}x", choices=["a", "b"])
+    rows = [{"label": "a"}] * 100_000
+    start = time.monotonic()
+    with pytest.raises(UserError) as info:
+        check_files(spin, {"the training file": rows})
+    assert time.monotonic() - start < 4
+    message = str(info.value)
+    assert message.startswith("template refused: rendering the training file (100,000 rows) would take about ")
+    assert f"the limit is {MAX_FILE_RENDER_SECONDS:g} s per file" in message

@@ -196,6 +196,24 @@ def test_job_config_refuses_someone_elses_dataset(ctx, users, tmp_path):
         TR.build_job_config(ctx, bob, state, spec.to_dict(), "tiny-demo", "", RecipeConfig(), False, "", [])
 
 
+def test_submit_refuses_a_template_that_blows_up_only_on_the_held_out_file(ctx, users, tmp_path):
+    """Issue 14: the training rows render fast, one held-out row hits the render time limit: refused
+    before a job is queued, naming the file, the row and the limit."""
+    import time
+
+    train = write(tmp_path, "train.csv", "text,n,label\n" + "".join(f"t{i},0,{'ab'[i % 2]}\n" for i in range(8)))
+    held = write(tmp_path, "held.csv", "text,n,label\n" + "".join(f"h{i},0,a\n" for i in range(40)) + "h,1000,b\n")
+    state = U.save_upload(ctx, users[0], train, "label", None, U.SEPARATE, held, 0.25, 0)
+    template = {"name": "cells", "input": "{% for i in range(n|int) %}{% for j in range(1000) %}"
+                "{% for k in range(1000) %}{% endfor %}{% endfor %}{% endfor %}{{ text }}", "choices": ["a", "b"]}
+    with pytest.raises(UserError, match=r"the held-out file, row 41: template refused: .*per-row time limit"):
+        TR.build_job_config(ctx, users[0], state, template, "tiny-demo", "", RecipeConfig(), False, "", [])
+    start = time.monotonic()  # the check alone (building the job config also builds the tiny model)
+    with pytest.raises(UserError, match="per-row time limit"):
+        TR._check_template_on_files(ctx, users[0], state, template)
+    assert time.monotonic() - start < 3
+
+
 def test_tfew_vectors_only_for_t0_3b(ctx, users, tmp_path):
     path = write(tmp_path, "reviews.csv", SST2_HEAD)
     state = U.save_upload(ctx, users[0], path, "label", None, U.NONE, None, 0.25, 0)

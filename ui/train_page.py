@@ -150,6 +150,7 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
         init_vectors = (tfew_path or "").strip() or None
         if init_vectors is None:
             raise UserError("give the path or URL of T-Few's t03b_ia3_finish.pt")
+    _check_template_on_files(ctx, uid, session, template)
     has_eval = bool(session.get("eval_dataset_id") or session.get("holdout"))
     spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir), template=template,
                    recipe=recipe.to_dict(), init_vectors=init_vectors,
@@ -162,6 +163,18 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
         "display": {"model": model_key if model_key != M.LOCAL else spec.model,
                     "data": session.get("filename"), "template": template.get("name")},
     }
+
+
+def _check_template_on_files(ctx: AppContext, uid: int, session: dict, template: dict) -> None:
+    """A sample of every file the job uses renders within the limits (ia3app.template_cost)."""
+    from ia3app.template_cost import check_files
+    from ia3app.templates import TemplateSpec
+    from storage import repo
+
+    files = {"the training file": repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), uid)}
+    if session.get("eval_dataset_id"):
+        files["the held-out file"] = repo.load_rows(ctx.db(), ctx.files(), int(session["eval_dataset_id"]), uid)
+    check_files(TemplateSpec.from_dict(template), files)
 
 
 @dataclass
