@@ -48,7 +48,7 @@ def read_upload(path: str | None, ctx: AppContext, what: str = "file") -> bytes:
 
 _PARSED: "OrderedDict[tuple, data.Table]" = OrderedDict()
 _PARSED_LOCK = threading.Lock()
-PARSED_CACHE = 16
+PARSED_CACHE = 8
 """Parsed uploads kept in memory (each at most the upload limit): the page's handlers (file, label column,
 split settings) read one upload many times; each parse is linear in the file, so parse it once."""
 
