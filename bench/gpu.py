@@ -1,22 +1,32 @@
-"""The T-Few recipe's step on one GPU with a T0-3B-shaped model: speed, MFU, peak memory.
+"""The T-Few recipe on one GPU, measured on the production path: what a worker really runs.
 
-Random weights of T0-3B's shape (d_model 2048, 24+24 layers, 32 heads, gated d_ff 5120, vocab
-32128; 2.85B parameters) built directly on the GPU; (IA)^3 injected (540,672 vectors). Batch 8,
-inputs of 256 tokens, 3 answer choices each, the full T-Few loss (LM + UL + LN), the real
-``ia3app.train.train`` (Adafactor, schedule, clipping, accelerate's bf16 autocast). Timed over
-``--steps`` steps after ``--warmup`` steps. Two precision layouts, same recipe:
+On the GPU machine (≈ 11 minutes in all; two commands because one command may run ≤ 10 minutes;
+the second reuses the model and compile cache the first left under --scratch):
 
-- ``bf16-weights``: frozen base weights stored in bf16, vectors fp32, bf16 autocast. Frozen
-  weights get no updates, so holding them in bf16 gives the same matmul inputs autocast would
-  produce from fp32 copies, without re-casting 2.85B weights every forward. (The primary figure.)
-- ``fp32-weights``: fp32 master weights + bf16 autocast, as in a textbook mixed-precision run.
+    python3 -m bench.gpu --parts cold,warm
+    python3 -m bench.gpu --parts syncs,memory,11b
+    python3 -m bench.gpu --dry-run       # tiny model on the CPU: checks the whole script
 
-FLOPs per step are measured with torch's FlopCounterMode on one step (matrix products, forward and
-backward; frozen weights get no weight-gradient products) and the MFU is against the H100's dense
-bf16 peak (989 TFLOP/s). The last stdout line is one JSON object.
+A T0-3B-shaped model (random weights; d_model 2048, 24+24 blocks, 32 heads, gated d_ff 5120,
+vocab 32128) is written once with ``save_pretrained`` (bf16) together with a subword tokenizer
+(bench/shapes.py), unless ``--model`` names a real checkpoint folder. Jobs on the RTE few-shot
+rows (examples/, T0-style prompt, 2 choices; ``--data synthetic256`` for 256-token inputs with
+3 choices, the shape of the earlier figures) go through the queue to a ``jobs.worker.Worker``,
+which runs ``ia3app.pipeline.run_job``: ``load_model`` (bf16 base, TF32), (IA)^3, ``train()``
+with the default recipe (compile auto = regional compilation on CUDA, compile cache under the
+data dir, activation checkpointing / micro-batches auto), no evaluation. Parts:
 
-    python3 -m bench.gpu                 # on the GPU machine, < 4 minutes including model build
-    python3 -m bench.gpu --dry-run       # tiny model on the CPU: checks the whole script quickly
+- ``cold``: a fresh process, empty compile cache: first job, ``--cold-steps`` steps (compile time);
+- ``warm``: a second fresh process, same cache: the full 1,000-step job (wall time including
+  model load and compile with a warm cache), then a second job of the same model in the same
+  worker (the model is kept: no load, no compile);
+- ``syncs``: host synchronisations per step (torch's CUDA sync debug mode): inside steps (progress
+  read only at the end) and as a worker runs (progress every 0.25 s);
+- ``memory``: peak GPU memory of the production step with activation checkpointing off and on;
+- ``11b``: T0 11B's shape (d_model 4096, 64 heads, d_ff 10240; built in memory in bf16, as
+  load_model would give it), recipe defaults (checkpointing auto), peak GPU memory.
+
+The last stdout line is one JSON object (also written to $OUT/gpu.json).
 """
 
 from __future__ import annotations
@@ -24,22 +34,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from bench.shapes import random_t5, random_text, tokenizer
-from ia3app.config import RecipeConfig
-from ia3app.example import Example
-from ia3app.ia3 import inject
-from ia3app.losses import tfew_losses
-from ia3app.scoring import choice_log_probs
-from ia3app.train import make_accelerator, train
+from bench.shapes import SHAPES, fewshot_examples, random_t5, random_text, sentencepiece_like_tokenizer, t5_config
 
-H100_BF16_DENSE_PEAK = 989e12
+SHAPES.setdefault("t0-11b", dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64))
+H100_BF16_DENSE_PEAK = 989e12  # FLOP/s, dense (bench/gpu_compile.py reads it)
+TEMPLATE = {"name": "rte", "input": "{{text}}", "label_column": "label", "choices": ["True", "False"]}
+TEMPLATE3 = {"name": "three", "input": "{{text}}", "label_column": "label", "choices": ["yes", "maybe", "no"]}
 
 
 def log(msg: str) -> None:
@@ -47,141 +55,249 @@ def log(msg: str) -> None:
 
 
 def emit(summary: dict, out_dir: str | None, name: str) -> None:
-    """Print the summary as one JSON line (the last stdout line) and save it under out_dir."""
     line = json.dumps(summary)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, name), "w") as f:
-            f.write(line + "\n")
+        Path(out_dir, name).write_text(line + "\n")
     print(line, flush=True)
 
 
-def make_examples(n: int, input_tokens: int, seed: int = 0) -> list[Example]:
-    """n examples of exactly input_tokens tokens (ByT5: bytes + EOS) with 3 choices."""
+def make_examples(n: int, input_tokens: int, seed: int = 0):
+    """n examples of exactly input_tokens ByT5 tokens with 3 choices (bench/gpu_compile.py's inputs)."""
+    import random
+
+    from ia3app.example import Example
+
     rng = random.Random(seed)
     choices = ("yes", "maybe", "no")
     return [Example(random_text(rng, input_tokens - 1), choices, rng.randrange(3)) for _ in range(n)]
 
 
-def measure_flops(handle, tok, examples, recipe, device) -> float:
-    """FLOPs of one training step's forward + backward, counted by torch."""
-    accelerator = make_accelerator(recipe.precision, device)
-    labels = torch.tensor([e.label for e in examples], device=device)
-    handle.model.train()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        with accelerator.autocast():
-            out = choice_log_probs(handle.model, tok, examples, max_length=recipe.max_length)
-        loss = tfew_losses(out.token_logprobs, out.token_mask, out.choice_index, labels)["total"]
-        loss.backward()
-    handle.model.zero_grad(set_to_none=True)
-    handle.model.eval()
-    return float(counter.get_total_flops())
+def rows(data: str) -> tuple[list[dict], dict]:
+    if data == "rte":
+        return [{"text": e.input, "label": e.choices[e.label]} for e in fewshot_examples("rte")], TEMPLATE
+    import random
+
+    rng = random.Random(0)  # ~256 subword tokens of pseudo-words, 3 choices
+    return [{"text": random_text(rng, 1100), "label": rng.choice(TEMPLATE3["choices"])} for _ in range(32)], TEMPLATE3
 
 
-def run_layout(layout: str, args, device: torch.device, model, tok, examples, optimizer: str = "auto") -> dict:
-    handle = inject(model)
-    recipe = RecipeConfig(
-        steps=args.warmup + args.steps,
-        batch_size=args.batch,
-        warmup_steps=min(60, args.warmup + args.steps),
-        max_length=args.input_tokens,
-        precision="bf16" if device.type == "cuda" or args.dry_run else "fp32",
-        checkpoint_every=0,
-    )
-    flops = measure_flops(handle, tok, examples[: args.batch], recipe, device)
-    log(f"{layout}: {flops / 1e12:.2f} TFLOP per step (measured); training {recipe.steps} steps")
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    records: list[dict] = []
-    result = train(handle, tok, examples, recipe, progress=records.append, optimizer=optimizer)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    timed = records[args.warmup :]
-    base = records[args.warmup - 1]["elapsed_s"] if args.warmup else 0.0
-    step_s = (timed[-1]["elapsed_s"] - base) / len(timed)
-    tokens_per_step = result.tokens_processed / recipe.steps
-    out = {
-        "layout": layout,
-        "optimizer": optimizer,
-        "step_s": round(step_s, 4),
-        "tokens_per_s": round(tokens_per_step / step_s),
-        "examples_per_s": round(args.batch / step_s, 1),
-        "tflop_per_step": round(flops / 1e12, 3),
-        "mfu": round(flops / step_s / H100_BF16_DENSE_PEAK, 4),
-        "projected_1000_steps_s": round(1000 * step_s, 1),
-        "final_loss": round(result.losses["total"], 4),
-    }
-    if device.type == "cuda":
-        out["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
-        out["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 1e9, 2)
-    handle.unload(merge=False)  # the next layout injects afresh into the same base model
-    log(f"{layout}: {out}")
+def write_model(shape: str, folder: Path) -> Path:
+    """A random model of `shape` saved as a from_pretrained folder (bf16), with the tokenizer."""
+    if (folder / "config.json").is_file():
+        return folder
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = random_t5(shape, device=device, dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    sentencepiece_like_tokenizer().save_pretrained(folder)
+    del model
+    return folder
+
+
+# ------------------------------------------------------------------ children (fresh processes)
+
+
+def _job(data_dir: Path, model: str, recipe: dict, data: str, device: str) -> dict:
+    from jobs import queue as q
+    from jobs.worker import Worker, WorkerConfig
+    from storage import repo
+    from storage.db import open_db
+    from storage.files import FileStore
+    from storage.users import create_user, user_id
+
+    db, store = open_db(data_dir), FileStore(data_dir)
+    owner = user_id(db, "bench") or create_user(db, "bench", "password1")
+    table, template = rows(data)
+    dataset = repo.save_dataset(db, store, owner, data, f"{data}.csv", b"raw", ["text", "label"], table, "label")
+    spec = {"model": model, "template": template, "recipe": recipe, "eval_methods": []}
+    job_id = q.submit(db, owner, {"spec": spec, "dataset_id": dataset, "eval_dataset_id": None, "holdout": None})
+    started = time.perf_counter()
+    worker = _WORKERS.setdefault(str(data_dir), Worker(WorkerConfig(data_dir=data_dir, once=True, device=device)))
+    worker.serve()
+    wall = time.perf_counter() - started
+    job = q.get_job(db, job_id, owner)
+    if job.status != "succeeded":
+        raise RuntimeError(f"job failed: {job.error_message}")
+    training = json.loads((store.adapter_dir(job_id) / "results.json").read_text())["training"]
+    events = [e for e in q.progress_events(db, job_id, owner) if e["phase"] == "train" and e.get("step")]
+    first, last = events[0], events[-1]
+    steady = (last["elapsed_s"] - first["elapsed_s"]) / max(last["step"] - first["step"], 1)
+    return {"claim_to_done_s": round(wall, 1), "train_wall_s": round(training["wall_s"], 1),
+            "steps": training["steps"], "first_event_step": first["step"],
+            "first_event_elapsed_s": round(first["elapsed_s"], 1), "steady_step_s": round(steady, 4),
+            "peak_gb": _peak()}
+
+
+_WORKERS: dict = {}
+
+
+def _peak() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    gb = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+    torch.cuda.reset_peak_memory_stats()
+    return gb
+
+
+def _train_direct(model_dir: str, data: str, recipe, device: str, **kw) -> tuple:
+    """load_model + inject + train(), as run_job does, for the sync and memory measurements."""
+    from ia3app.ia3 import inject
+    from ia3app.models import load_model
+    from ia3app.templates import TemplateSpec, render_all
+    from ia3app.train import train
+
+    table, template = rows(data)
+    loaded = load_model(model_dir, device=device, precision=recipe.precision)
+    handle = inject(loaded.model)
+    examples = render_all(TemplateSpec.from_dict(template), table)
+    return loaded, handle, examples, lambda r, **k: train(handle, loaded.tokenizer, examples, r, **{**kw, **k})
+
+
+def child(args) -> dict:
+    from ia3app.config import RecipeConfig
+
+    data_dir, device = Path(args.data_dir), args.device
+    out: dict = {}
+    if args.child == "cold":
+        import shutil
+
+        shutil.rmtree(data_dir / "cache" / "compile", ignore_errors=True)  # cold: nothing compiled yet
+        out["cold"] = _job(data_dir, args.model, {"steps": args.cold_steps, "checkpoint_every": 0}, args.data, device)
+    if args.child == "warm":
+        out["warm_1000"] = _job(data_dir, args.model, {"steps": args.steps, "checkpoint_every": 100}, args.data, device)
+        out["same_worker_next_job"] = _job(data_dir, args.model, {"steps": args.next_steps, "checkpoint_every": 0},
+                                           args.data, device)
+    if args.child == "syncs":
+        from bench.syncs import DeviceReads, cuda_syncs
+
+        _, _, _, run = _train_direct(args.model, args.data, RecipeConfig(), device,
+                                     compile_cache_dir=data_dir / "cache" / "compile")
+        run(RecipeConfig(steps=3, checkpoint_every=0))  # compile (warm cache) outside the count
+        counts = {}
+        few, many = args.sync_steps
+        for steps, interval in ((few, 1e9), (many, 1e9), (many, 0.25)):
+            counter = cuda_syncs() if device == "cuda" else None
+            if counter is None:
+                reads = DeviceReads()
+                with reads:
+                    run(RecipeConfig(steps=steps, checkpoint_every=0), progress_interval_s=interval)
+                counts[(steps, interval)] = reads.count
+            else:
+                with counter as c:
+                    run(RecipeConfig(steps=steps, checkpoint_every=0), progress_interval_s=interval)
+                counts[(steps, interval)] = c.count
+        out["syncs"] = {"inside_steps_per_step": (counts[(many, 1e9)] - counts[(few, 1e9)]) / (many - few),
+                        f"whole_run_{few}_steps": counts[(few, 1e9)], f"whole_run_{many}_steps": counts[(many, 1e9)],
+                        "worker_setting_per_step": round(counts[(many, 0.25)] / many, 3),
+                        "counter": "cuda sync debug mode" if device == "cuda" else "aten device-read ops (CPU)"}
+    if args.child == "memory":
+        _peak()
+        _, handle, _, run = _train_direct(args.model, args.data, RecipeConfig(), device,
+                                          compile_cache_dir=data_dir / "cache" / "compile")
+        weights = _peak()
+        out["memory"] = {"weights_gb": weights}
+        for ckpt in ("off", "on"):
+            t = time.perf_counter()
+            result = run(RecipeConfig(steps=4, checkpoint_every=0, activation_checkpointing=ckpt, grad_accumulation=1))
+            h = result.history
+            out["memory"][f"checkpointing_{ckpt}"] = {
+                "peak_gb": _peak(), "step_s": round((h[-1]["elapsed_s"] - h[1]["elapsed_s"]) / 2, 4),
+                "wall_s": round(time.perf_counter() - t, 1)}
+    if args.child == "11b":
+        out["t0_11b"] = t0_11b(args, device)
     return out
+
+
+def t0_11b(args, device: str) -> dict:
+    from ia3app.config import RecipeConfig
+    from ia3app.ia3 import inject
+    from ia3app.speed import activation_bytes
+    from ia3app.templates import TemplateSpec, render_all
+    from ia3app.train import train
+
+    _peak()
+    t = time.perf_counter()
+    shape = "t0-11b" if device == "cuda" else "tiny"
+    model = random_t5(shape, device=device, dtype=torch.bfloat16)  # what load_model(precision auto) holds
+    built_s = time.perf_counter() - t
+    handle = inject(model)
+    weights = _peak()
+    table, template = rows(args.data)
+    examples = render_all(TemplateSpec.from_dict(template), table)
+    recipe = RecipeConfig(steps=3, checkpoint_every=0, compile="off")
+    result = train(handle, sentencepiece_like_tokenizer(), examples, recipe)
+    h = result.history
+    return {"parameters": sum(p.numel() for p in model.parameters()), "build_s": round(built_s, 1),
+            "weights_gb": weights, "peak_gb": _peak(), "step_s": round((h[-1]["elapsed_s"] - h[0]["elapsed_s"]) / 2, 3),
+            "compile": "off (eager) to save device time",
+            "estimate_without_checkpointing_gb": round(activation_bytes(t5_config(shape), 8, 166, 4, 2, False) / 1e9, 1)}
+
+
+# ------------------------------------------------------------------ parent
+
+
+def run_child(args, part: str, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "bench.gpu", "--child", part, "--data-dir", args.data_dir, "--model", args.model,
+           "--data", args.data, "--steps", str(args.steps), "--cold-steps", str(args.cold_steps),
+           "--device", args.device, "--next-steps", str(args.next_steps),
+           "--sync-steps", ",".join(map(str, args.sync_steps))]
+    log(f"{part}: {' '.join(cmd[2:])}")
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    sys.stderr.write(proc.stderr[-3000:])
+    if proc.returncode:
+        return {part: {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result.setdefault(part, {})
+    if isinstance(result.get(part), dict):
+        result[part]["process_s"] = round(time.perf_counter() - t, 1)
+    log(f"{part}: {result}")
+    return result
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="tiny model on the CPU, 2+1 steps")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--input-tokens", type=int, default=256)
-    parser.add_argument("--layouts", default="bf16-weights,fp32-weights")
-    parser.add_argument(
-        "--optimizers", default="auto",
-        help="comma list: auto (VectorAdafactor for the vectors), transformers (its Adafactor, per tensor)",
-    )
-    parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for gpu.json (default: $OUT)")
+    parser.add_argument("--dry-run", action="store_true", help="tiny model on the CPU, few steps")
+    parser.add_argument("--parts", default="cold,warm,syncs,memory,11b")
+    parser.add_argument("--model", help="a model folder (default: a random T0-3B shape written once)")
+    parser.add_argument("--data", default="rte", choices=["rte", "synthetic256"])
+    parser.add_argument("--steps", type=int, default=1000, help="steps of the warm job")
+    parser.add_argument("--cold-steps", type=int, default=30)
+    parser.add_argument("--next-steps", type=int, default=20, help="steps of the same worker's next job")
+    parser.add_argument("--sync-steps", default="10,30", type=lambda v: tuple(int(x) for x in v.split(",")))
+    parser.add_argument("--scratch", default=os.path.join(tempfile.gettempdir(), "ia3-gpu"),
+                        help="the random model and the worker data dir (kept: later runs reuse them)")
+    parser.add_argument("--data-dir", help="worker data dir (default: SCRATCH/data)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default=os.environ.get("OUT"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args)), flush=True)
+        return {}
     started = time.perf_counter()
+    scratch = Path(args.scratch) / ("dry-run" if args.dry_run else "gpu")
+    args.data_dir = args.data_dir or str(scratch / "data")
     if args.dry_run:
-        shape, device = "tiny", torch.device("cpu")
-        args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
+        args.device, args.steps, args.cold_steps, args.next_steps, args.sync_steps = "cpu", 3, 2, 2, (2, 4)
+        shape = "tiny"
     else:
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA device: run with --dry-run on a CPU")
-        shape, device = "t0-3b", torch.device("cuda")
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (outside autocast) on tensor cores
-    layouts = [x for x in args.layouts.split(",") if x]
-    # fp32 first (it needs the fp32 copy), then cast the same weights to bf16 in place.
-    order = [x for x in ("fp32-weights", "bf16-weights") if x in layouts]
-    log(f"building {shape} on {device}")
-    model = random_t5(shape, device=str(device), dtype=torch.float32)
-    n_params = sum(p.numel() for p in model.parameters())
-    build_s = time.perf_counter() - started
-    log(f"built {n_params / 1e9:.2f}B parameters in {build_s:.1f}s")
-    tok = tokenizer()
-    examples = make_examples(max(32, args.batch), args.input_tokens)
-    results = {}
-    for layout in order:
-        if layout == "bf16-weights":
-            model.to(torch.bfloat16)
-        for optimizer in [x for x in args.optimizers.split(",") if x]:
-            name = layout if optimizer == "auto" else f"{layout}/{optimizer}"
-            results[name] = run_layout(layout, args, device, model, tok, examples, optimizer)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    primary = results.get("bf16-weights") or next(iter(results.values()))
-    summary = {
-        "bench": "gpu",
-        "dry_run": args.dry_run,
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "shape": shape,
-        "parameters": n_params,
-        "batch": args.batch,
-        "input_tokens": args.input_tokens,
-        "choices": 3,
-        "timed_steps": args.steps,
-        "build_s": round(build_s, 1),
-        **{k: v for k, v in primary.items() if k != "layout"},
-        "primary_layout": primary["layout"],
-        "layouts": results,
-        "targets": {"projected_1000_steps_s": 180, "peak_gb": 24},
-        "total_s": round(time.perf_counter() - started, 1),
-    }
+        args.device, shape = "cuda", "t0-3b"
+    if not args.model:
+        t = time.perf_counter()
+        args.model = str(write_model(shape, scratch / f"model-{shape}"))
+        log(f"wrote the random {shape} model in {time.perf_counter() - t:.1f}s")
+    results: dict = {}
+    for part in [p for p in args.parts.split(",") if p]:
+        results.update(run_child(args, part, timeout=590))
+    summary = {"bench": "gpu", "dry_run": args.dry_run, "torch": torch.__version__, "shape": shape, "data": args.data,
+               "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+               **results,
+               "targets": {"warm_1000_steps_s": 75, "cold_compile_s": 60, "syncs_per_step": 0, "peak_gb": 22,
+                           "peak_checkpointing_gb": 8, "t0_11b_peak_gb": 40},
+               "total_s": round(time.perf_counter() - started, 1)}
     emit(summary, args.out, "gpu.json")
     return summary
 

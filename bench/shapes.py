@@ -59,3 +59,52 @@ def random_text(rng: random.Random, n_bytes: int) -> str:
         words.append(word)
         size += len(word) + 1
     return " ".join(words)[:n_bytes]
+
+
+def sentencepiece_like_tokenizer(vocab_size: int = 4000):
+    """A subword tokenizer trained here, offline, on the repository's few-shot CSVs.
+
+    Like T5's SentencePiece model: Metaspace pre-tokenisation ('▁' marks word starts), a BPE
+    vocabulary learned from text, ids 0/1/2 = pad/EOS/unk, and EOS appended to every text. The
+    vocabulary is smaller than T5's 32k (the corpus is small), so token counts per text are a
+    little higher than T0's tokenizer gives: realistic few-shot lengths, not bytes.
+    """
+    import csv
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    texts = []
+    for path in sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.csv")):
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.reader(f):
+                texts.append(" ".join(row))
+    if not texts:
+        raise RuntimeError("examples/*.csv not found: the tokenizer is trained on them")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def fewshot_examples(name: str = "rte"):
+    """Rows of examples/<name>_32shot_seed0.csv rendered by a T0-style prompt, as Examples."""
+    import csv
+    from pathlib import Path
+
+    from ia3app.example import Example
+
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}_32shot_seed0.csv"
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if name == "rte":
+        return [Example(f"{r['premise']}\nQuestion: {r['hypothesis']} True or False?", ("True", "False"),
+                        0 if r["label"] == "entailment" else 1) for r in rows]
+    if name == "copa":
+        return [Example(f"{r['premise']} What was the {'cause' if r['question'] == 'cause' else 'result'}?",
+                        (r["choice1"], r["choice2"]), int(r["label"])) for r in rows]
+    raise ValueError(f"unknown few-shot set {name!r}")

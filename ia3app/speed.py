@@ -5,7 +5,9 @@
   whole model. All blocks of one class run the same code, so dynamo compiles it once per
   distinct block flavour (first block with relative-position bias, the others; encoder,
   decoder) and reuses it for every block: compile time does not grow with depth. Widths are
-  rounded up to buckets (:data:`INPUT_BUCKET`, :data:`TARGET_BUCKET`) so shapes repeat.
+  rounded up to buckets (:data:`INPUT_BUCKET`, :data:`TARGET_BUCKET`) so shapes repeat, and a
+  second width makes dynamo recompile once with symbolic widths (automatic dynamic shapes).
+  CUDA graphs are not used (inductor's default mode).
   The compiled kernels are kept in a persistent cache (``TORCHINDUCTOR_CACHE_DIR``; the worker
   points it under its data dir), so a later process compiling the same blocks mostly loads them.
   A model is compiled once: a worker that keeps the loaded model between jobs of the same
@@ -38,6 +40,8 @@ INPUT_BUCKET = 32
 """Compiled runs pad input widths up to a multiple of this (shapes repeat; ≤ 31 pad tokens)."""
 TARGET_BUCKET = 8
 """... and answer-choice widths up to a multiple of this."""
+BACKEND_ENV = "IA3APP_COMPILE_BACKEND"
+"""Environment variable naming the torch.compile backend (default inductor; tests use aot_eager)."""
 HEADROOM = 0.85
 """Plan activations into this fraction of the free GPU memory (the allocator fragments)."""
 
@@ -77,18 +81,16 @@ def use_compile_cache(cache_dir: Path | str | None) -> None:
 
 
 def repeated_blocks(model: nn.Module) -> list[nn.Module]:
-    """The elements of every ModuleList made of ≥ 2 modules of one class (the transformer blocks)."""
-    blocks = []
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) >= 2 and len({type(m) for m in module}) == 1:
-            if not any(isinstance(m, nn.ModuleList) for m in module[0].modules()):  # the innermost lists
-                blocks.extend(module)
-    return blocks
+    """The elements of the outermost ModuleLists made of ≥ 2 modules of one class (the blocks)."""
+    lists = [name for name, m in model.named_modules()
+             if isinstance(m, nn.ModuleList) and len(m) >= 2 and len({type(x) for x in m}) == 1]
+    outer = [n for n in lists if not any(n != o and n.startswith(o + ".") for o in lists)]
+    return [block for name in outer for block in model.get_submodule(name)]
 
 
 def compile_blocks(model: nn.Module, backend: str = "inductor") -> int:
-    """Compile each transformer block in place (once per model); returns how many blocks."""
-    if getattr(model, "_ia3_compiled_blocks", None):
+    """Compile each transformer block in place (once per model and backend); returns how many blocks."""
+    if getattr(model, "_ia3_compiled_blocks", None) and getattr(model, "_ia3_compile_backend", None) == backend:
         return model._ia3_compiled_blocks
     import torch._dynamo
 
@@ -101,8 +103,10 @@ def compile_blocks(model: nn.Module, backend: str = "inductor") -> int:
         if hasattr(config, name):
             setattr(config, name, max(getattr(config, name), 64))
     for block in blocks:
-        block.compile(backend=backend, dynamic=False)
-    model._ia3_compiled_blocks = len(blocks)
+        # dynamic=None: the first width compiles static; a second width recompiles once with
+        # symbolic widths, which then serves every bucket (cold compile time stays ~2 graphs).
+        block.compile(backend=backend, dynamic=None)
+    model._ia3_compiled_blocks, model._ia3_compile_backend = len(blocks), backend
     return len(blocks)
 
 
@@ -194,7 +198,7 @@ def prepare_for_training(model: nn.Module, recipe: RecipeConfig, device, cache, 
     set_checkpointing(model, ckpt)
     if compiled:
         use_compile_cache(cache_dir)
-        compile_blocks(model, backend="inductor")
+        compile_blocks(model, backend=os.environ.get(BACKEND_ENV, "inductor"))
     else:
         uncompile_blocks(model)
     setup = Setup(compiled, ckpt, acc, buckets(compiled), estimate, free)

@@ -194,3 +194,34 @@ def test_bad_settings_are_explained(kwargs, words):
         RecipeConfig(**kwargs)
     assert words in str(info.value)
 
+
+
+def _compiled_vs_eager(tiny_model_dir, tmp_path):
+    loaded, handle = fresh(tiny_model_dir)
+    eager = train(handle, loaded.tokenizer, ROWS, recipe(steps=3, compile="off"))
+    loaded, handle = fresh(tiny_model_dir)
+    compiled = train(handle, loaded.tokenizer, ROWS, recipe(steps=3, compile="on"), compile_cache_dir=tmp_path)
+    assert loaded.model._ia3_compiled_blocks == 4  # 2 encoder + 2 decoder blocks, compiled one by one
+    # fp32 here: equal to rounding. (bf16 on a GPU: within 2e-2 relative, bench/gpu.py checks it.)
+    assert [r["loss"] for r in compiled.history] == pytest.approx([r["loss"] for r in eager.history], rel=1e-5)
+    return handle
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_like_eager(tiny_model_dir, tmp_path, monkeypatch):
+    """Regional compilation through dynamo + AOTAutograd (no code generation: fast on a CPU)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    monkeypatch.setenv("IA3APP_COMPILE_BACKEND", "aot_eager")
+    _compiled_vs_eager(tiny_model_dir, tmp_path)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_blocks_train_like_eager(tiny_model_dir, tmp_path):
+    """The backend a GPU worker uses; inductor's C++ code generation takes minutes on a small CPU."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    _compiled_vs_eager(tiny_model_dir, tmp_path)
+    assert any(tmp_path.iterdir())  # the persistent compile cache was written where asked

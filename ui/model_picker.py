@@ -29,13 +29,27 @@ class ModelChoice:
     """GPU memory that training with batch 8 comfortably needs (0: fine on CPU)."""
 
 
+MEASURED_PEAK_GB = {
+    # bench/gpu.py on an H100 (bench/RESULTS.md): batch 8 x 256-token inputs x 3 choices, the frozen
+    # base in bf16 as load_model now stores it on such GPUs, no activation checkpointing.
+    "bigscience/T0_3B": 21.4,
+}
+
+
+def _min_gpu_gb(key: str) -> float:
+    """The measured training peak plus 10 % allocator headroom, rounded up to a common card size."""
+    need = MEASURED_PEAK_GB[key] * 1.1
+    return next(size for size in (8, 12, 16, 24, 32, 40, 48, 80, 141) if size >= need)
+
+
 CHOICES = [
     ModelChoice(TINY, "Tiny demo model (random weights, for trying the app; instant, predictions are meaningless)",
                 4.0e5, 0),
     ModelChoice("google/flan-t5-small", "google/flan-t5-small (77M; good on CPU)", 7.7e7, 0),
     ModelChoice("google/flan-t5-base", "google/flan-t5-base (248M; GPU recommended)", 2.48e8, 4),
-    ModelChoice("bigscience/T0_3B", "bigscience/T0_3B (3B; the T-Few paper's model; needs a ≥ 24 GB GPU)",
-                2.85e9, 24),
+    ModelChoice("bigscience/T0_3B", f"bigscience/T0_3B (3B; the T-Few paper's model; needs a ≥ "
+                f"{_min_gpu_gb('bigscience/T0_3B')} GB GPU: {MEASURED_PEAK_GB['bigscience/T0_3B']} GB measured peak)",
+                2.85e9, _min_gpu_gb("bigscience/T0_3B")),
     ModelChoice(LOCAL, "A model folder on this machine (save_pretrained layout)…", 0, 0),
 ]
 BY_KEY = {c.key: c for c in CHOICES}
