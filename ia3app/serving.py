@@ -7,6 +7,7 @@ concurrent requests for different adapters batched into one mixed-task forward.
     preds = engine.predict("data/adapters/7", [{"sentence": "a fine film"}])  # list[Prediction]
     future = engine.submit("data/adapters/9", rows)  # concurrent.futures.Future[list[Prediction]]
     preds[0].label, preds[0].choice, preds[0].probabilities   # as_dict(): the JSON the HTTP API sends
+    engine.preload("data/adapters/9")                         # backbone loaded and fit checked now
     engine.stats()                                            # per backbone: batches, bank, memory
     engine.close()
 
@@ -38,20 +39,20 @@ Scores equal scoring the adapter alone with a merged model up to float rounding 
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ia3app.adapter_bank import AdapterBank, AdapterInfo, MergedWeights, adapter_key, read_adapter
+from ia3app.adapter_bank import AdapterInfo, adapter_key, read_adapter
 from ia3app.errors import UserError
 from ia3app.example import Example
+from ia3app.serving_lane import Lane as _Lane
+from ia3app.serving_lane import Prediction
 
-log = logging.getLogger(__name__)
+__all__ = ["Prediction", "ServingConfig", "ServingEngine", "prediction_table", "render_rows"]
 
 
 @dataclass
@@ -93,32 +94,6 @@ class ServingConfig:
             raise UserError("serving settings: " + "; ".join(problems))
 
 
-@dataclass
-class Prediction:
-    """One row's answer."""
-
-    label: Any
-    """The label as the training data writes it (the label value mapping to the choice; an index for per-row choices)."""
-    choice: str
-    """The chosen answer's text."""
-    probabilities: dict[str, float]
-    """Softmax over the choices' length-normalised log-probabilities, by choice text."""
-    scores: list[float] = field(repr=False)
-    """β per choice (mean token log-probability), in choice order."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "choice": self.choice, "probabilities": self.probabilities}
-
-
-def _label_value(info: AdapterInfo, choice_index: int, choice: str) -> Any:
-    if info.template.per_row:
-        return choice_index
-    for value, text in (info.template.label_map or {}).items():
-        if text == choice:
-            return value
-    return choice
-
-
 def render_rows(info: AdapterInfo, rows: Any) -> list[Example]:
     """Validate and render rows with the adapter's template (labels in the rows are ignored)."""
     from ia3app.templates import render_all, validate
@@ -140,217 +115,6 @@ def fit_rows(info: AdapterInfo, rows: list[dict], examples: list[Example], token
     spec = info.template
     unlabelled = [{k: v for k, v in r.items() if k != spec.label_column} for r in rows]
     return fit_examples(spec, unlabelled, examples, tokenizer, info.max_length).examples
-
-
-class _Request:
-    """One caller's rows and Future; its parts complete it together (or the first failure fails it)."""
-
-    def __init__(self, info: AdapterInfo, n_rows: int, n_parts: int) -> None:
-        self.info = info
-        self.future: Future = Future()
-        self._results: list[Prediction | None] = [None] * n_rows
-        self._left = n_parts
-        self._lock = threading.Lock()
-
-    def done(self) -> bool:
-        return self.future.done()
-
-    def deliver(self, start: int, predictions: list[Prediction]) -> None:
-        with self._lock:
-            if self.future.done():
-                return
-            self._results[start : start + len(predictions)] = predictions
-            self._left -= 1
-            if self._left == 0:
-                self.future.set_result(self._results)
-
-    def fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if not self.future.done():
-                self.future.set_exception(exc)
-
-
-@dataclass
-class _Part:
-    request: _Request
-    start: int
-    examples: list[Example]
-    arrived: float
-
-    @property
-    def info(self) -> AdapterInfo:
-        return self.request.info
-
-
-class _Lane:
-    """One backbone: its (IA)^3 handle, adapter bank, merged copies, queue and batcher thread."""
-
-    def __init__(self, key: tuple, loaded, config: ServingConfig) -> None:
-        from ia3app.ia3 import inject
-
-        self.key, self.loaded, self.config = key, loaded, config
-        self.handle = inject(loaded.model)
-        self.bank = AdapterBank(self.handle, int(config.adapter_budget_mb * 2**20))
-        self.merged = MergedWeights(self.handle)
-        self.counts: Counter = Counter()
-        self._fits: dict[tuple, list[str]] = {}
-        self._queue: deque[_Part] = deque()
-        self._queued_rows = 0
-        self._cond = threading.Condition()
-        self._closed = False
-        self._concurrent = False  # the last batch held more than one request: waiting pays off
-        self._streak: tuple[Any, int] = (None, 0)
-        self._thread = threading.Thread(target=self._run, name=f"ia3app-serve-{key[0]}", daemon=True)
-        self._thread.start()
-
-    # -- caller side ----------------------------------------------------------------------------
-    def check_fit(self, info: AdapterInfo) -> None:
-        from ia3app.adapter_io import fit_problems
-
-        problems = self._fits.get(info.key)
-        if problems is None:
-            problems = self._fits[info.key] = fit_problems(self.handle, info.config)
-        if problems:
-            raise UserError(f"the adapter in {info.path} does not fit {info.base_model!r}: " + "; ".join(problems))
-
-    def submit(self, info: AdapterInfo, examples: list[Example]) -> Future | None:
-        """Queue the rows; None when the lane has been closed (the engine then opens a new one)."""
-        size = self.config.max_batch_rows
-        request = _Request(info, len(examples), (len(examples) + size - 1) // size)
-        now = time.monotonic()
-        with self._cond:
-            if self._closed:
-                return None
-            for start in range(0, len(examples), size):
-                self._queue.append(_Part(request, start, examples[start : start + size], now))
-                self._queued_rows += len(self._queue[-1].examples)
-            self._cond.notify()
-        return request.future
-
-    def close(self, wait: bool = False) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if wait:
-            self._thread.join()
-
-    # -- batcher side ---------------------------------------------------------------------------
-    def _take(self) -> tuple[list[_Part], bool] | None:
-        """The next batch (FIFO) and whether requests for other adapters stay queued; None: closed."""
-        cfg = self.config
-        with self._cond:
-            while not self._queue and not self._closed:
-                self._cond.wait()
-            if not self._queue:
-                return None
-            if self._concurrent and cfg.max_wait_ms > 0:
-                deadline = self._queue[0].arrived + cfg.max_wait_ms / 1000
-                while not self._closed and self._queued_rows < cfg.max_batch_rows:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-            batch: list[_Part] = []
-            rows, keys = 0, {}  # keys: adapter path -> file key in this batch
-            while self._queue:
-                part, n = self._queue[0], len(self._queue[0].examples)
-                path, key = part.info.path, part.info.key
-                if batch and (rows + n > cfg.max_batch_rows or keys.get(path, key) != key
-                              or (path not in keys and len(keys) >= self.bank.max_slots)):
-                    break
-                batch.append(self._queue.popleft())
-                rows += n
-                self._queued_rows -= n
-                keys[path] = key
-            others = any(p.info.key != batch[0].info.key for p in self._queue)
-        return batch, others
-
-    def _run(self) -> None:
-        while (taken := self._take()) is not None:
-            batch, others = taken
-            try:
-                self._process(batch, others)
-            except BaseException as exc:  # a bug: these callers get it (with its traceback), serving goes on
-                log.exception("serving batch failed")
-                for part in batch:
-                    part.request.fail(exc)
-
-    def _process(self, batch: list[_Part], others_queued: bool) -> None:
-        pinned = {p.info.path for p in batch}
-        rows: dict[tuple, int] = {}
-        live = []
-        for part in batch:
-            if part.request.done():  # another part of its request failed already
-                continue
-            key = part.info.key
-            if key not in rows:
-                try:
-                    rows[key] = self.bank.ensure(part.info, pinned)
-                except Exception as exc:  # unreadable or misfit vectors: this adapter's requests only
-                    part.request.fail(exc)
-                    continue
-            live.append(part)
-        if not live:
-            return
-        self._concurrent = len({id(p.request) for p in live}) > 1
-        keys = {p.info.key for p in live}
-        key = next(iter(keys))
-        single = len(keys) == 1 and not others_queued
-        count = self._streak[1] + 1 if single and self._streak[0] == key else 1
-        self._streak = (key, count) if single else (None, 0)
-        merged = self.config.merge == "auto" and single and (self.merged.active == key or count >= self.config.merge_after)
-        if merged:
-            if self.merged.active != key:
-                self.merged.load(key, self.bank.vectors(rows[key]))
-            self.merged.install()
-        else:
-            self.merged.uninstall()
-        self.counts.update(batches=1, merged_batches=int(merged), mixed_batches=int(len(keys) > 1),
-                           requests=len({id(p.request) for p in live}), rows=sum(len(p.examples) for p in live))
-        by_length: dict[int, list[_Part]] = {}
-        for part in live:
-            by_length.setdefault(part.info.max_length, []).append(part)
-        for max_length, parts in by_length.items():
-            self._score(parts, max_length, None if merged else rows)
-
-    def _score(self, parts: list[_Part], max_length: int, rows: dict[tuple, int] | None) -> None:
-        """Score parts in one forward; if that fails, each part alone (the failure stays with its request)."""
-        from ia3app.scoring import score_choices
-
-        examples = [ex for p in parts for ex in p.examples]
-        names = None if rows is None else [rows[p.info.key] for p in parts for _ in p.examples]
-        try:
-            scored = score_choices(
-                self.loaded.model, self.loaded.tokenizer, examples, batch_size=len(examples), max_length=max_length,
-                adapter_names=names, handle=None if names is None else self.bank,
-                is_encoder_decoder=self.loaded.is_encoder_decoder,
-            )
-        except Exception as exc:
-            if len(parts) == 1:
-                parts[0].request.fail(exc)
-                return
-            for part in parts:
-                self._score([part], max_length, rows)
-            return
-        at = 0
-        for part in parts:
-            out = []
-            for ex, s in zip(part.examples, scored[at : at + len(part.examples)]):
-                choice = ex.choices[s.pred]
-                out.append(Prediction(_label_value(part.info, s.pred, choice), choice,
-                                      {c: float(p) for c, p in zip(ex.choices, s.probs)}, list(s.scores)))
-            at += len(part.examples)
-            part.request.deliver(part.start, out)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "model": self.key[0], "revision": self.key[1], "device": self.key[2], "dtype": self.key[3],
-            "resident_adapters": len(self.bank), "max_resident_adapters": self.bank.max_slots,
-            "adapter_bytes": self.bank.adapter_bytes, "bank_bytes": self.bank.nbytes,
-            "merged_copy_bytes": self.merged.nbytes, "merged_installed": self.merged.installed,
-            "merges": self.merged.merges, "adapter_loads": self.bank.loads, "evictions": self.bank.evictions,
-            **{k: self.counts[k] for k in ("batches", "merged_batches", "mixed_batches", "requests", "rows")},
-        }
 
 
 class ServingEngine:
@@ -438,6 +202,13 @@ class ServingEngine:
             future = Future()
             future.set_exception(exc)
             return future
+
+    def preload(self, adapter_dir: str | Path) -> AdapterInfo:
+        """Read the adapter, load its backbone and check the fit now (e.g. a Ray Serve replica warming up);
+        its vectors enter the bank with its first batch. Raises the request's UserError, if any."""
+        info = self.info(adapter_dir)
+        self._lane(info).check_fit(info)
+        return info
 
     def predict(self, adapter_dir: str | Path, rows: list[dict], timeout: float | None = None) -> list[Prediction]:
         """One Prediction per row (blocks until its batch has run)."""
