@@ -43,7 +43,7 @@ import ray
 from ia3app.errors import UserError
 from jobs import queue
 from jobs.ray_remote import Mailbox, read_tree, run_attempt, safe_relpath
-from jobs.ray_resources import Resources, fits, plan
+from jobs.ray_resources import GPU_SHARE_STEP, Resources, fits, plan
 from jobs.worker import _watch_parent, classify, finish, load_inputs
 from storage.db import data_dir as default_data_dir
 from storage.db import open_db
@@ -188,21 +188,30 @@ class Dispatcher:
                 return
             if any(a.started is None for a in self.attempts.values()):
                 return  # one job at a time waits for a place in Ray, the others stay in the queue
-            if not fits(Resources(cfg.cpus_per_job, 0, 0, None, 0), ray.available_resources()):
+            if not fits(self._smallest_job(), ray.available_resources()):
                 return
             job = queue.claim(self.db, cfg.worker_id, cfg.lease_s)
             if job is None:
                 return
             self._launch(job)
 
+    def _smallest_job(self) -> Resources:
+        """The least any job asks for: a CPU, and on a cluster with GPUs a GPU (or its smallest share)."""
+        gpus = 0.0
+        if ray.cluster_resources().get("GPU", 0) >= 1:
+            gpus = GPU_SHARE_STEP if self.config.gpu_memory_gb is not None else 1.0
+        return Resources(self.config.cpus_per_job, gpus, 0, None, 0)
+
     def _launch(self, job: queue.Job) -> None:
         cfg = self.config
+        phase = "prepare"
         try:
             spec, train_rows, eval_rows = load_inputs(self.db, self.store, job)
+            phase = "load"  # what the model needs: a model too big for the cluster's GPUs is a model error
             resources = plan(spec.model, ray.cluster_resources(), gpu_memory_gb=cfg.gpu_memory_gb,
                              cpus_per_job=cfg.cpus_per_job)
         except Exception as exc:
-            kind, message, retry = classify(exc, "prepare", cfg.data_dir)
+            kind, message, retry = classify(exc, phase, cfg.data_dir)
             log.info("job %s: %s", job.id, queue.fail(self.db, job.id, cfg.worker_id, kind, message, retry))
             return
         token = uuid.uuid4().hex

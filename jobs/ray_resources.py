@@ -74,8 +74,8 @@ def plan(model: str, cluster: dict[str, float], *, gpu_memory_gb: float | None =
     if gpu_memory_gb is None:
         return Resources(cpus_per_job, 1, int(size * 1.2 + 0.5e9) if size else ram, None, need_gb)
     if need_gb > gpu_memory_gb:
-        raise UserError(f"{model} needs about {need_gb:.0f} GB of GPU memory to train, and the cluster's GPUs "
-                        f"have {gpu_memory_gb:.0f} GB; pick a smaller model")
+        raise UserError(f"{model} needs about {need_gb:.1f} GB of GPU memory to train, and the cluster's GPUs "
+                        f"have {gpu_memory_gb:.1f} GB; pick a smaller model")
     share = min(1.0, math.ceil(need_gb / gpu_memory_gb / GPU_SHARE_STEP) * GPU_SHARE_STEP)
     return Resources(cpus_per_job, share, int(size * 1.2 + 0.5e9) if size else ram, None, need_gb)
 
