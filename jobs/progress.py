@@ -78,6 +78,13 @@ class ProgressWriter:
             event["eta_s"] = (now - first_time) / done * max(total - step, 0)
 
 
+def stall_message(idle_s: float, phase: str, stall_s: float) -> str:
+    """Why a job that reported nothing for ``idle_s`` was stopped (the local worker and the Ray dispatcher)."""
+    return (f"no progress for {idle_s:.0f} s during '{phase}' (the limit without a progress event is {stall_s:g} s); "
+            "the job was stopped — a slow template on a large file, a stuck model download or a hung device "
+            "can cause this")
+
+
 class JobInterrupted(BaseException):
     """Raised asynchronously in the job's thread when it did not stop by itself in time (cancel,
     shutdown, lost lease) or went too long without a progress event. A BaseException so that no
@@ -176,11 +183,7 @@ class Heartbeat(threading.Thread):
     def _stalled(self, db: Any, now: float) -> bool:
         if self.stall_s is None or self.last_progress is None or now - self.last_progress() < self.stall_s:
             return False
-        phase = self.phase() if self.phase else "?"
-        self.stall_message = (
-            f"no progress for {now - self.last_progress():.0f} s during '{phase}' (the limit without a progress "
-            f"event is {self.stall_s:g} s); the job was stopped — a slow template on a large file, a stuck "
-            "model download or a hung device can cause this")
+        self.stall_message = stall_message(now - self.last_progress(), self.phase() if self.phase else "?", self.stall_s)
         log.error("job %s: %s", self.job_id, self.stall_message)
         self.stalled.set()
         try:

@@ -43,6 +43,7 @@ import ray
 from ia3app.errors import UserError
 from jobs import queue
 from jobs.ray_remote import Mailbox, read_tree, run_attempt, safe_relpath
+from jobs.progress import stall_message
 from jobs.ray_resources import GPU_SHARE_STEP, Resources, fits, plan
 from jobs.worker import _watch_parent, classify, finish, load_inputs
 from storage.db import data_dir as default_data_dir
@@ -87,8 +88,11 @@ class DispatcherConfig:
     cpus_per_job: float = 1.0
     max_jobs: int | None = None
     """At most this many jobs at once (default: as many as the cluster has room for)."""
-    cancel_grace_s: float = 10.0
+    cancel_grace_s: float = 5.0
     """After a stop request, seconds before the task is cancelled by Ray."""
+    stall_s: float | None = 900.0
+    """A running attempt that sends no event for this long is stopped and its job failed ('stalled'),
+    as the local worker does (the clock starts when the task starts on a node, not while it waits)."""
     until_empty: bool = False
     """Return from serve() once the queue is empty and nothing runs."""
 
@@ -107,12 +111,13 @@ class Attempt:
     resources: Resources
     submitted: float = field(default_factory=time.monotonic)
     started: float | None = None
+    last_event: float | None = None
     first_step: float | None = None
     node: str | None = None
     phase: str = "prepare"
     checkpoint_step: int | None = None
     stop_reason: str | None = None
-    """'cancel', 'shutdown' or 'lost' once the dispatcher asked the attempt to stop."""
+    """'cancel', 'shutdown', 'lost' or 'stalled' once the dispatcher asked the attempt to stop."""
     stop_at: float | None = None
     killed: bool = False
 
@@ -238,6 +243,10 @@ class Dispatcher:
                     self._stop(att, "lost")
         for job_id in queue.cancel_requests(self.db, cfg.worker_id) & set(self.attempts):
             self._stop(self.attempts[job_id], "cancel")
+        for att in list(self.attempts.values()):
+            if cfg.stall_s is not None and att.stop_reason is None and att.last_event is not None \
+                    and now - att.last_event >= cfg.stall_s:
+                self._stall(att, now)
         for att in self.attempts.values():
             if att.stop_at is not None and not att.killed and now - att.stop_at > cfg.cancel_grace_s \
                     and att.stop_reason != "shutdown":
@@ -246,6 +255,15 @@ class Dispatcher:
                 ray.cancel(att.ref, force=True)
                 att.killed = True
         self._drain()
+
+    def _stall(self, att: Attempt, now: float) -> None:
+        message = stall_message(now - att.last_event, att.phase, self.config.stall_s)
+        log.error("job %s: %s", att.job.id, message)
+        try:
+            queue.fail(self.db, att.job.id, self.config.worker_id, "stalled", message, retry=False)
+        except queue.LeaseLost:
+            pass
+        self._stop(att, "stalled")
 
     def _stop(self, att: Attempt, reason: str) -> None:
         if att.stop_reason is None:
@@ -264,6 +282,7 @@ class Dispatcher:
 
     def _event(self, att: Attempt, kind: str, payload: dict[str, Any]) -> None:
         job_id = att.job.id
+        att.last_event = time.monotonic()
         if kind == "started":
             att.started, att.node = time.monotonic(), payload["node"]
             log.info("job %s: running on node %s (%s pid %s)", job_id, payload["node"][:12], payload["host"],
@@ -302,6 +321,8 @@ class Dispatcher:
         cfg, job = self.config, att.job
         if att.stop_reason == "lost":
             return "abandoned (lease lost)"
+        if att.stop_reason == "stalled":
+            return "failed (stalled)"
         try:
             out = ray.get(att.ref)
         except ray.exceptions.TaskCancelledError:
@@ -382,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="memory of the cluster's GPUs: small models then share a GPU (default: a whole GPU per job)")
     p.add_argument("--cpus-per-job", type=float, default=1.0)
     p.add_argument("--max-jobs", type=int, default=None, help="at most this many jobs at once")
+    p.add_argument("--stall-s", type=float, default=900.0,
+                   help="fail a job that reports no progress for this many seconds (default 900)")
     p.add_argument("--until-empty", action="store_true", help="exit once nothing is queued or running")
     p.add_argument("--no-ship-code", action="store_true",
                    help="do not send this checkout to the nodes (they have the same one on the same path)")
@@ -394,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         dispatcher = Dispatcher(DispatcherConfig(
             data_dir=args.data_dir or default_data_dir(), lease_s=args.lease_s, poll_s=args.poll_s,
             progress_interval_s=args.progress_interval_s, gpu_memory_gb=args.gpu_memory_gb,
-            cpus_per_job=args.cpus_per_job, max_jobs=args.max_jobs, until_empty=args.until_empty))
+            cpus_per_job=args.cpus_per_job, max_jobs=args.max_jobs, until_empty=args.until_empty,
+            stall_s=args.stall_s))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
