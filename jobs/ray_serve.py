@@ -94,7 +94,10 @@ class AdapterServer:
             raise UserError(f"adapter {model_id} is not registered with the serving cluster; send the request again")
         folder = self.root / model_id
         write_tree(folder, files)
-        return _LocalAdapter(folder)
+        adapter = _LocalAdapter(folder)
+        # backbone loaded and fit checked now, off the event loop (a bad adapter fails its own request)
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.preload, folder)
+        return adapter
 
     async def predict(self, rows: list[dict]) -> list:
         adapter = await self.adapter(serve.get_multiplexed_model_id())
