@@ -56,15 +56,15 @@ def env(tmp_path, tiny_model_dir):
     return Env(tmp_path / "data", tiny_model_dir("t0"))
 
 
-def test_cancel_stops_a_running_job_within_seconds(env):
+def test_cancel_stops_a_running_job_within_two_seconds(env):
     job_id = env.submit(steps=500, checkpoint_every=0)
-    proc = start_worker(env.data_dir, "--once", "--lease-s", "3")
+    proc = start_worker(env.data_dir, "--once")  # the default 30 s lease: the cancel flag is polled between beats
     try:
         wait_for(lambda: last_step(env, job_id) >= 1, 120, "the first training step")
         asked = time.monotonic()
         assert q.cancel(env.db, job_id, env.user) == "running"
         wait_for(lambda: env.job(job_id).status == "cancelled", 15, "the worker to stop")
-        assert time.monotonic() - asked < 5
+        assert time.monotonic() - asked < 2
         assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()

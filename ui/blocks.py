@@ -7,6 +7,7 @@ puts the pages in order and hands each the pages its events fill.
 from __future__ import annotations
 
 import functools
+import html
 from typing import Any
 
 import gradio as gr
@@ -54,9 +55,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     # signed in who knows the hashed path; our copies live in the data dir, so purge the cache's
     # files hourly once they are a day old to bound that window.
     with gr.Blocks(title="ia3app — few-shot T-Few adapters", delete_cache=(3600, 86400)) as demo:
-        gr.Markdown("# ia3app · teach a language model your task from a few labelled examples\n"
-                    "Upload a small CSV → pick how the model reads a row → train a tiny (IA)³ adapter with the "
-                    "T-Few recipe → see how it compares with in-context learning, try it, download it.")
+        with gr.Row(equal_height=True):
+            gr.Markdown("# ia3app · teach a language model your task from a few labelled examples\n"
+                        "Upload a small CSV → pick how the model reads a row → train a tiny (IA)³ adapter with the "
+                        "T-Few recipe → see how it compares with in-context learning, try it, download it.", scale=5)
+            with gr.Column(scale=1, min_width=180):
+                who = gr.Markdown(elem_id="ia3-user")
+                sign_out = gr.Button("Sign out", link="/logout", size="sm", visible=False)
         session, template_state, results_job = gr.State({}), gr.State(None), gr.State(None)
         with gr.Tabs() as tabs:
             with gr.Tab("1 · Data", id="data"):
@@ -75,8 +80,20 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         TR.wire_train_page(tr, ctx, shared, hw, jp)
         J.wire_job_page(jp, ctx, shared, rp)
         R.wire_results_page(rp, ctx, shared)
+        demo.load(lambda request: _account(ctx, request, who, sign_out), None, [who, sign_out],
+                  api_visibility="private")
         gr.api(_predict_api(ctx), api_name="predict")
     return demo
+
+
+def _account(ctx: AppContext, request: gr.Request, who: gr.Markdown, sign_out: gr.Button) -> dict:
+    """Who is signed in, with a way out; single-user mode says so."""
+    name = getattr(request, "username", None) if request is not None else None
+    if name:
+        return {who: f"Signed in as **{html.escape(str(name))}**", sign_out: gr.update(visible=True)}
+    if ctx.auth_required:
+        return {who: "Not signed in", sign_out: gr.update(visible=False)}
+    return {who: "Single-user mode (this machine only)", sign_out: gr.update(visible=False)}
 
 
 def _predict_api(ctx: AppContext):

@@ -102,7 +102,7 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     if job.status in ("failed", "cancelled") and job.error_message:
         head.append(f"**What happened:** {html.escape(job.error_message)}")
     if job.cancel_requested and job.status == "running":
-        head.append("Cancelling: the worker stops within a few seconds.")
+        head.append("Cancelling: the worker stops within a second or two.")
     stats = []
     if total:
         stats.append(f"step **{step} / {total}**")
@@ -143,7 +143,7 @@ def cancel_job(ctx: AppContext, uid: int, job_id: Any) -> str:
         status = None
     if status is None:
         return "No such job among yours."
-    return {"cancelled": "Cancelled.", "running": "Asked the worker to stop; it does so within a few seconds."}.get(
+    return {"cancelled": "Cancelled.", "running": "Asked the worker to stop; it does so within a second or two."}.get(
         status, f"The job already {status}; nothing to cancel.")
 
 
@@ -173,7 +173,7 @@ def build_job_page() -> JobPage:
                            height=280, scale=3)
         log = gr.Textbox(label="Latest log lines", lines=10, max_lines=12, interactive=False, scale=2)
     with gr.Row():
-        cancel = gr.Button("Cancel job", variant="stop", size="sm")
+        cancel = gr.Button("Cancel job", variant="stop", size="sm", visible=False)
         results = gr.Button("See results →", variant="primary", visible=False)
     message = gr.Markdown()
     gr.Markdown("#### All my jobs (click a row to open it)")
@@ -208,7 +208,7 @@ def wire_job_page(page: JobPage, ctx: AppContext, shared: Shared, results: "Resu
         return {page.header: view["header"], page.bar: view["bar"], page.loss: view["loss"], page.log: view["log"],
                 page.results: gr.update(visible=view["status"] == "succeeded"), seen: view["version"],
                 page.table: jobs_table(ctx, uid),
-                page.cancel: gr.update(visible=bool(job_id) and not view["done"])}  # nothing to cancel once ended
+                page.cancel: gr.update(visible=view["status"] in ("queued", "running"))}  # only while it can stop
 
     page.timer.tick(on_tick, [page.job, seen], outs, api_visibility="private", show_progress="hidden")
     page.job.change(on_tick, [page.job, gr.State("")], outs, api_visibility="private")
@@ -229,17 +229,24 @@ def wire_job_page(page: JobPage, ctx: AppContext, shared: Shared, results: "Resu
     def on_cancel(job_id, request: gr.Request):
         return cancel_job(ctx, ctx.user_id(request), job_id)
 
-    page.cancel.click(on_cancel, page.job, page.message, api_visibility="private")
+    page.cancel.click(on_cancel, page.job, page.message, api_visibility="private").then(
+        on_tick, [page.job, gr.State("")], outs, api_visibility="private")  # show the effect now, not next tick
 
     def on_load(request: gr.Request):
         uid = ctx.user_id(request)
-        wanted = request.query_params.get("job") if request else None
+        wanted = (request.query_params.get("job") or "").strip() if request else ""
         choices = job_choices(ctx, uid)
-        value = int(wanted) if wanted and wanted.isdigit() and int(wanted) in {c[1] for c in choices} else None
-        return {page.job: gr.update(choices=choices, value=value), page.table: jobs_table(ctx, uid),
-                **({shared.tabs: gr.Tabs(selected="job")} if value is not None else {})}
+        value = int(wanted) if wanted.isdigit() and int(wanted) in {c[1] for c in choices} else None
+        shown = {page.job: gr.update(choices=choices, value=value), page.table: jobs_table(ctx, uid)}
+        if value is not None:
+            return {**shown, shared.tabs: gr.Tabs(selected="job")}
+        if wanted:  # a link to someone else's job, or to none: say so rather than silently showing step 1
+            return {**shown, shared.tabs: gr.Tabs(selected="job"),
+                    page.header: f"## No such job\nThere is no job #{html.escape(wanted[:20])} among yours. "
+                                 "Pick one of your jobs from the list."}
+        return shown
 
-    shared.demo.load(on_load, None, [page.job, page.table, shared.tabs], api_visibility="private")
+    shared.demo.load(on_load, None, [page.job, page.table, shared.tabs, page.header], api_visibility="private")
 
     def on_results(job_id, request: gr.Request):
         return R.open_results(results, ctx, request, job_id, shared)
