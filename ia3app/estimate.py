@@ -45,15 +45,14 @@ def time_steps(model: str, template: TemplateSpec, rows: Sequence[dict[str, Any]
     if not examples:
         raise UserError("no labelled rows to time training steps on")
     began = time.perf_counter()
-    loaded = load_model(model, revision, device=device)
+    loaded = load_model(model, revision, device=device, precision=recipe.precision)
     load_s = time.perf_counter() - began
     handle = inject(loaded.model)
     probe = dataclasses.replace(recipe, steps=warmup + steps, warmup_steps=0, checkpoint_every=0)
-    marks: list[float] = []
-    train(handle, loaded.tokenizer, examples, probe, progress=lambda _: marks.append(time.perf_counter()))
-    durations = [b - a for a, b in zip(marks[warmup - 1:], marks[warmup:])] if warmup else []
-    if not durations:
-        durations = [marks[0] - began - load_s]
+    marks: list[float] = []  # seconds since training began, at the end of each step
+    train(handle, loaded.tokenizer, examples, probe, progress=lambda r: marks.append(r["elapsed_s"]),
+          progress_interval_s=0)
+    durations = [b - a for a, b in zip([0.0, *marks][warmup:], marks[warmup:])]
     del handle, loaded
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -191,6 +191,9 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
     key = (spec.model, spec.revision, device, str(weights_dtype(recipe.precision, device)))
 
     def load():
+        from ia3app.download import fetch
+
+        fetch(spec.model, spec.revision, progress)  # a hub model not cached yet: bytes and speed as "download"
         loaded = load_model(spec.model, spec.revision, device=device, precision=recipe.precision)
         return loaded, inject(loaded.model)
 

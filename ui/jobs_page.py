@@ -99,6 +99,8 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
             head.append("Still waiting after a minute: is a worker running? The app starts one unless it was "
                         "launched with --no-worker; otherwise start `python -m jobs.worker` on a machine that "
                         "shares this data directory.")
+    if job.status == "running" and phase == "download" and events[-1].get("message"):
+        head.append(f"⬇ {html.escape(events[-1]['message'])}")
     if job.status in ("failed", "cancelled") and job.error_message:
         head.append(f"**What happened:** {html.escape(job.error_message)}")
     if job.cancel_requested and job.status == "running":

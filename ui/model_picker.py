@@ -73,12 +73,67 @@ def detect_hardware() -> Hardware:
     return Hardware("cpu", f"CPU ({os.cpu_count()} cores)", 0.0)
 
 
-def default_model(hw: Hardware) -> str:
-    """The largest listed hub model this machine can train."""
+def default_model(hw: Hardware, can_load=lambda key: True) -> str:
+    """The largest listed hub model this machine can train and load (cached, or the hub reachable);
+    the tiny demo model when none can load here (e.g. offline with nothing downloaded)."""
     if hw.device == "cuda":
         fitting = [c for c in CHOICES if c.key not in (TINY, LOCAL) and c.min_gpu_gb <= hw.memory_gb]
-        return max(fitting, key=lambda c: c.parameters).key if fitting else "google/flan-t5-small"
-    return "google/flan-t5-small"
+    else:
+        fitting = [BY_KEY["google/flan-t5-small"]]
+    loadable = [c for c in fitting if can_load(c.key)]
+    return max(loadable, key=lambda c: c.parameters).key if loadable else TINY
+
+
+def is_cached(model_id: str) -> bool:
+    """Whether a hub model's files are already on this machine (no download needed)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(host: str = "huggingface.co", timeout_s: float = 1.5) -> bool:
+    """False in offline mode or when the hub cannot be reached (checked once per process)."""
+    if hub_offline():
+        return False
+    if host not in _REACHABLE:
+        import socket
+
+        try:
+            socket.create_connection((host, 443), timeout=timeout_s).close()
+            _REACHABLE[host] = True
+        except OSError:
+            _REACHABLE[host] = False
+    return _REACHABLE[host]
+
+
+def can_load(key: str) -> bool:
+    """Whether the listed choice can load on this machine now (the tiny model and folders always can)."""
+    if key in (TINY, LOCAL):
+        return True
+    return is_cached(key) or hub_reachable()
+
+
+def unusable_reason(key: str, local_path: str) -> str | None:
+    """Why Start cannot work with this choice, in words a person acts on; None when it can."""
+    if key == LOCAL:
+        path = Path((local_path or "").strip()).expanduser()
+        if not (local_path or "").strip():
+            return "type the folder of a model saved with save_pretrained"
+        if not (path / "config.json").is_file():
+            return f"{path} has no config.json: pick a folder written by save_pretrained"
+        return None
+    if key in BY_KEY and not can_load(key):
+        why = "hub access is switched off (offline mode)" if hub_offline() else "the Hugging Face hub cannot be reached"
+        return (f"{key} is not downloaded on this machine and {why}. Pick the tiny demo model to try the app, "
+                "or a model folder on this machine")
+    return None
 
 
 def estimate_seconds(parameters: float, steps: int, batch_size: int, tokens_per_example: int, hw: Hardware) -> float:
@@ -107,20 +162,17 @@ def format_duration(seconds: float | None) -> str:
 
 def hub_status(model_id: str) -> str | None:
     """A plain warning when a hub model is not already on this machine and cannot be fetched."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # huggingface_hub ships with transformers; absent means a broken install
-        raise
-    cached = try_to_load_from_cache(model_id, "config.json")
-    if isinstance(cached, str):
+    if is_cached(model_id):
         return None
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
+    if hub_offline():
         return (f"{model_id} is not downloaded on this machine and hub access is switched off (offline mode), "
                 "so this job would fail. Use the tiny demo model to try the app, or point to a model folder "
                 "on this machine.")
+    if not hub_reachable():
+        return (f"{model_id} is not downloaded on this machine and the Hugging Face hub cannot be reached, so this "
+                "job would fail. Use the tiny demo model to try the app, or point to a model folder on this machine.")
     return (f"{model_id} is not downloaded yet: the worker will fetch it from the Hugging Face hub when the job "
-            "starts. If this machine has no internet access the job will fail with that message — then use the "
-            "tiny demo model or a model folder on this machine.")
+            "starts (the job page shows the download's progress).")
 
 
 def tiny_model_path(data_dir: Path) -> Path:

@@ -11,6 +11,7 @@ import gradio as gr
 from ia3app.config import CHOICES, RecipeConfig
 from ia3app.errors import UserError
 from ui import model_picker as M
+from ui import time_estimate as T_E
 from ui.context import AppContext
 from ui.shared import Shared
 
@@ -91,41 +92,66 @@ def tokens_per_example(rows: list[dict] | None, max_length: int) -> int:
 
 
 def model_info(ctx: AppContext, key: str, local_path: str, steps: Any, batch_size: Any, max_length: Any,
-               rows: list[dict] | None, hw: M.Hardware) -> str:
-    """Hardware, estimated training time, and a plain warning when a hub model cannot be fetched."""
+               rows: list[dict] | None, hw: M.Hardware, **more) -> str:
+    """Hardware, estimated training time, and a plain warning when a model cannot be used here."""
+    return info_and_pending(ctx, key, local_path, steps, batch_size, max_length, rows, hw, **more)[0]
+
+
+def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, batch_size: Any, max_length: Any,
+                     rows: list[dict] | None, hw: M.Hardware, *, uid: int | None = None, template: dict | None = None,
+                     dataset_id: Any = None, measure: bool = False) -> tuple[str, bool]:
+    """(the model notes as markdown, whether timing real steps would replace a pending estimate).
+    measure=True times them now (seconds for small models) when that is the best estimate available."""
     lines = [f"**This machine:** {hw.name}" + (f", {hw.memory_gb:.0f} GB GPU memory" if hw.device == "cuda" else "")]
     choice = M.BY_KEY.get(key)
+    reason = M.unusable_reason(key, local_path)
     if key == M.TINY:
         lines.append("The tiny demo model has **random weights**: training and the results pages work, but its "
                      "predictions mean nothing. Use it to try the app; pick a real model for real use.")
     elif key == M.LOCAL:
-        if not (local_path or "").strip():
-            lines.append("Type the folder of a model saved with `save_pretrained` (config.json + weights).")
+        if reason:
+            lines.append(f"✗ Start is off: {reason}.")
     else:
         warning = M.hub_status(key)
-        if warning:
+        if reason:
+            lines.append(f"✗ Start is off: {reason}.")
+        elif warning:
             lines.append(f"⚠ {warning}")
         if choice and hw.device == "cuda" and choice.min_gpu_gb > hw.memory_gb:
             lines.append(f"⚠ {key} needs about {choice.min_gpu_gb:.0f} GB of GPU memory; this GPU has "
                          f"{hw.memory_gb:.0f} GB. Pick a smaller model or raise gradient accumulation.")
         if choice and hw.device == "cpu" and choice.min_gpu_gb >= 4:
             lines.append(f"⚠ There is no GPU here: {key} will train slowly on the CPU.")
-    params = choice.parameters if choice and choice.parameters else None
-    if params is None and key == M.LOCAL and (local_path or "").strip():
+    model_path = None
+    if reason is None:
         try:
-            params = M.parameters_of(key, M.resolve_model(key, local_path, ctx.data_dir))
+            model_path = M.resolve_model(key, local_path, ctx.data_dir)
         except UserError as e:
             lines.append(f"✗ {e}")
+    params = choice.parameters if choice and choice.parameters else None
+    if params is None and key == M.LOCAL and model_path:
+        params = M.parameters_of(key, model_path)
     try:
-        steps_i, batch_i, length_i = int(steps), int(batch_size), int(max_length)
-    except (TypeError, ValueError):
-        steps_i = batch_i = length_i = 0
-    if params and steps_i > 0 and batch_i > 0:
-        secs = M.estimate_seconds(params, steps_i, batch_i, tokens_per_example(rows, length_i), hw)
-        lines.append(f"Estimated training time: **{'' if secs < 5 else 'about '}{M.format_duration(secs)}** for "
-                     f"{steps_i} steps "
-                     "(a rough guide; loading the model and evaluating add to it).")
-    return "\n\n".join(lines)
+        recipe = RecipeConfig(steps=int(steps), batch_size=int(batch_size), max_length=int(max_length),
+                              warmup_steps=0)
+    except (TypeError, ValueError, UserError):
+        return "\n\n".join(lines), False
+    est = T_E.estimate(ctx, uid, key, model_path, recipe, rows, template, dataset_id, params,
+                       tokens_per_example(rows, recipe.max_length), hw)
+    if est.pending and measure:
+        try:
+            T_E.measure(model_path, recipe, rows, template, dataset_id)
+        except (UserError, RuntimeError) as e:  # shown, not hidden: the rough guide stands in
+            lines.append(f"⚠ Could not time training steps here: {e}")
+            est = T_E.Estimate(M.estimate_seconds(params, recipe.steps, recipe.batch_size,
+                                                  tokens_per_example(rows, recipe.max_length), hw) if params else None,
+                               "a rough guide from the model's size, not measured")
+        else:
+            est = T_E.estimate(ctx, uid, key, model_path, recipe, rows, template, dataset_id, params,
+                               tokens_per_example(rows, recipe.max_length), hw)
+    if est.seconds is not None or est.pending:
+        lines.append(T_E.describe(est, recipe.steps))
+    return "\n\n".join(lines), est.pending and not measure
 
 
 def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: dict | None, model_key: str,
@@ -142,6 +168,9 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
     repo.require_dataset(ctx.db(), int(session["dataset_id"]), uid)
     if session.get("eval_dataset_id"):
         repo.require_dataset(ctx.db(), int(session["eval_dataset_id"]), uid)
+    unusable = M.unusable_reason(model_key, local_path)
+    if unusable:
+        raise UserError(unusable)
     init_vectors = None
     if init_tfew:
         if model_key != TFEW_MODEL:
@@ -197,7 +226,7 @@ def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
     summary = gr.Markdown("Upload data (step 1) and choose a template (step 2) first.")
     with gr.Row():
         with gr.Column(scale=3):
-            model = gr.Dropdown([(c.label, c.key) for c in M.CHOICES], value=M.default_model(hw),
+            model = gr.Dropdown([(c.label, c.key) for c in M.CHOICES], value=M.default_model(hw, M.can_load),
                                 label="Model")
             local_path = gr.Textbox(label="Model folder on this machine", visible=False,
                                     placeholder="/models/my-t5")
@@ -238,21 +267,32 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
 
     steps, batch, length = (page.recipe[RECIPE_FIELDS.index(n)] for n in ("steps", "batch_size", "max_length"))
 
-    def on_info(key, local_path, s, b, m, session, request: gr.Request):
-        rows = None
-        if session and session.get("dataset_id"):
-            from storage import repo
+    def on_info(key, local_path, s, b, m, session, template, request: gr.Request):
+        """The notes at once; then, when it is the best estimate available, time a few real steps."""
+        uid, rows, dataset_id = None, None, None
+        try:
+            uid = ctx.user_id(request)
+            if session and session.get("dataset_id"):
+                from storage import repo
 
-            try:
-                rows = repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), ctx.user_id(request))
-            except UserError:
-                rows = None
-        return model_info(ctx, key, local_path, s, b, m, rows, hw)
+                dataset_id = int(session["dataset_id"])
+                rows = repo.load_rows(ctx.db(), ctx.files(), dataset_id, uid)
+        except UserError:
+            rows = None
+        start = gr.update(interactive=M.unusable_reason(key, local_path) is None)
+        text, pending = info_and_pending(ctx, key, local_path, s, b, m, rows, hw, uid=uid, template=template,
+                                         dataset_id=dataset_id)
+        yield {page.info: text, page.start: start}
+        if pending:
+            text, _ = info_and_pending(ctx, key, local_path, s, b, m, rows, hw, uid=uid, template=template,
+                                       dataset_id=dataset_id, measure=True)
+            yield {page.info: text}
 
-    info_inputs = [page.model, page.local_path, steps, batch, length, shared.session]
+    info_inputs = [page.model, page.local_path, steps, batch, length, shared.session, shared.template]
     for comp in (page.model, page.local_path, steps, batch, length, page.summary):
-        comp.change(on_info, info_inputs, page.info, api_visibility="private")
-    shared.demo.load(on_info, info_inputs, page.info, api_visibility="private")
+        comp.change(on_info, info_inputs, [page.info, page.start], api_visibility="private",
+                    trigger_mode="always_last")
+    shared.demo.load(on_info, info_inputs, [page.info, page.start], api_visibility="private")
 
     def on_start(v: dict, request: gr.Request):
         try:
