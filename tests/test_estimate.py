@@ -52,7 +52,7 @@ def test_tiny_model_estimate_is_within_2x(tiny_model_dir, fewshot_dir):
 @pytest.mark.slow
 def test_t5_small_shaped_estimate_is_within_2x(tiny_model_dir, fewshot_dir):
     model = tiny_model_dir("t0", d_model=512, layers=6, heads=8, d_ff=2048)  # T5-small's shape, random weights
-    recipe = RecipeConfig(steps=10, batch_size=8, max_length=128, warmup_steps=0, checkpoint_every=0)
+    recipe = RecipeConfig(steps=8, batch_size=4, max_length=64, warmup_steps=0, checkpoint_every=0)
     check_within_2x(model, sst2_rows(fewshot_dir), recipe)
 
 

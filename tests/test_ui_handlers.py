@@ -321,11 +321,12 @@ def test_events_that_fill_another_page_return_updates_keyed_by_its_components(ct
     with gr.Blocks() as demo:
         with gr.Tabs() as tabs:
             tp, jp, rp = T.build_template_page(), J.build_job_page(), R.build_results_page()
-        shared = Shared(demo, tabs, gr.State({}), gr.State(None), gr.State(None))
+        shared = Shared(demo, tabs, gr.State({}), gr.State(None), gr.State([]), gr.State(None))
     state = U.save_upload(ctx, users[0], write(tmp_path, "reviews.csv", SST2_HEAD), "label", None, U.NONE, None,
                           0.25, 0)
     names, filled = T.suggest(tp, state)
-    assert names and set(filled) == set(tp.suggested) == {tp.builtin, tp.shape, tp.insert, *tp.editor}
+    assert names and set(filled) == set(tp.suggested) == {tp.builtin, tp.shape, tp.insert, *tp.editor, tp.also}
+    assert filled[tp.also]["choices"] == names[1:]  # the other fitting built-ins, to train with too
     assert filled[tp.name] == names[0] and "sentence" in filled[tp.input]
     opened = J.open_job(jp, ctx, users[0], 7, shared)
     assert opened[jp.job]["value"] == 7 and set(opened) == {shared.tabs, jp.job}
@@ -373,3 +374,16 @@ def test_estimate_is_timed_on_this_machine_then_reused(ctx, users, tmp_path):
     assert not pending and "timed on this machine" in text and "s per step" in text
     assert "timed on this machine" in TR.model_info(*args, **more)  # cached: no second measurement
     assert "rough guide" in TR.model_info(ctx, M.TINY, "", 100, 2, 64, None, cpu)  # no data yet: said plainly
+
+
+def test_several_templates_can_be_ticked_for_training(ctx, users, tmp_path):
+    state = U.save_upload(ctx, users[0], write(tmp_path, "r.csv", SST2_HEAD), "label", None, U.NONE, None, .25, 0)
+    fitting = T.fitting_templates(state["columns"], state["label_values"], "label")
+    primary, *others = list(fitting)
+    assert others, "the sst2-shaped file should fit more than one built-in"
+    extra = T.train_templates(state, [primary, *others, "no-such-template"], fitting[primary].to_dict())
+    assert [t["name"] for t in extra] == others  # the primary and unknown names are not doubled in
+    config = TR.build_job_config(ctx, users[0], state, fitting[primary].to_dict(), "tiny-demo", "", RecipeConfig(),
+                                 False, "", [], extra)
+    assert [t["name"] for t in config["spec"]["train_templates"]] == others
+    assert config["display"]["template"] == f"{primary} + {len(others)} more for training"

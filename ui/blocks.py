@@ -62,7 +62,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Column(scale=1, min_width=180):
                 who = gr.Markdown(elem_id="ia3-user")
                 sign_out = gr.Button("Sign out", link="/logout", size="sm", visible=False)
-        session, template_state, results_job = gr.State({}), gr.State(None), gr.State(None)
+        session, template_state, extra_templates, results_job = gr.State({}), gr.State(None), gr.State([]), \
+            gr.State(None)
         with gr.Tabs() as tabs:
             with gr.Tab("1 · Data", id="data"):
                 up = U.build_upload_page(ctx)
@@ -74,7 +75,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 jp = J.build_job_page()
             with gr.Tab("5 · Results & predictions", id="results"):
                 rp = R.build_results_page()
-        shared = Shared(demo, tabs, session, template_state, results_job)
+        shared = Shared(demo, tabs, session, template_state, extra_templates, results_job)
         saved = U.wire_upload_page(up, ctx, shared, tp)
         T.wire_template_page(tp, ctx, shared, saved, tr)
         TR.wire_train_page(tr, ctx, shared, hw, jp)

@@ -20,5 +20,7 @@ class Shared:
     """The saved data of this browser session (dataset ids, columns, label values; see upload.save_upload)."""
     template: gr.State
     """The checked template spec (dict) or None while the editor's template does not fit the data."""
+    train_templates: gr.State
+    """More templates (spec dicts) to train with besides `template` (T-Few's template per example per step)."""
     results_job: gr.State
     """The job whose results page is open."""

@@ -145,6 +145,8 @@ class TemplatePage:
     message: gr.Markdown
     preview: gr.HTML
     next: gr.Button
+    also: gr.CheckboxGroup
+    """More built-ins to train with: T-Few renders each example with a random one of the templates per step."""
 
     @property
     def editor(self) -> list:
@@ -153,7 +155,7 @@ class TemplatePage:
     @property
     def suggested(self) -> list:
         """What suggest() fills: the built-in list, the data's shape, the column choices and the editor."""
-        return [self.builtin, self.shape, self.insert, *self.editor]
+        return [self.builtin, self.shape, self.insert, *self.editor, self.also]
 
 
 def build_template_page() -> TemplatePage:
@@ -186,12 +188,15 @@ def build_template_page() -> TemplatePage:
             message = gr.Markdown()
             gr.Markdown("**Preview of the first rows**")
             preview_box = gr.HTML()
+    also = gr.CheckboxGroup([], label="Also train with these templates (optional: as in T-Few, each example is "
+                            "shown with a randomly drawn one of the ticked templates and yours at every step; "
+                            "evaluation and predictions use yours)", visible=False)
     nxt = gr.Button("Use this template and continue to training →", variant="primary", interactive=False)
     mode.change(lambda m: (gr.update(visible=m == FIXED), gr.update(visible=m == FIXED),
                            gr.update(visible=m == PER_ROW)), mode, [choices, label_map, choice_templates],
                 api_visibility="private")
     return TemplatePage(shape, insert, builtin, name, input_text, mode, choices, label_map, choice_templates,
-                        message, preview_box, nxt)
+                        message, preview_box, nxt, also)
 
 
 def _editor_values(page: TemplatePage, spec: TemplateSpec | None) -> dict:
@@ -209,7 +214,23 @@ def suggest(page: TemplatePage, state: dict) -> tuple[list[str], dict]:
     return names, {page.builtin: gr.update(choices=names + [CUSTOM], value=names[0] if names else CUSTOM),
                    page.shape: shape_text(state),
                    page.insert: gr.update(choices=list(state["text_columns"]), value=None),
-                   **_editor_values(page, first)}
+                   **_editor_values(page, first), **_also_choices(page, names, names[0] if names else None)}
+
+
+
+def _also_choices(page: TemplatePage, names: list[str], chosen: str | None) -> dict:
+    others = [n for n in names if n != chosen]
+    return {page.also: gr.update(choices=others, value=[], visible=bool(others))}
+
+
+def train_templates(session: dict | None, ticked: list[str] | None, primary: dict | None) -> list[dict]:
+    """The ticked built-ins (those that still fit the saved data, not the primary itself) as spec dicts."""
+    if not session or not ticked:
+        return []
+    fitting = fitting_templates(session["text_columns"] + [session["label_column"]], session["label_values"],
+                                session["label_column"])
+    chosen = (primary or {}).get("name")
+    return [fitting[n].to_dict() for n in ticked if n in fitting and n != chosen]
 
 
 def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, saved, train: "TrainPage") -> None:
@@ -222,12 +243,15 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
             return {page.name: NEW_NAME} if not current_name or current_name in BUILTINS else gr.skip()
         if not session:
             return gr.skip()
-        spec = fitting_templates(session["text_columns"] + [session["label_column"]], session["label_values"],
-                                 session["label_column"]).get(name)
-        return gr.skip() if spec is None else _editor_values(page, spec)
+        fitting = fitting_templates(session["text_columns"] + [session["label_column"]], session["label_values"],
+                                    session["label_column"])
+        spec = fitting.get(name)
+        return gr.skip() if spec is None else {**_editor_values(page, spec), **_also_choices(page, list(fitting), name)}
 
-    filled = page.builtin.input(on_builtin, [shared.session, page.builtin, page.name], page.editor,
+    filled = page.builtin.input(on_builtin, [shared.session, page.builtin, page.name], [*page.editor, page.also],
                                 api_visibility="private")
+    page.also.change(train_templates, [shared.session, page.also, shared.template], shared.train_templates,
+                     api_visibility="private")
 
     def on_insert(input_text, column):
         return {page.input: insert_column(input_text, column), page.insert: gr.update(value=None)}
@@ -258,15 +282,16 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
     gr.on([comp.change for comp in page.editor], on_edit, [shared.session, *page.editor], outputs,
           api_visibility="private", trigger_mode="always_last")
 
-    def on_next(session, spec):
+    def on_next(session, spec, extra):
         if not spec:
             return gr.skip()
+        more = f" + {len(extra)} more for training ({', '.join(t['name'] for t in extra)})" if extra else ""
         held = ("a separate held-out file" if session.get("eval_dataset_id") else
                 f"{session['holdout']['fraction']:.0%} of the rows held out" if session.get("holdout") else
                 "no evaluation")
         return {shared.tabs: gr.Tabs(selected="train"),
                 train.summary: f"Data: **{session['filename']}** ({session['rows']} rows; {held}) · "
-                               f"template **{spec['name']}**"}
+                               f"template **{spec['name']}**{more}"}
 
-    page.next.click(on_next, [shared.session, shared.template], [shared.tabs, train.summary],
+    page.next.click(on_next, [shared.session, shared.template, shared.train_templates], [shared.tabs, train.summary],
                     api_visibility="private")

@@ -156,7 +156,7 @@ def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, bat
 
 def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: dict | None, model_key: str,
                      local_path: str, recipe: RecipeConfig, init_tfew: bool, tfew_path: str,
-                     eval_methods: list[str]) -> dict:
+                     eval_methods: list[str], train_templates: list[dict] | None = None) -> dict:
     """Everything the worker needs, checked here so a mistake is shown now, not as a failed job."""
     from ia3app.pipeline import JobSpec
     from storage import repo
@@ -182,6 +182,7 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
     _check_template_on_files(ctx, uid, session, template)
     has_eval = bool(session.get("eval_dataset_id") or session.get("holdout"))
     spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir), template=template,
+                   train_templates=[t for t in train_templates or [] if t.get("name") != template.get("name")],
                    recipe=recipe.to_dict(), init_vectors=init_vectors,
                    eval_methods=[m for m in METHODS if m in (eval_methods or [])] if has_eval else [])
     return {
@@ -190,7 +191,9 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
         "eval_dataset_id": session.get("eval_dataset_id"),
         "holdout": session.get("holdout"),
         "display": {"model": model_key if model_key != M.LOCAL else spec.model,
-                    "data": session.get("filename"), "template": template.get("name")},
+                    "data": session.get("filename"),
+                    "template": template.get("name") + (f" + {len(spec.train_templates)} more for training"
+                                                        if spec.train_templates else "")},
     }
 
 
@@ -300,7 +303,7 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
             recipe = recipe_from_values([v[c] for c in page.recipe])
             config = build_job_config(ctx, uid, v[shared.session], v[shared.template], v[page.model],
                                       v[page.local_path], recipe, v[page.init_tfew], v[page.tfew_path],
-                                      v[page.eval_methods])
+                                      v[page.eval_methods], v[shared.train_templates])
             from jobs import queue
 
             job_id = queue.submit(ctx.db(), uid, config)
@@ -308,6 +311,6 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
             return {page.message: f"✗ **Not started:** {e}"}
         return {page.message: f"✓ Job #{job_id} queued.", **J.open_job(jobs, ctx, uid, job_id, shared)}
 
-    page.start.click(on_start, {shared.session, shared.template, page.model, page.local_path, page.init_tfew,
+    page.start.click(on_start, {shared.session, shared.template, shared.train_templates, page.model, page.local_path, page.init_tfew,
                                 page.tfew_path, page.eval_methods, *page.recipe},
                      [page.message, shared.tabs, jobs.job], api_visibility="private")
