@@ -183,6 +183,31 @@ def cancel_requests(db: sqlite_utils.Database, worker_id: str) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
+def active_jobs_using(db: sqlite_utils.Database, owner: int, dataset_id: int) -> list[int]:
+    """Ids of ``owner``'s queued or running jobs that read this dataset (training or held-out)."""
+    out = []
+    for job in list_jobs(db, owner, limit=10_000):
+        if job.status in ("queued", "running") and dataset_id in (job.config.get("dataset_id"),
+                                                                   job.config.get("eval_dataset_id")):
+            out.append(job.id)
+    return out
+
+
+def delete_job(db: sqlite_utils.Database, job_id: int, owner: int) -> str | None:
+    """Delete one of ``owner``'s finished jobs with its progress and result rows (the caller removes its
+    folders). Returns 'deleted', the status of a job that is still queued or running (nothing is
+    deleted: cancel it first), or None when the job is not ``owner``'s."""
+    with transaction(db):
+        row = db.execute("SELECT status FROM jobs WHERE id = ? AND owner = ?", [job_id, owner]).fetchone()
+        if row is None:
+            return None
+        if row[0] not in TERMINAL:
+            return row[0]
+        db.execute("DELETE FROM progress WHERE job = ?", [job_id])
+        db.execute("DELETE FROM jobs WHERE id = ? AND owner = ?", [job_id, owner])
+    return "deleted"
+
+
 def cancel_requested(db: sqlite_utils.Database, job_id: int) -> bool:
     """Whether the owner asked to cancel (a read, for the heartbeat's frequent checks between beats)."""
     row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()

@@ -102,6 +102,20 @@ def load_rows(db: sqlite_utils.Database, store: FileStore, dataset_id: int, owne
     return store.read_json(require_dataset(db, dataset_id, owner).rows_path)
 
 
+def find_same_dataset(db: sqlite_utils.Database, store: FileStore, owner: int, raw: bytes, label_column: str | None,
+                      rows: list[dict[str, Any]]) -> int | None:
+    """The id of one of ``owner``'s datasets stored from the same bytes with the same label column and
+    the same rows kept (so a re-upload of a file reuses it instead of storing another copy)."""
+    cursor = db.execute("SELECT * FROM datasets WHERE owner = ? AND sha256 = ? AND bytes = ? ORDER BY id DESC",
+                        [owner, hashlib.sha256(raw).hexdigest(), len(raw)])
+    for row in cursor.fetchall():
+        dataset = Dataset.from_row(row_dict(cursor, row))
+        if dataset.label_column == label_column and dataset.row_count == len(rows) and \
+                store.read_json(dataset.rows_path) == rows:
+            return dataset.id
+    return None
+
+
 def list_datasets(db: sqlite_utils.Database, owner: int) -> list[Dataset]:
     rows = db.execute("SELECT * FROM datasets WHERE owner = ? ORDER BY id DESC", [owner])
     return [Dataset.from_row(row_dict(rows, r)) for r in rows.fetchall()]

@@ -106,7 +106,7 @@ def start_tiny_training(page, steps: int, batch: int = 4) -> None:
     page.get_by_text("random weights").first.wait_for(timeout=30_000)
     page.get_by_text("Advanced: T-Few recipe settings").click()
     for label, value in (("Optimizer steps (T-Few: 1000)", steps), ("Examples per step (T-Few: 8)", batch),
-                         ("Warm-up steps (T-Few: 60)", 0), ("Checkpoint every N steps (0: never)", 0)):
+                         ("Warm-up steps (empty: use the fraction)", 0), ("Checkpoint every N steps (0: never)", 0)):
         box = page.get_by_label(label)
         box.fill(str(value))
         box.press("Tab")

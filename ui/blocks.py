@@ -14,6 +14,7 @@ import gradio as gr
 
 from ia3app.errors import UserError
 from ui import jobs_page as J
+from ui import library_page as L
 from ui import results_page as R
 from ui import template_page as T
 from ui import train_page as TR
@@ -75,12 +76,15 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 jp = J.build_job_page()
             with gr.Tab("5 · Results & predictions", id="results"):
                 rp = R.build_results_page()
+            with gr.Tab("My data & runs", id="library"):
+                lp = L.build_library_page()
         shared = Shared(demo, tabs, session, template_state, extra_templates, results_job)
         saved = U.wire_upload_page(up, ctx, shared, tp)
         T.wire_template_page(tp, ctx, shared, saved, tr)
         TR.wire_train_page(tr, ctx, shared, hw, jp)
         J.wire_job_page(jp, ctx, shared, rp)
         R.wire_results_page(rp, ctx, shared)
+        L.wire_library_page(lp, ctx, shared, tp, tr)
         demo.load(lambda request: _account(ctx, request, who, sign_out), None, [who, sign_out],
                   api_visibility="private")
         gr.api(_predict_api(ctx), api_name="predict")

@@ -199,7 +199,7 @@ def build_template_page() -> TemplatePage:
                         message, preview_box, nxt, also)
 
 
-def _editor_values(page: TemplatePage, spec: TemplateSpec | None) -> dict:
+def editor_values(page: TemplatePage, spec: TemplateSpec | None) -> dict:
     values = (spec.name, *fields_from_spec(spec)) if spec else (NEW_NAME, "", FIXED, "", "", "")
     return dict(zip(page.editor, values))
 
@@ -214,7 +214,7 @@ def suggest(page: TemplatePage, state: dict) -> tuple[list[str], dict]:
     return names, {page.builtin: gr.update(choices=names + [CUSTOM], value=names[0] if names else CUSTOM),
                    page.shape: shape_text(state),
                    page.insert: gr.update(choices=list(state["text_columns"]), value=None),
-                   **_editor_values(page, first), **_also_choices(page, names, names[0] if names else None)}
+                   **editor_values(page, first), **_also_choices(page, names, names[0] if names else None)}
 
 
 
@@ -246,7 +246,7 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
         fitting = fitting_templates(session["text_columns"] + [session["label_column"]], session["label_values"],
                                     session["label_column"])
         spec = fitting.get(name)
-        return gr.skip() if spec is None else {**_editor_values(page, spec), **_also_choices(page, list(fitting), name)}
+        return gr.skip() if spec is None else {**editor_values(page, spec), **_also_choices(page, list(fitting), name)}
 
     filled = page.builtin.input(on_builtin, [shared.session, page.builtin, page.name], [*page.editor, page.also],
                                 api_visibility="private")

@@ -156,18 +156,22 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
         holdout = {"fraction": float(fraction), "seed": int(seed)}
     name = Path(path).name
     db, store = ctx.db(), ctx.files()
-    dataset_id = repo.save_dataset(db, store, uid, name, name, read_upload(path, ctx), table.columns, rows,
-                                   label_column)
+    raw = read_upload(path, ctx)
+    reused = repo.find_same_dataset(db, store, uid, raw, label_column, rows)  # same bytes: no second copy
+    dataset_id = reused or repo.save_dataset(db, store, uid, name, name, raw, table.columns, rows, label_column)
     eval_id = None
     if eval_table is not None:
         try:
-            eval_name = Path(eval_path).name
-            eval_id = repo.save_dataset(db, store, uid, eval_name, eval_name, read_upload(eval_path, ctx),
-                                        eval_table.columns, eval_table.rows, label_column)
+            eval_name, eval_raw = Path(eval_path).name, read_upload(eval_path, ctx)
+            eval_id = repo.find_same_dataset(db, store, uid, eval_raw, label_column, eval_table.rows) or \
+                repo.save_dataset(db, store, uid, eval_name, eval_name, eval_raw, eval_table.columns,
+                                  eval_table.rows, label_column)
         except BaseException:
-            repo.delete_dataset(db, store, dataset_id, uid)  # nothing stored half-way
+            if not reused:
+                repo.delete_dataset(db, store, dataset_id, uid)  # nothing stored half-way
             raise
     return {
+        "reused": bool(reused),
         "dataset_id": dataset_id,
         "eval_dataset_id": eval_id,
         "holdout": holdout,
@@ -317,7 +321,8 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
             fitting, filled = T.suggest(template, state)
         except UserError as e:
             return {page.message: f"✗ **Not saved:** {e}"}
-        msg = (f"✓ Saved **{state['filename']}** ({state['rows']} rows). "
+        msg = (f"✓ {'Already stored (reused, not copied again):' if state.get('reused') else 'Saved'} "
+               f"**{state['filename']}** ({state['rows']} rows). "
                + (f"{len(fitting)} built-in template(s) fit your columns." if fitting else
                   "No built-in template uses every ticked column: write one (step 2), or untick the columns "
                   "the model need not read."))

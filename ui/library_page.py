@@ -1,0 +1,284 @@
+"""Step 6: my datasets and runs — reuse, delete, run again with changes, compare runs side by side.
+
+Everything is the caller's own: every read and delete goes through storage/queue functions that
+take the owner, and a dataset a queued or running job reads cannot be deleted (nor such a job).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+import pandas as pd
+
+from ia3app.errors import UserError
+from ui.context import AppContext
+from ui.shared import Shared
+
+if TYPE_CHECKING:
+    from ui.jobs_page import JobPage
+    from ui.template_page import TemplatePage
+    from ui.train_page import TrainPage
+
+SETTINGS = ("steps", "batch_size", "lr", "max_length", "unlikelihood", "length_norm", "seed")
+
+
+def datasets_frame(ctx: AppContext, uid: int) -> pd.DataFrame:
+    from storage import repo
+
+    rows = [{"dataset": d.id, "file": d.filename, "rows": d.row_count, "label column": d.label_column or "",
+             "columns": ", ".join(d.columns), "stored": time.strftime("%Y-%m-%d %H:%M", time.localtime(d.created))}
+            for d in repo.list_datasets(ctx.db(), uid)]
+    return pd.DataFrame(rows, columns=["dataset", "file", "rows", "label column", "columns", "stored"])
+
+
+def dataset_choices(ctx: AppContext, uid: int) -> list[tuple[str, int]]:
+    from storage import repo
+
+    return [(f"#{d.id} · {d.filename} · {d.row_count} rows", d.id) for d in repo.list_datasets(ctx.db(), uid)]
+
+
+def delete_dataset(ctx: AppContext, uid: int, dataset_id: Any) -> str:
+    """Delete one of the caller's datasets (row and files); refused while a queued or running job reads it."""
+    from jobs import queue
+    from storage import repo
+
+    try:
+        did = int(dataset_id)
+    except (TypeError, ValueError):
+        raise UserError("pick one of your datasets first") from None
+    if repo.get_dataset(ctx.db(), did, uid) is None:
+        raise UserError(f"dataset #{did} is not one of your datasets")
+    busy = queue.active_jobs_using(ctx.db(), uid, did)
+    if busy:
+        raise UserError(f"dataset #{did} is used by job(s) {', '.join(f'#{j}' for j in busy)} that are queued or "
+                        "running; cancel them or wait until they finish, then delete it")
+    repo.delete_dataset(ctx.db(), ctx.files(), did, uid)
+    return f"✓ Deleted dataset #{did} (its stored file and rows)."
+
+
+def delete_job(ctx: AppContext, uid: int, job_id: Any) -> str:
+    """Delete one of the caller's finished jobs: its row, progress, results and folders."""
+    from jobs import queue
+
+    try:
+        jid = int(job_id)
+    except (TypeError, ValueError):
+        raise UserError("pick one of your jobs first") from None
+    outcome = queue.delete_job(ctx.db(), jid, uid)
+    if outcome is None:
+        raise UserError(f"job #{jid} is not one of your jobs")
+    if outcome != "deleted":
+        raise UserError(f"job #{jid} is {outcome}; cancel it first (job page), then delete it")
+    store = ctx.files()
+    for folder in ("adapters", "checkpoints"):
+        store.remove(f"{folder}/{jid}")
+    return f"✓ Deleted job #{jid} (its adapter, checkpoints, progress and results)."
+
+
+def _owned_jobs(ctx: AppContext, uid: int, job_ids: list[Any]) -> list:
+    from jobs import queue
+
+    jobs = []
+    for j in job_ids or []:
+        job = queue.get_job(ctx.db(), int(j), uid)
+        if job is None:
+            raise UserError(f"job #{j} is not one of your jobs")
+        jobs.append(job)
+    return jobs
+
+
+def compare(ctx: AppContext, uid: int, job_ids: list[Any]) -> tuple[str, pd.DataFrame]:
+    """(a side-by-side markdown table of settings and metrics, the loss curves in long format)."""
+    from jobs import queue
+
+    jobs = _owned_jobs(ctx, uid, job_ids)
+    if len(jobs) < 2:
+        raise UserError("tick at least two runs to compare")
+    header = "| | " + " | ".join(f"job #{j.id}" for j in jobs) + " |\n|---|" + "---|" * len(jobs)
+    lines = [header]
+
+    def row(name: str, values: list[Any]) -> None:
+        cells = [html.escape(str(v)) if v not in (None, "") else "–" for v in values]
+        mark = " ◀ differs" if len(set(cells)) > 1 else ""
+        lines.append(f"| {name}{mark} | " + " | ".join(cells) + " |")
+
+    display = [j.config.get("display") or {} for j in jobs]
+    specs = [j.config.get("spec") or {} for j in jobs]
+    row("state", [j.status for j in jobs])
+    row("data", [d.get("data") for d in display])
+    row("model", [d.get("model") or s.get("model") for d, s in zip(display, specs)])
+    row("template", [d.get("template") for d in display])
+    for key in SETTINGS:
+        row(key, [(s.get("recipe") or {}).get(key) for s in specs])
+    metrics = [((j.result or {}).get("metrics") or {}) for j in jobs]
+    for method in ("zero-shot", "in-context", "t-few"):
+        if any(method in m for m in metrics):
+            row(f"{method} accuracy", [f"{m[method]['accuracy']:.1%}" if method in m else None for m in metrics])
+            row(f"{method} macro-F1", [f"{m[method]['macro_f1']:.3f}" if method in m else None for m in metrics])
+    row("training time", [f"{((j.result or {}).get('training') or {}).get('wall_s', 0):.0f} s" if j.result else None
+                          for j in jobs])
+    curves = [{"step": e["step"], "loss": e["loss"], "run": f"job #{j.id}"}
+              for j in jobs for e in queue.progress_events(ctx.db(), j.id, uid)
+              if e.get("phase") == "train" and e.get("step") is not None and e.get("loss") is not None]
+    frame = pd.DataFrame({"step": pd.Series([c["step"] for c in curves], dtype="int64"),
+                          "loss": pd.Series([c["loss"] for c in curves], dtype="float64"),
+                          "run": pd.Series([c["run"] for c in curves], dtype="str")})
+    return "\n".join(lines), frame
+
+
+def run_again(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
+    """What "run again with changes" prefills: the session (data), the template and the train settings."""
+    from ia3app import data
+    from ia3app.templates import TemplateSpec
+    from storage import repo
+
+    (job,) = _owned_jobs(ctx, uid, [job_id])
+    config, spec = job.config, job.config.get("spec") or {}
+    dataset = repo.require_dataset(ctx.db(), int(config["dataset_id"]), uid)
+    if config.get("eval_dataset_id"):
+        repo.require_dataset(ctx.db(), int(config["eval_dataset_id"]), uid)
+    rows = repo.load_rows(ctx.db(), ctx.files(), dataset.id, uid)
+    template = TemplateSpec.from_dict(spec["template"])
+    label = template.label_column or dataset.label_column
+    text_columns = [c for c in dataset.columns if c in template.columns_used(include_target=False) and c != label]
+    session = {"dataset_id": dataset.id, "eval_dataset_id": config.get("eval_dataset_id"),
+               "holdout": config.get("holdout"), "columns": dataset.columns, "label_column": label,
+               "text_columns": text_columns or [c for c in dataset.columns if c != label],
+               "label_values": sorted(data.label_counts(rows, label)), "rows": len(rows),
+               "filename": dataset.filename}
+    return {"session": session, "template": spec["template"], "train_templates": spec.get("train_templates") or [],
+            "recipe": spec.get("recipe") or {}, "model": (config.get("display") or {}).get("model") or spec["model"],
+            "model_path": spec["model"], "eval_methods": spec.get("eval_methods") or []}
+
+
+@dataclass
+class LibraryPage:
+    datasets: gr.Dataframe
+    dataset: gr.Dropdown
+    delete_dataset: gr.Button
+    runs: gr.Dropdown
+    compare: gr.Button
+    again: gr.Button
+    delete_job: gr.Button
+    comparison: gr.Markdown
+    curves: gr.LinePlot
+    message: gr.Markdown
+    refresh: gr.Button
+
+
+def build_library_page() -> LibraryPage:
+    gr.Markdown("### My datasets and runs\nRe-uploading a file you already stored reuses it. Delete what you no "
+                "longer need (data a queued or running job reads is kept until it finishes).")
+    refresh = gr.Button("↻ Refresh", size="sm")
+    message = gr.Markdown()
+    gr.Markdown("#### My datasets")
+    datasets = gr.Dataframe(interactive=False, wrap=True, max_height=240)
+    with gr.Row():
+        dataset = gr.Dropdown(label="Dataset", choices=[], value=None, scale=3)
+        delete_dataset_btn = gr.Button("Delete dataset", variant="stop", size="sm", scale=1)
+    gr.Markdown("#### My runs")
+    with gr.Row():
+        runs = gr.Dropdown(label="Runs (pick one to run again or delete; two or more to compare)", choices=[],
+                           value=[], multiselect=True, scale=3)
+        with gr.Column(scale=1, min_width=200):
+            compare_btn = gr.Button("Compare side by side", size="sm")
+            again = gr.Button("Run again with changes →", size="sm", variant="primary")
+            delete_job_btn = gr.Button("Delete run", variant="stop", size="sm")
+    comparison = gr.Markdown()
+    curves = gr.LinePlot(x="step", y="loss", color="run", title="Training loss of the compared runs", height=280)
+    return LibraryPage(datasets, dataset, delete_dataset_btn, runs, compare_btn, again, delete_job_btn, comparison,
+                       curves, message, refresh)
+
+
+def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, template: "TemplatePage",
+                      train: "TrainPage") -> None:
+    """The page's own events; "run again with changes" fills the data, template and train pages."""
+    from ui import jobs_page as J
+    from ui import model_picker as M
+    from ui import template_page as T
+    from ui import train_page as TR
+
+    lists = [page.datasets, page.dataset, page.runs]
+
+    def listed(uid: int) -> dict:
+        return {page.datasets: datasets_frame(ctx, uid), page.dataset: gr.update(choices=dataset_choices(ctx, uid),
+                                                                                value=None),
+                page.runs: gr.update(choices=J.job_choices(ctx, uid), value=[])}
+
+    def on_refresh(request: gr.Request):
+        return listed(ctx.user_id(request))
+
+    page.refresh.click(on_refresh, None, lists, api_visibility="private")
+    shared.demo.load(on_refresh, None, lists, api_visibility="private")
+
+    def acting(fn):
+        def handler(value, request: gr.Request):
+            try:
+                uid = ctx.user_id(request)
+                message = fn(ctx, uid, value)
+            except UserError as e:
+                return {page.message: f"✗ {e}"}
+            return {page.message: message, **listed(uid)}
+
+        return handler
+
+    page.delete_dataset.click(acting(delete_dataset), page.dataset, [page.message, *lists], api_visibility="private")
+
+    def one(job_ids):
+        if not job_ids or len(job_ids) != 1:
+            raise UserError("pick exactly one run for this")
+        return job_ids[0]
+
+    page.delete_job.click(acting(lambda c, u, ids: delete_job(c, u, one(ids))), page.runs, [page.message, *lists],
+                          api_visibility="private")
+
+    def on_compare(job_ids, request: gr.Request):
+        try:
+            table, curves = compare(ctx, ctx.user_id(request), job_ids)
+        except UserError as e:
+            return {page.message: f"✗ {e}"}
+        return {page.message: "", page.comparison: table, page.curves: curves}
+
+    page.compare.click(on_compare, page.runs, [page.message, page.comparison, page.curves], api_visibility="private")
+
+    recipe_outputs = list(train.recipe)
+
+    def on_again(job_ids, request: gr.Request):
+        try:
+            uid = ctx.user_id(request)
+            job_id = one(job_ids)
+            prior = run_again(ctx, uid, job_id)
+        except UserError as e:
+            return {page.message: f"✗ {e}"}
+        from ia3app.templates import TemplateSpec
+
+        session, spec = prior["session"], TemplateSpec.from_dict(prior["template"])
+        names, _ = T.suggest(template, session)
+        key = prior["model"] if prior["model"] in M.BY_KEY else M.LOCAL
+        defaults = TR.RecipeConfig().to_dict()
+        recipe = {comp: prior["recipe"].get(name, defaults.get(name))
+                  for comp, name in zip(recipe_outputs, TR.RECIPE_FIELDS)}
+        extra = [t["name"] for t in prior["train_templates"]]
+        return {page.message: f"✓ Job #{job_id}'s data, template and settings are filled in: change what you want "
+                              "and press Start.",
+                shared.session: session, shared.template: prior["template"],
+                shared.train_templates: prior["train_templates"],
+                template.builtin: gr.update(choices=names + [T.CUSTOM],
+                                            value=spec.name if spec.name in names else T.CUSTOM),
+                **T.editor_values(template, spec),
+                template.also: gr.update(choices=[n for n in names if n != spec.name], value=extra,
+                                         visible=len(names) > 1),
+                train.model: key, train.local_path: prior["model_path"] if key == M.LOCAL else "",
+                train.eval_methods: prior["eval_methods"] or TR.METHODS,
+                train.summary: f"Data: **{session['filename']}** ({session['rows']} rows) · template "
+                               f"**{spec.name}** — prefilled from job #{job_id}",
+                **recipe, shared.tabs: gr.Tabs(selected="train")}
+
+    page.again.click(on_again, page.runs,
+                     [page.message, shared.session, shared.template, shared.train_templates, template.builtin,
+                      *template.editor, template.also, train.model, train.local_path, train.eval_methods,
+                      train.summary, *recipe_outputs, shared.tabs], api_visibility="private")
