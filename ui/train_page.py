@@ -168,9 +168,6 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
     repo.require_dataset(ctx.db(), int(session["dataset_id"]), uid)
     if session.get("eval_dataset_id"):
         repo.require_dataset(ctx.db(), int(session["eval_dataset_id"]), uid)
-    unusable = M.unusable_reason(model_key, local_path)
-    if unusable:
-        raise UserError(unusable)
     init_vectors = None
     if init_tfew:
         if model_key != TFEW_MODEL:
@@ -180,6 +177,9 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
         if init_vectors is None:
             raise UserError("give the path or URL of T-Few's t03b_ia3_finish.pt")
     _check_template_on_files(ctx, uid, session, template)
+    unusable = M.unusable_reason(model_key, local_path)
+    if unusable:
+        raise UserError(unusable)
     has_eval = bool(session.get("eval_dataset_id") or session.get("holdout"))
     spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir), template=template,
                    train_templates=[t for t in train_templates or [] if t.get("name") != template.get("name")],
