@@ -50,7 +50,7 @@ from ia3app.adapter_bank import AdapterInfo, adapter_key, read_adapter
 from ia3app.errors import UserError
 from ia3app.example import Example
 from ia3app.serving_lane import Lane as _Lane
-from ia3app.serving_lane import Prediction
+from ia3app.serving_lane import Prediction, _label_value
 
 __all__ = ["Prediction", "ServingConfig", "ServingEngine", "prediction_table", "render_rows"]
 
@@ -239,11 +239,14 @@ class ServingEngine:
 
 
 def prediction_table(info: AdapterInfo, columns: list[str], rows: list[dict], predictions: list[Prediction]):
-    """(columns, rows): the input columns, then prediction, predicted_choice and prob_<choice> per choice
-    (prob_1, prob_2... for per-row choices), probabilities as text with 6 decimals."""
+    """(columns, rows): the input columns, then prediction (the label as the data writes it),
+    predicted_choice (the answer's words) and prob_<choice> per choice — for per-row choices
+    prob_<label> in the data's own numbering (prob_0, prob_1 or the template's choice_labels), the
+    same numbering as the prediction column; probabilities as text with 6 decimals."""
     per_row = info.template.per_row
     n_choices = max((len(p.probabilities) for p in predictions), default=0)
-    prob_columns = [f"prob_{i + 1}" for i in range(n_choices)] if per_row else [f"prob_{c}" for c in info.choices]
+    prob_columns = ([f"prob_{_label_value(info, i, '')}" for i in range(n_choices)] if per_row
+                    else [f"prob_{c}" for c in info.choices])
     out_rows = []
     for row, pred in zip(rows, predictions):
         probs = list(pred.probabilities.values()) if per_row else [pred.probabilities.get(c, 0.0) for c in info.choices]

@@ -39,8 +39,9 @@ class Prediction:
 
 
 def _label_value(info: AdapterInfo, choice_index: int, choice: str) -> Any:
-    if info.template.per_row:
-        return choice_index
+    if info.template.per_row:  # the data's own numbering: its choice_labels ("1", "2", "A"...) or 0-based
+        labels = info.template.choice_labels
+        return labels[choice_index] if labels and choice_index < len(labels) else choice_index
     for value, text in (info.template.label_map or {}).items():
         if text == choice:
             return value

@@ -387,3 +387,9 @@ def test_several_templates_can_be_ticked_for_training(ctx, users, tmp_path):
                                  False, "", [], extra)
     assert [t["name"] for t in config["spec"]["train_templates"]] == others
     assert config["display"]["template"] == f"{primary} + {len(others)} more for training"
+
+
+def test_try_it_fields_follow_the_template_order():
+    template = {"name": "nli", "input": "{{ premise }}\nQuestion: does it follow that {{ hypothesis }}? {{ aa }}",
+                "label_column": "label", "choices": ["yes", "no"]}
+    assert R.template_columns({"template": template}) == ["premise", "hypothesis", "aa"]

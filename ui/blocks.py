@@ -104,11 +104,13 @@ def _account(ctx: AppContext, request: gr.Request, who: gr.Markdown, sign_out: g
 def _predict_api(ctx: AppContext):
     @api_errors
     def predict(job_id: int, inputs: dict[str, str], request: gr.Request) -> dict[str, Any]:
-        """Predict one row with a finished job's adapter: {"label": answer, "probs": {answer: p}}.
+        """Predict one row with a finished job's adapter:
+        {"label": the label as the training data writes it, "answer": the answer's words, "probs": {answer: p}}.
 
         inputs maps each template column to its text. Only the signed-in user's own jobs answer.
         """
-        probs = R.predict_one(ctx, ctx.user_id(request), job_id, inputs or {})
-        return {"label": max(probs, key=probs.get), "probs": probs}
+        out = R.predict_row(ctx, ctx.user_id(request), job_id, inputs or {})
+        probs = {str(k): float(v) for k, v in out.probabilities.items()}
+        return {"label": out.label, "answer": out.choice, "probs": probs}
 
     return predict

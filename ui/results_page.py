@@ -106,7 +106,8 @@ def speed_md(result: dict) -> str:
     methods = result["evaluation"]["methods"]
     icl = methods["in-context"]
     return (f"**T-Few answers {ratios['latency_s']:.1f}× faster than in-context learning** on this machine "
-            f"({methods['t-few']['latency_s'] * 1000:.1f} ms vs {icl['latency_s'] * 1000:.1f} ms per prediction) and "
+            + (f"(median of {icl['latency_runs']} timed runs) " if icl.get("latency_runs", 1) > 1 else "")
+            + f"({methods['t-few']['latency_s'] * 1000:.1f} ms vs {icl['latency_s'] * 1000:.1f} ms per prediction) and "
             f"needs **{ratios['flops']:.1f}× fewer FLOPs** ({methods['t-few']['flops']:.3g} vs {icl['flops']:.3g}), "
             f"because in-context learning re-reads {icl.get('shots', 'its')} examples with every question.")
 
@@ -122,8 +123,20 @@ def per_class_frame(result: dict, method: str = "t-few") -> pd.DataFrame:
     m = methods.get(method) or next(iter(methods.values()), None)
     if not m:
         return pd.DataFrame()
-    return pd.DataFrame([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
-                         for row in m["per_class"]])
+    rows = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()} for row in m["per_class"]]
+    shown = label_display(result, [str(r.get("class", "")) for r in rows])
+    return pd.DataFrame([{**r, "class": name} if "class" in r else r for r, name in zip(rows, shown)])
+
+
+def label_display(result: dict, answers: list[str]) -> list[str]:
+    """Class names as a person knows them: the label as their data writes it, with the answer word the
+    model picks beside it ("1 (good)"); per-row choices in the data's own numbering ("0 (choice 1)")."""
+    template = result.get("template") or {}
+    if template.get("choice_templates"):
+        labels = template.get("choice_labels") or [str(i) for i in range(len(answers))]
+        return [f"{labels[i]} ({a})" if i < len(labels) else a for i, a in enumerate(answers)]
+    by_answer = {str(v): str(k) for k, v in (template.get("label_map") or {}).items()}
+    return [f"{by_answer[a]} ({a})" if a in by_answer and by_answer[a] != a else a for a in answers]
 
 
 def confusion_figure(result: dict):
@@ -138,11 +151,11 @@ def confusion_figure(result: dict):
         return None
     fig, axes = plt.subplots(1, len(methods), figsize=(4.0 * len(methods), 3.0), squeeze=False)
     for ax, (key, m) in zip(axes[0], methods.items()):
-        matrix, labels = m["confusion_matrix"], m["labels"]
+        matrix, labels = m["confusion_matrix"], label_display(result, [str(lb) for lb in m["labels"]])
         ax.imshow(matrix, cmap="Blues")
         ax.set_title(f"{METHOD_NAMES.get(key, key)}  (accuracy {m['accuracy']:.0%})")
-        ax.set_xticks(range(len(labels)), [str(lb)[:12] for lb in labels], rotation=30, ha="right")
-        ax.set_yticks(range(len(labels)), [str(lb)[:12] for lb in labels])
+        ax.set_xticks(range(len(labels)), [str(lb)[:18] for lb in labels], rotation=30, ha="right")
+        ax.set_yticks(range(len(labels)), [str(lb)[:18] for lb in labels])
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         top = max(max(r) for r in matrix) or 1
@@ -156,8 +169,18 @@ def confusion_figure(result: dict):
 def template_columns(result: dict) -> list[str]:
     from ia3app.templates import TemplateSpec
 
+    """The template's columns in the order the template reads them (premise before hypothesis), so the
+    "Try it" boxes follow the prompt a person wrote, not the alphabet."""
+    import re
+
     spec = TemplateSpec.from_dict(result["template"])
-    return sorted(spec.columns_used())
+    text = "\n".join(spec.sources().values())
+
+    def first_use(column: str) -> tuple[int, str]:
+        found = re.search(rf"(?<![\w.]){re.escape(column)}(?!\w)", text)
+        return (found.start() if found else len(text), column)
+
+    return sorted(spec.columns_used(), key=first_use)
 
 
 def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
@@ -177,6 +200,12 @@ def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
 
 def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> dict[str, float]:
     """{answer: probability} for one row typed by the user, through the app's serving engine."""
+    out = predict_row(ctx, uid, job_id, row)
+    return {str(k): float(v) for k, v in out.probabilities.items()}
+
+
+def predict_row(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]):
+    """The serving engine's Prediction for one row: label (as the data writes it), choice, probabilities."""
     job, folder = owned_adapter_dir(ctx, uid, job_id)
     columns = template_columns(job.result or {})
     clean = {c: str(row.get(c) or "") for c in columns}
@@ -184,8 +213,7 @@ def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> 
         raise UserError(f"type something in {', '.join(columns)} first")
     label_column = (job.result or {}).get("template", {}).get("label_column", "label")
     clean.setdefault(label_column, "")
-    out = ctx.engine().predict(folder, [clean])[0]
-    return {str(k): float(v) for k, v in out.probabilities.items()}
+    return ctx.engine().predict(folder, [clean])[0]
 
 
 def predict_batch(ctx: AppContext, uid: int, job_id: Any, csv_path: str | None) -> str:

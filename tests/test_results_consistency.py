@@ -1,0 +1,59 @@
+"""Results read the same everywhere: the data's own label numbering in predictions and their CSV
+columns, the user's labels beside the answer words in matrices, latency from several timed runs."""
+
+from __future__ import annotations
+
+from ia3app.adapter_bank import AdapterInfo
+from ia3app.serving import prediction_table
+from ia3app.serving_lane import Prediction, _label_value
+from ia3app.templates import TemplateSpec
+from ui import results_page as R
+
+
+def info(template: TemplateSpec, choices: list[str]) -> AdapterInfo:
+    return AdapterInfo(key=(), path="", base_model="m", revision=None, template=template, choices=choices,
+                       max_length=64, config={}, nbytes=0)
+
+
+def test_per_row_predictions_and_probability_columns_share_one_numbering():
+    zero_based = TemplateSpec(name="copa", input="{{premise}}", label_column="label",
+                              choice_templates=["{{choice1}}", "{{choice2}}"])
+    one_based = TemplateSpec(name="copa", input="{{premise}}", label_column="label",
+                             choice_templates=["{{choice1}}", "{{choice2}}"], choice_labels=["1", "2"])
+    for spec, labels in ((zero_based, [0, 1]), (one_based, ["1", "2"])):
+        meta = info(spec, ["choice 1", "choice 2"])
+        pred = Prediction(label=_label_value(meta, 1, "it rained"), choice="it rained",
+                          probabilities={"it was sunny": 0.3, "it rained": 0.7}, scores=[-2.0, -1.0])
+        columns, rows = prediction_table(meta, ["premise"], [{"premise": "wet"}], [pred])
+        assert columns[-2:] == [f"prob_{label}" for label in labels]
+        assert rows[0]["prediction"] == labels[1] and rows[0][f"prob_{labels[1]}"] == "0.700000"
+
+
+def test_matrices_show_the_users_labels_beside_the_answer_words():
+    fixed = {"template": {"name": "s", "input": "{{s}}", "label_column": "label", "choices": ["bad", "good"],
+                          "label_map": {"0": "bad", "1": "good"}}}
+    assert R.label_display(fixed, ["bad", "good"]) == ["0 (bad)", "1 (good)"]
+    same = {"template": {"name": "s", "input": "{{s}}", "label_column": "label", "choices": ["neg", "pos"]}}
+    assert R.label_display(same, ["neg", "pos"]) == ["neg", "pos"]  # the labels are the answers
+    per_row = {"template": {"name": "c", "input": "{{p}}", "label_column": "label",
+                            "choice_templates": ["{{a}}", "{{b}}"], "choice_labels": ["1", "2"]}}
+    assert R.label_display(per_row, ["choice 1", "choice 2"]) == ["1 (choice 1)", "2 (choice 2)"]
+    zero = {"template": {"name": "c", "input": "{{p}}", "label_column": "label", "choice_templates": ["{{a}}", "{{b}}"]}}
+    assert R.label_display(zero, ["choice 1", "choice 2"]) == ["0 (choice 1)", "1 (choice 2)"]
+
+
+def test_latency_is_the_median_of_several_timed_runs(tiny_model_dir):
+    from ia3app.evaluate import LATENCY_RUNS, _timed_scores
+    from ia3app.models import load_model
+    from ia3app.templates import render_all
+
+    loaded = load_model(str(tiny_model_dir("t0")))
+    spec = TemplateSpec(name="s", input="{{s}} good?", label_column="label", choices=["no", "yes"])
+    examples = render_all(spec, [{"s": f"row {i}", "label": "yes"} for i in range(5)])
+    scored, latency = _timed_scores(loaded, examples, batch_size=2, max_length=32, warmup=False)
+    assert LATENCY_RUNS >= 3 and len(scored) == 5 and latency > 0
+    methods = {k: {"latency_s": 0.01, "flops": 1.0, "latency_runs": LATENCY_RUNS, "shots": 4}
+               for k in ("in-context", "t-few")}
+    text = R.speed_md({"evaluation": {"methods": methods, "ratios": {"in-context / t-few": {"latency_s": 1.0,
+                                                                                             "flops": 1.0}}}})
+    assert f"median of {LATENCY_RUNS} timed runs" in text
