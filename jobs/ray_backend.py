@@ -134,8 +134,8 @@ class Dispatcher:
         self.timings: list[dict[str, float]] = []
         """Per finished attempt: claim → first step, end to end (seconds); read by bench/bench_ray.py."""
         node = ray.get_runtime_context().get_node_id()
-        self.mailbox = Mailbox.options(scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
-            node_id=node, soft=False)).remote()
+        here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+        self.mailbox = Mailbox.options(scheduling_strategy=here).remote()
         ray.get(self.mailbox.drain.remote())  # up before the first job is sent
         self._last_beat = self._last_stale = 0.0
 

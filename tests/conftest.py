@@ -51,12 +51,13 @@ def tfew_vectors_path():
     return TFEW_VECTORS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """One Ray test cluster for the session (starting one costs 10-30 s): a head with no CPUs (the
-    app's machine: it trains nothing) and two worker nodes with one CPU each, all on this machine,
-    with real raylets and worker processes (ray.cluster_utils.Cluster). Yields (cluster, live nodes);
-    a test that removes a node puts a fresh one back."""
+    """A Ray test cluster for the module that asks (starting one costs 10-60 s; it is shut down after
+    that module so its daemons and idle workers do not weigh on the rest of the suite): a head with
+    no CPUs (the app's machine: it trains nothing) and two worker nodes with one CPU each, all on
+    this machine, with real raylets and worker processes (ray.cluster_utils.Cluster). Yields
+    (cluster, live nodes); a test that removes a node puts a fresh one back."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
