@@ -63,7 +63,10 @@ def ray_cluster():
 
     from jobs.ray_backend import connect
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    # idle workers (torch imported, model kept) are not killed while another driver's tasks hold the
+    # node's one CPU: the dispatcher-restart test would otherwise pay the imports twice more
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "_system_config": {"num_workers_soft_limit": 4}})
     nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
     cluster.wait_for_nodes()
     connect(cluster.address)
