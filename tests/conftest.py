@@ -58,11 +58,14 @@ def ray_cluster():
     no CPUs (the app's machine: it trains nothing) and two worker nodes with one CPU each, all on
     this machine, with real raylets and worker processes (ray.cluster_utils.Cluster). Yields
     (cluster, live nodes); a test that removes a node puts a fresh one back."""
+    import signal
+
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
     from jobs.ray_backend import connect
 
+    env, on_term = dict(os.environ), signal.getsignal(signal.SIGTERM)  # ray.init changes both
     # idle workers (torch imported, model kept) are not killed while another driver's tasks hold the
     # node's one CPU: the dispatcher-restart test would otherwise pay the imports twice more
     cluster = Cluster(initialize_head=True, head_node_args={
@@ -73,3 +76,6 @@ def ray_cluster():
     yield cluster, nodes
     ray.shutdown()
     cluster.shutdown()
+    os.environ.clear()
+    os.environ.update(env)
+    signal.signal(signal.SIGTERM, on_term)
