@@ -24,7 +24,8 @@ data dir, activation checkpointing / micro-batches auto), no evaluation. Parts:
   read only at the end) and as a worker runs (progress every 0.25 s);
 - ``memory``: peak GPU memory of the production step with activation checkpointing off and on;
 - ``11b``: T0 11B's shape (d_model 4096, 64 heads, d_ff 10240; built in memory in bf16, as
-  load_model would give it), recipe defaults (checkpointing auto), peak GPU memory.
+  load_model would give it) on the GPU limited to 48 GB (``set_per_process_memory_fraction``),
+  recipe defaults (checkpointing / micro-batches auto), peak GPU memory.
 
 The last stdout line is one JSON object (also written to $OUT/gpu.json).
 """
@@ -123,7 +124,7 @@ def _job(data_dir: Path, model: str, recipe: dict, data: str, device: str) -> di
     first, last = events[0], events[-1]
     steady = (last["elapsed_s"] - first["elapsed_s"]) / max(last["step"] - first["step"], 1)
     return {"claim_to_done_s": round(wall, 1), "train_wall_s": round(training["wall_s"], 1),
-            "steps": training["steps"], "first_event_step": first["step"],
+            "steps": training["steps"], "setup": training.get("setup"), "first_event_step": first["step"],
             "first_event_elapsed_s": round(first["elapsed_s"], 1), "steady_step_s": round(steady, 4),
             "peak_gb": _peak()}
 
@@ -201,7 +202,7 @@ def child(args) -> dict:
             result = run(RecipeConfig(steps=4, checkpoint_every=0, activation_checkpointing=ckpt, grad_accumulation=1))
             h = result.history
             out["memory"][f"checkpointing_{ckpt}"] = {
-                "peak_gb": _peak(), "step_s": round((h[-1]["elapsed_s"] - h[1]["elapsed_s"]) / 2, 4),
+                "peak_gb": _peak(), "step_s": round((h[-1]["elapsed_s"] - h[1]["elapsed_s"]) / 2, 4), "setup": result.setup,
                 "wall_s": round(time.perf_counter() - t, 1)}
     if args.child == "11b":
         out["t0_11b"] = t0_11b(args, device)
@@ -216,9 +217,18 @@ def t0_11b(args, device: str) -> dict:
     from ia3app.train import train
 
     _peak()
+    if device == "cuda":  # behave as on a 48 GB card: the allocator and the memory planner see 48 GB
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, 48e9 / total))
     t = time.perf_counter()
     shape = "t0-11b" if device == "cuda" else "tiny"
-    model = random_t5(shape, device=device, dtype=torch.bfloat16)  # what load_model(precision auto) holds
+    with torch.device(device):  # built in bf16 directly: an fp32 11B would not fit in 48 GB
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            model = random_t5(shape, device=device, dtype=torch.bfloat16)  # what load_model(precision auto) holds
+        finally:
+            torch.set_default_dtype(previous)
     built_s = time.perf_counter() - t
     handle = inject(model)
     weights = _peak()
@@ -229,7 +239,7 @@ def t0_11b(args, device: str) -> dict:
     h = result.history
     return {"parameters": sum(p.numel() for p in model.parameters()), "build_s": round(built_s, 1),
             "weights_gb": weights, "peak_gb": _peak(), "step_s": round((h[-1]["elapsed_s"] - h[0]["elapsed_s"]) / 2, 3),
-            "compile": "off (eager) to save device time",
+            "compile": "off (eager) to save device time", "setup": result.setup,
             "estimate_without_checkpointing_gb": round(activation_bytes(t5_config(shape), 8, 166, 4, 2, False) / 1e9, 1)}
 
 

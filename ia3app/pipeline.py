@@ -244,6 +244,7 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
         "tokens_processed": result.tokens_processed,
         "flops": training_flops(loaded.num_parameters, result.tokens_processed, loaded.is_encoder_decoder),
         "resumed_from_step": result.resumed_from_step,
+        "setup": result.setup,
         "final_losses": result.losses,
     }
 

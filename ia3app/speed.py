@@ -42,6 +42,10 @@ TARGET_BUCKET = 8
 """... and answer-choice widths up to a multiple of this."""
 BACKEND_ENV = "IA3APP_COMPILE_BACKEND"
 """Environment variable naming the torch.compile backend (default inductor; tests use aot_eager)."""
+ACTIVATION_CALIBRATION = 2.1
+"""Measured / counted: bench/gpu.py's eager T0-3B step (batch 8 × 256 tokens × 3 choices, bf16
+base) peaked at 21.4 GB on an H100, 15.7 GB of it activations; the per-block count below gives
+7.4 GB (it leaves out dropout masks, softmax and autograd intermediates, workspace)."""
 HEADROOM = 0.85
 """Plan activations into this fraction of the free GPU memory (the allocator fragments)."""
 
@@ -139,7 +143,8 @@ def activation_bytes(config, examples: int, input_tokens: int, target_tokens: in
     Per token and block: ~12 d_model-wide tensors (norms, q, k, v, attention output, residuals),
     4 d_ff-wide ones (both FFN branches, GELU, product) and 3 attention-score rows per head.
     With checkpointing, only each block's input stays, plus one block's worth being recomputed.
-    The fp32 log-softmax over the vocabulary adds rows × targets × vocab × 8 bytes.
+    The fp32 log-softmax over the vocabulary adds rows × targets × vocab × 8 bytes. Block
+    activations are scaled by ACTIVATION_CALIBRATION, fitted to the one measured peak.
     """
     d, ff = config.d_model, getattr(config, "d_ff", 4 * config.d_model)
     heads = getattr(config, "num_heads", 8)
@@ -149,14 +154,24 @@ def activation_bytes(config, examples: int, input_tokens: int, target_tokens: in
     rows = examples * choices
     dec_tokens = rows * target_tokens
     per_token = lambda keys: dtype_bytes * (12 * d + 4 * ff + 3 * heads * keys)  # noqa: E731
-    enc_block = enc_tokens * per_token(input_tokens)
-    dec_block = dec_tokens * (per_token(target_tokens) + dtype_bytes * 3 * heads * input_tokens)  # + cross
+    enc_block = ACTIVATION_CALIBRATION * enc_tokens * per_token(input_tokens)
+    dec_block = ACTIVATION_CALIBRATION * dec_tokens * (per_token(target_tokens) + dtype_bytes * 3 * heads * input_tokens)
     cross_states = rows * input_tokens * d * dtype_bytes * 2  # encoder states repeated per choice row
     logits = rows * target_tokens * config.vocab_size * 8
     if checkpointing:
         kept = dtype_bytes * d * (enc_tokens * enc_layers + dec_tokens * dec_layers)
         return kept + max(enc_block, dec_block) + cross_states + logits
     return enc_block * enc_layers + dec_block * dec_layers + cross_states + logits
+
+
+def usable_gpu_bytes(device) -> float:
+    """Free GPU memory, within this process's memory fraction if one is set (a GPU shared by workers)."""
+    free, total = torch.cuda.mem_get_info(device)
+    getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    fraction = getter(device) if getter is not None else 1.0
+    if fraction < 1.0:
+        free = min(free, fraction * total - torch.cuda.memory_reserved(device))
+    return max(free, 0.0)
 
 
 def choose_memory(model: nn.Module, recipe: RecipeConfig, device, *, input_tokens: int, target_tokens: int,
@@ -166,7 +181,7 @@ def choose_memory(model: nn.Module, recipe: RecipeConfig, device, *, input_token
     fixed_acc = recipe.grad_accumulation or None
     if device.type != "cuda":
         return recipe.activation_checkpointing == "on", fixed_acc or 1, None, None
-    free = torch.cuda.mem_get_info(device)[0] * HEADROOM
+    free = usable_gpu_bytes(device) * HEADROOM
     dtype_bytes = 2 if next(model.parameters()).dtype in (torch.bfloat16, torch.float16) else 4
     divisors = [a for a in range(1, recipe.batch_size + 1) if recipe.batch_size % a == 0]
     options = [fixed_acc] if fixed_acc else divisors

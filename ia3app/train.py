@@ -20,7 +20,7 @@ trains whatever vectors the handle holds. With a checkpoint_dir, a checkpoint is
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
@@ -61,6 +61,8 @@ class TrainResult:
     tokens_processed: int = 0
     """Non-pad tokens through the model over all steps (for training FLOPs)."""
     resumed_from_step: int = 0
+    setup: dict = field(default_factory=dict)
+    """How the run used the device: compiled, checkpointing, grad_accumulation, memory estimate."""
 
 
 class EpochSampler:
@@ -341,4 +343,5 @@ def train(
         history=history,
         tokens_processed=tokens,
         resumed_from_step=start,
+        setup=asdict(setup),
     )

@@ -225,3 +225,22 @@ def test_inductor_compiled_blocks_train_like_eager(tiny_model_dir, tmp_path):
     torch._dynamo.reset()
     _compiled_vs_eager(tiny_model_dir, tmp_path)
     assert any(tmp_path.iterdir())  # the persistent compile cache was written where asked
+
+
+def test_memory_estimate_reproduces_the_measured_t0_3b_peak():
+    """bench/RESULTS.md: T0-3B, bf16 base, batch 8 x 256 tokens x 3 choices: 21.4 GB peak on an H100."""
+    from transformers import T5Config
+
+    from ia3app.speed import activation_bytes, choose_memory
+
+    t0_3b = T5Config(d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_heads=32, vocab_size=32128)
+    weights = 2.85e9 * 2
+    full = weights + activation_bytes(t0_3b, 8, 256, 6, 3, checkpointing=False)
+    assert 0.9 * 21.4e9 < full < 1.1 * 21.4e9
+    assert weights + activation_bytes(t0_3b, 8, 256, 6, 3, checkpointing=True) < 8e9  # the issue's target
+    t0_11b = T5Config(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, vocab_size=32128)
+    assert 11.3e9 * 2 + activation_bytes(t0_11b, 8, 256, 6, 3, checkpointing=True) < 40e9
+    # on a CPU nothing is chosen for memory: one micro-batch, checkpointing only when asked
+    assert choose_memory(None, RecipeConfig(), "cpu", input_tokens=9, target_tokens=2, choices=2)[:2] == (False, 1)
+    assert choose_memory(None, RecipeConfig(grad_accumulation=4, activation_checkpointing="on"), "cpu",
+                         input_tokens=9, target_tokens=2, choices=2)[:2] == (True, 4)
