@@ -275,7 +275,8 @@ def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, templa
                 train.model: key, train.local_path: prior["model_path"] if key == M.LOCAL else "",
                 train.eval_methods: prior["eval_methods"] or TR.METHODS,
                 train.summary: f"Data: **{session['filename']}** ({session['rows']} rows) · template "
-                               f"**{spec.name}** — prefilled from job #{job_id}",
+                               f"**{spec.name}**" + (f" + {len(extra)} more for training ({', '.join(extra)})"
+                                                     if extra else "") + f" — prefilled from job #{job_id}",
                 **recipe, shared.tabs: gr.Tabs(selected="train")}
 
     page.again.click(on_again, page.runs,
