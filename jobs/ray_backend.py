@@ -114,6 +114,8 @@ class Attempt:
     last_event: float | None = None
     first_step: float | None = None
     node: str | None = None
+    pid: int | None = None
+    """The Ray worker process running the attempt (on its node)."""
     phase: str = "prepare"
     checkpoint_step: int | None = None
     stop_reason: str | None = None
@@ -284,7 +286,7 @@ class Dispatcher:
         job_id = att.job.id
         att.last_event = time.monotonic()
         if kind == "started":
-            att.started, att.node = time.monotonic(), payload["node"]
+            att.started, att.node, att.pid = time.monotonic(), payload["node"], payload["pid"]
             log.info("job %s: running on node %s (%s pid %s)", job_id, payload["node"][:12], payload["host"],
                      payload["pid"])
         elif kind == "progress":

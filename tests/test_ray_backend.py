@@ -169,6 +169,24 @@ def test_graceful_stop_gives_jobs_back_with_their_checkpoints(ray_cluster, tmp_p
     assert job.status == "succeeded" and job.result["training"]["resumed_from_step"] >= 5
 
 
+def test_a_worker_process_killed_each_attempt_fails_the_job_after_its_attempts(ray_cluster, tmp_path,
+                                                                             tiny_model_dir):
+    """The queue's attempt limit holds on Ray: the Ray worker process running the job is killed (as
+    the kernel's OOM killer would) on each attempt; the job is requeued, then failed."""
+    env = Env(tmp_path / "data", tiny_model_dir("t0"))
+    job_id = q.submit(env.db, env.user, env.config(steps=2000, checkpoint_every=50), max_attempts=2)
+    d = dispatcher(env.data_dir)
+    for attempt in (1, 2):
+        run_until(d, lambda: job_id in d.attempts and d.attempts[job_id].job.attempts == attempt
+                  and d.attempts[job_id].phase == "train")
+        os.kill(d.attempts[job_id].pid, signal.SIGKILL)
+    run_until(d, lambda: env.job(job_id).status in q.TERMINAL and not d.attempts)
+    job = env.job(job_id)
+    assert job.status == "failed" and job.attempts == 2 and job.error_kind == "lost"
+    assert "died" in job.error_message and "gave up after 2 attempts" in job.error_message
+    assert [h["outcome"].split(" ")[0] for h in d.history] == ["queued", "failed"]
+
+
 def test_a_task_without_progress_is_failed_as_stalled_and_stopped(ray_cluster, tmp_path, tiny_model_dir):
     """The local worker's stall rule holds on Ray: a held-out file that is slow to validate on the
     node (no progress events) fails the job as 'stalled'; Ray cancels the task that cannot stop by itself."""
