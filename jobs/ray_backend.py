@@ -10,7 +10,8 @@ store; training runs on any node of a Ray cluster. Loop:
 3. drain the :class:`~jobs.ray_remote.Mailbox`: progress events go into the progress table,
    checkpoint files into ``checkpoints/<job>/`` as they are written on the node;
 4. keep every held job's lease (heartbeat), and turn a cancel request into the attempt's stop
-   flag (the node sees it within ``STOP_POLL_S``; ``ray.cancel`` after ``cancel_grace_s``);
+   flag (the node sees it within ``STOP_POLL_S``; ``ray.cancel`` after ``cancel_grace_s``); an
+   attempt that sends nothing for ``stall_s`` fails its job as 'stalled', as the local worker's;
 5. record each outcome: publish the adapter folder the node sent back and complete the job
    (``jobs.worker.finish``), or fail it as the local worker would (``jobs.worker.classify``: a
    crash, or a node dying under the job, is retried while attempts remain — the next attempt
