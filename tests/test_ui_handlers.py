@@ -393,3 +393,17 @@ def test_try_it_fields_follow_the_template_order():
     template = {"name": "nli", "input": "{{ premise }}\nQuestion: does it follow that {{ hypothesis }}? {{ aa }}",
                 "label_column": "label", "choices": ["yes", "no"]}
     assert R.template_columns({"template": template}) == ["premise", "hypothesis", "aa"]
+
+
+def test_header_names_the_signed_in_user_with_a_way_out(ctx):
+    import gradio as gr
+
+    from ui.blocks import _account
+
+    with gr.Blocks():
+        who, out = gr.Markdown(), gr.Button("Sign out", link="/logout")
+    shown = _account(ctx, Req("<b>alice</b>"), who, out)
+    assert shown[who] == "Signed in as **&lt;b&gt;alice&lt;/b&gt;**" and shown[out]["visible"] is True
+    assert "Single-user mode" in _account(ctx, Req(), who, out)[who]
+    ctx.auth_required = True
+    assert _account(ctx, Req(), who, out)[out]["visible"] is False

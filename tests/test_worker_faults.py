@@ -64,7 +64,9 @@ def test_cancel_stops_a_running_job_within_two_seconds(env):
         asked = time.monotonic()
         assert q.cancel(env.db, job_id, env.user) == "running"
         wait_for(lambda: env.job(job_id).status == "cancelled", 15, "the worker to stop")
-        assert time.monotonic() - asked < 2
+        took = time.monotonic() - asked
+        print(f"cancel -> cancelled in {took:.2f} s")
+        assert took < 2
         assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
