@@ -21,8 +21,9 @@ from ia3app.templates import TemplateSpec, render_all
 @dataclass(frozen=True)
 class StepTiming:
     seconds_per_step: float
-    """Mean wall time of the timed steps (after the warm-up steps): the mean, not the median, because a
-    run's total is a sum and includes the occasional slow step of a busy machine."""
+    """Mean wall time of the timed steps after the warm-up steps, leaving out the slowest one: a run's
+    total is a sum (so not the median), but one step stalled by a busy machine would weigh on a
+    handful of samples far more than on a whole run."""
     load_s: float
     """Time to load the model (the job pays it once more before training)."""
     timed_steps: int
@@ -32,7 +33,7 @@ class StepTiming:
 
 
 def time_steps(model: str, template: TemplateSpec, rows: Sequence[dict[str, Any]], recipe: RecipeConfig, *,
-               steps: int = 3, warmup: int = 1, device: str | None = None, revision: str | None = None) -> StepTiming:
+               steps: int = 4, warmup: int = 2, device: str | None = None, revision: str | None = None) -> StepTiming:
     """Load `model`, inject (IA)^3, and time `steps` training steps after `warmup` untimed ones, with the
     recipe's batch size, length, accumulation and precision on the given rows. Nothing is saved."""
     import torch
@@ -56,4 +57,5 @@ def time_steps(model: str, template: TemplateSpec, rows: Sequence[dict[str, Any]
     del handle, loaded
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return StepTiming(sum(durations) / len(durations), load_s, len(durations))
+    kept = sorted(durations)[:-1] if len(durations) > 2 else durations
+    return StepTiming(sum(kept) / len(kept), load_s, len(durations))
