@@ -17,12 +17,14 @@ import argparse
 import json
 import statistics
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ia3app.config import RecipeConfig
 from ia3app.ia3 import inject
+from ia3app.jobtypes import DataRef, JobRequest, JobSpec
 from ia3app.models import load_model
 from ia3app.templates import TemplateSpec, render_all
 from ia3app.train import train
@@ -55,14 +57,14 @@ def make_model(root: Path, shape: str) -> Path:
     return make_tiny_model("t0", root / f"model-{shape}", **sizes)
 
 
-def job_step_s(data: Path, db, store, owner, dataset: int, spec: dict) -> float:
-    job_id = q.submit(db, owner, {"spec": spec, "dataset_id": dataset, "eval_dataset_id": None, "holdout": None})
+def job_step_s(data: Path, db, store, owner, dataset: int, spec: JobSpec) -> float:
+    job_id = q.submit(db, owner, JobRequest(spec, DataRef(dataset)))
     Worker(WorkerConfig(data_dir=data, once=True)).serve()
     job = q.get_job(db, job_id, owner)
     if job.status != "succeeded":
         raise RuntimeError(f"the benchmark job failed: {job.error_message}")
-    training = json.loads((store.adapter_dir(job_id) / "results.json").read_text())["training"]
-    return training["wall_s"] / training["steps"]
+    training = job.result.training
+    return training.wall_s / training.steps
 
 
 def bare_step_s(model_dir: Path, rows: list[dict], recipe: RecipeConfig) -> float:
@@ -91,8 +93,8 @@ def main(argv=None) -> dict:
         owner = create_user(db, "bench", "password1")
         dataset = repo.save_dataset(db, store, owner, "rte", "rte.csv", b"raw", ["premise", "hypothesis", "label"],
                                     rows, "label")
-        spec = {"model": str(model_dir), "template": TEMPLATE, "recipe": recipe.to_dict(), "eval_methods": []}
-        job_step_s(data, db, store, owner, dataset, {**spec, "recipe": {**recipe.to_dict(), "steps": 2}})  # warm-up
+        spec = JobSpec(model=str(model_dir), template=TemplateSpec.from_dict(TEMPLATE), recipe=recipe, eval_methods=[])
+        job_step_s(data, db, store, owner, dataset, replace(spec, recipe=replace(recipe, steps=2)))  # warm-up
         times = {"job": [], "bare": []}
         for _ in range(args.rounds):
             times["job"].append(job_step_s(data, db, store, owner, dataset, spec))

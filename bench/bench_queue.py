@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from ia3app.config import RecipeConfig
+from ia3app.jobtypes import DataRef, JobRequest, JobSpec, ProgressEvent
+from ia3app.templates import TemplateSpec
 from jobs import queue as q
 from jobs.progress import ProgressWriter
 from jobs.worker import Worker, WorkerConfig
@@ -34,6 +37,12 @@ TEMPLATE = {"name": "sentiment", "input": "{{text}} Was it good or bad?", "label
 ROWS = [{"text": f"{w} film number {i}", "label": l} for i in range(8) for w, l in [("great", "good"), ("awful", "bad")]]
 
 
+def request(dataset_id: int = 1, model: str = "bench/model", **recipe) -> JobRequest:
+    spec = JobSpec(model=model, template=TemplateSpec.from_dict(TEMPLATE), recipe=RecipeConfig(**recipe),
+                   eval_methods=[])
+    return JobRequest(spec, DataRef(dataset_id))
+
+
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
@@ -41,8 +50,9 @@ def median_ms(samples: list[float]) -> float:
 def bench_claims(root: Path, n_claims: int) -> float:
     db = open_db(root / "claims")
     owner = create_user(db, "bench", "password1")
+    queued = request()
     for i in range(1000):
-        q.submit(db, owner, {"n": i}, priority=i % 3)
+        q.submit(db, owner, queued, priority=i % 3)
     samples = []
     for _ in range(n_claims):
         t = time.perf_counter()
@@ -55,14 +65,14 @@ def bench_writes(root: Path, n_writes: int) -> tuple[float, float, float, float]
     """(report_progress ms, heartbeat ms, ProgressWriter ms/step every step, ms/step throttled)."""
     db = open_db(root / "writes")
     owner = create_user(db, "bench", "password1")
-    job_id = q.submit(db, owner, {})
+    job_id = q.submit(db, owner, request())
     q.claim(db, "w", lease_s=600)
-    event = {"phase": "train", "step": 1, "total_steps": n_writes, "loss": 1.0, "loss_lm": 0.5, "loss_ul": 0.3,
-             "loss_ln": 0.2, "lr": 3e-3, "examples_per_s": 10.0, "elapsed_s": 1.0, "eta_s": 1.0}
+    event = dict(phase="train", step=1, total_steps=n_writes, loss=1.0, loss_lm=0.5, loss_ul=0.3,
+                 loss_ln=0.2, lr=3e-3, examples_per_s=10.0, elapsed_s=1.0, eta_s=1.0)
     writes, beats = [], []
     for i in range(n_writes):
         t = time.perf_counter()
-        q.report_progress(db, job_id, "w", {**event, "step": i + 1})
+        q.report_progress(db, job_id, "w", ProgressEvent(**{**event, "step": i + 1}))
         writes.append(time.perf_counter() - t)
         t = time.perf_counter()
         q.heartbeat(db, job_id, "w", 600)
@@ -73,7 +83,7 @@ def bench_writes(root: Path, n_writes: int) -> tuple[float, float, float, float]
         inside = 0.0  # time spent in the callback only; the sleep stands in for a short training step
         for i in range(n_writes):
             t = time.perf_counter()
-            writer({**event, "step": i + 1})
+            writer(ProgressEvent(**{**event, "step": i + 1}))
             inside += time.perf_counter() - t
             time.sleep(0.005)
         per_step[interval] = inside / n_writes * 1000
@@ -88,9 +98,8 @@ def bench_first_step(root: Path, steps: int) -> dict[str, float]:
     db, store = open_db(data), FileStore(data)
     owner = create_user(db, "bench", "password1")
     dataset = repo.save_dataset(db, store, owner, "bench", "bench.csv", b"raw", ["text", "label"], ROWS, "label")
-    recipe = {"steps": steps, "batch_size": 2, "warmup_steps": 0, "checkpoint_every": 0, "seed": 0, "max_length": 64}
-    spec = {"model": str(model_dir), "template": TEMPLATE, "recipe": recipe, "eval_methods": []}
-    config = {"spec": spec, "dataset_id": dataset, "eval_dataset_id": None, "holdout": None}
+    config = request(dataset, str(model_dir), steps=steps, batch_size=2, warmup_steps=0, checkpoint_every=0, seed=0,
+                     max_length=64)
     out = {}
     for run in ("cold", "warm"):  # cold: the worker's first job imports torch/transformers
         job_id = q.submit(db, owner, config)
@@ -98,8 +107,8 @@ def bench_first_step(root: Path, steps: int) -> dict[str, float]:
         job = q.get_job(db, job_id, owner)
         assert job.status == "succeeded", job.error_message
         events = q.progress_events(db, job_id, owner)
-        load = next(e["created"] for e in events if e["phase"] == "load")
-        train = [e["created"] for e in events if e["phase"] == "train"]
+        load = next(e.created for e in events if e.phase == "load")
+        train = [e.created for e in events if e.phase == "train"]
         out[run] = {"claim_to_load_s": load - job.started, "load_to_first_step_s": train[0] - load,
                     "claim_to_first_step_s": train[0] - job.started,
                     "step_s": (train[-1] - train[0]) / max(len(train) - 1, 1)}

@@ -27,19 +27,28 @@ from pathlib import Path
 from bench.bench_queue import ROWS, TEMPLATE
 from jobs import queue as q
 from jobs.worker import Worker, WorkerConfig
+from ia3app.config import RecipeConfig
+from ia3app.jobtypes import DataRef, JobRequest, JobSpec, ProgressEvent
+from ia3app.templates import TemplateSpec
 from storage import repo
 from storage.db import open_db
 from storage.files import FileStore
 from storage.users import create_user
 
 
+def _request() -> JobRequest:
+    """A queued job for the write-cost figures (never run)."""
+    return JobRequest(JobSpec(model="bench/model", template=TemplateSpec.from_dict(TEMPLATE), eval_methods=[]),
+                      DataRef(1))
+
+
 def setup(root: Path, model: Path, n_jobs: int, steps: int):
     db, store = open_db(root), FileStore(root)
     owner = create_user(db, "bench", "password1")
     dataset = repo.save_dataset(db, store, owner, "reviews", "reviews.csv", b"raw", ["text", "label"], ROWS, "label")
-    spec = {"model": str(model), "template": TEMPLATE, "eval_methods": [],
-            "recipe": {"steps": steps, "batch_size": 2, "warmup_steps": 0, "checkpoint_every": 0, "max_length": 64}}
-    ids = [q.submit(db, owner, {"spec": spec, "dataset_id": dataset}) for _ in range(n_jobs)]
+    spec = JobSpec(model=str(model), template=TemplateSpec.from_dict(TEMPLATE), eval_methods=[],
+                   recipe=RecipeConfig(steps=steps, batch_size=2, warmup_steps=0, checkpoint_every=0, max_length=64))
+    ids = [q.submit(db, owner, JobRequest(spec, DataRef(dataset))) for _ in range(n_jobs)]
     return db, owner, ids
 
 
@@ -49,7 +58,7 @@ def job_times(db, owner, ids) -> list[tuple[float, float]]:
     for job_id in ids:
         job = q.get_job(db, job_id, owner)
         assert job.status == "succeeded", (job.status, job.error_message)
-        first = next(e["created"] for e in q.progress_events(db, job_id, owner) if e["phase"] == "train")
+        first = next(e.created for e in q.progress_events(db, job_id, owner) if e.phase == "train")
         out.append((first - job.started, job.finished - job.started))
     return out
 
@@ -85,13 +94,13 @@ def progress_costs(root: Path, n_events: int) -> dict[str, float]:
 
     db = open_db(root)
     owner = create_user(db, "bench", "password1")
-    job_id = q.submit(db, owner, {})
+    job_id = q.submit(db, owner, _request())
     q.claim(db, "w", lease_s=600)
-    event = {"phase": "train", "step": 1, "total_steps": n_events, "loss": 1.0, "loss_lm": 0.5, "lr": 3e-3}
+    event = dict(phase="train", step=1, total_steps=n_events, loss=1.0, loss_lm=0.5, lr=3e-3)
     writer = ProgressWriter(db, job_id, "w", n_events, min_interval_s=0.0)
     t = time.perf_counter()
     for step in range(1, n_events + 1):
-        writer({**event, "step": step})
+        writer(ProgressEvent(**{**event, "step": step}))
     local_ms = (time.perf_counter() - t) / n_events * 1000
 
     mailbox = Mailbox.remote()
@@ -101,7 +110,7 @@ def progress_costs(root: Path, n_events: int) -> dict[str, float]:
     def poster(box, n):
         t0 = time.perf_counter()
         for step in range(1, n + 1):
-            ref = box.post.remote(1, "tok", "progress", {**event, "step": step})
+            ref = box.post.remote(1, "tok", "progress", ProgressEvent(**{**event, "step": step}))
         posted = time.perf_counter() - t0
         ray.get(ref)
         t1 = time.perf_counter()
@@ -112,7 +121,7 @@ def progress_costs(root: Path, n_events: int) -> dict[str, float]:
     post_ms, poll_ms = ray.get(poster.remote(mailbox, n_events))
     # the dispatcher's side: drain and write those events (the same report_progress as the local writer)
     d = Dispatcher(DispatcherConfig(data_dir=root / "d"))
-    job2 = q.submit(d.db, create_user(d.db, "bench", "password1"), {})
+    job2 = q.submit(d.db, create_user(d.db, "bench", "password1"), _request())
     q.claim(d.db, d.config.worker_id, lease_s=600)
     events = ray.get(mailbox.drain.remote())
     t = time.perf_counter()

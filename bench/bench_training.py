@@ -108,7 +108,7 @@ def recipe_projection(args) -> dict:
     records: list[dict] = []
     calls = iter(range(10**9))
     try:  # stop after N + 1 steps: the first one warms up
-        train(handle, tokenizer(), examples, recipe, progress=records.append,
+        train(handle, tokenizer(), examples, recipe, progress=lambda e: records.append(e.to_dict()),
               should_stop=lambda: next(calls) >= args.recipe_steps + 1)
     except Cancelled:
         pass

@@ -110,8 +110,10 @@ def _job(data_dir: Path, model: str, recipe: dict, data: str, device: str) -> di
     owner = user_id(db, "bench") or create_user(db, "bench", "password1")
     table, template = rows(data)
     dataset = repo.save_dataset(db, store, owner, data, f"{data}.csv", b"raw", ["text", "label"], table, "label")
-    spec = {"model": model, "template": template, "recipe": recipe, "eval_methods": []}
-    job_id = q.submit(db, owner, {"spec": spec, "dataset_id": dataset, "eval_dataset_id": None, "holdout": None})
+    from ia3app.jobtypes import DataRef, JobRequest, JobSpec
+
+    spec = JobSpec.from_dict({"model": model, "template": template, "recipe": recipe, "eval_methods": []})
+    job_id = q.submit(db, owner, JobRequest(spec, DataRef(dataset)))
     started = time.perf_counter()
     worker = _WORKERS.setdefault(str(data_dir), Worker(WorkerConfig(data_dir=data_dir, once=True, device=device)))
     worker.serve()
@@ -119,13 +121,13 @@ def _job(data_dir: Path, model: str, recipe: dict, data: str, device: str) -> di
     job = q.get_job(db, job_id, owner)
     if job.status != "succeeded":
         raise RuntimeError(f"job failed: {job.error_message}")
-    training = json.loads((store.adapter_dir(job_id) / "results.json").read_text())["training"]
-    events = [e for e in q.progress_events(db, job_id, owner) if e["phase"] == "train" and e.get("step")]
+    training = job.result.training
+    events = [e for e in q.progress_events(db, job_id, owner) if e.phase == "train" and e.step]
     first, last = events[0], events[-1]
-    steady = (last["elapsed_s"] - first["elapsed_s"]) / max(last["step"] - first["step"], 1)
-    return {"claim_to_done_s": round(wall, 1), "train_wall_s": round(training["wall_s"], 1),
-            "steps": training["steps"], "setup": training.get("setup"), "first_event_step": first["step"],
-            "first_event_elapsed_s": round(first["elapsed_s"], 1), "steady_step_s": round(steady, 4),
+    steady = (last.elapsed_s - first.elapsed_s) / max(last.step - first.step, 1)
+    return {"claim_to_done_s": round(wall, 1), "train_wall_s": round(training.wall_s, 1),
+            "steps": training.steps, "setup": training.setup, "first_event_step": first.step,
+            "first_event_elapsed_s": round(first.elapsed_s, 1), "steady_step_s": round(steady, 4),
             "peak_gb": _peak()}
 
 

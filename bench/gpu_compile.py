@@ -44,7 +44,7 @@ def timed_run(model, tok, examples, args, compiled: bool, device: torch.device) 
     records: list[dict] = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    train(handle, tok, examples, recipe, progress=records.append)
+    train(handle, tok, examples, recipe, progress=lambda e: records.append(e.to_dict()))
     first_steps_s = records[args.warmup - 1]["elapsed_s"]
     step_s = (records[-1]["elapsed_s"] - first_steps_s) / args.steps
     out = {

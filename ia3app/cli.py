@@ -20,9 +20,10 @@ from pathlib import Path
 from ia3app import __version__
 from ia3app.cli_templates import check_data, pairs, read_table, template_from_args, cmd_templates
 from ia3app.errors import Cancelled, UserError
+from ia3app.jobtypes import EVAL_METHODS
 
-METHODS = ("zero-shot", "in-context", "t-few")
-"""= ia3app.evaluate.METHODS (not imported: it imports torch); a test keeps them equal."""
+METHODS = EVAL_METHODS
+"""= ia3app.evaluate.METHODS, from the torch-free job types."""
 TINY_KINDS = ("t0", "t5", "bart", "gpt2", "llama")
 """= ia3app.tiny.KINDS, likewise."""
 
@@ -89,7 +90,7 @@ def _quiet_transformers() -> None:
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from ia3app.data import split_holdout
+    from ia3app.jobtypes import Holdout, ProgressEvent, dumps
 
     table = read_table(args.csv)
     template = template_from_args(args, table)
@@ -102,47 +103,48 @@ def cmd_train(args) -> int:
     if args.eval_csv:
         eval_rows = read_table(args.eval_csv).rows
     elif args.holdout:
-        train_rows, eval_rows = split_holdout(table.rows, template.label_column, args.holdout, recipe.seed)
+        train_rows, eval_rows = Holdout(args.holdout, args.holdout_seed).split(table.rows, template.label_column)
     extra = [template_from_args(argparse.Namespace(**{**vars(args), "template": t}), table) for t in args.train_template or []]
     spec = JobSpec(
-        model=args.model, template=template.to_dict(), recipe=recipe.to_dict(), revision=args.revision,
-        init_vectors=args.init_vectors, eval_methods=args.methods, train_templates=[t.to_dict() for t in extra],
+        model=args.model, template=template, recipe=recipe, revision=args.revision,
+        init_vectors=args.init_vectors, eval_methods=args.methods, train_templates=extra,
     )
     out = Path(args.out)
     work = Path(args.work_dir) if args.work_dir else out / ".work"
     bar = None
 
-    def progress(event: dict) -> None:
+    def progress(event: ProgressEvent) -> None:
         nonlocal bar
-        if event.get("phase") == "train" and "step" in event:
+        if event.phase == "train" and event.step is not None:
             if bar is None:
                 bar = tqdm(total=recipe.steps, desc="train", unit="step", disable=args.quiet)
-            bar.n = event["step"]
-            if "loss" in event:
-                bar.set_postfix(loss=f"{event['loss']:.4f}", refresh=False)
+            bar.n = event.step
+            if event.loss is not None:
+                bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
             bar.refresh()
             return
         if bar is not None:
             bar.close()
             bar = None
         if not args.quiet:
-            print(event.get("message", event.get("phase")), file=sys.stderr)
+            print(event.message or event.phase, file=sys.stderr)
 
     results = run_job(spec, train_rows, eval_rows, work_dir=work, out_dir=out, progress=progress, device=args.device)
     if bar is not None:
         bar.close()
     if not args.work_dir and not args.keep_checkpoints:
         shutil.rmtree(work, ignore_errors=True)
-    params, training = results["params"], results["training"]
+    (out / "results.json").write_text(dumps(results, indent=2), encoding="utf-8")
+    params, training = results.params, results.training
     print(f"adapter written to {out}")
     print(
         f"trained {params.get('added'):,} parameters ({100 * params.get('fraction', 0):.4f} % of the model) "
-        f"in {training['steps']} steps, {training['wall_s']:.1f} s"
+        f"in {training.steps} steps, {training.wall_s:.1f} s"
     )
-    for warning in results.get("warnings", []):
+    for warning in results.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if results.get("evaluation"):
-        _print_evaluation(results["evaluation"])
+    if results.evaluation:
+        _print_evaluation(results.evaluation)
     return 0
 
 
@@ -299,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="adapter folder to write")
     p.add_argument("--eval-csv", help="held-out labelled rows to evaluate on")
     p.add_argument("--holdout", type=float, help="hold out this fraction of --csv for evaluation instead")
+    p.add_argument("--holdout-seed", type=int, default=0,
+                   help="seed of the stratified held-out split (default 0, as in the app; not the training seed)")
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     p.add_argument("--train-template", action="append", metavar="TEMPLATE",
                    help="another template (built-in name or file) to train with: as in T-Few, each example "

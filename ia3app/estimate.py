@@ -51,7 +51,7 @@ def time_steps(model: str, template: TemplateSpec, rows: Sequence[dict[str, Any]
     handle = inject(loaded.model)
     probe = dataclasses.replace(recipe, steps=warmup + steps, warmup_steps=0, checkpoint_every=0)
     marks: list[float] = []  # seconds since training began, at the end of each step
-    train(handle, loaded.tokenizer, examples, probe, progress=lambda r: marks.append(r["elapsed_s"]),
+    train(handle, loaded.tokenizer, examples, probe, progress=lambda event: marks.append(event.elapsed_s),
           progress_interval_s=0)
     durations = [b - a for a, b in zip([0.0, *marks][warmup:], marks[warmup:])]
     del handle, loaded

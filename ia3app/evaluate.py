@@ -21,10 +21,11 @@ from ia3app.cost import inference_flops, prediction_tokens
 from ia3app.errors import UserError
 from ia3app.example import Example
 from ia3app.icl import IclConfig, build_prompts, input_limit
+from ia3app.jobtypes import EVAL_METHODS, ProgressEvent
 from ia3app.metrics import classification_report
 from ia3app.scoring import score_choices
 
-METHODS = ("zero-shot", "in-context", "t-few")
+METHODS = EVAL_METHODS
 
 
 def label_names(examples: Sequence[Example]) -> list[str]:
@@ -99,7 +100,7 @@ def evaluate_methods(
     icl: IclConfig | None = None,
     names: Sequence[str] | None = None,
     warmup: bool = True,
-    progress: Callable[[dict], None] | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
 ) -> dict:
     """Evaluate each method on `eval_examples` (all labelled); returns a JSON-able dict.
 
@@ -123,7 +124,7 @@ def evaluate_methods(
     try:
         for method in methods:
             if progress:
-                progress({"phase": "evaluate", "message": f"evaluating {method} on {len(eval_examples)} rows"})
+                progress(ProgressEvent("evaluate", f"evaluating {method} on {len(eval_examples)} rows"))
             examples, length, extra = list(eval_examples), max_length, {}
             handle.restore()
             if method == "t-few":

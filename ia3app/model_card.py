@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 from ia3app import __version__
+from ia3app.config import RecipeConfig
+from ia3app.jobtypes import JobResult
+from ia3app.templates import TemplateSpec
 
 
 def _pct(x: float | None) -> str:
@@ -15,19 +18,17 @@ def _num(x: float | None, fmt: str = ".3g") -> str:
     return "–" if x is None else format(x, fmt)
 
 
-def _example_row(template: dict) -> str:
+def _example_row(template: TemplateSpec) -> str:
     """A row literal with the columns the template reads, e.g. {"sentence": "..."}."""
-    from ia3app.templates import TemplateSpec
-
-    columns = sorted(TemplateSpec.from_dict(template).columns_used())
+    columns = sorted(template.columns_used())
     return "{" + ", ".join(f'"{c}": "..."' for c in columns) + "}"
 
 
-def _losses(recipe: dict) -> str:
+def _losses(recipe: RecipeConfig) -> str:
     names = ["LM"]
-    if recipe.get("unlikelihood", True):
+    if recipe.unlikelihood:
         names.append("unlikelihood")
-    if recipe.get("length_norm", True):
+    if recipe.length_norm:
         names.append("length-normalised")
     return (", ".join(names[:-1]) + " and " + names[-1] + " losses") if len(names) > 1 else "LM loss"
 
@@ -53,30 +54,30 @@ def _evaluation_table(evaluation: dict) -> list[str]:
     return lines
 
 
-def model_card(results: dict) -> str:
-    """Markdown model card from the job's results (the dict run_job writes to results.json)."""
-    model, revision = results["model"], results.get("revision")
-    template, recipe = results["template"], results["recipe"]
-    params, training = results.get("params") or {}, results.get("training") or {}
+def model_card(results: JobResult) -> str:
+    """Markdown model card from the job's results (what run_job returns)."""
+    model, revision = results.model, results.revision
+    template, recipe = results.template, results.recipe
+    params, training = results.params or {}, results.training
     base = f"`{model}`" + (f" (revision `{revision}`)" if revision else "")
     lines = [
         f"# (IA)³ adapter for {model}",
         "",
         f"Trained with the T-Few recipe (ia3app {__version__}): (IA)³ vectors rescaling attention keys, values "
         f"and feed-forward activations, trained with the {_losses(recipe)} on "
-        f"{results.get('num_train', '?')} labelled examples. Base model: {base}.",
+        f"{results.num_train} labelled examples. Base model: {base}.",
         "",
         "## Task",
         "",
-        f"Template `{template.get('name', '?')}`; input:",
+        f"Template `{template.name}`; input:",
         "",
         "```jinja",
-        template.get("input", ""),
+        template.input,
         "```",
         "",
         "Answer choices: "
-        + (", ".join(f"`{c}`" for c in results.get("labels", [])) if not template.get("choice_templates")
-           else "per row: " + ", ".join(f"`{c}`" for c in template["choice_templates"])),
+        + (", ".join(f"`{c}`" for c in results.labels) if not template.choice_templates
+           else "per row: " + ", ".join(f"`{c}`" for c in template.choice_templates)),
         "",
         "## Size and training",
         "",
@@ -85,16 +86,16 @@ def model_card(results: dict) -> str:
         f"{params.get('adapter_bytes', '?'):,} bytes on disk"
         if isinstance(params.get("added"), int) and isinstance(params.get("base"), int) and isinstance(params.get("adapter_bytes"), int)
         else f"- parameters: {json.dumps(params)}",
-        f"- {training.get('steps', '?')} steps, {_num(training.get('wall_s'), '.1f')} s, "
-        f"{_num(training.get('examples_per_s'), '.1f')} examples/s, {_num(training.get('flops'))} training FLOPs",
-        "- recipe: " + ", ".join(f"{k}={v}" for k, v in recipe.items()),
+        f"- {training.steps} steps, {_num(training.wall_s, '.1f')} s, "
+        f"{_num(training.examples_per_s, '.1f')} examples/s, {_num(training.flops)} training FLOPs",
+        "- recipe: " + ", ".join(f"{k}={v}" for k, v in recipe.to_dict().items()),
     ]
-    if results.get("init_vectors"):
-        lines.append(f"- started from T-Few's released vectors: `{results['init_vectors']}`")
-    evaluation = results.get("evaluation")
+    if results.init_vectors:
+        lines.append(f"- started from T-Few's released vectors: `{results.init_vectors}`")
+    evaluation = results.evaluation
     lines += ["", "## Evaluation", ""]
     if evaluation:
-        lines.append(f"On {results.get('num_eval', '?')} held-out labelled rows, same backbone for every method:")
+        lines.append(f"On {results.num_eval} held-out labelled rows, same backbone for every method:")
         lines.append("")
         lines += _evaluation_table(evaluation)
     else:
@@ -126,7 +127,8 @@ def model_card(results: dict) -> str:
         "```",
         "",
         "Files: `adapter.safetensors` (the vectors), `ia3_config.json` (base model, module placement, template, "
-        "choices, recipe, metrics), `peft/`, `results.json` (every figure above and more).",
+        "choices, recipe, metrics), `peft/`, and, in the app's download and the CLI's output folder, `results.json` "
+        "(every figure above and more).",
         "",
     ]
     return "\n".join(lines)

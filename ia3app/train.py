@@ -40,6 +40,7 @@ from ia3app.checkpoint import (
     save_checkpoint,
 )
 from ia3app.config import RecipeConfig
+from ia3app.jobtypes import ProgressEvent
 from ia3app.errors import Cancelled, UserError
 from ia3app.example import Example
 from ia3app.batches import TokenCache, forward
@@ -177,7 +178,7 @@ def train(
     examples: Sequence[TrainItem],
     recipe: RecipeConfig,
     *,
-    progress: Callable[[dict], None] | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
     checkpoint_dir: Path | None = None,
     should_stop: Callable[[], bool] | None = None,
     is_encoder_decoder: bool | None = None,
@@ -191,8 +192,8 @@ def train(
     several templates): then each time the row is drawn one rendering is picked at random, as
     T-Few samples a random prompt template per example at each step.
 
-    progress(record) is called once per step, in order, with: phase="train", step (1-based),
-    total_steps, loss, loss_lm, loss_ul, loss_ln, lr, examples_per_s, elapsed_s, eta_s. Records
+    progress(event) is called once per step, in order, with a ProgressEvent (ia3app.jobtypes): phase
+    "train", step (1-based), total_steps, the losses, lr, examples_per_s, elapsed_s, eta_s. Events
     are handed over in bursts, at most every `progress_interval_s` seconds (0: after every step,
     which reads the losses back from the device at every step), and always at the end.
     should_stop() is checked before every step; when it returns True, a checkpoint is written
@@ -267,23 +268,12 @@ def train(
             return
         values = torch.stack([p[3] for p in pending]).tolist()  # the only device read: (n, 4)
         for (done, lr, elapsed, _), (lm, ul, ln, total) in zip(pending, values):
-            rate = (done - start) / elapsed if elapsed > 0 else 0.0
-            record = {
-                "phase": "train",
-                "step": done,
-                "total_steps": recipe.steps,
-                "loss": total,
-                "loss_lm": lm,
-                "loss_ul": ul,
-                "loss_ln": ln,
-                "lr": lr,
-                "examples_per_s": rate * recipe.batch_size,
-                "elapsed_s": elapsed,
-                "eta_s": (recipe.steps - done) / rate if rate > 0 else 0.0,
-            }
-            history.append(record)
+            event = ProgressEvent.train_step(step=done, total_steps=recipe.steps, first_step=start,
+                                             elapsed_s=elapsed, losses={"lm": lm, "ul": ul, "ln": ln, "total": total},
+                                             lr=lr, batch_size=recipe.batch_size)
+            history.append(event.to_dict())
             if progress is not None:
-                progress(dict(record))
+                progress(event)
         pending.clear()
         last_flush = time.perf_counter()
 

@@ -1,8 +1,9 @@
 """Progress from the recipe to the store, throttled, and the heartbeat thread that keeps the lease.
 
-The recipe calls the progress callback on every step; writing each one would cost a transaction
-per step, so :class:`ProgressWriter` writes at most one train event per ``min_interval_s`` and
-always the first and last step and every phase change. :class:`Heartbeat` extends the lease
+The recipe calls the progress callback with a ProgressEvent on every step (its rate and time
+left computed where it is made, ia3app.jobtypes.ProgressEvent.train_step); writing each one would
+cost a transaction per step, so :class:`ProgressWriter` writes at most one train event per
+``min_interval_s`` and always the first and last step and every phase change. :class:`Heartbeat` extends the lease
 every few seconds on its own connection and notices a cancel request or a lost lease.
 """
 
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import sqlite_utils
 
+from ia3app.jobtypes import ProgressEvent
 from jobs import queue
 from storage.db import open_db
 
@@ -29,7 +31,7 @@ class ProgressWriter:
     """The ``progress`` callback handed to the recipe for one job."""
 
     def __init__(self, db: sqlite_utils.Database | None, job_id: int, worker_id: str, total_steps: int | None,
-                 min_interval_s: float = 0.5, write: Callable[[dict[str, Any]], None] | None = None):
+                 min_interval_s: float = 0.5, write: Callable[[ProgressEvent], None] | None = None):
         """``write`` receives each event that passes the throttle (default: the job's progress table;
         the Ray backend passes one that sends the event back to its dispatcher instead)."""
         self.db, self.job_id, self.worker_id = db, job_id, worker_id
@@ -40,42 +42,22 @@ class ProgressWriter:
         self.writes = 0
         self.calls = 0
         self._last_write = 0.0
-        self._started = time.monotonic()
-        self._first_step: tuple[int, float] | None = None  # (step, time) of the first step of this run
         self.last_event = time.monotonic()
         """When the recipe last reported anything (written or throttled): the heartbeat's stall clock."""
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: ProgressEvent) -> None:
         self.calls += 1
         self.last_event = time.monotonic()
-        event = dict(event)
-        phase = event.get("phase") or self.phase
-        event["phase"] = phase
-        changed = phase != self.phase
-        self.phase = phase
+        changed = event.phase != self.phase
+        self.phase = event.phase
         now = time.monotonic()
-        step = event.get("step")
-        if phase == "train" and isinstance(step, int):
-            if event.get("total_steps") is None:
-                event["total_steps"] = self.total_steps
-            self._fill_timing(event, step, now)
-        last_step = isinstance(step, int) and step == event.get("total_steps")
-        if not (changed or last_step or phase != "train" or now - self._last_write >= self.min_interval_s):
+        total = event.total_steps if event.total_steps is not None else self.total_steps
+        last_step = event.step is not None and event.step == total
+        if not (changed or last_step or event.phase != "train" or now - self._last_write >= self.min_interval_s):
             return
         self._write(event)
         self._last_write = now
         self.writes += 1
-
-    def _fill_timing(self, event: dict[str, Any], step: int, now: float) -> None:
-        event.setdefault("elapsed_s", now - self._started)
-        if self._first_step is None:
-            self._first_step = (step, now)
-            return
-        first_step, first_time = self._first_step
-        done = step - first_step
-        total = event.get("total_steps")
-        if done > 0 and event.get("eta_s") is None and isinstance(total, int):
-            event["eta_s"] = (now - first_time) / done * max(total - step, 0)
 
 
 def stall_message(idle_s: float, phase: str, stall_s: float) -> str:

@@ -7,26 +7,32 @@ lease expired and whose job was re-claimed by another cannot write over it (it g
 :class:`LeaseLost` and stops). ``attempts`` counts claims; a crash or an expired lease requeues
 the job while ``attempts < max_attempts`` and fails it after that.
 
+What crosses this module is typed (ia3app.jobtypes): a :class:`JobRequest` goes in at submit and
+comes out of claim as ``Job.request``, progress is a :class:`ProgressEvent`, and a finished job's
+:class:`JobResult` is stored once, as ``jobs.result`` (the results page, the download and the jobs
+list read it from there). JSON text is made by jobtypes.dumps / loads only.
+
 No torch here: the web process imports this module.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
 
+from ia3app.errors import UserError
+from ia3app.jobtypes import JobRequest, JobResult, ProgressEvent, dumps, loads
+from storage import repo
 from storage.db import fetch_one, row_dict, transaction
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
 DEFAULT_LEASE_S = 30.0
 MAX_ATTEMPTS = 3
-PROGRESS_FIELDS = ("step", "total_steps", "phase", "loss", "loss_lm", "loss_ul", "loss_ln", "lr",
-                   "examples_per_s", "elapsed_s", "eta_s", "message")
+PROGRESS_FIELDS = ProgressEvent.event_fields()  # the progress table's columns
 
 
 class LeaseLost(Exception):
@@ -38,7 +44,8 @@ class Job:
     id: int
     owner: int
     status: str
-    config: dict[str, Any]
+    request: JobRequest | None
+    """What was asked (None only when the stored config cannot be read: see request_error)."""
     priority: int
     attempts: int
     max_attempts: int
@@ -51,13 +58,18 @@ class Job:
     finished: float | None
     error_kind: str | None
     error_message: str | None
-    result: dict[str, Any] | None
+    result: JobResult | None
+    request_error: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
         row = dict(row)
-        row["config"] = json.loads(row["config"])
-        row["result"] = json.loads(row["result"]) if row["result"] is not None else None
+        text = row.pop("config")
+        try:
+            row["request"] = loads(JobRequest, text)
+        except UserError as exc:  # written by another version, or by hand: the worker fails the job with this
+            row["request"], row["request_error"] = None, f"the stored job cannot be read: {exc}"
+        row["result"] = loads(JobResult, row["result"]) if row["result"] is not None else None
         row["cancel_requested"] = bool(row["cancel_requested"])
         return cls(**row)
 
@@ -67,12 +79,12 @@ class Job:
 
 
 # ----- web side ----------------------------------------------------------------------------------
-def submit(db: sqlite_utils.Database, owner: int, config: dict[str, Any], priority: int = 0,
+def submit(db: sqlite_utils.Database, owner: int, request: JobRequest, priority: int = 0,
            max_attempts: int = MAX_ATTEMPTS) -> int:
-    """Queue a job for ``owner``; returns its id. ``config`` must be JSON-serialisable."""
-    if not isinstance(config, dict):
-        raise TypeError(f"job config must be a dict, got {type(config).__name__}")
-    text = json.dumps(config)
+    """Queue a job for ``owner``; returns its id."""
+    if not isinstance(request, JobRequest):
+        raise TypeError(f"submit takes a JobRequest (ia3app.jobtypes), got {type(request).__name__}")
+    text = dumps(request)
     with transaction(db):
         cursor = db.execute(
             "INSERT INTO jobs (owner, status, config, priority, max_attempts, created) VALUES (?, 'queued', ?, ?, ?, ?)",
@@ -107,14 +119,15 @@ def queue_position(db: sqlite_utils.Database, job_id: int, owner: int) -> int | 
 
 
 def progress_events(db: sqlite_utils.Database, job_id: int, owner: int, since: int = 0,
-                    limit: int = 10_000) -> list[dict[str, Any]]:
-    """Progress rows of one of ``owner``'s jobs with id > ``since`` (pass the last id seen to poll)."""
+                    limit: int = 10_000) -> list[ProgressEvent]:
+    """Progress events of one of ``owner``'s jobs with id > ``since`` (pass the last id seen to poll),
+    with the store's id, attempt and created filled in."""
     cursor = db.execute(
         "SELECT p.* FROM progress p JOIN jobs j ON j.id = p.job WHERE p.job = ? AND j.owner = ? AND p.id > ?"
         " ORDER BY p.id LIMIT ?",
         [job_id, owner, since, limit],
     )
-    return [row_dict(cursor, r) for r in cursor.fetchall()]
+    return [ProgressEvent.from_dict(row_dict(cursor, r)) for r in cursor.fetchall()]
 
 
 def cancel(db: sqlite_utils.Database, job_id: int, owner: int) -> str | None:
@@ -187,8 +200,8 @@ def active_jobs_using(db: sqlite_utils.Database, owner: int, dataset_id: int) ->
     """Ids of ``owner``'s queued or running jobs that read this dataset (training or held-out)."""
     out = []
     for job in list_jobs(db, owner, limit=10_000):
-        if job.status in ("queued", "running") and dataset_id in (job.config.get("dataset_id"),
-                                                                   job.config.get("eval_dataset_id")):
+        if job.status in ("queued", "running") and job.request is not None and dataset_id in (
+                job.request.data.dataset_id, job.request.data.eval_dataset_id):
             out.append(job.id)
     return out
 
@@ -214,9 +227,11 @@ def cancel_requested(db: sqlite_utils.Database, job_id: int) -> bool:
     return bool(row and row[0])
 
 
-def report_progress(db: sqlite_utils.Database, job_id: int, worker_id: str, event: dict[str, Any]) -> None:
-    """Append one progress event (keys from PROGRESS_FIELDS; others ignored). The caller throttles."""
-    values = [event.get(k) for k in PROGRESS_FIELDS]
+def report_progress(db: sqlite_utils.Database, job_id: int, worker_id: str, event: ProgressEvent) -> None:
+    """Append one progress event. The caller throttles."""
+    if not isinstance(event, ProgressEvent):
+        raise TypeError(f"report_progress takes a ProgressEvent, got {type(event).__name__}")
+    values = [getattr(event, k) for k in PROGRESS_FIELDS]
     with transaction(db):
         cursor = db.execute(
             f"INSERT INTO progress (job, attempt, {', '.join(PROGRESS_FIELDS)}, created)"
@@ -228,34 +243,21 @@ def report_progress(db: sqlite_utils.Database, job_id: int, worker_id: str, even
             raise LeaseLost(f"job {job_id} is no longer held by worker {worker_id}")
 
 
-def complete(db: sqlite_utils.Database, job_id: int, worker_id: str, result: dict[str, Any],
-             adapter: dict[str, Any] | None = None, evaluations: list[dict[str, Any]] | None = None) -> None:
-    """Mark the job succeeded with its result, and record its adapter and evaluations, atomically.
-
-    ``adapter``: {dir_path, params_base, params_added, bytes}; ``evaluations``: [{method, accuracy,
-    macro_f1, latency_ms, flops, metrics}].
-    """
-    now = time.time()
+def complete(db: sqlite_utils.Database, job_id: int, worker_id: str, result: JobResult,
+             adapter_dir: str | None = None) -> None:
+    """Mark the job succeeded with its result (the one place a job's results are stored) and, given
+    its adapter folder (relative to the data directory), register the adapter; atomically."""
+    if not isinstance(result, JobResult):
+        raise TypeError(f"complete takes a JobResult, got {type(result).__name__}")
+    text = dumps(result)
     with transaction(db):
         owner = _held_owner(db, job_id, worker_id)
         db.execute(
             "UPDATE jobs SET status = 'succeeded', result = ?, finished = ?, lease_expires_at = NULL WHERE id = ?",
-            [json.dumps(result), now, job_id],
+            [text, time.time(), job_id],
         )
-        if adapter is not None:
-            db.execute(
-                "INSERT OR REPLACE INTO adapters (job, owner, dir_path, params_base, params_added, bytes, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [job_id, owner, adapter["dir_path"], adapter.get("params_base"), adapter.get("params_added"),
-                 adapter.get("bytes"), now],
-            )
-        for ev in evaluations or []:
-            db.execute(
-                "INSERT OR REPLACE INTO evaluations (job, method, accuracy, macro_f1, latency_ms, flops, metrics, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [job_id, ev["method"], ev.get("accuracy"), ev.get("macro_f1"), ev.get("latency_ms"), ev.get("flops"),
-                 json.dumps(ev.get("metrics", {})), now],
-            )
+        if adapter_dir is not None:
+            repo.register_adapter(db, job_id, owner, adapter_dir)
 
 
 def fail(db: sqlite_utils.Database, job_id: int, worker_id: str, kind: str, message: str, retry: bool) -> str:

@@ -223,7 +223,7 @@ class Dispatcher:
             log.info("job %s: %s", job.id, queue.fail(self.db, job.id, cfg.worker_id, kind, message, retry))
             return
         token = uuid.uuid4().hex
-        payload = {"job_id": job.id, "token": token, "spec": spec.to_dict(), "train_rows": train_rows,
+        payload = {"job_id": job.id, "token": token, "spec": spec, "train_rows": train_rows,
                    "eval_rows": eval_rows, "work_files": read_tree(self.store.checkpoint_dir(job.id)),
                    "device": resources.device, "progress_interval_s": cfg.progress_interval_s}
         ref = _remote_attempt.options(name=f"ia3app-job-{job.id}", **resources.ray_options()).remote(
@@ -283,15 +283,15 @@ class Dispatcher:
             except queue.LeaseLost:
                 self._stop(att, "lost")
 
-    def _event(self, att: Attempt, kind: str, payload: dict[str, Any]) -> None:
+    def _event(self, att: Attempt, kind: str, payload: Any) -> None:
         job_id = att.job.id
         att.last_event = time.monotonic()
         if kind == "started":
             att.started, att.node, att.pid = time.monotonic(), payload["node"], payload["pid"]
             log.info("job %s: running on node %s (%s pid %s)", job_id, payload["node"][:12], payload["host"],
                      payload["pid"])
-        elif kind == "progress":
-            att.phase = payload.get("phase") or att.phase
+        elif kind == "progress":  # a ProgressEvent
+            att.phase = payload.phase
             if att.first_step is None and att.phase == "train":
                 att.first_step = time.monotonic()
             if att.stop_reason != "lost":
@@ -362,10 +362,10 @@ class Dispatcher:
         return f"{new} ({out['kind']}: {out['message']})"
 
     def _publish(self, job_id: int, files: dict[str, bytes]) -> None:
-        """Write the adapter folder the node sent back; results.json last (its presence marks it complete)."""
+        """Write the adapter folder the node sent back; ia3_config.json last (its presence marks it complete)."""
         folder = self.store.adapter_dir(job_id)
         self.store.remove(self.store.relpath(folder))  # nothing left over from an earlier attempt
-        for relpath in sorted(files, key=lambda p: (p == "results.json", p)):
+        for relpath in sorted(files, key=lambda p: (p == "ia3_config.json", p)):
             self.store.write_bytes(self.store.relpath(folder / safe_relpath(relpath)), files[relpath])
 
     def _time(self, att: Attempt) -> None:

@@ -29,6 +29,8 @@ from typing import Any
 
 import ray
 
+from ia3app.jobtypes import ProgressEvent
+
 STOP_POLL_S = 0.5
 """Seconds between looks at the stop flag (each is one small actor call)."""
 _MODELS = None
@@ -125,12 +127,12 @@ def _release_gpu_cache() -> None:
 def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
     """One attempt of one job on whichever node Ray placed it. Returns an outcome dict:
 
-    {"status": "succeeded", "result": results.json's dict, "adapter": {relpath: bytes}},
+    {"status": "succeeded", "result": the JobResult, "adapter": {relpath: bytes}},
     {"status": "stopped"} (the dispatcher raised the stop flag; the last checkpoint was sent),
     or {"status": "failed", "kind", "message", "retry"} (classified as the local worker does).
     """
     from ia3app.errors import Cancelled
-    from ia3app.pipeline import JobSpec, run_job
+    from ia3app.pipeline import run_job
     from jobs.progress import ProgressWriter
     from jobs.worker import classify
 
@@ -150,8 +152,8 @@ def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
     node = ray.get_runtime_context().get_node_id()
     post("started", {"node": node, "pid": os.getpid(), "host": os.uname().nodename})
 
-    spec = JobSpec.from_dict(payload["spec"])
-    writer = ProgressWriter(None, job_id, "", spec.recipe_config().steps, payload.get("progress_interval_s", 0.5),
+    spec = payload["spec"]  # a JobSpec (ia3app.jobtypes); Ray pickles it
+    writer = ProgressWriter(None, job_id, "", spec.recipe.steps, payload.get("progress_interval_s", 0.5),
                             write=lambda event: post("progress", event))
     stop_state = {"checked": 0.0, "stop": False}
 
@@ -166,9 +168,9 @@ def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
                 stop_state["stop"] = True
         return stop_state["stop"]
 
-    def progress(event: dict[str, Any]) -> None:
-        if isinstance(event.get("step"), int):
-            mirror.last_step = event["step"]
+    def progress(event: ProgressEvent) -> None:
+        if event.step is not None:
+            mirror.last_step = event.step
         mirror.sync()
         writer(event)
 

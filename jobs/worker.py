@@ -2,7 +2,7 @@
 
 Loop: requeue jobs whose worker died (expired lease), claim one job, run the recipe on it in
 this process (``ia3app.pipeline.run_job``) while a heartbeat thread keeps the lease, write
-progress to the store, then record the result, adapter and evaluations — or a failure worded
+progress to the store, then record the job's JobResult — or a failure worded
 for a person. One worker per GPU (``--gpu N`` sets CUDA_VISIBLE_DEVICES before torch loads);
 CPU when there is none. SIGTERM/SIGINT give the running job back to the queue (it resumes
 from its last checkpoint) and exit.
@@ -22,9 +22,9 @@ import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ia3app.errors import UserError
+from ia3app.jobtypes import JobResult, JobSpec
 from jobs import queue
 from jobs.progress import Heartbeat, JobInterrupted, ProgressWriter
 from storage import repo
@@ -105,7 +105,7 @@ class Worker:
         """Run one claimed job to a final (or requeued) state; returns what became of it."""
         cfg = self.config
         log.info("job %s: claimed (attempt %s/%s)", job.id, job.attempts, job.max_attempts)
-        steps = (job.config.get("spec") or {}).get("recipe", {}).get("steps")
+        steps = job.request.spec.recipe.steps if job.request else None
         progress = ProgressWriter(self.db, job.id, cfg.worker_id, steps, cfg.progress_interval_s)
         heart = Heartbeat(cfg.data_dir / DB_FILENAME, job.id, cfg.worker_id, cfg.lease_s, cfg.heartbeat_s,
                           grace_s=cfg.cancel_grace_s, stall_s=cfg.stall_s, last_progress=lambda: progress.last_event,
@@ -159,7 +159,7 @@ class Worker:
                 raise
             return f"{status} ({kind}: {message})"
 
-    def _run_recipe(self, job: queue.Job, progress: ProgressWriter, should_stop) -> dict[str, Any]:
+    def _run_recipe(self, job: queue.Job, progress: ProgressWriter, should_stop) -> JobResult:
         from ia3app.model_cache import ModelCache
         from ia3app.pipeline import run_job
 
@@ -170,53 +170,34 @@ class Worker:
                        progress=progress, should_stop=should_stop, device=self.config.device, models=self.models,
                        compile_cache_dir=self.config.data_dir / "cache" / "compile")
 
-    def _finish(self, job: queue.Job, result: dict[str, Any]) -> None:
+    def _finish(self, job: queue.Job, result: JobResult) -> None:
         finish(self.db, self.store, job, self.config.worker_id, result)
 
 
-def load_inputs(db, store: FileStore, job: queue.Job):
+def load_inputs(db, store: FileStore, job: queue.Job) -> tuple[JobSpec, list[dict], list[dict] | None]:
     """(JobSpec, training rows, held-out rows or None) of a claimed job, read from the store.
 
-    The one place a job's data is resolved (owner-checked dataset, separate eval set or held-out
-    split): the local worker runs the recipe on them here, the Ray dispatcher ships them to a node.
+    The one place a job's data is resolved (owner-checked dataset, separate eval set or the
+    request's Holdout split): the local worker runs the recipe on them here, the Ray dispatcher
+    ships them to a node.
     """
-    from ia3app.data import split_holdout
-    from ia3app.pipeline import JobSpec
-
-    config = job.config
-    spec = JobSpec.from_dict(config.get("spec"))
-    if "dataset_id" not in config:
-        raise UserError("the job names no dataset; submit it again from the upload page")
-    dataset = repo.require_dataset(db, config["dataset_id"], job.owner)  # owner-checked
+    if job.request is None:
+        raise UserError(job.request_error or "the stored job cannot be read")
+    spec, data = job.request.spec, job.request.data
+    dataset = repo.require_dataset(db, data.dataset_id, job.owner)  # owner-checked
     train_rows = store.read_json(dataset.rows_path)
     eval_rows = None
-    if config.get("eval_dataset_id") is not None:
-        eval_rows = repo.load_rows(db, store, config["eval_dataset_id"], job.owner)
-    elif config.get("holdout"):
-        holdout = config["holdout"]
-        label_column = spec.template_spec().label_column or dataset.label_column
-        train_rows, eval_rows = split_holdout(train_rows, label_column, holdout["fraction"], holdout.get("seed", 0))
+    if data.eval_dataset_id is not None:
+        eval_rows = repo.load_rows(db, store, data.eval_dataset_id, job.owner)
+    elif data.holdout is not None:
+        train_rows, eval_rows = data.holdout.split(train_rows, spec.template.label_column or dataset.label_column)
     return spec, train_rows, eval_rows
 
 
-def finish(db, store: FileStore, job: queue.Job, worker_id: str, result: dict[str, Any]) -> None:
-    """Record a succeeded job whose adapter folder is in the store: result, adapter row, evaluations."""
-    params = result.get("params") or {}
-    adapter_rel = f"adapters/{job.id}"
-    adapter = {
-        "dir_path": adapter_rel,
-        "params_base": params.get("base"),
-        "params_added": params.get("added"),
-        "bytes": params.get("adapter_bytes") or store.size(f"{adapter_rel}/adapter.safetensors"),
-    }
-    evaluations = []
-    for method, r in ((result.get("evaluation") or {}).get("methods") or {}).items():
-        metrics = {k: v for k, v in r.items() if k not in ("predictions", "probs")}
-        latency = r.get("latency_s")
-        evaluations.append({"method": method, "accuracy": r.get("accuracy"), "macro_f1": r.get("macro_f1"),
-                            "latency_ms": latency * 1000 if latency is not None else None,
-                            "flops": r.get("flops"), "metrics": metrics})
-    queue.complete(db, job.id, worker_id, result, adapter, evaluations)
+def finish(db, store: FileStore, job: queue.Job, worker_id: str, result: JobResult) -> None:
+    """Record a succeeded job whose adapter folder is in the store: its result (stored once) and the
+    adapter's entry in the register."""
+    queue.complete(db, job.id, worker_id, result, adapter_dir=f"adapters/{job.id}")
     store.remove(f"checkpoints/{job.id}")  # the adapter is written; the resume state is not needed
 
 

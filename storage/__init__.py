@@ -5,7 +5,7 @@
 - ``storage.migrations``: append-only named migrations; the schema lives there.
 - ``storage.files``: ``FileStore`` (atomic writes, id-built paths, ``resolve`` confined to the data
   dir) and ``StorageError`` (disk full / unwritable, worded for a person).
-- ``storage.repo``: owner-scoped datasets, templates, adapters and evaluations.
+- ``storage.repo``: owner-scoped datasets, saved templates and the adapter register.
 - ``storage.users``: argon2 users, the ``local`` single-user account, ``python -m storage.users``.
 - ``storage.api_keys``: hashed per-user API keys for the JSON prediction API.
 """

@@ -170,3 +170,24 @@ def m002_api_keys(db: sqlite_utils.Database) -> None:
         " revoked REAL)"
     )
     db.execute("CREATE INDEX api_keys_owner ON api_keys(owner, id)")
+
+
+@migration
+def m003_results_stored_once(db: sqlite_utils.Database) -> None:
+    # A finished job's results live in jobs.result only (ia3app.jobtypes.JobResult). The evaluations
+    # table repeated part of them and nothing read it: dropped. The adapters table stays as the
+    # register of published adapters (the id the prediction API accepts), without the figures it
+    # copied from the result (parameter counts, bytes).
+    db.execute("DROP TABLE IF EXISTS evaluations")
+    db.execute(
+        "CREATE TABLE adapters_new ("
+        " id INTEGER PRIMARY KEY,"
+        " job INTEGER NOT NULL UNIQUE REFERENCES jobs(id) ON DELETE CASCADE,"
+        " owner INTEGER NOT NULL REFERENCES users(id),"
+        " dir_path TEXT NOT NULL,"
+        " created REAL NOT NULL)"
+    )
+    db.execute("INSERT INTO adapters_new (id, job, owner, dir_path, created)"
+               " SELECT id, job, owner, dir_path, created FROM adapters")
+    db.execute("DROP TABLE adapters")
+    db.execute("ALTER TABLE adapters_new RENAME TO adapters")

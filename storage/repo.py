@@ -1,4 +1,5 @@
-"""Rows users own: datasets, saved templates, and the results a finished job left behind.
+"""Rows users own: datasets, saved templates and the register of published adapters (a finished
+job's results are the job's own: jobs.queue).
 
 Every read takes the owner's user id: asking for another user's object by id gives ``None``
 (the ``require_*`` variants raise one :class:`UserError` that reads the same whether the id
@@ -164,15 +165,15 @@ def delete_template(db: sqlite_utils.Database, template_id: int, owner: int) -> 
         return db.execute("DELETE FROM templates WHERE id = ? AND owner = ?", [template_id, owner]).rowcount > 0
 
 
-# ----- results of finished jobs (written by jobs.queue.complete) ------------------------------
-def get_adapter(db: sqlite_utils.Database, job_id: int, owner: int) -> dict[str, Any] | None:
-    """The adapter row of one of ``owner``'s jobs: dir_path (relative), params_base/added, bytes."""
-    return fetch_one(db, "SELECT * FROM adapters WHERE job = ? AND owner = ?", [job_id, owner])
+# ----- published adapters (the register; their figures are the job's result) --------------------
+def register_adapter(db: sqlite_utils.Database, job_id: int, owner: int, dir_path: str) -> int:
+    """Record the adapter folder of a finished job (inside the caller's transaction); returns its id."""
+    db.execute("INSERT OR REPLACE INTO adapters (job, owner, dir_path, created) VALUES (?, ?, ?, ?)",
+               [job_id, owner, dir_path, time.time()])
+    return int(db.execute("SELECT id FROM adapters WHERE job = ?", [job_id]).fetchone()[0])
 
 
-def list_evaluations(db: sqlite_utils.Database, job_id: int, owner: int) -> list[dict[str, Any]]:
-    cursor = db.execute(
-        "SELECT e.* FROM evaluations e JOIN jobs j ON j.id = e.job WHERE e.job = ? AND j.owner = ? ORDER BY e.id",
-        [job_id, owner],
-    )
-    return [{**d, "metrics": json.loads(d["metrics"])} for d in (row_dict(cursor, r) for r in cursor.fetchall())]
+def adapter_job(db: sqlite_utils.Database, adapter_id: int, owner: int) -> int | None:
+    """The job id of one of ``owner``'s adapters, or None (also for another user's adapter id)."""
+    row = db.execute("SELECT job FROM adapters WHERE id = ? AND owner = ?", [adapter_id, owner]).fetchone()
+    return int(row[0]) if row else None

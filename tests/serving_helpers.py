@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -11,7 +12,9 @@ from ia3app.adapter_io import apply_adapter, save_adapter
 from ia3app.ia3 import inject
 from ia3app.models import load_model
 from ia3app.scoring import score_choices
+from ia3app.jobtypes import JobLabels
 from ia3app.templates import TemplateSpec, render_all
+from jobfactory import request, result
 
 TEMPLATE = TemplateSpec(
     name="sentiment", input="{{sentence}} Is it good or bad?", choices=["bad", "good"],
@@ -64,11 +67,11 @@ def finished_jobs(ctx, owner: int, base: Path, n: int, seed0: int = 0) -> list[i
     handle = inject(load_model(str(base), device="cpu").model)
     ids = []
     for i in range(n):
-        job_id = queue.submit(ctx.db(), owner, {"display": {"model": "tiny"}})
+        job_id = queue.submit(ctx.db(), owner, replace(request(), labels=JobLabels(model="tiny")))
         claimed = queue.claim(ctx.db(), "test-worker")
         assert claimed is not None and claimed.id == job_id
         folder = make_adapter(base, ctx.files().adapter_dir(job_id), seed=seed0 + i, handle=handle)
-        queue.complete(ctx.db(), job_id, "test-worker", {"template": TEMPLATE.to_dict()},
-                       adapter={"dir_path": str(folder)})
+        assert folder.is_dir()
+        queue.complete(ctx.db(), job_id, "test-worker", result(template=TEMPLATE), adapter_dir=str(folder))
         ids.append(job_id)
     return ids

@@ -150,7 +150,7 @@ def test_upload_train_watch_results_predict_download(app, browser, fewshot_dir, 
     download_info.value.save_as(zip_path)
     with zipfile.ZipFile(zip_path) as zf:
         names = set(zf.namelist())
-        assert {"adapter.safetensors", "ia3_config.json", "README.md", "peft/adapter_config.json"} <= names
+        assert {"adapter.safetensors", "ia3_config.json", "README.md", "results.json", "peft/adapter_config.json"} <= names
         zf.extractall(tmp_path / "unzipped")
     from peft import PeftModel
     from transformers import AutoModelForSeq2SeqLM

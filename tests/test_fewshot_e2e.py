@@ -2,7 +2,9 @@
 
 import pytest
 
-from ia3app.data import load_csv, split_holdout
+from ia3app.config import RecipeConfig
+from ia3app.data import load_csv
+from ia3app.jobtypes import Holdout
 from ia3app.pipeline import JobSpec, run_job
 from ia3app.serving import ServingEngine
 from ia3app.template_library import guess_label_column, templates_fitting
@@ -18,14 +20,14 @@ def test_csv_end_to_end(name, fewshot_dir, tiny_model_dir, tmp_path):
     fitting = templates_fitting(table.columns, [r[label] for r in table.rows], label)
     template_name, template = fitting[0]
     assert template_name == EXPECTED[name]
-    train_rows, eval_rows = split_holdout(table.rows, label, 0.25, seed=0)
-    spec = JobSpec(model=str(tiny_model_dir("t0")), template=template.to_dict(),
-                   recipe={"steps": 2, "batch_size": 2, "warmup_steps": 0, "max_length": 128, "checkpoint_every": 0})
+    train_rows, eval_rows = Holdout(0.25, seed=0).split(table.rows, label)
+    spec = JobSpec(model=str(tiny_model_dir("t0")), template=template,
+                   recipe=RecipeConfig(steps=2, batch_size=2, warmup_steps=0, max_length=128, checkpoint_every=0))
     out = tmp_path / "adapter"
     result = run_job(spec, train_rows, eval_rows, work_dir=tmp_path / "work", out_dir=out, progress=lambda e: None)
-    methods = result["evaluation"]["methods"]
+    methods = result.methods
     assert set(methods) == {"zero-shot", "in-context", "t-few"}
-    n_classes = len(result["labels"])
+    n_classes = len(result.labels)
     for r in methods.values():
         assert r["n"] == len(eval_rows)
         assert len(r["confusion_matrix"]) == n_classes and sum(map(sum, r["confusion_matrix"])) == len(eval_rows)

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
+from ia3app.jobtypes import ProgressEvent
 from jobs import queue as q
+from jobfactory import request, result
 from storage.db import open_db
 from storage.users import create_user
 
@@ -26,47 +28,61 @@ def users(db):
 
 def test_claim_order_is_priority_then_fifo(db, users):
     alice, bob = users
-    ids = [q.submit(db, alice, {"n": 0}), q.submit(db, bob, {"n": 1}, priority=5), q.submit(db, alice, {"n": 2}),
-           q.submit(db, bob, {"n": 3}, priority=5)]
+    ids = [q.submit(db, alice, request(1)), q.submit(db, bob, request(2), priority=5), q.submit(db, alice, request(3)),
+           q.submit(db, bob, request(4), priority=5)]
     assert q.queue_position(db, ids[2], alice) == 3 and q.queue_position(db, ids[1], alice) is None  # bob's
     claimed = [q.claim(db, "w") for _ in range(4)]
     assert [j.id for j in claimed] == [ids[1], ids[3], ids[0], ids[2]]
     assert all(j.status == "running" and j.attempts == 1 and j.worker_id == "w" for j in claimed)
-    assert claimed[0].config == {"n": 1} and claimed[0].lease_expires_at > time.time()
+    assert claimed[0].request == request(2) and claimed[0].lease_expires_at > time.time()
     assert q.claim(db, "w") is None
 
 
-def test_complete_records_result_adapter_and_evaluations(db, users):
+def test_complete_records_the_typed_result_and_progress(db, users):
     alice, bob = users
-    job_id = q.submit(db, alice, {"spec": {}})
+    job_id = q.submit(db, alice, request())
     q.claim(db, "w1")
-    q.report_progress(db, job_id, "w1", {"step": 1, "total_steps": 2, "phase": "train", "loss": 2.5, "bogus": 1})
-    q.report_progress(db, job_id, "w1", {"step": 2, "total_steps": 2, "phase": "train", "loss": 2.0})
+    q.report_progress(db, job_id, "w1", ProgressEvent("train", "step 1/2", step=1, total_steps=2, loss=2.5))
+    q.report_progress(db, job_id, "w1", ProgressEvent("train", step=2, total_steps=2, loss=2.0))
+    with pytest.raises(TypeError, match="ProgressEvent"):
+        q.report_progress(db, job_id, "w1", {"phase": "train", "step": 3})
     with pytest.raises(q.LeaseLost):
-        q.complete(db, job_id, "w2", {"x": 1})  # another worker cannot finish it
-    q.complete(db, job_id, "w1", {"accuracy": 0.5}, adapter={"dir_path": f"adapters/{job_id}", "params_base": 100,
-               "params_added": 3, "bytes": 12},
-               evaluations=[{"method": "t-few", "accuracy": 0.5, "macro_f1": 0.4, "metrics": {"per_class": {}}}])
+        q.complete(db, job_id, "w2", result())  # another worker cannot finish it
+    with pytest.raises(TypeError, match="JobResult"):
+        q.complete(db, job_id, "w1", {"accuracy": 0.5})
+    q.complete(db, job_id, "w1", result(0.75), adapter_dir=f"adapters/{job_id}")
     job = q.get_job(db, job_id, alice)
-    assert job.status == "succeeded" and job.result == {"accuracy": 0.5} and job.finished >= job.started
+    assert job.status == "succeeded" and job.result == result(0.75) and job.finished >= job.started
+    assert job.request == request() and job.request_error is None
     events = q.progress_events(db, job_id, alice)
-    assert [e["loss"] for e in events] == [2.5, 2.0] and events[0]["attempt"] == 1
-    assert [e["step"] for e in q.progress_events(db, job_id, alice, since=events[0]["id"])] == [2]
-    assert db.execute("SELECT params_added FROM adapters WHERE job = ?", [job_id]).fetchone()[0] == 3
+    assert all(isinstance(e, ProgressEvent) for e in events)
+    assert [e.loss for e in events] == [2.5, 2.0] and events[0].attempt == 1 and events[0].message == "step 1/2"
+    assert events[0].created is not None
+    assert [e.step for e in q.progress_events(db, job_id, alice, since=events[0].id)] == [2]
     from storage import repo
-    assert repo.get_adapter(db, job_id, alice)["dir_path"] == f"adapters/{job_id}"
-    assert repo.list_evaluations(db, job_id, alice)[0]["metrics"] == {"per_class": {}}
+    adapter_id = db.execute("SELECT id FROM adapters WHERE job = ?", [job_id]).fetchone()[0]
+    assert repo.adapter_job(db, adapter_id, alice) == job_id
     # user B asking for user A's job by id gets nothing
     assert q.get_job(db, job_id, bob) is None and q.list_jobs(db, bob) == []
+    assert repo.adapter_job(db, adapter_id, bob) is None
     assert q.progress_events(db, job_id, bob) == [] and q.cancel(db, job_id, bob) is None
-    assert repo.get_adapter(db, job_id, bob) is None and repo.list_evaluations(db, job_id, bob) == []
     with pytest.raises(q.LeaseLost):
-        q.report_progress(db, job_id, "w1", {"step": 3})  # finished: no more writes
+        q.report_progress(db, job_id, "w1", ProgressEvent("train", step=3))  # finished: no more writes
+
+
+def test_submit_takes_a_job_request_and_an_unreadable_stored_one_is_reported(db, users):
+    alice, _ = users
+    with pytest.raises(TypeError, match="JobRequest"):
+        q.submit(db, alice, {"spec": {}})
+    job_id = q.submit(db, alice, request())
+    db.execute("UPDATE jobs SET config = ? WHERE id = ?", ['{"spec": {"model": "m"}, "dataset_id": 1}', job_id])
+    job = q.claim(db, "w1")
+    assert job.id == job_id and job.request is None and "missing template" in job.request_error
 
 
 def test_crash_retries_until_max_attempts_then_fails(db, users):
     alice, _ = users
-    job_id = q.submit(db, alice, {})
+    job_id = q.submit(db, alice, request())
     for attempt in (1, 2):
         assert q.claim(db, f"w{attempt}").attempts == attempt
         assert q.fail(db, job_id, f"w{attempt}", "crash", "RuntimeError: boom", retry=True) == "queued"
@@ -79,7 +95,7 @@ def test_crash_retries_until_max_attempts_then_fails(db, users):
 
 def test_user_error_fails_without_retry(db, users):
     alice, _ = users
-    job_id = q.submit(db, alice, {})
+    job_id = q.submit(db, alice, request())
     q.claim(db, "w")
     assert q.fail(db, job_id, "w", "user_error", "column 'text' not found", retry=False) == "failed"
     assert q.claim(db, "w") is None
@@ -87,7 +103,7 @@ def test_user_error_fails_without_retry(db, users):
 
 def test_cancel_queued_at_once_and_running_via_heartbeat(db, users):
     alice, _ = users
-    running, queued = q.submit(db, alice, {}, priority=1), q.submit(db, alice, {})
+    running, queued = q.submit(db, alice, request(), priority=1), q.submit(db, alice, request())
     q.claim(db, "w")
     assert q.cancel(db, queued, alice) == "cancelled"
     assert q.get_job(db, queued, alice).status == "cancelled"
@@ -102,7 +118,7 @@ def test_cancel_queued_at_once_and_running_via_heartbeat(db, users):
 
 def test_expired_lease_requeues_and_the_old_worker_loses_it(db, users):
     alice, _ = users
-    job_id = q.submit(db, alice, {})
+    job_id = q.submit(db, alice, request())
     q.claim(db, "dead", lease_s=0.05)
     assert q.requeue_stale(db) == []  # lease still valid
     time.sleep(0.1)
@@ -125,7 +141,7 @@ def test_expired_lease_requeues_and_the_old_worker_loses_it(db, users):
 
 def test_cancel_of_a_job_whose_worker_died_is_immediate(db, users):
     alice, _ = users
-    job_id = q.submit(db, alice, {})
+    job_id = q.submit(db, alice, request())
     q.claim(db, "dead", lease_s=0.01)
     time.sleep(0.05)
     assert q.cancel(db, job_id, alice) == "cancelled"
@@ -133,7 +149,7 @@ def test_cancel_of_a_job_whose_worker_died_is_immediate(db, users):
 
 def test_a_crash_after_cancel_was_requested_ends_cancelled(db, users):
     alice, _ = users
-    job_id = q.submit(db, alice, {})
+    job_id = q.submit(db, alice, request())
     q.claim(db, "w")
     q.cancel(db, job_id, alice)
     assert q.fail(db, job_id, "w", "crash", "RuntimeError", retry=True) == "cancelled"
@@ -141,7 +157,7 @@ def test_a_crash_after_cancel_was_requested_ends_cancelled(db, users):
 
 def test_stale_job_with_cancel_requested_is_cancelled(db, users):
     alice, _ = users
-    job_id = q.submit(db, alice, {})
+    job_id = q.submit(db, alice, request())
     q.claim(db, "dead", lease_s=1)
     q.cancel(db, job_id, alice)
     q.requeue_stale(db, now=time.time() + 2)
@@ -150,7 +166,7 @@ def test_stale_job_with_cancel_requested_is_cancelled(db, users):
 
 def test_release_gives_the_job_back_without_spending_an_attempt(db, users):
     alice, _ = users
-    job_id = q.submit(db, alice, {})
+    job_id = q.submit(db, alice, request())
     q.claim(db, "w")
     q.release(db, job_id, "w")
     job = q.get_job(db, job_id, alice)
@@ -167,14 +183,14 @@ def _claim_all(path, worker, out, barrier):
             break
         got.append(job.id)
         time.sleep(0.005)  # "run" it: without any work, one process can drain the queue alone
-        q.complete(db, job.id, worker, {"by": worker})
+        q.complete(db, job.id, worker, result(model=worker))
     out.put(got)
 
 
 def test_concurrent_claims_from_several_processes_never_share_a_job(tmp_path):
     db = open_db(tmp_path)
     owner = create_user(db, "alice", "password1")
-    ids = [q.submit(db, owner, {"n": i}) for i in range(120)]
+    ids = [q.submit(db, owner, request(i + 1)) for i in range(120)]
     ctx = mp.get_context("spawn")
     out, barrier = ctx.Queue(), ctx.Barrier(4)
     procs = [ctx.Process(target=_claim_all, args=(str(tmp_path), f"w{i}", out, barrier)) for i in range(4)]
@@ -201,7 +217,7 @@ def test_writer_waits_while_another_process_holds_the_lock(tmp_path):
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     start = time.monotonic()
-    job_id = q.submit(db, owner, {})  # blocks on the busy timeout, then succeeds
+    job_id = q.submit(db, owner, request())  # blocks on the busy timeout, then succeeds
     waited = time.monotonic() - start
     holder.wait(timeout=30)
     assert waited > 1.0 and q.get_job(db, job_id, owner).status == "queued"

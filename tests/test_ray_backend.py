@@ -20,6 +20,7 @@ from ia3app.errors import UserError  # noqa: E402
 from jobs import queue as q  # noqa: E402
 from storage import repo  # noqa: E402
 from storage.users import create_user  # noqa: E402
+from jobfactory import on_dataset  # noqa: E402
 from test_worker import ROWS, Env, adapter_vectors  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,7 @@ def run_until(d, done, timeout_s=120.0):
 def local_vectors(tmp_path, model_dir, config, name):
     """The same job on the local backend (jobs.worker in this process): vectors and result."""
     env = Env(tmp_path / f"local-{name}", model_dir)
-    job_id = q.submit(env.db, env.user, {**config, "dataset_id": env.dataset})
+    job_id = q.submit(env.db, env.user, on_dataset(config, env.dataset))
     assert env.worker().serve() == 1
     job = env.job(job_id)
     assert job.status == "succeeded", job.error_message
@@ -71,7 +72,7 @@ def test_twenty_jobs_from_three_users_run_once_each_over_two_nodes(ray_cluster, 
     jobs = {}
     for i in range(20):
         user, dataset = users[i % 3]
-        jobs[q.submit(env.db, user, {**configs[i % 3], "dataset_id": dataset})] = (user, i % 3)
+        jobs[q.submit(env.db, user, on_dataset(configs[i % 3], dataset))] = (user, i % 3)
     d = dispatcher(env.data_dir, until_empty=True)
     assert d.serve() == 20
     assert sorted(h["job"] for h in d.history) == sorted(jobs)  # each ran once: one attempt, one outcome
@@ -83,15 +84,14 @@ def test_twenty_jobs_from_three_users_run_once_each_over_two_nodes(ray_cluster, 
         assert job.status == "succeeded" and job.attempts == 1, job.error_message
         vectors, result = expected[k]
         assert_same_vectors(adapter_vectors(env.data_dir, job_id), vectors)
-        assert job.result["metrics"] == result["metrics"] and job.result["num_eval"] == result["num_eval"] == 2
-        assert (env.data_dir / "adapters" / str(job_id) / "results.json").is_file()
+        assert job.result.metrics == result.metrics and job.result.num_eval == result.num_eval == 2
+        assert (env.data_dir / "adapters" / str(job_id) / "ia3_config.json").is_file()
         assert not (env.data_dir / "checkpoints" / str(job_id)).exists()
         events = q.progress_events(env.db, job_id, user)
-        assert [e["step"] for e in events if e["phase"] == "train"] == [1, 2, 3, 4]
-        phases = [e["phase"] for e in events]
+        assert [e.step for e in events if e.phase == "train"] == [1, 2, 3, 4]
+        phases = [e.phase for e in events]
         assert phases.count("done") == 1 and phases.index("load") < phases.index("train")
-        assert repo.get_adapter(env.db, job_id, user)["dir_path"] == f"adapters/{job_id}"
-        assert {e["method"] for e in repo.list_evaluations(env.db, job_id, user)} == {"t-few"}
+        assert set(job.result.methods) == {"t-few"} and job.result.params["added"] > 0
     assert env.db.execute("SELECT count(*) FROM adapters").fetchone()[0] == 20
 
 
@@ -109,14 +109,14 @@ def test_cancel_reaches_the_running_task_within_seconds(ray_cluster, tmp_path, t
     env = Env(tmp_path / "data", tiny_model_dir("t0"))
     job_id = env.submit(steps=2000, checkpoint_every=50)
     d = dispatcher(env.data_dir)
-    run_until(d, lambda: any(e["phase"] == "train" for e in q.progress_events(env.db, job_id, env.user)))
+    run_until(d, lambda: any(e.phase == "train" for e in q.progress_events(env.db, job_id, env.user)))
     asked = time.monotonic()
     assert q.cancel(env.db, job_id, env.user) == "running"
     run_until(d, lambda: env.job(job_id).status != "running", timeout_s=30)
     took = time.monotonic() - asked
     job = env.job(job_id)
     assert job.status == "cancelled" and took < 5, took
-    steps = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["phase"] == "train"]
+    steps = [e.step for e in q.progress_events(env.db, job_id, env.user) if e.phase == "train"]
     assert steps[-1] < 2000 and not d.attempts
 
 
@@ -151,7 +151,7 @@ def test_dispatcher_killed_and_restarted_loses_nothing(ray_cluster, tmp_path, ti
         assert job.status == "succeeded", job.error_message
         assert env.db.execute("SELECT count(*) FROM adapters WHERE job = ?", [job_id]).fetchone()[0] == 1
     first = env.job(ids[0])
-    assert first.attempts == 2 and first.result["training"]["resumed_from_step"] >= 10, d.history
+    assert first.attempts == 2 and first.result.training.resumed_from_step >= 10, d.history
     assert [h["job"] for h in d.history].count(ids[0]) == 1
 
 
@@ -159,14 +159,14 @@ def test_graceful_stop_gives_jobs_back_with_their_checkpoints(ray_cluster, tmp_p
     env = Env(tmp_path / "data", tiny_model_dir("t0"))
     job_id = env.submit(steps=40, checkpoint_every=1000)  # no periodic checkpoint: only the one written on stop
     d = dispatcher(env.data_dir)
-    run_until(d, lambda: any((e["step"] or 0) >= 5 for e in q.progress_events(env.db, job_id, env.user)))
+    run_until(d, lambda: any((e.step or 0) >= 5 for e in q.progress_events(env.db, job_id, env.user)))
     d.stop_all()
     job = env.job(job_id)
     assert job.status == "queued" and job.attempts == 0  # given back, not counted as a failure
     assert (env.data_dir / "checkpoints" / str(job_id) / "checkpoints" / "checkpoint.pt").is_file()
     dispatcher(env.data_dir, until_empty=True).serve()
     job = env.job(job_id)
-    assert job.status == "succeeded" and job.result["training"]["resumed_from_step"] >= 5
+    assert job.status == "succeeded" and job.result.training.resumed_from_step >= 5
 
 
 def test_a_worker_process_killed_each_attempt_fails_the_job_after_its_attempts(ray_cluster, tmp_path,
@@ -220,8 +220,8 @@ def test_node_removed_mid_training_resumes_elsewhere_with_the_same_vectors(ray_c
     assert job.status == "succeeded" and job.attempts == 2, job.error_message
     assert [h["outcome"].split(" ")[0] for h in d.history] == ["queued", "succeeded"]
     assert "died" in d.history[0]["outcome"] and d.history[1]["node"] != first_node
-    assert job.result["training"]["resumed_from_step"] >= 20
-    second = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["attempt"] == 2 and e["step"]]
+    assert job.result.training.resumed_from_step >= 20
+    second = [e.step for e in q.progress_events(env.db, job_id, env.user) if e.attempt == 2 and e.step]
     assert second[0] > 20  # the second attempt started from the checkpoint, not from step 1
     vectors, _ = local_vectors(tmp_path, model, config, "uninterrupted")
     assert_same_vectors(adapter_vectors(env.data_dir, job_id), vectors)
@@ -238,14 +238,16 @@ SERVE_ROWS = [{"text": "a joy to watch"}, {"text": "the worst film this year"}, 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory, tiny_model_dir):
     """Two adapters of the tiny model, trained in this process (different seeds: different vectors)."""
+    from ia3app.config import RecipeConfig
     from ia3app.pipeline import JobSpec, run_job
+    from ia3app.templates import TemplateSpec
 
     out = []
     for seed in (0, 1):
         root = tmp_path_factory.mktemp(f"adapter{seed}")
-        spec = JobSpec(model=str(tiny_model_dir("t0")), template=SERVE_TEMPLATE, eval_methods=[],
-                       recipe={"steps": 2, "batch_size": 2, "warmup_steps": 0, "seed": seed, "max_length": 64,
-                               "checkpoint_every": 0})
+        spec = JobSpec(model=str(tiny_model_dir("t0")), template=TemplateSpec.from_dict(SERVE_TEMPLATE), eval_methods=[],
+                       recipe=RecipeConfig(steps=2, batch_size=2, warmup_steps=0, seed=seed, max_length=64,
+                                           checkpoint_every=0))
         run_job(spec, SERVE_TRAIN, None, work_dir=root / "work", out_dir=root / "adapter", progress=lambda e: None)
         out.append(root / "adapter")
     return out

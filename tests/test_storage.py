@@ -29,13 +29,31 @@ def test_migrations_build_every_table_with_its_columns():
                  "error_kind", "error_message", "result"},
         "progress": {"id", "job", "attempt", "step", "total_steps", "phase", "loss", "loss_lm", "loss_ul", "loss_ln",
                      "lr", "examples_per_s", "elapsed_s", "eta_s", "message", "created"},
-        "adapters": {"id", "job", "owner", "dir_path", "params_base", "params_added", "bytes", "created"},
-        "evaluations": {"id", "job", "method", "accuracy", "macro_f1", "latency_ms", "flops", "metrics", "created"},
+        "adapters": {"id", "job", "owner", "dir_path", "created"},
     }
     for table, columns in expected.items():
         assert set(db[table].columns_dict) == columns, table
+    # m003: a job's results are stored once, in jobs.result; nothing repeats them
+    assert "evaluations" not in db.table_names()
     fks = {(fk.column, fk.other_table) for fk in db["jobs"].foreign_keys}
     assert fks == {("owner", "users")}
+
+
+def test_m003_drops_the_result_copies_of_an_existing_database():
+    db = sqlite_utils.Database(memory=True)
+    m001 = MIGRATIONS[0]
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    m001(db)
+    db.execute("INSERT INTO _migrations VALUES (?, 0)", [m001.__name__])
+    db.execute("INSERT INTO users (name, password_hash, created) VALUES ('a', 'x', 0)")
+    db.execute("INSERT INTO jobs (owner, config, created, status, result) VALUES (1, '{}', 0, 'succeeded', '{}')")
+    db.execute("INSERT INTO adapters (job, owner, dir_path, params_base, created) VALUES (1, 1, 'adapters/1', 9, 0)")
+    db.execute("INSERT INTO evaluations (job, method, metrics, created) VALUES (1, 't-few', '{}', 0)")
+    assert migrate(db) == [fn.__name__ for fn in MIGRATIONS[1:]]
+    assert "evaluations" not in db.table_names()
+    assert db.execute("SELECT id, job, owner, dir_path FROM adapters").fetchall() == [(1, 1, 1, "adapters/1")]
+    assert "params_base" not in db["adapters"].columns_dict
+    assert db.execute("SELECT result FROM jobs").fetchone()[0] == "{}"  # the results themselves stay
 
 
 def test_open_db_sets_wal_foreign_keys_and_busy_timeout(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import torch
 
 from ia3app.checkpoint import checkpoint_path, load_checkpoint
 from ia3app.config import RecipeConfig
+from ia3app.jobtypes import ProgressEvent
 from ia3app.errors import Cancelled, UserError
 from ia3app.example import Example
 from ia3app.ia3 import inject, is_ia3_parameter
@@ -36,9 +37,11 @@ def recipe(**kw):
 def test_trains_only_the_vectors_and_reports_every_step(tiny_model_dir, kind):
     loaded, handle = fresh(tiny_model_dir, kind)
     base_before = {n: p.detach().clone() for n, p in loaded.model.named_parameters() if not is_ia3_parameter(n)}
-    records = []
-    result = train(handle, loaded.tokenizer, EXAMPLES, recipe(), progress=records.append)
+    events = []
+    result = train(handle, loaded.tokenizer, EXAMPLES, recipe(), progress=events.append)
 
+    assert all(isinstance(e, ProgressEvent) for e in events)
+    records = [e.to_dict() for e in events]
     assert [r["step"] for r in records] == list(range(1, 21))
     assert all(set(r) == KEYS and r["phase"] == "train" and r["total_steps"] == 20 for r in records)
     assert records[0]["lr"] == 0.0 and records[4]["lr"] == pytest.approx(3e-2)  # warmup from 0 over 4 steps

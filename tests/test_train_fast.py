@@ -151,8 +151,8 @@ def test_progress_is_delivered_for_every_step_in_bursts(tiny_model_dir):
     loaded, handle = fresh(tiny_model_dir)
     records = []
     train(handle, loaded.tokenizer, ROWS, recipe(steps=6), progress=records.append, progress_interval_s=1e9)
-    assert [r["step"] for r in records] == list(range(1, 7))  # all handed out at the end, in order
-    assert all(isinstance(r["loss"], float) for r in records)
+    assert [r.step for r in records] == list(range(1, 7))  # all handed out at the end, in order
+    assert all(isinstance(r.loss, float) for r in records)
 
 
 def test_activation_checkpointing_gives_the_same_training(tiny_model_dir):
@@ -178,7 +178,7 @@ def test_ten_step_recipe_trains(tiny_model_dir):
     records = []
     train(handle, loaded.tokenizer, ROWS, RecipeConfig(steps=10, batch_size=4, checkpoint_every=0),
           progress=records.append)
-    assert len(records) == 10 and records[0]["lr"] == 0.0 and records[1]["lr"] == pytest.approx(3e-3)
+    assert len(records) == 10 and records[0].lr == 0.0 and records[1].lr == pytest.approx(3e-3)
 
 
 @pytest.mark.parametrize("kwargs, words", [

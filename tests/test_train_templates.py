@@ -9,6 +9,7 @@ from ia3app.example import Example
 from ia3app.ia3 import inject
 from ia3app.models import load_model
 from ia3app.pipeline import JobSpec, run_job
+from ia3app.templates import TemplateSpec
 from ia3app.train import _draw, train
 
 ROWS = [("great fun, loved it", 0), ("dull and far too long", 1), ("a wonderful cast", 0), ("money back", 1)]
@@ -77,14 +78,16 @@ def test_job_trains_with_extra_templates_and_serves_the_main_one(tiny_model_dir,
     other = {"name": "other", "input": "Review: {{ text }}\nSentiment:", "choices": list(CHOICES),
              "label_column": "label"}
     rows = [{"text": t, "label": CHOICES[y]} for t, y in ROWS]
-    spec = JobSpec(model=str(tiny_model_dir("t0")), template=main, train_templates=[other],
-                   recipe=recipe(steps=4).to_dict(), eval_methods=["t-few"])
+    spec = JobSpec(model=str(tiny_model_dir("t0")), template=TemplateSpec.from_dict(main),
+                   train_templates=[TemplateSpec.from_dict(other)], recipe=recipe(steps=4), eval_methods=["t-few"])
     result = run_job(spec, rows, rows, work_dir=tmp_path / "work", out_dir=tmp_path / "out",
                      progress=lambda event: None, should_stop=lambda: False)
-    assert result["template"]["name"] == "main"
-    assert [t["name"] for t in result["train_templates"]] == ["other"]
+    assert result.template.name == "main"
+    assert [t.name for t in result.train_templates] == ["other"]
     with pytest.raises(UserError, match="train_templates"):
-        JobSpec(model="m", template=main, train_templates=[{"name": "x"}])
+        JobSpec.from_dict({"model": "m", "template": main, "train_templates": [{"name": "x"}]})
+    with pytest.raises(UserError, match="train_templates"):
+        JobSpec(model="m", template=spec.template, train_templates=[{"name": "x"}])
 
 
 def test_cli_train_template_flag(tiny_model_dir, tmp_path, fewshot_dir):

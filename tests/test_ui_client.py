@@ -5,11 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from ia3app.config import RecipeConfig
+from ia3app.jobtypes import JobResult, loads
 
 ROOT = Path(__file__).resolve().parent.parent
 CSV = "sentence,label\n" + "".join(
@@ -96,6 +98,7 @@ def test_prediction_api_serves_the_owner_only(server, finished_job):
 @pytest.mark.slow
 def test_results_and_zip_only_for_the_owner(server, finished_job):
     from ia3app.errors import UserError
+    from jobs import queue
     from storage import users
     from ui import results_page as R
 
@@ -103,7 +106,10 @@ def test_results_and_zip_only_for_the_owner(server, finished_job):
     bob = users.user_id(ctx.db(), "bob")
     view = R.results_view(ctx, alice, finished_job)
     assert "(IA)³ parameters trained and added" in view["params"] and view["columns"] == ["sentence"]
-    assert Path(R.build_zip(ctx, alice, finished_job)).stat().st_size > 0
+    with zipfile.ZipFile(R.build_zip(ctx, alice, finished_job)) as zf:
+        assert {"adapter.safetensors", "ia3_config.json", "README.md", "results.json"} <= set(zf.namelist())
+        stored = queue.get_job(ctx.db(), finished_job, alice).result
+        assert loads(JobResult, zf.read("results.json")) == stored  # the job's result, as the download's file
     for fn in (R.results_view, R.build_zip):
         with pytest.raises(UserError, match="not one of your jobs"):
             fn(ctx, bob, finished_job)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ia3app.config import RecipeConfig
+from ia3app.jobtypes import Holdout
+from ia3app.templates import TemplateSpec
+from jobfactory import result as job_result
 from ia3app.errors import UserError
 from ui import jobs_page as J
 from ui import results_page as R
@@ -174,7 +177,8 @@ def test_submitted_job_is_visible_to_its_owner_only(ctx, users, tmp_path):
     alice, bob = users
     job_id, config = submit_tiny_job(ctx, alice, tmp_path)
     assert (ctx.data_dir / "models" / "tiny-t0" / "config.json").is_file()
-    assert config["spec"]["eval_methods"] == TR.METHODS and config["holdout"]["fraction"] == 0.25
+    assert config.spec.eval_methods == TR.METHODS and config.data.holdout == Holdout(0.25, 0)
+    assert config.spec.recipe.steps == 2 and config.labels.model == "tiny-demo"
     view = J.job_view(ctx, alice, job_id)
     assert view["found"] and view["status"] == "queued" and "Job #" in view["header"]
     assert not J.job_view(ctx, bob, job_id)["found"]
@@ -291,7 +295,7 @@ def test_chosen_text_columns_drive_the_built_ins(ctx, users, tmp_path):
 
 
 def test_results_without_evaluation_still_render():
-    result = {"params": {"base": 1000, "added": 10, "fraction": 0.01, "adapter_bytes": 200}, "evaluation": None}
+    result = job_result(params={"base": 1000, "added": 10, "fraction": 0.01, "adapter_bytes": 200}, evaluation=None)
     assert R.metrics_frame(result).empty and R.confusion_figure(result) is None
     assert "appears when the job evaluated both" in R.speed_md(result)
     assert "**10**" in R.params_md(result) and "1.0000%" in R.params_md(result) and "20× smaller" in R.params_md(result)
@@ -304,8 +308,8 @@ def test_speed_numbers_come_from_the_evaluation():
         "t-few": {"accuracy": 0.75, "macro_f1": 0.7, "n": 8, "latency_s": 0.05, "flops": 1e8, "tokens": 50,
                   "confusion_matrix": [[3, 1], [1, 3]], "labels": ["a", "b"], "per_class": []},
     }
-    result = {"evaluation": {"methods": methods,
-                             "ratios": {"in-context / t-few": {"latency_s": 10.0, "flops": 20.0, "tokens": 18}}}}
+    result = job_result(evaluation={"methods": methods,
+                                    "ratios": {"in-context / t-few": {"latency_s": 10.0, "flops": 20.0, "tokens": 18}}})
     text = R.speed_md(result)
     assert "10.0× faster" in text and "20.0× fewer FLOPs" in text and "16 examples" in text
     frame = R.metrics_frame(result)
@@ -385,14 +389,15 @@ def test_several_templates_can_be_ticked_for_training(ctx, users, tmp_path):
     assert [t["name"] for t in extra] == others  # the primary and unknown names are not doubled in
     config = TR.build_job_config(ctx, users[0], state, fitting[primary].to_dict(), "tiny-demo", "", RecipeConfig(),
                                  False, "", [], extra)
-    assert [t["name"] for t in config["spec"]["train_templates"]] == others
-    assert config["display"]["template"] == f"{primary} + {len(others)} more for training"
+    assert [t.name for t in config.spec.train_templates] == others
+    assert config.labels.template == f"{primary} + {len(others)} more for training"
 
 
 def test_try_it_fields_follow_the_template_order():
     template = {"name": "nli", "input": "{{ premise }}\nQuestion: does it follow that {{ hypothesis }}? {{ aa }}",
                 "label_column": "label", "choices": ["yes", "no"]}
-    assert R.template_columns({"template": template}) == ["premise", "hypothesis", "aa"]
+    result = job_result(template=TemplateSpec.from_dict(template))
+    assert R.template_columns(result) == ["premise", "hypothesis", "aa"]
 
 
 def test_header_names_the_signed_in_user_with_a_way_out(ctx):

@@ -1,12 +1,14 @@
 """jobs.worker in process on a tiny real T0-style model: a job end to end, and each failure kind."""
 
 import errno
-import json
 import os
 from pathlib import Path
 
 import pytest
 
+from ia3app.config import RecipeConfig
+from ia3app.jobtypes import DataRef, Holdout, JobRequest, JobResult, JobSpec
+from ia3app.templates import TemplateSpec
 from jobs import queue as q
 from jobs.worker import Worker, WorkerConfig, classify
 from storage import repo
@@ -22,9 +24,9 @@ ROWS = [{"text": t, "label": l} for t, l in [
     ("a joy to watch", "good"), ("the worst film this year", "bad")]]
 
 
-def recipe(**overrides):
-    return {"steps": 4, "batch_size": 2, "warmup_steps": 0, "checkpoint_every": 2, "seed": 0, "max_length": 64,
-            "eval_batch_size": 8, **overrides}
+def recipe(**overrides) -> RecipeConfig:
+    return RecipeConfig(**{"steps": 4, "batch_size": 2, "warmup_steps": 0, "checkpoint_every": 2, "seed": 0,
+                           "max_length": 64, "eval_batch_size": 8, **overrides})
 
 
 class Env:
@@ -37,10 +39,10 @@ class Env:
         self.dataset = repo.save_dataset(self.db, self.store, self.user, "reviews", "reviews.csv", b"raw",
                                          ["text", "label"], ROWS, "label")
 
-    def config(self, holdout=None, methods=(), template=None, model=None, **recipe_overrides):
-        spec = {"model": str(model or self.model_dir), "template": template or TEMPLATE,
-                "recipe": recipe(**recipe_overrides), "eval_methods": list(methods)}
-        return {"spec": spec, "dataset_id": self.dataset, "eval_dataset_id": None, "holdout": holdout}
+    def config(self, holdout=None, methods=(), template=None, model=None, **recipe_overrides) -> JobRequest:
+        spec = JobSpec(model=str(model or self.model_dir), template=TemplateSpec.from_dict(template or TEMPLATE),
+                       recipe=recipe(**recipe_overrides), eval_methods=list(methods))
+        return JobRequest(spec, DataRef(self.dataset, holdout=Holdout(**holdout) if holdout else None))
 
     def submit(self, priority=0, **kw) -> int:
         return q.submit(self.db, self.user, self.config(**kw), priority=priority)
@@ -69,24 +71,30 @@ def test_job_runs_end_to_end_and_the_results_page_only_has_to_read(env):
     assert env.worker().serve() == 1
     job = env.job(job_id)
     assert job.status == "succeeded", job.error_message
-    assert job.attempts == 1 and job.result["num_train"] == 6 and job.result["num_eval"] == 2
+    assert isinstance(job.result, JobResult) and job.attempts == 1
+    assert job.result.num_train == 6 and job.result.num_eval == 2 and job.result.labels == ["bad", "good"]
     out = env.data_dir / "adapters" / str(job_id)
-    for name in ("adapter.safetensors", "ia3_config.json", "README.md", "results.json", "peft"):
+    for name in ("adapter.safetensors", "ia3_config.json", "README.md", "peft"):
         assert (out / name).exists(), name
-    assert json.loads((out / "results.json").read_text())["labels"] == job.result["labels"]
-    adapter = repo.get_adapter(env.db, job_id, env.user)
-    assert adapter["dir_path"] == f"adapters/{job_id}" and 0 < adapter["params_added"] < adapter["params_base"]
-    assert adapter["bytes"] > 0
-    evals = {e["method"]: e for e in repo.list_evaluations(env.db, job_id, env.user)}
-    assert set(evals) == {"zero-shot", "in-context", "t-few"}
-    assert all(0 <= e["accuracy"] <= 1 and e["latency_ms"] > 0 and e["flops"] > 0 for e in evals.values())
-    assert "confusion_matrix" in evals["t-few"]["metrics"] and "predictions" not in evals["t-few"]["metrics"]
+    assert not (out / "results.json").exists()  # the results are stored once: the job's result
+    adapter_id = env.db.execute("SELECT id FROM adapters WHERE job = ?", [job_id]).fetchone()[0]
+    assert repo.adapter_job(env.db, adapter_id, env.user) == job_id  # registered for the prediction API
+    params = job.result.params
+    assert 0 < params["added"] < params["base"] and params["adapter_bytes"] > 0
+    methods = job.result.methods
+    assert set(methods) == {"zero-shot", "in-context", "t-few"}
+    assert all(0 <= m["accuracy"] <= 1 and m["latency_s"] > 0 and m["flops"] > 0 for m in methods.values())
+    assert "confusion_matrix" in methods["t-few"] and job.result.metrics["t-few"]["n"] == 2
+    # the held-out rows are the ones Holdout.split picks (the one split rule), and only those
+    _, held = Holdout(0.25, 0).split(ROWS, "label")
+    assert len(methods["t-few"]["predictions"]) == len(held) == 2
     events = q.progress_events(env.db, job_id, env.user)
-    phases = [e["phase"] for e in events]
+    phases = [e.phase for e in events]
     assert phases[:2] == ["validate", "load"] and phases[-1] == "done" and "evaluate" in phases and "export" in phases
-    train = [e for e in events if e["phase"] == "train"]
-    assert [e["step"] for e in train] == [1, 2, 3, 4] and all(e["total_steps"] == 4 for e in train)
-    assert all(e["loss"] is not None and e["loss_lm"] is not None and e["lr"] is not None for e in train)
+    train = [e for e in events if e.phase == "train"]
+    assert [e.step for e in train] == [1, 2, 3, 4] and all(e.total_steps == 4 for e in train)
+    assert all(e.loss is not None and e.loss_lm is not None and e.lr is not None for e in train)
+    assert all(e.eta_s is not None and e.elapsed_s is not None for e in train) and train[-1].eta_s == 0.0
     assert not (env.data_dir / "checkpoints" / str(job_id)).exists()  # resume state dropped after success
 
 
@@ -94,7 +102,7 @@ def test_progress_writes_are_throttled_but_keep_first_last_and_phase_changes(env
     job_id = env.submit(steps=6)
     env.worker(progress_interval_s=60).serve()
     assert env.job(job_id).status == "succeeded"
-    train = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["phase"] == "train"]
+    train = [e.step for e in q.progress_events(env.db, job_id, env.user) if e.phase == "train"]
     assert train == [1, 6]
 
 
@@ -168,7 +176,7 @@ def test_disk_full_while_writing_the_adapter_fails_the_job_clearly(env, monkeypa
     job = env.job(job_id)
     assert job.status == "failed" and job.error_kind == "storage" and job.attempts == 1
     assert "No space left on device" in job.error_message and "free some disk space" in job.error_message
-    assert repo.get_adapter(env.db, job_id, env.user) is None
+    assert job.result is None
 
 
 def test_unwritable_adapter_folder_fails_the_job_clearly(env):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.05):
 
 
 def last_step(env: Env, job_id: int) -> int:
-    steps = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["phase"] == "train"]
+    steps = [e.step for e in q.progress_events(env.db, job_id, env.user) if e.phase == "train"]
     return max(steps, default=0)
 
 
@@ -97,10 +98,10 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_adapter(en
     env.worker().serve()  # requeues the stale job, claims it, resumes from the last checkpoint
     job = env.job(job_id)
     assert job.status == "succeeded", job.error_message
-    resumed = job.result["training"]["resumed_from_step"]
+    resumed = job.result.training.resumed_from_step
     assert 6 <= resumed <= killed_at and resumed % 3 == 0
     assert job.attempts == 2
-    second = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["attempt"] == 2 and e["step"]]
+    second = [e.step for e in q.progress_events(env.db, job_id, env.user) if e.attempt == 2 and e.step]
     assert second[0] == resumed + 1 and second[-1] == 20
     expected, got = adapter_vectors(env.data_dir, reference), adapter_vectors(env.data_dir, job_id)
     assert expected.keys() == got.keys()
@@ -124,7 +125,7 @@ def test_worker_waits_for_a_locked_database_and_carries_on(env):
         proc.kill()
     job = env.job(job_id)
     assert job.status == "succeeded" and job.attempts == 1, (job.error_message, log_text(env))
-    steps = [e["step"] for e in q.progress_events(env.db, job_id, env.user) if e["phase"] == "train"]
+    steps = [e.step for e in q.progress_events(env.db, job_id, env.user) if e.phase == "train"]
     assert steps == list(range(1, 13))
 
 
@@ -158,7 +159,8 @@ def test_fifty_jobs_from_five_users_on_two_workers(tmp_path, tiny_model_dir):
         db = open_db(env.data_dir)
         go.wait()
         for priority in priorities[owner]:
-            job_id = q.submit(db, owner, {**config, "dataset_id": dataset_of[owner]}, priority=priority)
+            mine = replace(config, data=replace(config.data, dataset_id=dataset_of[owner]))
+            job_id = q.submit(db, owner, mine, priority=priority)
             with lock:
                 submitted.append(job_id)
         db.close()
@@ -186,7 +188,8 @@ def test_fifty_jobs_from_five_users_on_two_workers(tmp_path, tiny_model_dir):
         mine = sorted((r for r in rows if r[3] == worker), key=lambda r: r[5])  # in the order it started them
         order = [(-r[4], r[0]) for r in mine]
         assert order == sorted(order), f"{worker} ran jobs out of priority-then-FIFO order"
-    assert env.db.execute("SELECT count(*) FROM adapters").fetchone()[0] == 50
+    assert env.db.execute("SELECT count(*) FROM jobs WHERE result IS NOT NULL").fetchone()[0] == 50
+    assert all((env.data_dir / "adapters" / str(r[0]) / "adapter.safetensors").is_file() for r in rows)
     assert env.db.execute("SELECT count(*) FROM progress WHERE phase = 'done'").fetchone()[0] == 50
     assert env.db.execute("SELECT count(DISTINCT job) FROM progress WHERE phase = 'done'").fetchone()[0] == 50
     assert env.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -4,9 +4,11 @@ and cancel takes effect within 5 s while the worker is validating (a phase with 
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
+from ia3app.jobtypes import DataRef
 from ia3app.templates import TemplateSpec, render
 from jobs import queue as q
 from storage import repo
@@ -40,8 +42,7 @@ def _slow_job(env: Env) -> int:
     held_id = repo.save_dataset(env.db, env.store, env.user, "held", "held.csv", b"raw", ["text", "label", "n"],
                                 held, "label")
     config = env.config(template={"name": "slow", "input": SLOW, "label_column": "label", "choices": ["bad", "good"]})
-    config.update(dataset_id=train_id, eval_dataset_id=held_id)
-    return q.submit(env.db, env.user, config)
+    return q.submit(env.db, env.user, replace(config, data=DataRef(train_id, eval_dataset_id=held_id)))
 
 
 def env_rows(env):
@@ -70,7 +71,7 @@ def test_cancel_while_validating_takes_effect_within_five_seconds(env):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             events = q.progress_events(env.db, job_id, env.user)
-            if events and events[-1]["phase"] == "validate":
+            if events and events[-1].phase == "validate":
                 break
             time.sleep(0.05)
         time.sleep(0.5)

@@ -89,10 +89,12 @@ def _adapter_folder(ctx: AppContext, key: str | None, kind: str, ident: int):
                             "(create one with python -m storage.users key create NAME)")
     job_id = ident
     if kind == "adapter_id":
-        row = ctx.db().execute("SELECT job FROM adapters WHERE id = ? AND owner = ?", [ident, owner]).fetchone()
-        if row is None:
+        from storage import repo
+
+        found = repo.adapter_job(ctx.db(), ident, owner)
+        if found is None:
             raise ApiError(404, f"adapter #{ident} is not one of your adapters")
-        job_id = int(row[0])
+        job_id = found
     if job_id <= 0 or queue.get_job(ctx.db(), job_id, owner) is None:
         raise ApiError(404, f"job #{job_id} is not one of your jobs")
     try:

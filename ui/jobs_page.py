@@ -12,6 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from ia3app.errors import UserError
+from ia3app.jobtypes import ProgressEvent
 from ui.context import AppContext
 from ui.model_picker import format_duration
 from ui.shared import Shared
@@ -30,11 +31,21 @@ def job_choices(ctx: AppContext, uid: int) -> list[tuple[str, int]]:
 
     out = []
     for job in queue.list_jobs(ctx.db(), uid):
-        display = job.config.get("display", {})
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created))
-        out.append((f"#{job.id} · {display.get('data') or 'data'} · "
-                    f"{display.get('model') or job.config.get('spec', {}).get('model', '')} · {started}", job.id))
+        out.append((f"#{job.id} · {_data_label(job) or 'data'} · {_model_label(job)} · {started}", job.id))
     return out
+
+
+def _model_label(job) -> str:
+    return job.request.model_label if job.request else "?"
+
+
+def _data_label(job) -> str:
+    return (job.request.labels.data if job.request else None) or ""
+
+
+def _template_label(job) -> str:
+    return (job.request.labels.template if job.request else None) or ""
 
 
 def jobs_table(ctx: AppContext, uid: int) -> pd.DataFrame:
@@ -42,14 +53,13 @@ def jobs_table(ctx: AppContext, uid: int) -> pd.DataFrame:
 
     rows = []
     for job in queue.list_jobs(ctx.db(), uid):
-        display = job.config.get("display", {})
-        tfew = ((job.result or {}).get("metrics") or {}).get("t-few") or {}
+        tfew = (job.result.metrics.get("t-few") if job.result else None) or {}
         rows.append({
             "job": job.id,
             "state": f"{STATE_ICON.get(job.status, '')} {job.status}",
-            "data": display.get("data") or "",
-            "model": display.get("model") or job.config.get("spec", {}).get("model", ""),
-            "template": display.get("template") or "",
+            "data": _data_label(job),
+            "model": _model_label(job),
+            "template": _template_label(job),
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created)),
             "T-Few accuracy": f"{tfew['accuracy']:.1%}" if "accuracy" in tfew else "",
         })
@@ -80,18 +90,17 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     if job is None:
         return {**empty, "header": f"Job #{job_id} is not one of your jobs.", "version": "missing"}
     events = queue.progress_events(db, job_id, uid)
-    steps = [e for e in events if e.get("step") is not None and e.get("total_steps")]
-    last = steps[-1] if steps else {}
-    step, total = last.get("step") or 0, last.get("total_steps") or job.config.get("spec", {}).get(
-        "recipe", {}).get("steps") or 0
-    phase = events[-1]["phase"] if events else None
+    steps = [e for e in events if e.step is not None and e.total_steps]
+    last = steps[-1] if steps else ProgressEvent("train")
+    step = last.step or 0
+    total = last.total_steps or (job.request.spec.recipe.steps if job.request else 0)
+    phase = events[-1].phase if events else None
     frac = 1.0 if job.status == "succeeded" else (step / total if total else 0.0)
     icon = STATE_ICON.get(job.status, "")
-    display = job.config.get("display", {})
     head = [f"## {icon} Job #{job.id}: {job.status}" + (f" — {phase}" if job.status == "running" and phase else ""),
-            f"Data **{html.escape(str(display.get('data') or ''))}**, template "
-            f"**{html.escape(str(display.get('template') or ''))}**, model "
-            f"**{html.escape(str(display.get('model') or job.config['spec'].get('model')))}**"]
+            f"Data **{html.escape(_data_label(job))}**, template "
+            f"**{html.escape(_template_label(job))}**, model "
+            f"**{html.escape(_model_label(job))}**"]
     if job.status == "queued":
         pos = queue.queue_position(db, job.id, uid)
         head.append(f"Waiting for a worker ({pos} job(s) ahead)." if pos else "Waiting for a worker to pick it up.")
@@ -108,25 +117,25 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     stats = []
     if total:
         stats.append(f"step **{step} / {total}**")
-    if last.get("loss") is not None:
-        stats.append(f"loss **{last['loss']:.4f}**")
-    if last.get("lr") is not None:
-        stats.append(f"lr {last['lr']:.2e}")
-    if last.get("examples_per_s"):
-        stats.append(f"{last['examples_per_s']:.1f} examples/s")
-    elapsed = last.get("elapsed_s")
+    if last.loss is not None:
+        stats.append(f"loss **{last.loss:.4f}**")
+    if last.lr is not None:
+        stats.append(f"lr {last.lr:.2e}")
+    if last.examples_per_s:
+        stats.append(f"{last.examples_per_s:.1f} examples/s")
+    elapsed = last.elapsed_s
     if elapsed is None and job.started:
         elapsed = (job.finished or time.time()) - job.started
     if elapsed is not None:
         stats.append(f"elapsed {format_duration(elapsed)}")
-    if job.status == "running" and last.get("eta_s") is not None:
-        stats.append(f"ETA {format_duration(last['eta_s'])}")
+    if job.status == "running" and last.eta_s is not None:
+        stats.append(f"ETA {format_duration(last.eta_s)}")
     if stats:
         head.append(" · ".join(stats))
-    loss_rows = [{"step": e["step"], "loss": e[key], "term": name}
-                 for e in steps for key, name in LOSS_TERMS if e.get(key) is not None]
-    log = "\n".join(f"[{time.strftime('%H:%M:%S', time.localtime(e['created']))}] {e.get('phase') or ''}: "
-                    f"{e.get('message') or ''}" for e in events[-12:])
+    loss_rows = [{"step": e.step, "loss": getattr(e, key), "term": name}
+                 for e in steps for key, name in LOSS_TERMS if getattr(e, key) is not None]
+    log = "\n".join(f"[{time.strftime('%H:%M:%S', time.localtime(e.created))}] {e.phase}: "
+                    f"{e.message or ''}" for e in events[-12:])
     bar = (f'<div class="ia3-progress" role="progressbar" aria-valuenow="{frac * 100:.0f}" aria-valuemin="0" '
            f'aria-valuemax="100"><div class="ia3-progress-fill ia3-{job.status}" style="width:{frac * 100:.1f}%">'
            f'</div><span>{frac * 100:.0f}%</span></div>')

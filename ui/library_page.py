@@ -106,24 +106,22 @@ def compare(ctx: AppContext, uid: int, job_ids: list[Any]) -> tuple[str, pd.Data
         mark = " ◀ differs" if len(set(cells)) > 1 else ""
         lines.append(f"| {name}{mark} | " + " | ".join(cells) + " |")
 
-    display = [j.config.get("display") or {} for j in jobs]
-    specs = [j.config.get("spec") or {} for j in jobs]
+    requests = [j.request for j in jobs]
     row("state", [j.status for j in jobs])
-    row("data", [d.get("data") for d in display])
-    row("model", [d.get("model") or s.get("model") for d, s in zip(display, specs)])
-    row("template", [d.get("template") for d in display])
+    row("data", [r.labels.data if r else None for r in requests])
+    row("model", [r.model_label if r else None for r in requests])
+    row("template", [r.labels.template if r else None for r in requests])
     for key in SETTINGS:
-        row(key, [(s.get("recipe") or {}).get(key) for s in specs])
-    metrics = [((j.result or {}).get("metrics") or {}) for j in jobs]
+        row(key, [getattr(r.spec.recipe, key, None) if r else None for r in requests])
+    metrics = [j.result.metrics if j.result else {} for j in jobs]
     for method in ("zero-shot", "in-context", "t-few"):
         if any(method in m for m in metrics):
             row(f"{method} accuracy", [f"{m[method]['accuracy']:.1%}" if method in m else None for m in metrics])
             row(f"{method} macro-F1", [f"{m[method]['macro_f1']:.3f}" if method in m else None for m in metrics])
-    row("training time", [f"{((j.result or {}).get('training') or {}).get('wall_s', 0):.0f} s" if j.result else None
-                          for j in jobs])
-    curves = [{"step": e["step"], "loss": e["loss"], "run": f"job #{j.id}"}
+    row("training time", [f"{j.result.training.wall_s:.0f} s" if j.result else None for j in jobs])
+    curves = [{"step": e.step, "loss": e.loss, "run": f"job #{j.id}"}
               for j in jobs for e in queue.progress_events(ctx.db(), j.id, uid)
-              if e.get("phase") == "train" and e.get("step") is not None and e.get("loss") is not None]
+              if e.phase == "train" and e.step is not None and e.loss is not None]
     frame = pd.DataFrame({"step": pd.Series([c["step"] for c in curves], dtype="int64"),
                           "loss": pd.Series([c["loss"] for c in curves], dtype="float64"),
                           "run": pd.Series([c["run"] for c in curves], dtype="str")})
@@ -133,26 +131,29 @@ def compare(ctx: AppContext, uid: int, job_ids: list[Any]) -> tuple[str, pd.Data
 def run_again(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     """What "run again with changes" prefills: the session (data), the template and the train settings."""
     from ia3app import data
-    from ia3app.templates import TemplateSpec
     from storage import repo
 
     (job,) = _owned_jobs(ctx, uid, [job_id])
-    config, spec = job.config, job.config.get("spec") or {}
-    dataset = repo.require_dataset(ctx.db(), int(config["dataset_id"]), uid)
-    if config.get("eval_dataset_id"):
-        repo.require_dataset(ctx.db(), int(config["eval_dataset_id"]), uid)
+    if job.request is None:
+        raise UserError(job.request_error or f"job #{job.id} cannot be read")
+    ref, spec = job.request.data, job.request.spec
+    dataset = repo.require_dataset(ctx.db(), ref.dataset_id, uid)
+    if ref.eval_dataset_id is not None:
+        repo.require_dataset(ctx.db(), ref.eval_dataset_id, uid)
     rows = repo.load_rows(ctx.db(), ctx.files(), dataset.id, uid)
-    template = TemplateSpec.from_dict(spec["template"])
+    template = spec.template
     label = template.label_column or dataset.label_column
     text_columns = [c for c in dataset.columns if c in template.columns_used(include_target=False) and c != label]
-    session = {"dataset_id": dataset.id, "eval_dataset_id": config.get("eval_dataset_id"),
-               "holdout": config.get("holdout"), "columns": dataset.columns, "label_column": label,
+    # The pages' session state is JSON in a gr.State: the typed request goes back to its JSON shapes.
+    session = {"dataset_id": dataset.id, "eval_dataset_id": ref.eval_dataset_id,
+               "holdout": ref.holdout.to_dict() if ref.holdout else None, "columns": dataset.columns,
+               "label_column": label,
                "text_columns": text_columns or [c for c in dataset.columns if c != label],
                "label_values": sorted(data.label_counts(rows, label)), "rows": len(rows),
                "filename": dataset.filename}
-    return {"session": session, "template": spec["template"], "train_templates": spec.get("train_templates") or [],
-            "recipe": spec.get("recipe") or {}, "model": (config.get("display") or {}).get("model") or spec["model"],
-            "model_path": spec["model"], "eval_methods": spec.get("eval_methods") or []}
+    return {"session": session, "template": template.to_dict(),
+            "train_templates": [t.to_dict() for t in spec.train_templates], "recipe": spec.recipe.to_dict(),
+            "model": job.request.model_label, "model_path": spec.model, "eval_methods": list(spec.eval_methods)}
 
 
 @dataclass

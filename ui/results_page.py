@@ -18,6 +18,7 @@ import pandas as pd
 
 from ia3app.errors import UserError
 from ia3app.icl import shots_note
+from ia3app.jobtypes import JobLabels, JobResult, dumps
 from ui.context import AppContext
 from ui.shared import Shared
 
@@ -25,7 +26,7 @@ METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "
 METHODS_EXPLAINED = ("**zero-shot**: the base model with no training · **in-context**: the training rows pasted into "
                      "every prompt as examples · **T-Few**: the model with your trained (IA)³ adapter merged in.")
 MAX_FIELDS = 6
-ZIP_MEMBERS = ("adapter.safetensors", "ia3_config.json", "README.md", "results.json")
+ZIP_MEMBERS = ("adapter.safetensors", "ia3_config.json", "README.md")
 
 
 def owned_adapter_dir(ctx: AppContext, uid: int, job_id: Any) -> tuple[Any, Path]:
@@ -67,8 +68,8 @@ def _human_count(n: float | None) -> str:
     return f"{n:.0f}"
 
 
-def params_md(result: dict) -> str:
-    p = result.get("params") or {}
+def params_md(result: JobResult) -> str:
+    p = result.params or {}
     base, added = p.get("base"), p.get("added")
     fraction = p.get("fraction") if p.get("fraction") is not None else (added / base if base and added else None)
     full = p.get("full_model_bytes") or (base * 4 if base else None)
@@ -85,8 +86,8 @@ def params_md(result: dict) -> str:
     return "\n".join(rows)
 
 
-def metrics_frame(result: dict) -> pd.DataFrame:
-    methods = ((result.get("evaluation") or {}).get("methods")) or {}
+def metrics_frame(result: JobResult) -> pd.DataFrame:
+    methods = result.methods
     rows = []
     for key, m in methods.items():
         rows.append({
@@ -99,11 +100,11 @@ def metrics_frame(result: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def speed_md(result: dict) -> str:
-    ratios = ((result.get("evaluation") or {}).get("ratios") or {}).get("in-context / t-few")
+def speed_md(result: JobResult) -> str:
+    ratios = result.ratio("in-context / t-few")
     if not ratios:
         return "Speed against in-context learning appears when the job evaluated both methods on held-out rows."
-    methods = result["evaluation"]["methods"]
+    methods = result.methods
     icl = methods["in-context"]
     return (f"**T-Few answers {ratios['latency_s']:.1f}× faster than in-context learning** on this machine "
             + (f"(median of {icl['latency_runs']} timed runs) " if icl.get("latency_runs", 1) > 1 else "")
@@ -112,14 +113,14 @@ def speed_md(result: dict) -> str:
             f"because in-context learning re-reads {icl.get('shots', 'its')} examples with every question.")
 
 
-def speed_frame(result: dict) -> pd.DataFrame:
-    methods = ((result.get("evaluation") or {}).get("methods")) or {}
+def speed_frame(result: JobResult) -> pd.DataFrame:
+    methods = result.methods
     return pd.DataFrame([{"method": k, "latency (ms)": m["latency_s"] * 1000} for k, m in methods.items()],
                         columns=["method", "latency (ms)"])
 
 
-def per_class_frame(result: dict, method: str = "t-few") -> pd.DataFrame:
-    methods = ((result.get("evaluation") or {}).get("methods")) or {}
+def per_class_frame(result: JobResult, method: str = "t-few") -> pd.DataFrame:
+    methods = result.methods
     m = methods.get(method) or next(iter(methods.values()), None)
     if not m:
         return pd.DataFrame()
@@ -128,25 +129,25 @@ def per_class_frame(result: dict, method: str = "t-few") -> pd.DataFrame:
     return pd.DataFrame([{**r, "class": name} if "class" in r else r for r, name in zip(rows, shown)])
 
 
-def label_display(result: dict, answers: list[str]) -> list[str]:
+def label_display(result: JobResult, answers: list[str]) -> list[str]:
     """Class names as a person knows them: the label as their data writes it, with the answer word the
     model picks beside it ("1 (good)"); per-row choices in the data's own numbering ("0 (choice 1)")."""
-    template = result.get("template") or {}
-    if template.get("choice_templates"):
-        labels = template.get("choice_labels") or [str(i) for i in range(len(answers))]
+    template = result.template
+    if template.choice_templates:
+        labels = template.choice_labels or [str(i) for i in range(len(answers))]
         return [f"{labels[i]} ({a})" if i < len(labels) else a for i, a in enumerate(answers)]
-    by_answer = {str(v): str(k) for k, v in (template.get("label_map") or {}).items()}
+    by_answer = {str(v): str(k) for k, v in (template.label_map or {}).items()}
     return [f"{by_answer[a]} ({a})" if a in by_answer and by_answer[a] != a else a for a in answers]
 
 
-def confusion_figure(result: dict):
+def confusion_figure(result: JobResult):
     """One confusion matrix per method, side by side (rows: true label, columns: predicted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = ((result.get("evaluation") or {}).get("methods")) or {}
+    methods = result.methods
     if not methods:
         return None
     fig, axes = plt.subplots(1, len(methods), figsize=(4.0 * len(methods), 3.0), squeeze=False)
@@ -166,14 +167,12 @@ def confusion_figure(result: dict):
     return fig
 
 
-def template_columns(result: dict) -> list[str]:
-    from ia3app.templates import TemplateSpec
-
+def template_columns(result: JobResult) -> list[str]:
     """The template's columns in the order the template reads them (premise before hypothesis), so the
     "Try it" boxes follow the prompt a person wrote, not the alphabet."""
     import re
 
-    spec = TemplateSpec.from_dict(result["template"])
+    spec = result.template
     text = "\n".join(spec.sources().values())
 
     def first_use(column: str) -> tuple[int, str]:
@@ -185,12 +184,13 @@ def template_columns(result: dict) -> list[str]:
 
 def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
     """adapter.safetensors, ia3_config.json, README.md, results.json and peft/ in a fresh temp zip."""
-    _, folder = owned_adapter_dir(ctx, uid, job_id)
+    job, folder = owned_adapter_dir(ctx, uid, job_id)
     out = Path(tempfile.mkdtemp(prefix="ia3app-zip-")) / f"ia3-adapter-job{int(job_id)}.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in ZIP_MEMBERS:
             if (folder / name).is_file():
                 zf.write(folder / name, name)
+        zf.writestr("results.json", dumps(job.result, indent=2))  # stored once, as the job's result
         peft = folder / "peft"
         for path in sorted(peft.rglob("*")) if peft.is_dir() else []:
             if path.is_file() and not path.is_symlink():
@@ -207,11 +207,11 @@ def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> 
 def predict_row(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]):
     """The serving engine's Prediction for one row: label (as the data writes it), choice, probabilities."""
     job, folder = owned_adapter_dir(ctx, uid, job_id)
-    columns = template_columns(job.result or {})
+    columns = template_columns(job.result)
     clean = {c: str(row.get(c) or "") for c in columns}
     if not any(v.strip() for v in clean.values()):
         raise UserError(f"type something in {', '.join(columns)} first")
-    label_column = (job.result or {}).get("template", {}).get("label_column", "label")
+    label_column = job.result.template.label_column
     clean.setdefault(label_column, "")
     return ctx.engine().predict(folder, [clean])[0]
 
@@ -281,18 +281,18 @@ def build_results_page() -> ResultsPage:
 
 def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     job, _ = owned_adapter_dir(ctx, uid, job_id)
-    result = job.result or {}
-    display = job.config.get("display", {})
-    training = result.get("training") or {}
-    head = (f"## Results of job #{job.id}\nModel **{display.get('model') or result.get('model')}**, template "
-            f"**{display.get('template', '')}**, trained on {result.get('num_train', '?')} rows for "
-            f"{training.get('steps', '?')} steps in {training.get('wall_s', 0):.0f} s; evaluated on "
-            f"{result.get('num_eval', 0)} held-out rows.")
-    if "tiny-t0" in str(result.get("model")):
+    result = job.result
+    labels = job.request.labels if job.request else JobLabels()
+    training = result.training
+    head = (f"## Results of job #{job.id}\nModel **{labels.model or result.model}**, template "
+            f"**{labels.template or ''}**, trained on {result.num_train} rows for "
+            f"{training.steps} steps in {training.wall_s:.0f} s; evaluated on "
+            f"{result.num_eval} held-out rows.")
+    if "tiny-t0" in str(result.model):
         head += ("\n\n**Note:** the tiny demo model has random weights, so accuracy near chance is expected; "
                  "train a real model (e.g. google/flan-t5-small) for meaningful numbers.")
-    if result.get("warnings"):
-        head += "\n" + "".join(f"\n- ⚠ {w}" for w in result["warnings"])
+    if result.warnings:
+        head += "\n" + "".join(f"\n- ⚠ {w}" for w in result.warnings)
     return {"header": head, "metrics": metrics_frame(result), "confusion": confusion_figure(result),
             "per_class": per_class_frame(result), "params": params_md(result), "speed": speed_md(result),
             "speed_chart": speed_frame(result), "columns": template_columns(result)}
@@ -328,7 +328,7 @@ def wire_results_page(page: ResultsPage, ctx: AppContext, shared: Shared) -> Non
         try:
             uid = ctx.user_id(request)
             job, _ = owned_adapter_dir(ctx, uid, v[shared.results_job])
-            cols = template_columns(job.result or {})
+            cols = template_columns(job.result)
             probs = predict_one(ctx, uid, v[shared.results_job], dict(zip(cols, [v[f] for f in page.fields])))
         except UserError as e:
             return {page.prediction: None, page.message: f"✗ {e}"}

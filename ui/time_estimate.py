@@ -43,16 +43,16 @@ def from_earlier_jobs(ctx: AppContext, uid: int, model_path: str, recipe: Recipe
     from jobs import queue
 
     for job in queue.list_jobs(ctx.db(), uid):
-        spec = job.config.get("spec") or {}
-        shape = spec.get("recipe") or {}
-        if job.status != "succeeded" or spec.get("model") != model_path:
+        if job.status != "succeeded" or job.request is None or job.result is None:
             continue
-        if (shape.get("batch_size"), shape.get("max_length")) != (recipe.batch_size, recipe.max_length):
+        spec = job.request.spec
+        if spec.model != model_path or (spec.recipe.batch_size, spec.recipe.max_length) != (recipe.batch_size,
+                                                                                             recipe.max_length):
             continue
-        training = (job.result or {}).get("training") or {}
-        steps = (training.get("steps") or 0) - (training.get("resumed_from_step") or 0)
-        if steps >= 2 and training.get("wall_s"):
-            return training["wall_s"] / steps, job.id
+        training = job.result.training
+        steps = training.steps - training.resumed_from_step
+        if steps >= 2 and training.wall_s:
+            return training.wall_s / steps, job.id
     return None
 
 

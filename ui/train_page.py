@@ -10,6 +10,7 @@ import gradio as gr
 
 from ia3app.config import CHOICES, RecipeConfig
 from ia3app.errors import UserError
+from ia3app.jobtypes import EVAL_METHODS, DataRef, Holdout, JobLabels, JobRequest, JobSpec
 from ui import model_picker as M
 from ui import time_estimate as T_E
 from ui.context import AppContext
@@ -18,7 +19,7 @@ from ui.shared import Shared
 if TYPE_CHECKING:
     from ui.jobs_page import JobPage
 
-METHODS = ["zero-shot", "in-context", "t-few"]
+METHODS = list(EVAL_METHODS)
 TFEW_MODEL = "bigscience/T0_3B"
 HELP = {
     "steps": "Optimizer steps (T-Few: 1000)",
@@ -156,9 +157,9 @@ def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, bat
 
 def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: dict | None, model_key: str,
                      local_path: str, recipe: RecipeConfig, init_tfew: bool, tfew_path: str,
-                     eval_methods: list[str], train_templates: list[dict] | None = None) -> dict:
+                     eval_methods: list[str], train_templates: list[dict] | None = None) -> JobRequest:
     """Everything the worker needs, checked here so a mistake is shown now, not as a failed job."""
-    from ia3app.pipeline import JobSpec
+    from ia3app.templates import TemplateSpec
     from storage import repo
 
     if not session or not session.get("dataset_id"):
@@ -180,21 +181,19 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
     unusable = M.unusable_reason(model_key, local_path)
     if unusable:
         raise UserError(unusable)
-    has_eval = bool(session.get("eval_dataset_id") or session.get("holdout"))
-    spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir), template=template,
-                   train_templates=[t for t in train_templates or [] if t.get("name") != template.get("name")],
-                   recipe=recipe.to_dict(), init_vectors=init_vectors,
-                   eval_methods=[m for m in METHODS if m in (eval_methods or [])] if has_eval else [])
-    return {
-        "spec": spec.to_dict(),
-        "dataset_id": int(session["dataset_id"]),
-        "eval_dataset_id": session.get("eval_dataset_id"),
-        "holdout": session.get("holdout"),
-        "display": {"model": model_key if model_key != M.LOCAL else spec.model,
-                    "data": session.get("filename"),
-                    "template": template.get("name") + (f" + {len(spec.train_templates)} more for training"
-                                                        if spec.train_templates else "")},
-    }
+    holdout = session.get("holdout")
+    data = DataRef(int(session["dataset_id"]), session.get("eval_dataset_id"),
+                   Holdout.from_dict(holdout) if holdout else None)
+    main = TemplateSpec.from_dict(template)
+    spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir), template=main,
+                   train_templates=[TemplateSpec.from_dict(t) for t in train_templates or []
+                                    if t.get("name") != main.name],
+                   recipe=recipe, init_vectors=init_vectors,
+                   eval_methods=[m for m in METHODS if m in (eval_methods or [])] if data.has_eval else [])
+    more = f" + {len(spec.train_templates)} more for training" if spec.train_templates else ""
+    labels = JobLabels(model=model_key if model_key != M.LOCAL else spec.model, data=session.get("filename"),
+                       template=main.name + more)
+    return JobRequest(spec, data, labels)
 
 
 def _check_template_on_files(ctx: AppContext, uid: int, session: dict, template: dict) -> None:

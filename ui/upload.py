@@ -17,6 +17,7 @@ import pandas as pd
 
 from ia3app import data
 from ia3app.errors import UserError
+from ia3app.jobtypes import Holdout
 from ui.context import AppContext
 from ui.shared import Shared
 
@@ -92,7 +93,7 @@ def label_report(table: "data.Table", label_column: str,
 
 def split_summary(rows: list[dict], label_column: str, fraction: float, seed: int) -> str:
     """What the automatic split will do, per label, so the user sees it before saving."""
-    train, held = data.split_holdout(rows, label_column, fraction, int(seed))
+    train, held = Holdout(fraction, int(seed)).split(rows, label_column)
     tc, hc = data.label_counts(train, label_column), data.label_counts(held, label_column)
     per = ", ".join(f"`{k}`: {tc.get(k, 0)} / {hc.get(k, 0)}" for k in sorted(set(tc) | set(hc)))
     return f"**{len(train)} rows to train on, {len(held)} held out for evaluation** (train / held-out per label: {per})"
@@ -152,8 +153,9 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
     elif eval_mode == AUTO:
         if not 0.05 <= float(fraction) <= 0.5:
             raise UserError("the held-out share must be between 5% and 50%")
-        data.split_holdout(rows, label_column, float(fraction), int(seed))  # raises if it cannot split
-        holdout = {"fraction": float(fraction), "seed": int(seed)}
+        split = Holdout(float(fraction), int(seed))
+        split.split(rows, label_column)  # raises if it cannot split
+        holdout = split.to_dict()  # the session keeps it as JSON; build_job_config makes it a Holdout again
     name = Path(path).name
     db, store = ctx.db(), ctx.files()
     raw = read_upload(path, ctx)

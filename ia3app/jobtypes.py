@@ -1,0 +1,391 @@
+"""The job contract: what a job asks for, what it reports while running, and what it leaves behind.
+
+Every layer speaks these types — the UI builds a :class:`JobRequest`, the queue stores it and hands
+it to a worker, the worker runs ``run_job(spec, rows, ...)`` which calls back with
+:class:`ProgressEvent` s and returns a :class:`JobResult`; the CLI, the model card and the results
+page read that result. JSON text is made and read in exactly one place, :func:`dumps` /
+:func:`loads` (the ``to_dict`` / ``from_dict`` of each type give the JSON-able shape). The held-out
+split is :meth:`Holdout.split`, with its one seed rule. The estimated time left of a training run
+is computed in :meth:`ProgressEvent.train_step` only.
+
+No torch here (nor storage, jobs or ui): the web process imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable, TypeVar
+
+from ia3app.config import RecipeConfig, check_keys
+from ia3app.errors import UserError
+from ia3app.templates import TemplateSpec
+
+EVAL_METHODS = ("zero-shot", "in-context", "t-few")
+"""What a job can compare on its held-out rows (ia3app.evaluate runs them)."""
+PHASES = ("prepare", "validate", "load", "train", "evaluate", "export", "done")
+
+T = TypeVar("T")
+
+
+# ----- one place for JSON text -------------------------------------------------------------------
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """JSON text of a JobSpec, JobRequest, ProgressEvent or JobResult (its ``to_dict()``)."""
+    return json.dumps(obj.to_dict(), indent=indent)
+
+
+def loads(cls: type[T], text: str | bytes) -> T:
+    """The ``cls`` written by :func:`dumps`; UserError when the text is not one."""
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"not a stored {cls.__name__}: {exc}") from None
+    return cls.from_dict(data)
+
+
+def _text_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and bool(value.strip()))
+
+
+def _check_template(value: Any, what: str) -> str | None:
+    if not isinstance(value, TemplateSpec):
+        return f"{what} must be a TemplateSpec (got {type(value).__name__}; JobSpec.from_dict reads JSON)"
+    return None
+
+
+# ----- what a job asks for -----------------------------------------------------------------------
+@dataclass
+class JobSpec:
+    """Everything a training job needs besides its data; validated on construction."""
+
+    model: str
+    """Hub id or local folder of the backbone (T0-style models are the recipe's choice)."""
+    template: TemplateSpec
+    """How a row becomes an input and its answer choices (evaluation and predictions use it)."""
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of the backbone."""
+    init_vectors: str | None = None
+    """Path or URL of T-Few's released (IA)^3 vectors to start from (T0-3B only)."""
+    eval_methods: list[str] = field(default_factory=lambda: list(EVAL_METHODS))
+    """Which of zero-shot, in-context, t-few to evaluate on held-out rows."""
+    train_templates: list[TemplateSpec] = field(default_factory=list)
+    """More templates for training only: as in T-Few, each example is rendered with a random one of
+    `template` and these at each step."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.model, str) or not self.model.strip():
+            problems.append("model must name a hub id or a local folder")
+        for name in ("revision", "init_vectors"):
+            if not _text_or_none(getattr(self, name)):
+                problems.append(f"{name} must be text or absent")
+        if not isinstance(self.eval_methods, (list, tuple)) or any(m not in EVAL_METHODS for m in self.eval_methods):
+            problems.append(f"eval_methods must be a list drawn from {', '.join(EVAL_METHODS)} "
+                            f"(got {self.eval_methods!r})")
+        else:
+            self.eval_methods = list(self.eval_methods)
+        problems.append(_check_template(self.template, "template"))
+        if not isinstance(self.recipe, RecipeConfig):
+            problems.append(f"recipe must be a RecipeConfig (got {type(self.recipe).__name__})")
+        if not isinstance(self.train_templates, (list, tuple)):
+            problems.append("train_templates must be a list of templates")
+        else:
+            self.train_templates = list(self.train_templates)
+            problems += [_check_template(t, f"train_templates[{i}]") for i, t in enumerate(self.train_templates, 1)]
+        problems = [p for p in problems if p]
+        if problems:
+            raise UserError("invalid job: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "template": self.template.to_dict(), "recipe": self.recipe.to_dict(),
+                "revision": self.revision, "init_vectors": self.init_vectors, "eval_methods": list(self.eval_methods),
+                "train_templates": [t.to_dict() for t in self.train_templates]}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "JobSpec":
+        """From JSON; every problem (unknown keys, a bad template or recipe) in one UserError."""
+        if not isinstance(data, dict):
+            raise UserError("a job must be a JSON object")
+        check_keys(cls, data, "job field")
+        missing = [k for k in ("model", "template") if k not in data]
+        if missing:
+            raise UserError(f"job is missing {', '.join(missing)}")
+        problems, kwargs = [], dict(data)
+        parsers = {"template": TemplateSpec.from_dict, "recipe": lambda d: RecipeConfig.from_dict(d or {})}
+        for name, parse in parsers.items():
+            if name in kwargs:
+                try:
+                    kwargs[name] = parse(kwargs[name])
+                except (UserError, TypeError) as exc:
+                    problems.append(f"{name}: {exc}" if isinstance(exc, TypeError) else str(exc))
+        extras = kwargs.get("train_templates") or []
+        if isinstance(extras, (list, tuple)):
+            parsed = []
+            for i, extra in enumerate(extras, 1):
+                try:
+                    parsed.append(TemplateSpec.from_dict(extra))
+                except (UserError, TypeError) as exc:
+                    problems.append(f"train_templates[{i}]: {exc}")
+            kwargs["train_templates"] = parsed
+        if problems:
+            raise UserError("invalid job: " + "; ".join(problems))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Hold out a stratified share of the training rows for evaluation.
+
+    The one seed rule: the split depends only on (rows, label column, fraction, seed), and ``seed``
+    is the user's split seed (0 unless they change it) — never the recipe's training seed.
+    """
+
+    fraction: float
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fraction, (int, float)) or isinstance(self.fraction, bool) or not 0 < self.fraction < 1:
+            raise UserError(f"the held-out fraction must be between 0 and 1 (got {self.fraction!r})")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise UserError(f"the split seed must be a whole number (got {self.seed!r})")
+
+    def split(self, rows: list[dict], label_column: str) -> tuple[list[dict], list[dict]]:
+        """(train rows, held-out rows), each in file order: the only place rows are held out."""
+        from ia3app.data import split_holdout
+
+        return split_holdout(rows, label_column, float(self.fraction), self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fraction": float(self.fraction), "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Holdout":
+        if not isinstance(data, dict):
+            raise UserError("a held-out split must be an object with 'fraction' and 'seed'")
+        check_keys(cls, data, "held-out field", required=("fraction",))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """Which stored datasets a job trains and evaluates on (ids in the data store, owner-checked)."""
+
+    dataset_id: int
+    eval_dataset_id: int | None = None
+    """A separate held-out dataset; or"""
+    holdout: Holdout | None = None
+    """hold out part of the training dataset; neither: no evaluation."""
+
+    def __post_init__(self) -> None:
+        for name in ("dataset_id", "eval_dataset_id"):
+            value = getattr(self, name)
+            if value is None and name == "eval_dataset_id":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"the job's {name} must be a dataset id (got {value!r})")
+        if self.holdout is not None and not isinstance(self.holdout, Holdout):
+            raise UserError(f"holdout must be a Holdout (got {type(self.holdout).__name__})")
+        if self.eval_dataset_id is not None and self.holdout is not None:
+            raise UserError("a job evaluates on a separate held-out dataset or on a held-out share, not both")
+
+    @property
+    def has_eval(self) -> bool:
+        return self.eval_dataset_id is not None or self.holdout is not None
+
+
+@dataclass(frozen=True)
+class JobLabels:
+    """How lists and pages name a job (what the user picked, not what the worker resolved)."""
+
+    model: str | None = None
+    data: str | None = None
+    template: str | None = None
+
+
+@dataclass
+class JobRequest:
+    """A queued job: the spec, its data, and its labels for people. Stored as the job's config."""
+
+    spec: JobSpec
+    data: DataRef
+    labels: JobLabels = field(default_factory=JobLabels)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("spec", JobSpec), ("data", DataRef), ("labels", JobLabels)):
+            if not isinstance(getattr(self, name), cls):
+                raise UserError(f"a job request's {name} must be a {cls.__name__}")
+
+    @property
+    def model_label(self) -> str:
+        return self.labels.model or self.spec.model
+
+    def to_dict(self) -> dict[str, Any]:
+        # The stored shape (jobs.config) predates these types; kept so that stored jobs still read.
+        return {"spec": self.spec.to_dict(), "dataset_id": self.data.dataset_id,
+                "eval_dataset_id": self.data.eval_dataset_id,
+                "holdout": self.data.holdout.to_dict() if self.data.holdout else None,
+                "display": asdict(self.labels)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "JobRequest":
+        if not isinstance(data, dict):
+            raise UserError("a job request must be a JSON object")
+        known = {"spec", "dataset_id", "eval_dataset_id", "holdout", "display"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"unknown job request field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if data.get("dataset_id") is None:
+            raise UserError("the job names no dataset; submit it again from the upload page")
+        holdout = data.get("holdout")
+        display = data.get("display") or {}
+        if not isinstance(display, dict):
+            raise UserError("a job's display labels must be an object")
+        check_keys(JobLabels, display, "job label")
+        return cls(spec=JobSpec.from_dict(data.get("spec")),
+                   data=DataRef(data["dataset_id"], data.get("eval_dataset_id"),
+                                Holdout.from_dict(holdout) if holdout else None),
+                   labels=JobLabels(**display))
+
+
+# ----- what a running job reports ---------------------------------------------------------------
+@dataclass
+class ProgressEvent:
+    """One progress report. ``phase`` is one of PHASES; train events carry the step figures."""
+
+    phase: str
+    message: str | None = None
+    step: int | None = None
+    """Optimizer steps done (1-based)."""
+    total_steps: int | None = None
+    loss: float | None = None
+    loss_lm: float | None = None
+    loss_ul: float | None = None
+    loss_ln: float | None = None
+    lr: float | None = None
+    examples_per_s: float | None = None
+    elapsed_s: float | None = None
+    """Seconds since this run (attempt) of the training loop began."""
+    eta_s: float | None = None
+    # Filled in by the store when an event is read back (None on the way in):
+    id: int | None = None
+    attempt: int | None = None
+    created: float | None = None
+
+    STORE_FIELDS = ("id", "attempt", "created")
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"unknown progress phase {self.phase!r}; known: {', '.join(PHASES)}")
+
+    @classmethod
+    def train_step(cls, *, step: int, total_steps: int, first_step: int, elapsed_s: float, losses: dict[str, float],
+                   lr: float, batch_size: int) -> "ProgressEvent":
+        """The event after optimizer step ``step``; this run began at ``first_step`` (> 0 after a resume)
+        ``elapsed_s`` ago. Rate, examples/s and the time left are computed here and nowhere else."""
+        rate = (step - first_step) / elapsed_s if elapsed_s > 0 else 0.0  # steps per second in this run
+        return cls(phase="train", step=step, total_steps=total_steps, loss=losses["total"], loss_lm=losses["lm"],
+                   loss_ul=losses["ul"], loss_ln=losses["ln"], lr=lr, examples_per_s=rate * batch_size,
+                   elapsed_s=elapsed_s, eta_s=(total_steps - step) / rate if rate > 0 else 0.0)
+
+    @classmethod
+    def event_fields(cls) -> tuple[str, ...]:
+        """The fields a worker reports (the progress table's columns), store-assigned ones excluded."""
+        return tuple(f.name for f in fields(cls) if f.name not in cls.STORE_FIELDS)
+
+    def with_message(self, message: str) -> "ProgressEvent":
+        return replace(self, message=message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ProgressEvent":
+        if not isinstance(data, dict):
+            raise UserError("a progress event must be an object")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+# ----- what a finished job leaves behind --------------------------------------------------------
+@dataclass
+class TrainingStats:
+    steps: int
+    """Optimizer steps completed in total (including those before a resume)."""
+    wall_s: float
+    """Seconds spent training in the last run (attempt)."""
+    examples_per_s: float
+    tokens_processed: int
+    flops: float
+    """Training FLOPs (ia3app.cost.training_flops)."""
+    resumed_from_step: int = 0
+    setup: dict[str, Any] = field(default_factory=dict)
+    """How the loop was set up (ia3app.speed: compile, checkpointing, grad_accumulation, ...)."""
+    final_losses: dict[str, float] = field(default_factory=dict)
+    """The last step's losses: lm, ul, ln, total."""
+
+
+@dataclass
+class JobResult:
+    """Everything a finished job measured. Stored once, as the job's result in the queue (the CLI
+    writes it to results.json); the adapter folder's ia3_config.json keeps what the adapter needs
+    to stand alone (template, choices, recipe, headline metrics)."""
+
+    model: str
+    template: TemplateSpec
+    recipe: RecipeConfig
+    labels: list[str]
+    """The answer choices' names, in order (class names for confusion matrices)."""
+    params: dict[str, Any]
+    """ia3app.params.ParameterReport as a dict: base, added, fraction, adapter_bytes, ..."""
+    training: TrainingStats
+    evaluation: dict[str, Any] | None = None
+    """ia3app.evaluate.evaluate_methods' report: {"methods": {method: {...}}, "ratios": {...}}."""
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Headline numbers per method: accuracy, macro_f1, n."""
+    revision: str | None = None
+    train_templates: list[TemplateSpec] = field(default_factory=list)
+    init_vectors: str | None = None
+    num_train: int = 0
+    num_eval: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def methods(self) -> dict[str, dict[str, Any]]:
+        """The evaluation report per method evaluated ({} when there was no evaluation)."""
+        return (self.evaluation or {}).get("methods") or {}
+
+    def method(self, name: str) -> dict[str, Any]:
+        """The evaluation report of one method ({} when it was not evaluated)."""
+        return self.methods.get(name) or {}
+
+    def ratio(self, name: str = "in-context / t-few") -> dict[str, float]:
+        """Cost ratios between two methods ({} when one of them was not evaluated)."""
+        return ((self.evaluation or {}).get("ratios") or {}).get(name) or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "revision": self.revision, "template": self.template.to_dict(),
+                "train_templates": [t.to_dict() for t in self.train_templates], "labels": list(self.labels),
+                "recipe": self.recipe.to_dict(), "init_vectors": self.init_vectors, "params": dict(self.params),
+                "training": asdict(self.training), "evaluation": self.evaluation, "metrics": self.metrics,
+                "num_train": self.num_train, "num_eval": self.num_eval, "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "JobResult":
+        if not isinstance(data, dict):
+            raise UserError("a job result must be a JSON object")
+        check_keys(cls, data, "job result field", required=("model", "template", "recipe", "training"))
+        kwargs = dict(data)
+        kwargs["template"] = TemplateSpec.from_dict(data["template"])
+        kwargs["train_templates"] = [TemplateSpec.from_dict(t) for t in data.get("train_templates") or []]
+        kwargs["recipe"] = RecipeConfig.from_dict(data["recipe"])
+        check_keys(TrainingStats, data["training"], "training figure")
+        kwargs["training"] = TrainingStats(**data["training"])
+        kwargs.setdefault("labels", [])
+        kwargs.setdefault("params", {})
+        kwargs["metrics"] = data.get("metrics") or {}
+        kwargs["warnings"] = list(data.get("warnings") or [])
+        return cls(**kwargs)
