@@ -186,6 +186,8 @@ def run(args) -> list[tuple[str, str, str]]:
         for name in names[rnd % len(names):] + names[: rnd % len(names)]:
             fn, reqs, clients = (variants | latency)[name]
             rate, lats = closed_loop(fn, reqs, clients)
+            print(f"round {rnd + 1}: {name}: {rate:.2f} rows/s, median {1000 * statistics.median(lats):.0f} ms",
+                  file=sys.stderr, flush=True)
             throughput[name].append(rate)
             lat[name].append(statistics.median(lats))
     med = {n: statistics.median(v) for n, v in throughput.items()}
@@ -219,6 +221,7 @@ def run(args) -> list[tuple[str, str, str]]:
     for clients in (1, 8, 32):
         reqs = workload(max(clients * args.latency_per_client, 4), folders[:64], seed=10 + clients)
         _, lats = closed_loop(engine.predict, reqs, clients)
+        print(f"{clients} clients: p50 {1000 * pct(lats, 0.5):.0f} ms", file=sys.stderr, flush=True)
         rows.append((f"latency per request, {clients} client(s), 64 adapters",
                      f"p50 {1000 * pct(lats, 0.5):.0f} ms, p95 {1000 * pct(lats, 0.95):.0f} ms ({len(lats)} requests)",
                      "report"))

@@ -48,6 +48,29 @@ def _label_value(info: AdapterInfo, choice_index: int, choice: str) -> Any:
     return choice
 
 
+PAD_SLACK = 1.25
+"""A forward pass pads at most this much beyond its rows' own lengths (see length_chunks)."""
+
+
+def length_chunks(lengths: list[int], slack: float = PAD_SLACK) -> list[list[int]]:
+    """Indices grouped for forward passes: sorted by length, a new group whenever padding every row
+    to the longest would cost more than `slack` times the rows' own lengths. A batch of similar rows
+    stays one forward (the GPU case); short and long rows of a mixed batch do not pad each other
+    (the CPU pays for every padded token)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    chunks: list[list[int]] = []
+    total = 0
+    for i in order:
+        n = lengths[i]
+        if chunks and (len(chunks[-1]) + 1) * n <= slack * (total + n):
+            chunks[-1].append(i)
+            total += n
+        else:
+            chunks.append([i])
+            total = n
+    return chunks
+
+
 class _Request:
     """One caller's rows and Future; its parts complete it together (or the first failure fails it)."""
 
@@ -225,12 +248,17 @@ class Lane:
 
         examples = [ex for p in parts for ex in p.examples]
         names = None if rows is None else [rows[p.info.key] for p in parts for _ in p.examples]
+        scored: list = [None] * len(examples)
         try:
-            scored = score_choices(
-                self.loaded.model, self.loaded.tokenizer, examples, batch_size=len(examples), max_length=max_length,
-                adapter_names=names, handle=None if names is None else self.bank,
-                is_encoder_decoder=self.loaded.is_encoder_decoder,
-            )
+            for chunk in length_chunks([len(ex.input) for ex in examples]):
+                out = score_choices(
+                    self.loaded.model, self.loaded.tokenizer, [examples[i] for i in chunk], batch_size=len(chunk),
+                    max_length=max_length, adapter_names=None if names is None else [names[i] for i in chunk],
+                    handle=None if names is None else self.bank, is_encoder_decoder=self.loaded.is_encoder_decoder,
+                )
+                self.counts.update(forwards=1)
+                for i, s in zip(chunk, out):
+                    scored[i] = s
         except Exception as exc:
             if len(parts) == 1:
                 parts[0].request.fail(exc)
@@ -255,5 +283,5 @@ class Lane:
             "adapter_bytes": self.bank.adapter_bytes, "bank_bytes": self.bank.nbytes,
             "merged_copy_bytes": self.merged.nbytes, "merged_installed": self.merged.installed,
             "merges": self.merged.merges, "adapter_loads": self.bank.loads, "evictions": self.bank.evictions,
-            **{k: self.counts[k] for k in ("batches", "merged_batches", "mixed_batches", "requests", "rows")},
+            **{k: self.counts[k] for k in ("batches", "forwards", "merged_batches", "mixed_batches", "requests", "rows")},
         }

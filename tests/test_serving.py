@@ -215,3 +215,14 @@ def test_a_long_row_keeps_its_question_as_in_training(engine, adapters, referenc
     apply_adapter(reference.handle, adapters[0])
     want = score_choices(reference.loaded.model, reference.loaded.tokenizer, fitted, max_length=64)
     assert_matches(engine.predict(adapters[0], rows), want)
+
+
+def test_length_chunks_bound_padding():
+    from ia3app.serving_lane import length_chunks
+
+    lengths = [100, 40, 200, 110, 105, 50, 45, 190]
+    chunks = length_chunks(lengths)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))
+    for c in chunks:
+        assert len(c) * max(lengths[i] for i in c) <= 1.25 * sum(lengths[i] for i in c)
+    assert length_chunks([100] * 32) == [list(range(32))]  # similar rows: one forward
