@@ -1,4 +1,4 @@
-"""One error class for mistakes a person can fix.
+"""One error class for mistakes a person can fix (defined in common.errors, below every layer).
 
 Its message is shown verbatim by the CLI, the web UI and the API, so it is worded as a
 diagnosis ("column 'text' not found; the file has: review, stars"). Anything else is a bug
@@ -6,8 +6,7 @@ or an environment failure and propagates with its traceback.
 """
 
 
-class UserError(Exception):
-    """A problem in the user's input (data, template, settings, model choice)."""
+from common.errors import UserError  # noqa: F401  (one class for every layer; storage raises it too)
 
 
 class Cancelled(Exception):

@@ -15,7 +15,7 @@ import time
 
 import sqlite_utils
 
-from ia3app.errors import UserError
+from common.errors import UserError
 from storage.db import transaction
 
 KEY_PREFIX = "ia3_"

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ia3app.errors import UserError
+from common.errors import UserError
 
 SUBDIRS = ("uploads", "checkpoints", "adapters", "logs")
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EFBIG}

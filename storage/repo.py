@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
-from ia3app.errors import UserError
+from common.errors import UserError
 from storage.db import fetch_one, row_dict, transaction
 from storage.files import FileStore, new_key
 

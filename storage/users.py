@@ -24,7 +24,7 @@ import sqlite_utils
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from ia3app.errors import UserError
+from common.errors import UserError
 from storage.db import open_db, transaction
 
 LOCAL_USER = "local"

@@ -7,6 +7,7 @@ Only the (IA)^3 vectors train; held-out accuracy must go from chance to at least
 
 import random
 
+import pytest
 import torch
 
 from ia3app.config import RecipeConfig
@@ -47,6 +48,7 @@ def test_task_generator_is_seeded_and_balanced():
     assert sum(e.label for e in sentiment_task(200, seed=2)) == 100
 
 
+@pytest.mark.slow  # ~90 s on a 2-core CPU
 def test_recipe_lifts_held_out_accuracy_from_chance(tiny_model_dir):
     loaded = load_model(str(tiny_model_dir("t0", d_model=64, layers=2)), device="cpu")
     handle = inject(loaded.model)

@@ -185,3 +185,17 @@ def test_templates_upsert_by_name_and_are_owner_scoped(tmp_path):
     assert not repo.delete_template(db, t1, bob) and repo.delete_template(db, t1, alice)
     with pytest.raises(UserError, match="name"):
         repo.save_template(db, alice, "  ", {})
+
+
+def test_storage_imports_neither_ia3app_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, storage.db, storage.files, storage.repo, storage.users, storage.api_keys, storage.migrations\n"
+            "print(sorted(m for m in ('ia3app', 'torch', 'jobs', 'ui') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from common.errors import UserError
+    from ia3app.errors import UserError as SameError
+
+    assert SameError is UserError  # one class: storage's errors are caught where ia3app's are

@@ -57,6 +57,7 @@ def env(tmp_path, tiny_model_dir):
     return Env(tmp_path / "data", tiny_model_dir("t0"))
 
 
+@pytest.mark.slow  # worker subprocesses: ~30-60 s each on a 2-core CPU
 def test_cancel_stops_a_running_job_within_two_seconds(env):
     job_id = env.submit(steps=500, checkpoint_every=0)
     proc = start_worker(env.data_dir, "--once")  # the default 30 s lease: the cancel flag is polled between beats
@@ -75,6 +76,7 @@ def test_cancel_stops_a_running_job_within_two_seconds(env):
     assert env.job(job_id).error_kind is None
 
 
+@pytest.mark.slow  # worker subprocesses: ~30-60 s each on a 2-core CPU
 def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_adapter(env):
     settings = dict(steps=20, checkpoint_every=3)
     reference = env.submit(**settings)
@@ -109,6 +111,7 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_adapter(en
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # worker subprocesses: ~30-60 s each on a 2-core CPU
 def test_worker_waits_for_a_locked_database_and_carries_on(env):
     job_id = env.submit(steps=12, checkpoint_every=0)
     proc = start_worker(env.data_dir, "--once", "--lease-s", "20")
@@ -129,6 +132,7 @@ def test_worker_waits_for_a_locked_database_and_carries_on(env):
     assert steps == list(range(1, 13))
 
 
+@pytest.mark.slow  # worker subprocesses: ~30-60 s each on a 2-core CPU
 def test_sigterm_gives_the_running_job_back_without_losing_it(env):
     job_id = env.submit(steps=200, checkpoint_every=0)
     proc = start_worker(env.data_dir, "--lease-s", "5")
@@ -195,6 +199,7 @@ def test_fifty_jobs_from_five_users_on_two_workers(tmp_path, tiny_model_dir):
     assert env.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.slow  # worker subprocesses: ~30-60 s each on a 2-core CPU
 def test_local_worker_runs_jobs_for_the_app_and_stops_with_it(env):
     from jobs.local import start_local_worker
 
@@ -210,6 +215,7 @@ def test_local_worker_runs_jobs_for_the_app_and_stops_with_it(env):
     assert "claimed" in worker.log_path.read_text()
 
 
+@pytest.mark.slow  # worker subprocesses: ~30-60 s each on a 2-core CPU
 def test_worker_started_by_the_app_stops_when_the_app_dies_by_sigkill(tmp_path):
     data, pidfile, log = tmp_path / "data", tmp_path / "worker.pid", tmp_path / "worker.log"
     open_db(data).close()
