@@ -7,6 +7,7 @@ from ia3app.adapter_bank import AdapterInfo
 from ia3app.serving import prediction_table
 from ia3app.serving_lane import Prediction, _label_value
 from ia3app.templates import TemplateSpec
+from jobfactory import result as job_result
 from ui import results_page as R
 
 
@@ -30,16 +31,16 @@ def test_per_row_predictions_and_probability_columns_share_one_numbering():
 
 
 def test_matrices_show_the_users_labels_beside_the_answer_words():
-    fixed = {"template": {"name": "s", "input": "{{s}}", "label_column": "label", "choices": ["bad", "good"],
-                          "label_map": {"0": "bad", "1": "good"}}}
-    assert R.label_display(fixed, ["bad", "good"]) == ["0 (bad)", "1 (good)"]
-    same = {"template": {"name": "s", "input": "{{s}}", "label_column": "label", "choices": ["neg", "pos"]}}
-    assert R.label_display(same, ["neg", "pos"]) == ["neg", "pos"]  # the labels are the answers
-    per_row = {"template": {"name": "c", "input": "{{p}}", "label_column": "label",
-                            "choice_templates": ["{{a}}", "{{b}}"], "choice_labels": ["1", "2"]}}
-    assert R.label_display(per_row, ["choice 1", "choice 2"]) == ["1 (choice 1)", "2 (choice 2)"]
-    zero = {"template": {"name": "c", "input": "{{p}}", "label_column": "label", "choice_templates": ["{{a}}", "{{b}}"]}}
-    assert R.label_display(zero, ["choice 1", "choice 2"]) == ["0 (choice 1)", "1 (choice 2)"]
+    def shown(answers, **template):
+        return R.label_display(job_result(template=TemplateSpec(label_column="label", **template)), answers)
+
+    assert shown(["bad", "good"], name="s", input="{{s}}", choices=["bad", "good"],
+                 label_map={"0": "bad", "1": "good"}) == ["0 (bad)", "1 (good)"]
+    assert shown(["neg", "pos"], name="s", input="{{s}}", choices=["neg", "pos"]) == ["neg", "pos"]  # labels = answers
+    assert shown(["choice 1", "choice 2"], name="c", input="{{p}}", choice_templates=["{{a}}", "{{b}}"],
+                 choice_labels=["1", "2"]) == ["1 (choice 1)", "2 (choice 2)"]
+    assert shown(["choice 1", "choice 2"], name="c", input="{{p}}",
+                 choice_templates=["{{a}}", "{{b}}"]) == ["0 (choice 1)", "1 (choice 2)"]
 
 
 def test_latency_is_the_median_of_several_timed_runs(tiny_model_dir):
@@ -54,6 +55,6 @@ def test_latency_is_the_median_of_several_timed_runs(tiny_model_dir):
     assert LATENCY_RUNS >= 3 and len(scored) == 5 and latency > 0
     methods = {k: {"latency_s": 0.01, "flops": 1.0, "latency_runs": LATENCY_RUNS, "shots": 4}
                for k in ("in-context", "t-few")}
-    text = R.speed_md({"evaluation": {"methods": methods, "ratios": {"in-context / t-few": {"latency_s": 1.0,
-                                                                                             "flops": 1.0}}}})
+    text = R.speed_md(job_result(evaluation={"methods": methods,
+                                             "ratios": {"in-context / t-few": {"latency_s": 1.0, "flops": 1.0}}}))
     assert f"median of {LATENCY_RUNS} timed runs" in text
