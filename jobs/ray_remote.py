@@ -149,6 +149,9 @@ def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
     write_tree(work_dir, payload.get("work_files") or {})
     mirror = _WorkMirror(work_dir, post)
     mirror.remember()  # what the app's machine already holds is not sent back
+    import ia3app.models  # noqa: F401  torch and transformers, before the stall clock starts
+    import ia3app.train  # noqa: F401
+
     node = ray.get_runtime_context().get_node_id()
     post("started", {"node": node, "pid": os.getpid(), "host": os.uname().nodename})
 

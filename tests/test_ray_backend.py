@@ -169,6 +169,25 @@ def test_graceful_stop_gives_jobs_back_with_their_checkpoints(ray_cluster, tmp_p
     assert job.status == "succeeded" and job.result.training.resumed_from_step >= 5
 
 
+def test_a_task_without_progress_is_failed_as_stalled_and_stopped(ray_cluster, tmp_path, tiny_model_dir,
+                                                                   monkeypatch):
+    """The local worker's stall rule holds on Ray: a held-out file that is slow to validate on the
+    node (no progress events) fails the job as 'stalled'; Ray cancels the task that cannot stop by itself."""
+    import test_worker_limits
+
+    calibrate = test_worker_limits._slow_n  # rows of ~0.15 s here: far under the 1 s render limit on a
+    monkeypatch.setattr(test_worker_limits, "_slow_n", lambda: calibrate(0.15))  # one-thread, loaded node
+    env = Env(tmp_path / "data", tiny_model_dir("t0"))
+    _slow_job = test_worker_limits._slow_job
+    job_id = _slow_job(env)
+    d = dispatcher(env.data_dir, stall_s=2.0, cancel_grace_s=1.0)
+    run_until(d, lambda: env.job(job_id).status in q.TERMINAL and not d.attempts, timeout_s=90)
+    job = env.job(job_id)
+    assert job.status == "failed" and job.error_kind == "stalled" and job.attempts == 1
+    assert "no progress for 2 s during 'validate'" in job.error_message
+    assert d.history[-1]["outcome"] == "failed (stalled)"
+
+
 def test_a_worker_process_killed_each_attempt_fails_the_job_after_its_attempts(ray_cluster, tmp_path,
                                                                              tiny_model_dir):
     """The queue's attempt limit holds on Ray: the Ray worker process running the job is killed (as
@@ -185,21 +204,6 @@ def test_a_worker_process_killed_each_attempt_fails_the_job_after_its_attempts(r
     assert job.status == "failed" and job.attempts == 2 and job.error_kind == "lost"
     assert "died" in job.error_message and "gave up after 2 attempts" in job.error_message
     assert [h["outcome"].split(" ")[0] for h in d.history] == ["queued", "failed"]
-
-
-def test_a_task_without_progress_is_failed_as_stalled_and_stopped(ray_cluster, tmp_path, tiny_model_dir):
-    """The local worker's stall rule holds on Ray: a held-out file that is slow to validate on the
-    node (no progress events) fails the job as 'stalled'; Ray cancels the task that cannot stop by itself."""
-    from test_worker_limits import _slow_job
-
-    env = Env(tmp_path / "data", tiny_model_dir("t0"))
-    job_id = _slow_job(env)
-    d = dispatcher(env.data_dir, stall_s=2.0, cancel_grace_s=1.0)
-    run_until(d, lambda: env.job(job_id).status in q.TERMINAL and not d.attempts, timeout_s=90)
-    job = env.job(job_id)
-    assert job.status == "failed" and job.error_kind == "stalled" and job.attempts == 1
-    assert "no progress for 2 s during 'validate'" in job.error_message
-    assert d.history[-1]["outcome"] == "failed (stalled)"
 
 
 def test_node_removed_mid_training_resumes_elsewhere_with_the_same_vectors(ray_cluster, tmp_path, tiny_model_dir):
