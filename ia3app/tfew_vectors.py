@@ -26,12 +26,13 @@ import torch
 
 from ia3app.errors import UserError
 from ia3app.ia3 import VECTOR_SUFFIX, Ia3Model
+from ia3app.vector_sources import ALLOWED_URLS, TFEW_URL, check_source, is_url
 
-TFEW_URL = "https://github.com/r-three/t-few/raw/master/pretrained_checkpoints/t03b_ia3_finish.pt"
 TFEW_SUFFIX = "multi_lora_b"
 # sha256 of the copy this project is tested with (tests/fixtures/tfew/t03b_ia3_finish.pt).
 TFEW_SHA256 = "431451f16e8fc849a772952c9183d5dc63909282444192a70584d661cecb5374"
-_URL_SCHEMES = ("http", "https", "file")
+MAX_VECTORS_BYTES = 16_000_000
+"""Largest vectors file read or downloaded (the release is 2.2 MB)."""
 
 
 def convert_tfew_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -62,8 +63,9 @@ def load_tfew_vectors(path: str | Path) -> dict[str, torch.Tensor]:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise UserError(f"T-Few vectors not found at {path}") from exc
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:  # refused or corrupt
-        raise UserError(f"{path} is not a readable tensors-only PyTorch checkpoint ({exc})") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, IndexError, KeyError, TypeError,
+            AttributeError, OSError) as exc:  # refused or corrupt: the file is the problem, not the code
+        raise UserError(f"{path} is not a readable tensors-only PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, Mapping):
         raise UserError(f"{path} holds a {type(state).__name__}, not a state dict of vectors")
     return convert_tfew_state_dict(state)
@@ -96,20 +98,29 @@ def _cache_name(url: str) -> str:
 def resolve_tfew_vectors(
     path_or_url: str | Path = TFEW_URL,
     cache_dir: str | Path | None = None,
-    expected_sha256: str | None = None,
+    expected_sha256: str | None = TFEW_SHA256,
+    *,
+    allowed_dirs: list[Path] | None = None,
+    allowed_urls: frozenset[str] | set[str] = ALLOWED_URLS,
+    max_bytes: int = MAX_VECTORS_BYTES,
 ) -> Path:
     """A local path to T-Few's vectors: the path itself, or the URL downloaded once into cache_dir.
 
+    Only URLs in ``allowed_urls`` and (given ``allowed_dirs``) files inside those folders; at most
+    ``max_bytes``; the file must have ``expected_sha256`` (T-Few's release by default; None skips).
     The download is written atomically, with a sidecar ``<file>.json`` recording url and sha256;
-    a cache hit checks the file against that checksum (and against ``expected_sha256`` if given).
+    a cache hit checks the file against that checksum too.
     """
-    text = str(path_or_url)
-    if urllib.parse.urlparse(text).scheme not in _URL_SCHEMES:
+    text = str(path_or_url).strip()
+    check_source(text, allowed_dirs, allowed_urls)
+    if not is_url(text):
         path = Path(text).expanduser()
         if not path.is_file():
             raise UserError(f"T-Few vectors not found at {path}; pass the file's path or its URL ({TFEW_URL})")
+        if path.stat().st_size > max_bytes:
+            raise UserError(f"{path} is {path.stat().st_size:,} bytes; T-Few's vectors are under {max_bytes:,}")
         if expected_sha256 and _sha256(path) != expected_sha256:
-            raise UserError(f"{path} does not have the expected sha256 {expected_sha256}")
+            raise UserError(f"{path} is not T-Few's released vectors file (its sha256 is not {expected_sha256})")
         return path
     if cache_dir is None:
         raise UserError("downloading the T-Few vectors needs a cache folder (cache_dir)")
@@ -132,7 +143,11 @@ def resolve_tfew_vectors(
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(text, timeout=60) as response:  # noqa: S310
+            received = 0
             for chunk in iter(lambda: response.read(1 << 20), b""):
+                received += len(chunk)
+                if received > max_bytes:
+                    raise UserError(f"{text} is larger than {max_bytes:,} bytes; T-Few's vectors are smaller")
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()

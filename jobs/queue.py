@@ -18,6 +18,7 @@ No torch here: the web process imports this module.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,8 @@ class Job:
     error_message: str | None
     result: JobResult | None
     request_error: str | None = None
+    job_key: str | None = None
+    """Random, set at submit: the job's folders carry it (storage.files.FileStore.bind_job_dirs)."""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
@@ -87,8 +90,9 @@ def submit(db: sqlite_utils.Database, owner: int, request: JobRequest, priority:
     text = dumps(request)
     with transaction(db):
         cursor = db.execute(
-            "INSERT INTO jobs (owner, status, config, priority, max_attempts, created) VALUES (?, 'queued', ?, ?, ?, ?)",
-            [owner, text, int(priority), int(max_attempts), time.time()],
+            "INSERT INTO jobs (owner, status, config, priority, max_attempts, created, job_key)"
+            " VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+            [owner, text, int(priority), int(max_attempts), time.time(), uuid.uuid4().hex],
         )
         return int(cursor.lastrowid)
 

@@ -191,7 +191,18 @@ def load_inputs(db, store: FileStore, job: queue.Job) -> tuple[JobSpec, list[dic
         eval_rows = repo.load_rows(db, store, data.eval_dataset_id, job.owner)
     elif data.holdout is not None:
         train_rows, eval_rows = data.holdout.split(train_rows, spec.template.label_column or dataset.label_column)
+    check_vectors_source(spec.init_vectors, store.root)
+    for folder in store.bind_job_dirs(job.id, job.job_key):  # never resume another job's state
+        log.warning("job %s: its folder held another job's files (a replaced database?); moved to %s", job.id, folder)
     return spec, train_rows, eval_rows
+
+
+def check_vectors_source(init_vectors: str | None, data_dir: Path) -> None:
+    """In the app, T-Few vectors come only from the release URL or a file inside the data directory."""
+    if init_vectors:
+        from ia3app.vector_sources import check_source
+
+        check_source(init_vectors, allowed_dirs=[data_dir])
 
 
 def finish(db, store: FileStore, job: queue.Job, worker_id: str, result: JobResult) -> None:

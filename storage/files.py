@@ -22,6 +22,8 @@ from typing import Any
 from common.errors import UserError
 
 SUBDIRS = ("uploads", "checkpoints", "adapters", "logs")
+JOB_KEY_FILE = ".job-key"
+"""In a job's checkpoint and adapter folders: the key of the job they belong to."""
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EFBIG}
 
 
@@ -97,6 +99,33 @@ class FileStore:
         except OSError as exc:
             raise storage_error(exc, f"the folder {kind}/{job_id}/", self.root) from exc
         return path
+
+    def bind_job_dirs(self, job_id: int, job_key: str | None) -> list[str]:
+        """Make checkpoints/<id> and adapters/<id> this job's: a folder left by another job with the same
+        id (a replaced database) is moved to stale/ (never resumed, never reused; see `python -m
+        storage.admin`), and `.job-key` records whose the folders are. Returns the folders moved aside."""
+        moved = []
+        for kind in ("checkpoints", "adapters"):
+            folder = self._job_dir(kind, job_id)
+            marker = folder / JOB_KEY_FILE
+            owner = marker.read_text().strip() if marker.is_file() else None
+            if owner != job_key and (owner is not None or any(folder.iterdir())):
+                stale = self.root / "stale" / f"{kind}-{job_id}-{owner or 'unknown'}-{uuid.uuid4().hex[:8]}"
+                try:
+                    stale.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(folder, stale)
+                    folder.mkdir()
+                except OSError as exc:
+                    raise storage_error(exc, f"the folder {kind}/{job_id}/", self.root) from exc
+                moved.append(self.relpath(stale))
+            if job_key and owner != job_key:
+                self.write_bytes(f"{kind}/{job_id}/{JOB_KEY_FILE}", job_key.encode())
+        return moved
+
+    def job_dir_key(self, kind: str, job_id: int) -> str | None:
+        """The job key recorded in checkpoints/<id> or adapters/<id>, or None."""
+        marker = self.root / kind / str(job_id) / JOB_KEY_FILE
+        return marker.read_text().strip() if marker.is_file() else None
 
     # ----- atomic writes ---------------------------------------------------------------------
     def write_bytes(self, relpath: str, data: bytes) -> Path:

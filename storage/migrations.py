@@ -191,3 +191,11 @@ def m003_results_stored_once(db: sqlite_utils.Database) -> None:
                " SELECT id, job, owner, dir_path, created FROM adapters")
     db.execute("DROP TABLE adapters")
     db.execute("ALTER TABLE adapters_new RENAME TO adapters")
+
+
+@migration
+def m004_job_key(db: sqlite_utils.Database) -> None:
+    """A random key per job: its checkpoint and adapter folders are bound to it (a `.job-key` file), so
+    a job never resumes or overwrites another job's state when ids repeat (a restored or new database)."""
+    db.execute("ALTER TABLE jobs ADD COLUMN job_key TEXT")
+    db.execute("UPDATE jobs SET job_key = lower(hex(randomblob(16))) WHERE job_key IS NULL")

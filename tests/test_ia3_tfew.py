@@ -101,40 +101,96 @@ def test_wrong_family_and_unsafe_files_are_refused(tiny_model_dir, tmp_path, rel
         load_tfew_vectors(tmp_path / "nope.pt")
 
 
-def test_resolve_local_path_and_cached_download(tmp_path, released):
+@pytest.fixture
+def upstream(tmp_path, released):
+    """A local HTTP server standing in for T-Few's repository (no network here): (url_of, folder)."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "upstream"
+    folder.mkdir()
+    shutil.copy(released, folder / "t03b_ia3_finish.pt")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield (lambda name: f"http://127.0.0.1:{server.server_port}/{name}"), folder
+    server.shutdown()
+
+
+def test_resolve_local_path_and_cached_download(tmp_path, released, upstream):
     assert resolve_tfew_vectors(released, tmp_path / "cache") == released
     assert resolve_tfew_vectors(str(released), None, expected_sha256=TFEW_SHA256) == released
     with pytest.raises(UserError, match="not found"):
         resolve_tfew_vectors(tmp_path / "absent.pt", tmp_path / "cache")
 
-    source = tmp_path / "upstream" / "t03b_ia3_finish.pt"
-    source.parent.mkdir()
-    shutil.copy(released, source)
-    url = source.as_uri()  # file:// stands in for the T-Few repository URL (no network here)
+    url_of, folder = upstream
+    url = url_of("t03b_ia3_finish.pt")
     cache = tmp_path / "cache"
-    first = resolve_tfew_vectors(url, cache, expected_sha256=TFEW_SHA256)
+    first = resolve_tfew_vectors(url, cache, allowed_urls={url})
     assert first.parent == cache and first.read_bytes() == released.read_bytes()
     record = json.loads(first.with_name(first.name + ".json").read_text())
     assert record == {"url": url, "sha256": TFEW_SHA256, "bytes": released.stat().st_size}
     assert not [p for p in cache.iterdir() if p.name.endswith((".part", ".tmp"))]
 
-    source.unlink()  # a cache hit must not touch the source again
-    assert resolve_tfew_vectors(url, cache) == first
+    (folder / "t03b_ia3_finish.pt").unlink()  # a cache hit must not touch the source again
+    assert resolve_tfew_vectors(url, cache, allowed_urls={url}) == first
     assert len(load_tfew_vectors(first)) == 192
 
     with first.open("r+b") as f:  # damage the cached copy
         f.seek(100)
         f.write(b"\0\0\0\0")
     with pytest.raises(UserError, match="do not match their recorded sha256"):
-        resolve_tfew_vectors(url, cache)
+        resolve_tfew_vectors(url, cache, allowed_urls={url})
 
 
-def test_download_failures_leave_nothing_behind(tmp_path, released):
+def test_download_failures_leave_nothing_behind(tmp_path, released, upstream):
+    url_of, folder = upstream
     cache = tmp_path / "cache"
     with pytest.raises(UserError, match="could not download"):
-        resolve_tfew_vectors((tmp_path / "missing.pt").as_uri(), cache)
+        resolve_tfew_vectors(url_of("missing.pt"), cache, allowed_urls={url_of("missing.pt")})
+    url = url_of("t03b_ia3_finish.pt")
     with pytest.raises(UserError, match="not the expected"):
-        resolve_tfew_vectors(released.as_uri(), cache, expected_sha256="0" * 64)
+        resolve_tfew_vectors(url, cache, expected_sha256="0" * 64, allowed_urls={url})
+    with pytest.raises(UserError, match="larger than 1,000 bytes"):
+        resolve_tfew_vectors(url, cache, allowed_urls={url}, max_bytes=1000)
     assert list(cache.iterdir()) == []
     with pytest.raises(UserError, match="cache folder"):
-        resolve_tfew_vectors(released.as_uri(), None)
+        resolve_tfew_vectors(url, None, allowed_urls={url})
+
+
+def test_vectors_only_from_the_allow_list_and_the_data_dir(tmp_path, released, upstream):
+    """Issue 14: file:// and internal URLs are refused before anything is read or fetched; paths must
+    be inside the data directory; a wrong file is refused by size or hash as a user error."""
+    import time
+
+    from ia3app.tfew_vectors import check_source
+
+    data = tmp_path / "data"
+    (data / "tfew").mkdir(parents=True)
+    shutil.copy(released, data / "tfew" / "t03b_ia3_finish.pt")
+    url_of, _ = upstream
+    start = time.monotonic()
+    for source, message in [
+        ("file:///etc/passwd", "file:// addresses elsewhere are refused"),
+        (url_of("t03b_ia3_finish.pt"), "http:// addresses elsewhere are refused"),
+        ("http://169.254.169.254/latest/meta-data/", "http:// addresses elsewhere are refused"),
+        ("/etc/passwd", "must be a file inside the data directory"),
+        (str(data / ".." / "data" / ".." / "x.pt"), "must be a file inside the data directory"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            resolve_tfew_vectors(source, tmp_path / "cache", allowed_dirs=[data])
+    assert time.monotonic() - start < 1
+    assert not (tmp_path / "cache").exists()  # nothing was copied anywhere
+    check_source(str(data / "tfew" / "t03b_ia3_finish.pt"), allowed_dirs=[data])
+    assert resolve_tfew_vectors(data / "tfew" / "t03b_ia3_finish.pt", allowed_dirs=[data]).is_file()
+    bogus = data / "tfew" / "other.pt"
+    bogus.write_bytes(b"not vectors at all")
+    with pytest.raises(UserError, match="is not T-Few's released vectors file"):
+        resolve_tfew_vectors(bogus, allowed_dirs=[data])
+    (data / "tfew" / "big.pt").write_bytes(b"\0" * 17_000_000)
+    with pytest.raises(UserError, match="T-Few's vectors are under 16,000,000"):
+        resolve_tfew_vectors(data / "tfew" / "big.pt", allowed_dirs=[data])
+    with pytest.raises(UserError, match="not a readable tensors-only PyTorch checkpoint"):
+        load_tfew_vectors(bogus)  # read without the hash check: still a user error, never a crash

@@ -26,7 +26,7 @@ def test_migrations_build_every_table_with_its_columns():
         "templates": {"id", "owner", "name", "spec", "created", "updated"},
         "jobs": {"id", "owner", "status", "config", "priority", "attempts", "max_attempts", "worker_id",
                  "heartbeat_at", "lease_expires_at", "cancel_requested", "created", "started", "finished",
-                 "error_kind", "error_message", "result"},
+                 "error_kind", "error_message", "result", "job_key"},
         "progress": {"id", "job", "attempt", "step", "total_steps", "phase", "loss", "loss_lm", "loss_ul", "loss_ln",
                      "lr", "examples_per_s", "elapsed_s", "eta_s", "message", "created"},
         "adapters": {"id", "job", "owner", "dir_path", "created"},
@@ -199,3 +199,34 @@ def test_storage_imports_neither_ia3app_nor_torch():
     from ia3app.errors import UserError as SameError
 
     assert SameError is UserError  # one class: storage's errors are caught where ia3app's are
+
+
+def test_admin_reports_and_cleans_folders_no_job_owns(tmp_path, capsys):
+    """Issue 14: folders of unknown jobs (a replaced database) are reported, then cleaned; owned ones stay."""
+    from jobs import queue as q
+    from storage import admin
+    from storage.users import create_user
+
+    data = tmp_path / "data"
+    db = open_db(data)
+    store = FileStore(data)
+    user = create_user(db, "alice", "password1")
+    job_id = q.submit(db, user, {"spec": {}})
+    job = q.get_job(db, job_id, user)
+    assert len(job.job_key) == 32
+    assert store.bind_job_dirs(job_id, job.job_key) == []
+    (data / "checkpoints" / "7" / "checkpoints").mkdir(parents=True)  # job 7 is not in the database
+    (data / "checkpoints" / "7" / "checkpoints" / "checkpoint.pt").write_bytes(b"x" * 10)
+    (data / "adapters" / str(job_id) / "adapter.safetensors").write_bytes(b"y")
+    assert admin.main(["--data-dir", str(data), "list-stale"]) == 0
+    out = capsys.readouterr()
+    assert out.out == "checkpoints/7\t10 bytes\tno job #7 in the database\n"
+    assert admin.main(["--data-dir", str(data), "clean-stale"]) == 0
+    assert "removing checkpoints/7" in capsys.readouterr().out
+    assert not (data / "checkpoints" / "7").exists() and (data / "adapters" / str(job_id) / "adapter.safetensors").exists()
+    (data / "adapters" / str(job_id) / ".job-key").write_text("f" * 32)  # another job's key
+    moved = store.bind_job_dirs(job_id, job.job_key)
+    assert moved and moved[0].startswith(f"stale/adapters-{job_id}-{'f' * 32}")
+    assert store.job_dir_key("adapters", job_id) == job.job_key
+    assert admin.main(["--data-dir", str(data), "clean-stale"]) == 0
+    assert "moved aside" in capsys.readouterr().out and not list((data / "stale").iterdir())

@@ -86,3 +86,34 @@ def test_cancel_while_validating_takes_effect_within_five_seconds(env):
     assert env.job(job_id).status == "cancelled"
     assert took < 5, f"{took:.1f} s"
     assert not thread.is_alive()
+
+
+def test_a_file_url_for_the_vectors_is_a_user_error_not_a_retried_crash(env):
+    config = env.config()
+    config["spec"]["init_vectors"] = "file:///etc/passwd"
+    job_id = q.submit(env.db, env.user, config)
+    start = time.monotonic()
+    assert env.worker().serve() == 1
+    job = env.job(job_id)
+    assert job.status == "failed" and job.error_kind == "user_error" and job.attempts == 1
+    assert "file:// addresses elsewhere are refused" in job.error_message
+    assert time.monotonic() - start < 5
+    assert not list((env.data_dir / "checkpoints").rglob("*.pt"))
+
+
+def test_a_new_job_never_resumes_a_folder_left_by_another_job_with_its_id(env):
+    """Issue 14: a replaced database restarts job ids; the old job 1's checkpoint must not be resumed."""
+    old = env.data_dir / "checkpoints" / "1"
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "checkpoints" / "checkpoint.pt").write_bytes(b"another job's state")
+    (old / ".job-key").write_text("0" * 32)
+    job_id = env.submit()
+    assert job_id == 1
+    assert env.worker().serve() == 1
+    job = env.job(job_id)
+    assert job.status == "succeeded", job.error_message
+    assert job.result["training"]["resumed_from_step"] in (None, 0)
+    stale = list((env.data_dir / "stale").iterdir())
+    assert [p.name.startswith("checkpoints-1-" + "0" * 32) for p in stale] == [True]
+    assert (stale[0] / "checkpoints" / "checkpoint.pt").read_bytes() == b"another job's state"
+    assert (env.data_dir / "adapters" / "1" / ".job-key").read_text() == job.job_key

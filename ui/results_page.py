@@ -44,6 +44,10 @@ def owned_adapter_dir(ctx: AppContext, uid: int, job_id: Any) -> tuple[Any, Path
     if job.status != "succeeded":
         raise UserError(f"job #{jid} has not finished successfully (it is {job.status}); results appear when it has")
     folder = ctx.files().adapter_dir(jid)
+    key = ctx.files().job_dir_key("adapters", jid)
+    if key is not None and job.job_key is not None and key != job.job_key:  # a replaced database
+        raise UserError(f"job #{jid}'s adapter folder holds another job's files (was the database replaced?); "
+                        "the administrator can list them with `python -m storage.admin list-stale`")
     if not (folder / "adapter.safetensors").is_file():
         raise UserError(f"job #{jid}'s adapter files are missing from the data directory")
     return job, folder

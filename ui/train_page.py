@@ -177,6 +177,9 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
         init_vectors = (tfew_path or "").strip() or None
         if init_vectors is None:
             raise UserError("give the path or URL of T-Few's t03b_ia3_finish.pt")
+        from ia3app.vector_sources import check_source
+
+        check_source(init_vectors, allowed_dirs=[ctx.data_dir])  # the release URL or a file in the data dir
     _check_template_on_files(ctx, uid, session, template)
     unusable = M.unusable_reason(model_key, local_path)
     if unusable:
