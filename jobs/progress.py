@@ -22,7 +22,7 @@ import sqlite_utils
 
 from ia3app.jobtypes import ProgressEvent
 from jobs import queue
-from storage.db import open_db
+from storage.db import file_identity, open_db
 
 log = logging.getLogger("jobs.worker")
 
@@ -129,10 +129,17 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         db = open_db(self.db_path)
+        ident = file_identity(self.db_path)
         next_beat = time.monotonic() + self.interval_s
         try:
             while not self._halt.wait(self.tick_s):
                 now = time.monotonic()
+                if file_identity(self.db_path) != ident:  # deleted or replaced: stop writing into it
+                    log.error("job %s: the database %s was deleted or replaced while the job ran; stopping it "
+                              "(restore the data directory and restart the worker)", self.job_id, self.db_path)
+                    self.lost.set()
+                    self._interrupt("lost")
+                    return
                 try:
                     if now >= next_beat:
                         next_beat = now + self.interval_s

@@ -28,7 +28,7 @@ from ia3app.jobtypes import JobResult, JobSpec
 from jobs import queue
 from jobs.progress import Heartbeat, JobInterrupted, ProgressWriter
 from storage import repo
-from storage.db import DB_FILENAME, data_dir, open_db
+from storage.db import DB_FILENAME, corrupt_database, data_dir, file_identity, open_db, replaced_database, vanished_database
 from storage.files import FileStore, StorageError, is_disk_error, storage_error
 
 log = logging.getLogger("jobs.worker")
@@ -70,6 +70,8 @@ class Worker:
     def __init__(self, config: WorkerConfig):
         self.config = config
         self.db = open_db(config.data_dir)
+        self._db_ident = file_identity(config.data_dir)
+        self._fault: str | None = None  # the storage fault last logged (each is logged once)
         self.store = FileStore(config.data_dir)
         self.shutdown = threading.Event()
         """Set by SIGTERM/SIGINT: stop the current job (give it back) and exit."""
@@ -83,13 +85,17 @@ class Worker:
         log.info("worker %s watching %s", cfg.worker_id, cfg.data_dir)
         while not self.shutdown.is_set():
             try:
+                self._check_db_file()
                 for job_id in queue.requeue_stale(self.db):
                     log.warning("job %s: its worker stopped responding; requeued", job_id)
                 job = queue.claim(self.db, cfg.worker_id, cfg.lease_s)
-            except sqlite3.OperationalError as exc:  # locked past the busy timeout: the queue is intact
-                log.warning("the queue is busy (%s); trying again", exc)
-                self.shutdown.wait(cfg.poll_s)
+            except (sqlite3.DatabaseError, StorageError) as exc:
+                self._storage_fault(exc)
+                self.shutdown.wait(max(cfg.poll_s, 1.0))
                 continue
+            if self._fault is not None:
+                log.info("the database is usable again")
+                self._fault = None
             if job is None:
                 if cfg.once or cfg.until_empty:
                     break
@@ -100,6 +106,30 @@ class Worker:
             if cfg.once:
                 break
         return ran
+
+    def _check_db_file(self) -> None:
+        """Notice a deleted or replaced database file (never write into a deleted one)."""
+        ident = file_identity(self.config.data_dir)
+        if ident is None:
+            raise vanished_database(self.config.data_dir)
+        if ident != self._db_ident:
+            raise replaced_database(self.config.data_dir)
+
+    def _storage_fault(self, exc: BaseException) -> None:
+        """Log a storage fault once (not every poll), named: locked, full, read-only, damaged or gone."""
+        text = str(exc)
+        if isinstance(exc, StorageError):
+            message = text
+        elif "locked" in text or "busy" in text:
+            message = f"the queue is busy ({text}); trying again"
+        elif "disk is full" in text or "readonly" in text or "disk I/O" in text:
+            message = (f"the database in {self.config.data_dir} cannot be written ({text}); free some disk space "
+                       "or make it writable — no job is claimed until then")
+        else:
+            message = str(corrupt_database(self.config.data_dir, exc))
+        if message != self._fault:
+            log.error("%s", message)
+            self._fault = message
 
     def run_one(self, job: queue.Job) -> str:
         """Run one claimed job to a final (or requeued) state; returns what became of it."""

@@ -41,23 +41,98 @@ def open_db(path: str | Path | None = None, *, busy_timeout_s: float = BUSY_TIME
         path = data_dir()
     try:
         return _open(path, busy_timeout_s)
-    except (OSError, sqlite3.OperationalError) as exc:
-        if isinstance(exc, sqlite3.OperationalError) and "unable to open" not in str(exc) and "readonly" not in str(exc):
+    except sqlite3.DatabaseError as exc:
+        if not isinstance(exc, sqlite3.OperationalError) or "malformed" in str(exc) or "not a database" in str(exc):
+            raise corrupt_database(path, exc) from exc
+        if "unable to open" not in str(exc) and "readonly" not in str(exc):
             raise  # e.g. locked past the busy timeout: not the directory's fault
+        raise StorageError(
+            f"could not open the database in {path}: {exc}; make sure the data directory exists, is a directory "
+            "and is writable, or point IA3APP_DATA_DIR (or --data-dir) elsewhere"
+        ) from exc
+    except OSError as exc:
         raise StorageError(
             f"could not open the database in {path}: {getattr(exc, 'strerror', None) or exc}; make sure the data "
             "directory exists, is a directory and is writable, or point IA3APP_DATA_DIR (or --data-dir) elsewhere"
         ) from exc
 
 
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) owner-only (0700); an existing folder is left as the operator set it."""
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _db_file(path: str | Path) -> Path:
+    path = Path(path)
+    return path / DB_FILENAME if path.is_dir() or path.suffix == "" else path
+
+
+def file_identity(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of the database file, or None when it is gone: a connection compares it to the
+    one it opened to notice a deleted or replaced database (a restored backup, a removed data dir)."""
+    try:
+        st = os.stat(_db_file(path))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def vanished_database(path: str | Path) -> StorageError:
+    db_file = _db_file(path)
+    return StorageError(
+        f"the database {db_file} is gone: the data directory {db_file.parent} was deleted or moved while the app "
+        "was running. Nothing more is written until it is back: restore it (or its backup) and restart the app "
+        "and its workers"
+    )
+
+
+def replaced_database(path: str | Path) -> StorageError:
+    db_file = _db_file(path)
+    return StorageError(
+        f"the database {db_file} was replaced while the app was running (a restored backup?); nothing more is "
+        f"written to either file. Stop the app and every worker, remove {db_file}-wal and {db_file}-shm (they "
+        "belong to the file that was replaced), then start again"
+    )
+
+
+def corrupt_database(path: str | Path, exc: BaseException) -> StorageError:
+    """The message for a database SQLite cannot read, with the steps to recover."""
+    db_file = _db_file(path)
+    return StorageError(
+        f"the database {db_file} is damaged ({exc}). To recover: 1) stop the app and every worker; "
+        f"2) keep a copy: cp {db_file} {db_file}.damaged; 3) try SQLite's recovery: "
+        f"sqlite3 {db_file}.damaged .recover | sqlite3 {db_file}.recovered, then move {db_file}.recovered to "
+        f"{db_file} (and delete {db_file}-wal and {db_file}-shm); 4) or restore a backup; or move the file "
+        "away to start with an empty database (users and jobs are lost; files stay: "
+        "python -m storage.admin list-stale)"
+    )
+
+
+def check_database(path: str | Path) -> None:
+    """Refuse (StorageError with the recovery steps) a database whose pages SQLite cannot read."""
+    db = open_db(path)
+    try:
+        result = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise corrupt_database(path, exc) from exc
+    finally:
+        db.conn.close()
+    if result != "ok":
+        raise corrupt_database(path, RuntimeError(f"quick_check: {result}"))
+
+
 def _open(path: str | Path, busy_timeout_s: float) -> sqlite_utils.Database:
     if str(path) != ":memory:":
         path = Path(path)
         if path.is_dir() or path.suffix == "":
-            path.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path)
             path = path / DB_FILENAME
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
+        if not path.exists():  # owner-only from the start; SQLite gives its -wal and -shm files the same mode
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     # A transaction belongs to its connection: give each thread its own (the worker's heartbeat
     # thread and the web app's handler threads do). check_same_thread=False only lets a connection
     # be closed or handed over from another thread.

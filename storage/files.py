@@ -57,7 +57,8 @@ class FileStore:
         self.root = Path(root).resolve()
         for sub in SUBDIRS:
             try:
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+                if not (self.root / sub).is_dir():
+                    (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise storage_error(exc, f"the folder {sub}/", self.root) from exc
 

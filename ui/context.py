@@ -36,12 +36,16 @@ class AppContext:
     replicas (jobs.ray_serve.RayServing) instead of an engine in this process."""
     ray_serve_replicas: int = 1
     """Replicas of the Ray Serve app when this app deploys it (the first prediction with --ray)."""
+    _db_ident: tuple[int, int] | None = field(default=None, repr=False)
+    """(device, inode) of the database file this process opened: a missing or other file is a fault."""
     _engine: Any = field(default=None, repr=False)
     _engine_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
+        from storage.db import make_private_dir
+
         self.data_dir = Path(self.data_dir).resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.data_dir)
 
     @property
     def db_path(self) -> Path:
@@ -49,11 +53,19 @@ class AppContext:
 
     def db(self):
         """A SQLite connection for the calling thread (Gradio runs handlers on a thread pool)."""
-        conn = getattr(self._local, "db", None)
-        if conn is None:
-            from storage.db import open_db
+        from storage.db import file_identity, open_db, replaced_database, vanished_database
 
+        conn = getattr(self._local, "db", None)
+        ident = file_identity(self.db_path)
+        if ident is None and (conn is not None or self._db_ident is not None):  # deleted: never recreate it
+            raise vanished_database(self.db_path)
+        if self._db_ident is not None and ident != self._db_ident:
+            # replaced (a restored backup): this process's write-ahead log belongs to the old file
+            raise replaced_database(self.db_path)
+        if conn is None:
             conn = self._local.db = open_db(self.db_path)
+            if self._db_ident is None:
+                self._db_ident = file_identity(self.db_path)
         return conn
 
     def files(self):

@@ -59,7 +59,10 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
     """Everything before launching: context, auth callable (or None), a warning to print."""
     from storage import users
 
+    from storage.db import check_database
+
     data_dir = resolve_data_dir(args.data_dir)
+    check_database(data_dir)  # a damaged database stops the start with the steps to recover it
     serving = {"device": args.serve_device, "max_wait_ms": args.serve_max_wait_ms,
                "max_batch_rows": args.serve_batch_rows, "adapter_budget_mb": args.adapter_budget_mb}
     ctx = AppContext(data_dir, max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_rows=args.max_rows,
@@ -78,12 +81,18 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
     from ui.blocks import CSS, THEME, build_app
     from ui.http_api import add_routes
 
+    from starlette.middleware import Middleware
+
+    from ui.auth import LoginRateLimit
+
     demo = build_app(ctx)
     demo.queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(
         server_name=host,
         server_port=port,
+        share=False,  # never a public link, whatever GRADIO_SHARE says
         auth=auth,
+        app_kwargs={"middleware": [Middleware(LoginRateLimit)]},  # failed sign-ins per address
         auth_message="Sign in with the account your administrator created (python -m storage.users add NAME).",
         max_file_size=ctx.max_upload_bytes * 2,  # the CSV checker states the exact limit; this stops abuse early
         blocked_paths=[str(ctx.data_dir)],  # stored data leaves only through handlers that check the owner

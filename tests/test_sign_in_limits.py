@@ -1,0 +1,62 @@
+"""Issue 14 item 7 on a launched app: share stays off whatever GRADIO_SHARE says, failed sign-ins are
+limited per user name and per address; the data directory and database are created owner-only."""
+
+from __future__ import annotations
+
+import socket
+import stat
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_failed_sign_ins_are_limited_per_user_and_per_address(tmp_path, monkeypatch):
+    from storage import users
+    from ui.auth import make_auth_check
+    from ui.context import AppContext
+    from ui.main import launch
+
+    monkeypatch.setenv("GRADIO_SHARE", "true")
+    ctx = AppContext(tmp_path / "data", auth_required=True)
+    users.create_user(ctx.db(), "alice", "alice-pass-1")
+    users.create_user(ctx.db(), "bob", "bob-pass-22")
+    demo, url = launch(ctx, port=free_port(), auth=make_auth_check(ctx.db), prevent_thread_lock=True, quiet=True)
+    try:
+        assert demo.share is False and demo.share_url is None
+
+        def login(name, password):
+            return httpx.post(f"{url}login", data={"username": name, "password": password}, timeout=30)
+
+        assert login("alice", "alice-pass-1").status_code == 200
+        for _ in range(5):
+            assert login("alice", "wrong").status_code == 400
+        assert login("alice", "alice-pass-1").status_code == 400  # the name is locked for a while
+        assert login("bob", "bob-pass-22").status_code == 200  # another name is not
+        for _ in range(14):
+            login("mallory", "guess")
+        refused = login("bob", "bob-pass-22")  # 20 failures from this address: refused before checking
+        assert refused.status_code == 429 and "too many failed sign-ins from your address" in refused.text
+    finally:
+        demo.close()
+
+
+def test_data_dir_and_database_are_owner_only(tmp_path):
+    from storage.db import open_db
+    from storage.files import FileStore
+
+    data = tmp_path / "fresh"
+    db = open_db(data)
+    db.execute("CREATE TABLE t (x)")
+    FileStore(data).write_bytes("uploads/a.csv", b"x")
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for name in ("ia3app.db", "ia3app.db-wal"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    for sub in ("uploads", "checkpoints", "adapters"):
+        assert stat.S_IMODE((data / sub).stat().st_mode) == 0o700, sub

@@ -1,0 +1,91 @@
+"""Issue 14 item 5: storage faults are named — a damaged database stops the app and the worker at
+start with the recovery steps; connections notice a replaced or deleted database file; the worker logs a
+fault once, not once per poll."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from ia3app.errors import UserError
+from storage import users
+from storage.db import open_db
+from storage.files import StorageError
+
+
+def damage(data_dir):
+    db = open_db(data_dir)
+    users.create_user(db, "alice", "password1")
+    db.conn.close()
+    for suffix in ("-wal", "-shm"):
+        (data_dir / f"ia3app.db{suffix}").unlink(missing_ok=True)
+    (data_dir / "ia3app.db").write_bytes(b"this is not a database, it was overwritten" * 100)
+
+
+def test_app_and_worker_refuse_to_start_on_a_damaged_database(tmp_path, capsys):
+    from jobs import worker
+    from ui import main
+
+    data = tmp_path / "data"
+    damage(data)
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as info:
+        main.main(["--data-dir", str(data), "--no-worker"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"the database {data / 'ia3app.db'} is damaged" in err
+    assert "To recover: 1) stop the app and every worker" in err and ".recover" in err
+    assert worker.main(["--data-dir", str(data), "--once"]) == 2
+    assert "is damaged" in capsys.readouterr().err
+    assert time.monotonic() - start < 10
+
+
+def test_app_connections_refuse_a_replaced_or_deleted_database(tmp_path):
+    from ui.context import AppContext
+
+    ctx = AppContext(tmp_path / "data")
+    users.create_user(ctx.db(), "alice", "password1")
+    other = open_db(tmp_path / "restored")  # e.g. a backup restored while the app runs
+    users.create_user(other, "bob", "password2")
+    other.conn.close()
+    os.replace(tmp_path / "restored" / "ia3app.db", ctx.db_path)
+    with pytest.raises(StorageError, match=r"was replaced while the app was running .* remove .*-wal"):
+        ctx.db()
+    shutil.rmtree(ctx.data_dir)
+    with pytest.raises(StorageError, match=r"is gone: the data directory .* was deleted or moved"):
+        ctx.db()
+    assert not ctx.db_path.exists()  # not silently recreated
+    assert isinstance(StorageError("x"), UserError)  # so every page shows the words
+
+
+def test_worker_logs_a_vanished_database_once_and_goes_on_when_it_is_back(tmp_path, caplog):
+    from jobs.worker import Worker, WorkerConfig
+
+    data = tmp_path / "data"
+    worker = Worker(WorkerConfig(data_dir=data, poll_s=0.05))
+    backup = tmp_path / "backup"
+    shutil.copytree(data, backup)
+    shutil.rmtree(data)
+    caplog.set_level(logging.INFO, logger="jobs.worker")
+    thread = threading.Thread(target=worker.serve)
+    thread.start()
+    try:
+        time.sleep(3)
+        gone = [r for r in caplog.records if "is gone" in r.getMessage()]
+        assert len(gone) == 1, [r.getMessage() for r in caplog.records]
+        assert not data.exists()  # the worker did not recreate it
+        shutil.copytree(backup, data)  # a restored copy is another file: named once too
+        deadline = time.monotonic() + 5
+        while not any("was replaced" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)
+        replaced = [r for r in caplog.records if "was replaced" in r.getMessage()]
+        assert len(replaced) == 1
+    finally:
+        worker.shutdown.set()
+        thread.join(10)
