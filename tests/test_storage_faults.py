@@ -89,3 +89,33 @@ def test_worker_logs_a_vanished_database_once_and_goes_on_when_it_is_back(tmp_pa
     finally:
         worker.shutdown.set()
         thread.join(10)
+
+
+def test_page_events_turn_storage_faults_into_messages(tmp_path):
+    import errno
+    import sqlite3
+
+    import gradio as gr
+
+    from ui.faults import name_storage_faults
+
+    def corrupt():
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "uploads" / "x.csv"))
+
+    def fine(x):
+        return x
+
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        for fn in (corrupt, full, fine):
+            box.submit(fn, [] if fn is not fine else [box], [box])
+    assert name_storage_faults(demo, tmp_path) == 3
+    fns = [f.fn for f in demo.fns.values()]
+    with pytest.raises(gr.Error, match=r"is damaged \(database disk image is malformed\)\. To recover"):
+        fns[0]()
+    with pytest.raises(gr.Error, match="No space left on device; free some disk space"):
+        fns[1]()
+    assert fns[2]("x") == "x"

@@ -85,7 +85,10 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
 
     from ui.auth import LoginRateLimit
 
+    from ui.faults import name_storage_faults
+
     demo = build_app(ctx)
+    name_storage_faults(demo, ctx.data_dir)  # a database or disk fault says so, in words
     demo.queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(
         server_name=host,
