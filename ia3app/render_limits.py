@@ -45,6 +45,9 @@ class TooLarge(Exception):
 
 
 _local = threading.local()
+STOP_REQUESTS: dict[int, type[BaseException]] = {}
+"""Thread id -> exception its render should raise at its next traced line (set by a job's heartbeat:
+raising from the trace function is synchronous and clean, unlike an asynchronous exception)."""
 
 
 def _deadline() -> tuple[float, float] | None:
@@ -83,9 +86,14 @@ def run_bounded(fn: Callable[[], T]) -> T:
     end = _deadline()[0]  # type: ignore[index]
     clock = time.monotonic
 
+    me = threading.get_ident()
+    stops = STOP_REQUESTS
+
     def lines(frame: Any, event: str, arg: Any) -> Any:
         if clock() > end:
             raise RenderTimeout
+        if stops and me in stops:
+            raise stops.pop(me)
         return lines
 
     def calls(frame: Any, event: str, arg: Any) -> Any:
@@ -93,6 +101,8 @@ def run_bounded(fn: Callable[[], T]) -> T:
         # template's own code, where a loop can spin without calling anything
         if clock() > end:
             raise RenderTimeout
+        if stops and me in stops:
+            raise stops.pop(me)
         return lines if frame.f_code.co_filename == "<template>" else None
 
     previous = sys.gettrace()

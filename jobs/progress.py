@@ -113,19 +113,37 @@ class Heartbeat(threading.Thread):
         try:
             yield
         finally:
+            from ia3app.render_limits import STOP_REQUESTS
+
             with self._lock:
                 target, self._target = self._target, None
+                STOP_REQUESTS.pop(threading.get_ident(), None)
                 if target is None and self.reason:  # fired: clear it if it is still pending
                     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
 
     def _interrupt(self, reason: str) -> None:
+        """First ask a template render on the job's thread to stop (raised from its trace hook, cleanly);
+        if the thread is still in the recipe a second later, raise JobInterrupted in it asynchronously."""
+        from ia3app.render_limits import STOP_REQUESTS
+
         with self._lock:
             if self._target is None or self.reason:
                 return
             self.reason = reason
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target), ctypes.py_object(JobInterrupted))
-            self._target = None
-        log.warning("job %s: interrupted (%s)", self.job_id, reason)
+            target = self._target
+            STOP_REQUESTS[target] = JobInterrupted
+        log.warning("job %s: interrupting (%s)", self.job_id, reason)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not self._halt.is_set():
+            time.sleep(0.05)
+            with self._lock:
+                if self._target is None:
+                    return
+        with self._lock:
+            if self._target is not None:
+                STOP_REQUESTS.pop(target, None)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(JobInterrupted))
+                self._target = None
 
     def run(self) -> None:
         db = open_db(self.db_path)

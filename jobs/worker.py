@@ -19,6 +19,7 @@ import socket
 import sqlite3
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,7 @@ class Worker:
         from ia3app.model_cache import ModelCache
         from ia3app.pipeline import run_job
 
+        progress.last_event = time.monotonic()  # the stall clock starts after the (cold) imports above
         spec, train_rows, eval_rows = load_inputs(self.db, self.store, job)
         out_dir = self.store.adapter_dir(job.id)
         self.models = self.models or ModelCache()
