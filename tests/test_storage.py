@@ -211,7 +211,11 @@ def test_admin_reports_and_cleans_folders_no_job_owns(tmp_path, capsys):
     db = open_db(data)
     store = FileStore(data)
     user = create_user(db, "alice", "password1")
-    job_id = q.submit(db, user, {"spec": {}})
+    from ia3app.jobtypes import DataRef, JobRequest, JobSpec
+    from ia3app.templates import TemplateSpec
+
+    spec = JobSpec(model="m", template=TemplateSpec(name="t", input="{{ x }}", choices=["a", "b"]))
+    job_id = q.submit(db, user, JobRequest(spec, DataRef(1)))
     job = q.get_job(db, job_id, user)
     assert len(job.job_key) == 32
     assert store.bind_job_dirs(job_id, job.job_key) == []

@@ -92,9 +92,9 @@ def test_cancel_while_validating_takes_effect_within_five_seconds(env):
 
 
 def test_a_file_url_for_the_vectors_is_a_user_error_not_a_retried_crash(env):
-    config = env.config()
-    config["spec"]["init_vectors"] = "file:///etc/passwd"
-    job_id = q.submit(env.db, env.user, config)
+    request = env.config()
+    request.spec.init_vectors = "file:///etc/passwd"
+    job_id = q.submit(env.db, env.user, request)
     start = time.monotonic()
     assert env.worker().serve() == 1
     job = env.job(job_id)
@@ -115,7 +115,7 @@ def test_a_new_job_never_resumes_a_folder_left_by_another_job_with_its_id(env):
     assert env.worker().serve() == 1
     job = env.job(job_id)
     assert job.status == "succeeded", job.error_message
-    assert job.result["training"]["resumed_from_step"] in (None, 0)
+    assert not job.result.training.resumed_from_step
     stale = list((env.data_dir / "stale").iterdir())
     assert [p.name.startswith("checkpoints-1-" + "0" * 32) for p in stale] == [True]
     assert (stale[0] / "checkpoints" / "checkpoint.pt").read_bytes() == b"another job's state"
