@@ -60,3 +60,41 @@ def test_data_dir_and_database_are_owner_only(tmp_path):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     for sub in ("uploads", "checkpoints", "adapters"):
         assert stat.S_IMODE((data / sub).stat().st_mode) == 0o700, sub
+
+
+def test_download_folders_are_owner_only_and_swept(tmp_path):
+    import os
+    import time
+
+    from ui import tempfiles
+
+    path = tempfiles.new_download("ia3app-zip-", "a.zip")
+    path.write_bytes(b"zip")
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert tempfiles.sweep() == 0 and path.exists()  # fresh: still being served
+    old = time.time() - tempfiles.MAX_AGE_S - 1
+    os.utime(path.parent, (old, old))
+    tempfiles.new_download("ia3app-pred-", "p.csv")
+    assert not path.parent.exists()
+
+
+def test_local_model_folders_only_inside_the_allowed_ones(tmp_path):
+    from ia3app.errors import UserError
+    from ui import model_picker as M
+    from ui.context import AppContext
+
+    allowed = tmp_path / "models"
+    (allowed / "m").mkdir(parents=True)
+    (allowed / "m" / "config.json").write_text("{}")
+    single = AppContext(tmp_path / "d1")
+    assert single.allowed_model_dirs() is None  # the local user may use any folder
+    multi = AppContext(tmp_path / "d2", auth_required=True)
+    assert multi.allowed_model_dirs() == []
+    with pytest.raises(UserError, match="administrator allowed no folders"):
+        M.resolve_model(M.LOCAL, "/etc", multi.data_dir, multi.allowed_model_dirs())
+    flagged = AppContext(tmp_path / "d3", auth_required=True, model_dirs=[allowed])
+    assert M.resolve_model(M.LOCAL, str(allowed / "m"), flagged.data_dir, flagged.allowed_model_dirs()) == str(
+        (allowed / "m").resolve())
+    for probe in ("/usr", str(allowed / ".." / "secret")):  # same words whether or not it exists
+        with pytest.raises(UserError, match=r"must be inside a folder the administrator allowed \(--model-dir\)"):
+            M.resolve_model(M.LOCAL, probe, flagged.data_dir, flagged.allowed_model_dirs())

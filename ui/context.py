@@ -36,6 +36,8 @@ class AppContext:
     replicas (jobs.ray_serve.RayServing) instead of an engine in this process."""
     ray_serve_replicas: int = 1
     """Replicas of the Ray Serve app when this app deploys it (the first prediction with --ray)."""
+    model_dirs: list[Path] = field(default_factory=list)
+    """Folders whose models users may pick by path (--model-dir, repeatable)."""
     _db_ident: tuple[int, int] | None = field(default=None, repr=False)
     """(device, inode) of the database file this process opened: a missing or other file is a fault."""
     _engine: Any = field(default=None, repr=False)
@@ -67,6 +69,13 @@ class AppContext:
             if self._db_ident is None:
                 self._db_ident = file_identity(self.db_path)
         return conn
+
+    def allowed_model_dirs(self) -> list[Path] | None:
+        """Where local model folders may be: anywhere for the single local user without --model-dir,
+        else only inside the --model-dir folders (none: the option is hidden)."""
+        if self.model_dirs or self.auth_required:
+            return [Path(d).resolve() for d in self.model_dirs]
+        return None
 
     def files(self):
         from storage.files import FileStore

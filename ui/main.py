@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(default: $IA3APP_RAY; unset: local worker)")
     p.add_argument("--ray-serve-replicas", type=int, default=1,
                    help="with --ray: replicas of the serving engine on the cluster (one GPU each where there are GPUs)")
+    p.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                   help="a folder whose models users may pick by path (repeatable); without it the path field is "
+                   "hidden when users sign in, and open to any folder for the single local user")
     p.add_argument("--auth", action="store_true", help="require signing in even on 127.0.0.1")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow listening on a non-local address without authentication (everyone is user 'local')")
@@ -67,7 +70,7 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
                "max_batch_rows": args.serve_batch_rows, "adapter_budget_mb": args.adapter_budget_mb}
     ctx = AppContext(data_dir, max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_rows=args.max_rows,
                      serving=serving, ray_address=args.ray,
-                     ray_serve_replicas=args.ray_serve_replicas)
+                     ray_serve_replicas=args.ray_serve_replicas, model_dirs=[Path(d) for d in args.model_dir])
     policy = decide_auth(args.host, user_count=users.count_login_users(ctx.db()),
                          insecure_no_auth=args.insecure_no_auth, force_auth=args.auth)
     ctx.auth_required = policy.required
@@ -144,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
         from jobs.local import start_local_worker
 
         worker = start_local_worker(ctx.data_dir)
+    from ui.tempfiles import sweep
+
+    sweep()  # download folders a previous run left behind
     try:
         launch(ctx, host=args.host, port=args.port, auth=auth)
     finally:

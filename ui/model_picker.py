@@ -191,14 +191,21 @@ def tiny_model_path(data_dir: Path) -> Path:
     return out
 
 
-def resolve_model(key: str, local_path: str, data_dir: Path) -> str:
-    """The name or folder the job will load for the picker's choice."""
+def resolve_model(key: str, local_path: str, data_dir: Path, allowed_dirs: list[Path] | None = None) -> str:
+    """The name or folder the job will load for the picker's choice. With ``allowed_dirs`` (multi-user mode,
+    or --model-dir given) a local folder must lie inside one of them; that is checked before anything is
+    looked up, so the answer reveals nothing about other folders on the server."""
     if key == TINY:
         return str(tiny_model_path(data_dir))
     if key == LOCAL:
         path = Path((local_path or "").strip()).expanduser()
         if not str(path) or str(path) == ".":
             raise UserError("type the folder of a model saved with save_pretrained, or pick a listed model")
+        if allowed_dirs is not None:
+            real = path.resolve()
+            if not any(real.is_relative_to(Path(d).resolve()) for d in allowed_dirs):
+                where = ", ".join(str(d) for d in allowed_dirs) or "none (the administrator allowed no folders)"
+                raise UserError(f"model folders must be inside a folder the administrator allowed (--model-dir): {where}")
         if not (path / "config.json").is_file():
             raise UserError(f"{path} has no config.json: pick a folder written by save_pretrained, "
                             "or one of the listed models")

@@ -7,7 +7,6 @@ by job id through the file store, never from a path a client sent.
 
 from __future__ import annotations
 
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from ia3app.errors import UserError
 from ia3app.icl import shots_note
 from ia3app.jobtypes import JobLabels, JobResult, dumps
 from ui.context import AppContext
+from ui.tempfiles import new_download
 from ui.shared import Shared
 
 METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "T-Few"}
@@ -189,7 +189,7 @@ def template_columns(result: JobResult) -> list[str]:
 def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
     """adapter.safetensors, ia3_config.json, README.md, results.json and peft/ in a fresh temp zip."""
     job, folder = owned_adapter_dir(ctx, uid, job_id)
-    out = Path(tempfile.mkdtemp(prefix="ia3app-zip-")) / f"ia3-adapter-job{int(job_id)}.zip"
+    out = new_download("ia3app-zip-", f"ia3-adapter-job{int(job_id)}.zip")  # swept after 10 minutes
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in ZIP_MEMBERS:
             if (folder / name).is_file():
@@ -226,7 +226,7 @@ def predict_batch(ctx: AppContext, uid: int, job_id: Any, csv_path: str | None) 
 
     _, folder = owned_adapter_dir(ctx, uid, job_id)
     raw = read_upload(csv_path, ctx, "CSV to predict")
-    out = Path(tempfile.mkdtemp(prefix="ia3app-pred-")) / f"predictions-job{int(job_id)}.csv"
+    out = new_download("ia3app-pred-", f"predictions-job{int(job_id)}.csv")  # swept after 10 minutes
     out.write_bytes(ctx.engine().predict_csv(folder, raw, max_bytes=ctx.max_upload_bytes, max_rows=ctx.max_rows))
     return str(out)
 

@@ -126,7 +126,7 @@ def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, bat
     model_path = None
     if reason is None:
         try:
-            model_path = M.resolve_model(key, local_path, ctx.data_dir)
+            model_path = M.resolve_model(key, local_path, ctx.data_dir, ctx.allowed_model_dirs())
         except UserError as e:
             lines.append(f"✗ {e}")
     params = choice.parameters if choice and choice.parameters else None
@@ -188,7 +188,7 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
     data = DataRef(int(session["dataset_id"]), session.get("eval_dataset_id"),
                    Holdout.from_dict(holdout) if holdout else None)
     main = TemplateSpec.from_dict(template)
-    spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir), template=main,
+    spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir, ctx.allowed_model_dirs()), template=main,
                    train_templates=[TemplateSpec.from_dict(t) for t in train_templates or []
                                     if t.get("name") != main.name],
                    recipe=recipe, init_vectors=init_vectors,
@@ -231,7 +231,8 @@ def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
     summary = gr.Markdown("Upload data (step 1) and choose a template (step 2) first.")
     with gr.Row():
         with gr.Column(scale=3):
-            model = gr.Dropdown([(c.label, c.key) for c in M.CHOICES], value=M.default_model(hw, M.can_load),
+            offered = [c for c in M.CHOICES if c.key != M.LOCAL or ctx.allowed_model_dirs() != []]
+            model = gr.Dropdown([(c.label, c.key) for c in offered], value=M.default_model(hw, M.can_load),
                                 label="Model")
             local_path = gr.Textbox(label="Model folder on this machine", visible=False,
                                     placeholder="/models/my-t5")
