@@ -98,3 +98,11 @@ def test_local_model_folders_only_inside_the_allowed_ones(tmp_path):
     for probe in ("/usr", str(allowed / ".." / "secret")):  # same words whether or not it exists
         with pytest.raises(UserError, match=r"must be inside a folder the administrator allowed \(--model-dir\)"):
             M.resolve_model(M.LOCAL, probe, flagged.data_dir, flagged.allowed_model_dirs())
+
+
+def test_start_check_refuses_a_folder_outside_the_allowed_ones_without_looking_at_it(tmp_path):
+    from ui import model_picker as M
+
+    reason = M.unusable_reason(M.LOCAL, "/etc", [tmp_path])
+    assert reason.startswith("model folders must be inside a folder the administrator allowed")
+    assert M.unusable_reason(M.LOCAL, "/nonexistent", [tmp_path]) == reason  # same words: reveals nothing

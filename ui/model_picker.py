@@ -120,12 +120,16 @@ def can_load(key: str) -> bool:
     return is_cached(key) or hub_reachable()
 
 
-def unusable_reason(key: str, local_path: str) -> str | None:
-    """Why Start cannot work with this choice, in words a person acts on; None when it can."""
+def unusable_reason(key: str, local_path: str, allowed_dirs: list[Path] | None = None) -> str | None:
+    """Why Start cannot work with this choice, in words a person acts on; None when it can. A folder
+    outside ``allowed_dirs`` is refused before it is looked at (see resolve_model)."""
     if key == LOCAL:
         path = Path((local_path or "").strip()).expanduser()
         if not (local_path or "").strip():
             return "type the folder of a model saved with save_pretrained"
+        if allowed_dirs is not None and not any(path.resolve().is_relative_to(Path(d).resolve()) for d in allowed_dirs):
+            where = ", ".join(str(d) for d in allowed_dirs) or "none (the administrator allowed no folders)"
+            return f"model folders must be inside a folder the administrator allowed (--model-dir): {where}"
         if not (path / "config.json").is_file():
             return f"{path} has no config.json: pick a folder written by save_pretrained"
         return None

@@ -105,7 +105,7 @@ def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, bat
     measure=True times them now (seconds for small models) when that is the best estimate available."""
     lines = [f"**This machine:** {hw.name}" + (f", {hw.memory_gb:.0f} GB GPU memory" if hw.device == "cuda" else "")]
     choice = M.BY_KEY.get(key)
-    reason = M.unusable_reason(key, local_path)
+    reason = M.unusable_reason(key, local_path, ctx.allowed_model_dirs())
     if key == M.TINY:
         lines.append("The tiny demo model has **random weights**: training and the results pages work, but its "
                      "predictions mean nothing. Use it to try the app; pick a real model for real use.")
@@ -181,7 +181,7 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
 
         check_source(init_vectors, allowed_dirs=[ctx.data_dir])  # the release URL or a file in the data dir
     _check_template_on_files(ctx, uid, session, template)
-    unusable = M.unusable_reason(model_key, local_path)
+    unusable = M.unusable_reason(model_key, local_path, ctx.allowed_model_dirs())
     if unusable:
         raise UserError(unusable)
     holdout = session.get("holdout")
@@ -285,7 +285,7 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
                 rows = repo.load_rows(ctx.db(), ctx.files(), dataset_id, uid)
         except UserError:
             rows = None
-        start = gr.update(interactive=M.unusable_reason(key, local_path) is None)
+        start = gr.update(interactive=M.unusable_reason(key, local_path, ctx.allowed_model_dirs()) is None)
         text, pending = info_and_pending(ctx, key, local_path, s, b, m, rows, hw, uid=uid, template=template,
                                          dataset_id=dataset_id)
         yield {page.info: text, page.start: start}
