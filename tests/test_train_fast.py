@@ -1,5 +1,7 @@
 """The training step as the job runs it: tokenized once, no host syncs, same losses as the per-step path."""
 
+import os
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -218,6 +220,9 @@ def test_compiled_blocks_train_like_eager(tiny_model_dir, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("IA3APP_TEST_INDUCTOR") != "1",
+                    reason="inductor's C++ build takes ~5 min on a 2-core CPU: IA3APP_TEST_INDUCTOR=1 runs it "
+                    "(the aot_eager test above checks the same compiled path every run)")
 def test_inductor_compiled_blocks_train_like_eager(tiny_model_dir, tmp_path):
     """The backend a GPU worker uses; inductor's C++ code generation takes minutes on a small CPU."""
     import torch._dynamo
