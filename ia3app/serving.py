@@ -217,12 +217,7 @@ class ServingEngine:
     def predict_csv(self, adapter_dir: str | Path, data: bytes, *, max_bytes: int = 5_000_000,
                     max_rows: int = 10_000) -> bytes:
         """A CSV in, the same CSV out with prediction, predicted_choice and one probability column per choice."""
-        from ia3app.data import load_csv, write_csv
-
-        table = load_csv(data, max_bytes=max_bytes, max_rows=max_rows)
-        predictions = self.predict(adapter_dir, table.rows)
-        columns, rows = prediction_table(self.info(adapter_dir), table.columns, table.rows, predictions)
-        return write_csv(rows, columns)
+        return predict_csv(self, adapter_dir, data, max_bytes=max_bytes, max_rows=max_rows)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -236,6 +231,16 @@ class ServingEngine:
             self._lanes.clear()
         for lane in lanes:
             lane.close(wait=True)
+
+
+def predict_csv(engine: Any, adapter_dir: str | Path, data: bytes, *, max_bytes: int, max_rows: int) -> bytes:
+    """CSV predictions through any engine with predict() and info() (this one, or the Ray Serve client)."""
+    from ia3app.data import load_csv, write_csv
+
+    table = load_csv(data, max_bytes=max_bytes, max_rows=max_rows)
+    predictions = engine.predict(adapter_dir, table.rows)
+    columns, rows = prediction_table(engine.info(adapter_dir), table.columns, table.rows, predictions)
+    return write_csv(rows, columns)
 
 
 def prediction_table(info: AdapterInfo, columns: list[str], rows: list[dict], predictions: list[Prediction]):

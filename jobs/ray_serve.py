@@ -198,13 +198,9 @@ class RayServing:
 
     def predict_csv(self, adapter_dir: str | Path, data: bytes, *, max_bytes: int = 5_000_000,
                     max_rows: int = 10_000) -> bytes:
-        from ia3app.data import load_csv, write_csv
-        from ia3app.serving import prediction_table
+        from ia3app.serving import predict_csv
 
-        table = load_csv(data, max_bytes=max_bytes, max_rows=max_rows)
-        predictions = self.predict(adapter_dir, table.rows)
-        columns, rows = prediction_table(self.info(adapter_dir), table.columns, table.rows, predictions)
-        return write_csv(rows, columns)
+        return predict_csv(self, adapter_dir, data, max_bytes=max_bytes, max_rows=max_rows)
 
     def stats(self) -> dict[str, Any]:
         return {"ray_serve_app": APP_NAME, "adapters_registered": len(set(self._ids.values()))}
