@@ -113,7 +113,9 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_adapter(en
 
 @pytest.mark.slow  # worker subprocesses: ~30-60 s each on a 2-core CPU
 def test_worker_waits_for_a_locked_database_and_carries_on(env):
-    job_id = env.submit(steps=12, checkpoint_every=0)
+    # enough steps that the job is still training when the lock is taken (a quiet CPU runs a
+    # tiny-model step in well under 0.1 s now that inputs are tokenized once)
+    job_id = env.submit(steps=200, checkpoint_every=0)
     proc = start_worker(env.data_dir, "--once", "--lease-s", "20")
     try:
         wait_for(lambda: last_step(env, job_id) >= 2, 120, "step 2")
@@ -129,7 +131,7 @@ def test_worker_waits_for_a_locked_database_and_carries_on(env):
     job = env.job(job_id)
     assert job.status == "succeeded" and job.attempts == 1, (job.error_message, log_text(env))
     steps = [e.step for e in q.progress_events(env.db, job_id, env.user) if e.phase == "train"]
-    assert steps == list(range(1, 13))
+    assert steps == list(range(1, 201))
 
 
 @pytest.mark.slow  # worker subprocesses: ~30-60 s each on a 2-core CPU
