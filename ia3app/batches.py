@@ -26,7 +26,8 @@ from transformers.masking_utils import create_bidirectional_mask, create_causal_
 from transformers.modeling_outputs import BaseModelOutput
 
 from ia3app.example import Example
-from ia3app.scoring import ChoiceLogProbs, _accepts_logits_to_keep, _choice_ids, _continuation, _eos_id, _gather_logprobs
+from ia3app.scoring import (ChoiceLogProbs, _accepts_logits_to_keep, _choice_ids, _continuation, _gather_logprobs,
+                            decoder_input_ids)
 
 
 @dataclass
@@ -46,13 +47,7 @@ def tokenize(tokenizer, examples: Sequence[Example], max_length: int, enc_dec: b
         texts = [c for e in examples for c in e.choices]
         add_special = True
     else:
-        eos = _eos_id(tokenizer)
-        inputs = []
-        for ids in tokenizer([e.input for e in examples])["input_ids"]:
-            ids = list(ids)
-            if len(ids) > 1 and ids[-1] == eos:  # a tokenizer that closes every text (ByT5): continue instead
-                ids = ids[:-1]
-            inputs.append(ids[-max_length:])
+        inputs = decoder_input_ids(tokenizer, examples, max_length)
         texts = [_continuation(e.input, c) for e in examples for c in e.choices]
         add_special = False
     flat = _choice_ids(tokenizer, texts, add_special, max_length) if texts else []

@@ -188,15 +188,22 @@ def _accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
-def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
-              row_names, handle, pad, device) -> ChoiceLogProbs:
+def decoder_input_ids(tokenizer, examples, max_length: int) -> list[list[int]]:
+    """A decoder-only model's input ids: no closing EOS (the answer continues the text), and the END
+    of a long input kept, since it is next to the answer."""
     eos = _eos_id(tokenizer)
     inputs = []
     for ids in tokenizer([e.input for e in examples])["input_ids"]:
         ids = list(ids)
         if len(ids) > 1 and ids[-1] == eos:  # a tokenizer that closes every text (ByT5): continue instead
             ids = ids[:-1]
-        inputs.append(ids[-max_length:])  # keep the end of a long input: it is next to the answer
+        inputs.append(ids[-max_length:])
+    return inputs
+
+
+def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
+              row_names, handle, pad, device) -> ChoiceLogProbs:
+    inputs = decoder_input_ids(tokenizer, examples, max_length)
     texts = [_continuation(examples[n].input, c) for n, c in zip(row_example.tolist(), flat_choices)]
     targets, tmask = _pad(_choice_ids(tokenizer, texts, False, max_length), pad, device)  # (R, T)
     # Inputs padded on the LEFT, choices on the right: every choice starts at column S, so the
