@@ -12,23 +12,11 @@ from ui import library_page as L
 from ui import template_page as T
 from ui import train_page as TR
 from ui import upload as U
-from ui.context import AppContext
+
+from test_ui_handlers import ctx, users  # noqa: F401  (the same app context and two users)
 
 CSV = "sentence,label\n" + "".join(
     f"{'a fine film' if i % 2 else 'a dull mess'} number {i},{'positive' if i % 2 else 'negative'}\n" for i in range(12))
-
-
-@pytest.fixture
-def ctx(tmp_path, monkeypatch):
-    monkeypatch.setenv("IA3APP_DATA_DIR", str(tmp_path / "data"))
-    return AppContext(tmp_path / "data", max_upload_bytes=20_000, max_rows=50)
-
-
-@pytest.fixture
-def users(ctx):
-    from storage import users
-
-    return users.create_user(ctx.db(), "alice", "correct horse 1"), users.create_user(ctx.db(), "bob", "battery 22")
 
 
 @pytest.fixture
