@@ -30,8 +30,8 @@ from typing import Callable
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from ia3app.ia3 import Ia3Model, inject
-from ia3app.peft_export import peft_config
+from ia3app.adapters.ia3 import Ia3Model, inject
+from ia3app.adapters.peft_export import peft_config
 
 SHAPES = {
     "tiny": dict(d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2),

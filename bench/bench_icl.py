@@ -24,14 +24,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from ia3app.data import load_csv  # noqa: E402
-from ia3app.evaluate import evaluate_methods  # noqa: E402
-from ia3app.ia3 import inject  # noqa: E402
-from ia3app.icl import IclConfig  # noqa: E402
-from ia3app.models import load_model  # noqa: E402
-from ia3app.template_library import builtin  # noqa: E402
-from ia3app.templates import render_all  # noqa: E402
-from ia3app.tiny import make_tiny_model  # noqa: E402
+from ia3app.tables import load_csv  # noqa: E402
+from ia3app.evaluation.compare import evaluate_methods  # noqa: E402
+from ia3app.adapters.ia3 import inject  # noqa: E402
+from ia3app.evaluation.in_context import IclConfig  # noqa: E402
+from ia3app.backbones.loading import load_model  # noqa: E402
+from ia3app.templates.library import builtin  # noqa: E402
+from ia3app.templates.spec import render_all  # noqa: E402
+from ia3app.backbones.tiny import make_tiny_model  # noqa: E402
 
 FEWSHOT = Path(__file__).resolve().parents[1] / "examples"
 SIZES = {

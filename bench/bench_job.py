@@ -3,9 +3,9 @@
     python -m bench.bench_job [--steps 40] [--rounds 3] [--shape tiny]
 
 In one process, on one real SQLite data directory: a job is submitted to the queue, claimed by a
-``jobs.worker.Worker`` and run through ``ia3app.pipeline.run_job`` (the production loader, the
+``jobs.worker.Worker`` and run through ``ia3app.recipe.run_job.run_job`` (the production loader, the
 worker's progress writer and heartbeat thread, checkpoints at the recipe's interval, no
-evaluation); then ``ia3app.train.train`` runs alone on the same rows, the same template and
+evaluation); then ``ia3app.recipe.train.train`` runs alone on the same rows, the same template and
 recipe, the model loaded the same way, no progress callback, no checkpoints. Rounds alternate;
 the per-step time of each comes from train()'s own wall clock (the job's from its
 results.json), and the ratio of medians is printed (target ≤ 1.05 on a CPU).
@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from ia3app.config import RecipeConfig
-from ia3app.ia3 import inject
+from ia3app.adapters.ia3 import inject
 from ia3app.jobtypes import DataRef, JobRequest, JobSpec
-from ia3app.models import load_model
-from ia3app.templates import TemplateSpec, render_all
-from ia3app.train import train
+from ia3app.backbones.loading import load_model
+from ia3app.templates.spec import TemplateSpec, render_all
+from ia3app.recipe.train import train
 from jobs import queue as q
 from jobs.worker import Worker, WorkerConfig
 from storage import repo
@@ -50,7 +50,7 @@ def rte_rows() -> list[dict]:
 
 
 def make_model(root: Path, shape: str) -> Path:
-    from ia3app.tiny import make_tiny_model
+    from ia3app.backbones.tiny import make_tiny_model
 
     sizes = {"tiny": dict(d_model=64, layers=2, heads=4, d_ff=128),
              "small": dict(d_model=256, layers=4, heads=4, d_ff=1024)}[shape]

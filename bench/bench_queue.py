@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ia3app.config import RecipeConfig
 from ia3app.jobtypes import DataRef, JobRequest, JobSpec, ProgressEvent
-from ia3app.templates import TemplateSpec
+from ia3app.templates.spec import TemplateSpec
 from jobs import queue as q
 from jobs.progress import ProgressWriter
 from jobs.worker import Worker, WorkerConfig
@@ -91,7 +91,7 @@ def bench_writes(root: Path, n_writes: int) -> tuple[float, float, float, float]
 
 
 def bench_first_step(root: Path, steps: int) -> dict[str, float]:
-    from ia3app.tiny import make_tiny_model
+    from ia3app.backbones.tiny import make_tiny_model
 
     model_dir = make_tiny_model("t0", root / "model")
     data = root / "job"

@@ -29,7 +29,7 @@ from jobs import queue as q
 from jobs.worker import Worker, WorkerConfig
 from ia3app.config import RecipeConfig
 from ia3app.jobtypes import DataRef, JobRequest, JobSpec, ProgressEvent
-from ia3app.templates import TemplateSpec
+from ia3app.templates.spec import TemplateSpec
 from storage import repo
 from storage.db import open_db
 from storage.files import FileStore
@@ -154,7 +154,7 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from ia3app.tiny import make_tiny_model
+    from ia3app.backbones.tiny import make_tiny_model
     from jobs.ray_backend import connect
 
     with tempfile.TemporaryDirectory() as tmp:

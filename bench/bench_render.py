@@ -15,8 +15,8 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ia3app.errors import UserError
-from ia3app.template_library import builtin
-from ia3app.templates import TemplateSpec, _context, render
+from ia3app.templates.library import builtin
+from ia3app.templates.spec import TemplateSpec, _context, render
 
 CASES = [  # (builtin template, a row for it)
     ("sentiment", {"sentence": "A warm, funny and clever film about two brothers.", "label": "positive"}),

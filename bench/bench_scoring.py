@@ -21,7 +21,7 @@ import torch
 
 from bench.shapes import random_t5, random_text, tokenizer
 from ia3app.example import Example
-from ia3app.scoring import score_choices
+from ia3app.evaluation.scoring import score_choices
 
 
 def make_examples(n: int, input_bytes: int, choices: int, seed: int = 0) -> list[Example]:

@@ -1,4 +1,4 @@
-"""Serving many adapters on one base model: the engine (ia3app.serving) against its baselines.
+"""Serving many adapters on one base model: the engine (ia3app.serving.engine) against its baselines.
 
 One process, one T5-small-shaped random model saved to a temp folder and loaded through
 ``models.load_model`` (as the app does), ByT5 tokenizer (one token per byte), a two-choice
@@ -41,12 +41,12 @@ import torch
 
 from bench.bench_adapters import write_results
 from bench.shapes import random_t5, random_text, tokenizer
-from ia3app.adapter_io import apply_adapter, fit_problems, save_adapter
-from ia3app.ia3 import inject
-from ia3app.models import load_model
-from ia3app.scoring import score_choices
-from ia3app.serving import ServingEngine
-from ia3app.templates import TemplateSpec, render_all
+from ia3app.adapters.files import apply_adapter, fit_problems, save_adapter
+from ia3app.adapters.ia3 import inject
+from ia3app.backbones.loading import load_model
+from ia3app.evaluation.scoring import score_choices
+from ia3app.serving.engine import ServingEngine
+from ia3app.templates.spec import TemplateSpec, render_all
 
 SECTION = "## Serving many adapters (bench/bench_serving.py)"
 TEMPLATE = TemplateSpec(name="bench", input="{{text}}\nIs this review positive or negative?",
@@ -96,7 +96,7 @@ class OldPredictor:
         with self.lock:
             examples = render_all(TEMPLATE, rows)
             if self.active != adapter_dir:
-                from ia3app.adapter_io import load_adapter
+                from ia3app.adapters.files import load_adapter
 
                 vectors, config = load_adapter(adapter_dir)
                 assert not fit_problems(self.handle, config)

@@ -8,7 +8,7 @@ VectorAdafactor, clipping, the schedule.
 - before: the per-step path train() used until now: every micro-batch tokenized, padded and
   copied at each step (scoring.choice_log_probs), token counts and four losses read back with
   ``int()`` / ``.item()``;
-- after: ``ia3app.train.train`` as a job runs it: inputs tokenized once, batches gathered on the
+- after: ``ia3app.recipe.train.train`` as a job runs it: inputs tokenized once, batches gathered on the
   device, losses read back only when progress is handed out.
 
 Both start from the same vectors and draw the same batches; the script checks they compute the
@@ -30,10 +30,10 @@ from transformers import get_linear_schedule_with_warmup
 
 from bench.shapes import fewshot_examples, random_t5, sentencepiece_like_tokenizer
 from ia3app.config import RecipeConfig
-from ia3app.ia3 import inject
-from ia3app.losses import tfew_losses
-from ia3app.scoring import choice_log_probs
-from ia3app.train import EpochSampler, make_optimizer, train
+from ia3app.adapters.ia3 import inject
+from ia3app.recipe.losses import tfew_losses
+from ia3app.evaluation.scoring import choice_log_probs
+from ia3app.recipe.train import EpochSampler, make_optimizer, train
 
 
 def before(model, tok, examples, recipe: RecipeConfig) -> tuple[float, list[float]]:

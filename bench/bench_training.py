@@ -31,10 +31,10 @@ from bench.shapes import random_t5, random_text, tokenizer
 from ia3app.config import RecipeConfig
 from ia3app.errors import Cancelled
 from ia3app.example import Example
-from ia3app.ia3 import inject
-from ia3app.losses import tfew_losses
-from ia3app.scoring import choice_log_probs
-from ia3app.train import train
+from ia3app.adapters.ia3 import inject
+from ia3app.recipe.losses import tfew_losses
+from ia3app.evaluation.scoring import choice_log_probs
+from ia3app.recipe.train import train
 
 
 def rss_mb() -> float:

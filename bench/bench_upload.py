@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ia3app.data import load_csv  # noqa: E402
+from ia3app.tables import load_csv  # noqa: E402
 from ia3app.errors import UserError  # noqa: E402
 
 

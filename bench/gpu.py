@@ -12,7 +12,7 @@ vocab 32128) is written once with ``save_pretrained`` (bf16) together with a sub
 (bench/shapes.py), unless ``--model`` names a real checkpoint folder. Jobs on the RTE few-shot
 rows (examples/, T0-style prompt, 2 choices; ``--data synthetic256`` for 256-token inputs with
 3 choices, the shape of the earlier figures) go through the queue to a ``jobs.worker.Worker``,
-which runs ``ia3app.pipeline.run_job``: ``load_model`` (bf16 base, TF32), (IA)^3, ``train()``
+which runs ``ia3app.recipe.run_job.run_job``: ``load_model`` (bf16 base, TF32), (IA)^3, ``train()``
 with the default recipe (compile auto = regional compilation on CUDA, compile cache under the
 data dir, activation checkpointing / micro-batches auto), no evaluation. Parts:
 
@@ -144,10 +144,10 @@ def _peak() -> float | None:
 
 def _train_direct(model_dir: str, data: str, recipe, device: str, **kw) -> tuple:
     """load_model + inject + train(), as run_job does, for the sync and memory measurements."""
-    from ia3app.ia3 import inject
-    from ia3app.models import load_model
-    from ia3app.templates import TemplateSpec, render_all
-    from ia3app.train import train
+    from ia3app.adapters.ia3 import inject
+    from ia3app.backbones.loading import load_model
+    from ia3app.templates.spec import TemplateSpec, render_all
+    from ia3app.recipe.train import train
 
     table, template = rows(data)
     loaded = load_model(model_dir, device=device, precision=recipe.precision)
@@ -213,10 +213,10 @@ def child(args) -> dict:
 
 def t0_11b(args, device: str) -> dict:
     from ia3app.config import RecipeConfig
-    from ia3app.ia3 import inject
-    from ia3app.speed import activation_bytes
-    from ia3app.templates import TemplateSpec, render_all
-    from ia3app.train import train
+    from ia3app.adapters.ia3 import inject
+    from ia3app.recipe.device_plan import activation_bytes
+    from ia3app.templates.spec import TemplateSpec, render_all
+    from ia3app.recipe.train import train
 
     _peak()
     if device == "cuda":  # behave as on a 48 GB card: the allocator and the memory planner see 48 GB

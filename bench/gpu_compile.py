@@ -3,7 +3,7 @@
 bench/gpu.py measured 0.35 s per step (4.5 % MFU) on an H100 for batch 8 × 256 tokens: the
 matrix products are small (2,048 tokens × 2,048) and the decoder runs 24 rows of a few tokens,
 so thousands of small kernels are launched from Python each step. This script runs the same
-recipe step (ia3app.train.train, bf16 weights, bf16 autocast, T-Few losses) with the encoder
+recipe step (ia3app.recipe.train.train, bf16 weights, bf16 autocast, T-Few losses) with the encoder
 and decoder stacks compiled in place (``nn.Module.compile``), and reports the step time, the
 compile time (first steps) and the projected 1,000-step time beside an eager run, in one run.
 
@@ -21,8 +21,8 @@ import torch
 from bench.gpu import H100_BF16_DENSE_PEAK, emit, log, make_examples
 from bench.shapes import random_t5, tokenizer
 from ia3app.config import RecipeConfig
-from ia3app.ia3 import inject
-from ia3app.train import train
+from ia3app.adapters.ia3 import inject
+from ia3app.recipe.train import train
 
 EAGER_TFLOP_PER_STEP = 15.53  # measured by bench/gpu.py (FlopCounterMode) for this shape and batch
 

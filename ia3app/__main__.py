@@ -1,5 +1,5 @@
-"""`python -m ia3app ...`: see ia3app.cli."""
+"""`python -m ia3app ...`: see ia3app.cli.main."""
 
-from ia3app.cli import main
+from ia3app.cli.main import main
 
 raise SystemExit(main())

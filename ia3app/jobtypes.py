@@ -19,10 +19,10 @@ from typing import Any, Callable, TypeVar
 
 from ia3app.config import RecipeConfig, check_keys
 from ia3app.errors import UserError
-from ia3app.templates import TemplateSpec
+from ia3app.templates.spec import TemplateSpec
 
 EVAL_METHODS = ("zero-shot", "in-context", "t-few")
-"""What a job can compare on its held-out rows (ia3app.evaluate runs them)."""
+"""What a job can compare on its held-out rows (ia3app.evaluation.compare runs them)."""
 PHASES = ("prepare", "validate", "load", "train", "evaluate", "export", "done")
 
 T = TypeVar("T")
@@ -152,7 +152,7 @@ class Holdout:
 
     def split(self, rows: list[dict], label_column: str) -> tuple[list[dict], list[dict]]:
         """(train rows, held-out rows), each in file order: the only place rows are held out."""
-        from ia3app.data import split_holdout
+        from ia3app.tables import split_holdout
 
         return split_holdout(rows, label_column, float(self.fraction), self.seed)
 
@@ -320,10 +320,10 @@ class TrainingStats:
     examples_per_s: float
     tokens_processed: int
     flops: float
-    """Training FLOPs (ia3app.cost.training_flops)."""
+    """Training FLOPs (ia3app.evaluation.flops.training_flops)."""
     resumed_from_step: int = 0
     setup: dict[str, Any] = field(default_factory=dict)
-    """How the loop was set up (ia3app.speed: compile, checkpointing, grad_accumulation, ...)."""
+    """How the loop was set up (ia3app.recipe.device_plan: compile, checkpointing, grad_accumulation, ...)."""
     final_losses: dict[str, float] = field(default_factory=dict)
     """The last step's losses: lm, ul, ln, total."""
 
@@ -340,10 +340,10 @@ class JobResult:
     labels: list[str]
     """The answer choices' names, in order (class names for confusion matrices)."""
     params: dict[str, Any]
-    """ia3app.params.ParameterReport as a dict: base, added, fraction, adapter_bytes, ..."""
+    """ia3app.adapters.params.ParameterReport as a dict: base, added, fraction, adapter_bytes, ..."""
     training: TrainingStats
     evaluation: dict[str, Any] | None = None
-    """ia3app.evaluate.evaluate_methods' report: {"methods": {method: {...}}, "ratios": {...}}."""
+    """ia3app.evaluation.compare.evaluate_methods' report: {"methods": {method: {...}}, "ratios": {...}}."""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     """Headline numbers per method: accuracy, macro_f1, n."""
     revision: str | None = None

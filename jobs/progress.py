@@ -113,7 +113,7 @@ class Heartbeat(threading.Thread):
         try:
             yield
         finally:
-            from ia3app.render_limits import STOP_REQUESTS
+            from ia3app.templates.render_limits import STOP_REQUESTS
 
             with self._lock:
                 target, self._target = self._target, None
@@ -124,7 +124,7 @@ class Heartbeat(threading.Thread):
     def _interrupt(self, reason: str) -> None:
         """First ask a template render on the job's thread to stop (raised from its trace hook, cleanly);
         if the thread is still in the recipe a second later, raise JobInterrupted in it asynchronously."""
-        from ia3app.render_limits import STOP_REQUESTS
+        from ia3app.templates.render_limits import STOP_REQUESTS
 
         with self._lock:
             if self._target is None or self.reason:

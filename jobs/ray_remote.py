@@ -10,7 +10,7 @@ it (spec, rows, the job's work files) and sends everything back through Ray:
   polls the flag from ``should_stop`` at most every ``STOP_POLL_S``.
 - :func:`run_attempt` is the Ray task: it lays the work files into a local temporary folder (so
   ``train`` resumes from the last checkpoint the app's machine holds), runs
-  :func:`ia3app.pipeline.run_job` on them, and returns the finished adapter folder as bytes.
+  :func:`ia3app.recipe.run_job.run_job` on them, and returns the finished adapter folder as bytes.
 
 Each attempt carries a token; the dispatcher ignores posts whose token is not the job's current
 attempt, so a straggler from an earlier attempt cannot write over a newer one.
@@ -34,7 +34,7 @@ from ia3app.jobtypes import ProgressEvent
 STOP_POLL_S = 0.5
 """Seconds between looks at the stop flag (each is one small actor call)."""
 _MODELS = None
-"""This worker process's ia3app.model_cache.ModelCache: the next CPU job of the same model skips the load.
+"""This worker process's ia3app.backbones.cache.ModelCache: the next CPU job of the same model skips the load.
 (Not on GPUs: an idle Ray worker holding GPU memory would starve the next process given that GPU.)"""
 
 
@@ -132,7 +132,7 @@ def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
     or {"status": "failed", "kind", "message", "retry"} (classified as the local worker does).
     """
     from ia3app.errors import Cancelled
-    from ia3app.pipeline import run_job
+    from ia3app.recipe.run_job import run_job
     from jobs.progress import ProgressWriter
     from jobs.worker import classify
 
@@ -149,8 +149,8 @@ def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
     write_tree(work_dir, payload.get("work_files") or {})
     mirror = _WorkMirror(work_dir, post)
     mirror.remember()  # what the app's machine already holds is not sent back
-    import ia3app.models  # noqa: F401  torch and transformers, before the stall clock starts
-    import ia3app.train  # noqa: F401
+    import ia3app.backbones.loading  # noqa: F401  torch and transformers, before the stall clock starts
+    import ia3app.recipe.train  # noqa: F401
 
     node = ray.get_runtime_context().get_node_id()
     post("started", {"node": node, "pid": os.getpid(), "host": os.uname().nodename})
@@ -180,7 +180,7 @@ def run_attempt(payload: dict[str, Any], mailbox) -> dict[str, Any]:
     global _MODELS
     models = None
     if payload.get("device") == "cpu":
-        from ia3app.model_cache import ModelCache
+        from ia3app.backbones.cache import ModelCache
 
         models = _MODELS = _MODELS or ModelCache()
     try:

@@ -1,6 +1,6 @@
-"""Serving on Ray: the app's serving engine (ia3app.serving) as Ray Serve replicas, routed by adapter.
+"""Serving on Ray: the app's serving engine (ia3app.serving.engine) as Ray Serve replicas, routed by adapter.
 
-Each replica (:class:`AdapterServer`) holds one :class:`~ia3app.serving.ServingEngine` — one
+Each replica (:class:`AdapterServer`) holds one :class:`~ia3app.serving.engine.ServingEngine` — one
 backbone per model, a device bank of adapters, the mixed-adapter batcher — on whichever node Ray
 placed it (a GPU each when the cluster has them). Requests name their adapter as Ray Serve's
 multiplexed model id, so Serve routes an adapter's traffic to a replica that already holds it
@@ -81,7 +81,7 @@ class _LocalAdapter:
 @serve.deployment(max_ongoing_requests=64)
 class AdapterServer:
     def __init__(self, serving: dict[str, Any]) -> None:
-        from ia3app.serving import ServingEngine
+        from ia3app.serving.engine import ServingEngine
 
         self.engine = ServingEngine(**serving)
         self.root = Path(tempfile.mkdtemp(prefix="ia3app-serve-"))
@@ -192,13 +192,13 @@ class RayServing:
         return self._call("where", adapter_dir)
 
     def info(self, adapter_dir: str | Path):
-        from ia3app.adapter_bank import read_adapter
+        from ia3app.serving.bank import read_adapter
 
         return read_adapter(adapter_dir)[0]
 
     def predict_csv(self, adapter_dir: str | Path, data: bytes, *, max_bytes: int = 5_000_000,
                     max_rows: int = 10_000) -> bytes:
-        from ia3app.serving import predict_csv
+        from ia3app.serving.engine import predict_csv
 
         return predict_csv(self, adapter_dir, data, max_bytes=max_bytes, max_rows=max_rows)
 

@@ -1,7 +1,7 @@
 """The job worker: ``python -m jobs.worker [--data-dir D] [--gpu N] [--once] [--poll-s S] [--lease-s S]``.
 
 Loop: requeue jobs whose worker died (expired lease), claim one job, run the recipe on it in
-this process (``ia3app.pipeline.run_job``) while a heartbeat thread keeps the lease, write
+this process (``ia3app.recipe.run_job.run_job``) while a heartbeat thread keeps the lease, write
 progress to the store, then record the job's JobResult — or a failure worded
 for a person. One worker per GPU (``--gpu N`` sets CUDA_VISIBLE_DEVICES before torch loads);
 CPU when there is none. SIGTERM/SIGINT give the running job back to the queue (it resumes
@@ -77,7 +77,7 @@ class Worker:
         self.shutdown = threading.Event()
         """Set by SIGTERM/SIGINT: stop the current job (give it back) and exit."""
         self.models = None
-        """ia3app.model_cache.ModelCache: the last job's loaded (compiled) backbone, reused by the next
+        """ia3app.backbones.cache.ModelCache: the last job's loaded (compiled) backbone, reused by the next
         job of the same model (created on the first job: importing it here would load torch early)."""
 
     def serve(self) -> int:
@@ -191,8 +191,8 @@ class Worker:
             return f"{status} ({kind}: {message})"
 
     def _run_recipe(self, job: queue.Job, progress: ProgressWriter, should_stop) -> JobResult:
-        from ia3app.model_cache import ModelCache
-        from ia3app.pipeline import run_job
+        from ia3app.backbones.cache import ModelCache
+        from ia3app.recipe.run_job import run_job
 
         progress.last_event = time.monotonic()  # the stall clock starts after the (cold) imports above
         spec, train_rows, eval_rows = load_inputs(self.db, self.store, job)
@@ -232,7 +232,7 @@ def load_inputs(db, store: FileStore, job: queue.Job) -> tuple[JobSpec, list[dic
 def check_vectors_source(init_vectors: str | None, data_dir: Path) -> None:
     """In the app, T-Few vectors come only from the release URL or a file inside the data directory."""
     if init_vectors:
-        from ia3app.vector_sources import check_source
+        from ia3app.adapters.vector_sources import check_source
 
         check_source(init_vectors, allowed_dirs=[data_dir])
 

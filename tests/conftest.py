@@ -25,7 +25,7 @@ def tiny_model_dir(tmp_path_factory):
 
     Built once per (kind, sizes) per session; loaded back through from_pretrained like any model.
     """
-    from ia3app.tiny import make_tiny_model
+    from ia3app.backbones.tiny import make_tiny_model
 
     built: dict = {}
 

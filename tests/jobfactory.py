@@ -4,7 +4,7 @@ from dataclasses import replace
 
 from ia3app.config import RecipeConfig
 from ia3app.jobtypes import DataRef, JobRequest, JobResult, JobSpec, TrainingStats
-from ia3app.templates import TemplateSpec
+from ia3app.templates.spec import TemplateSpec
 
 TEMPLATE = TemplateSpec.from_dict({"name": "sentiment", "input": "{{text}} Was it good or bad?",
                                    "label_column": "label", "choices": ["bad", "good"]})

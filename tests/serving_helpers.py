@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from ia3app.adapter_io import apply_adapter, save_adapter
-from ia3app.ia3 import inject
-from ia3app.models import load_model
-from ia3app.scoring import score_choices
+from ia3app.adapters.files import apply_adapter, save_adapter
+from ia3app.adapters.ia3 import inject
+from ia3app.backbones.loading import load_model
+from ia3app.evaluation.scoring import score_choices
 from ia3app.jobtypes import JobLabels
-from ia3app.templates import TemplateSpec, render_all
+from ia3app.templates.spec import TemplateSpec, render_all
 from jobfactory import request, result
 
 TEMPLATE = TemplateSpec(

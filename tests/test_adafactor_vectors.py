@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.optimization import Adafactor
 
-from ia3app.adafactor import VectorAdafactor
+from ia3app.recipe.adafactor import VectorAdafactor
 
 
 def run(make_optimizer, steps=20, seed=0):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ia3app.cli import main
+from ia3app.cli.main import main
 
 ROOT_ROWS = "sentence,label\n" + "".join(
     f"film {i} was {'great' if i % 2 else 'awful'},{'positive' if i % 2 else 'negative'}\n" for i in range(8)

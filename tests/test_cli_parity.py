@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ia3app.cli import METHODS, TINY_KINDS, main
+from ia3app.cli.main import METHODS, TINY_KINDS, main
 
 DATA = Path(__file__).parent / "data"
 
 
 def test_constants_match_the_modules_that_import_torch():
-    from ia3app.evaluate import METHODS as EVAL_METHODS
-    from ia3app.tiny import KINDS
+    from ia3app.evaluation.compare import METHODS as EVAL_METHODS
+    from ia3app.backbones.tiny import KINDS
 
     assert METHODS == EVAL_METHODS and TINY_KINDS == KINDS
 

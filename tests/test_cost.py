@@ -2,7 +2,7 @@
 
 import pytest
 
-from ia3app.cost import (
+from ia3app.evaluation.flops import (
     flops_per_token,
     in_context_tokens,
     inference_flops,

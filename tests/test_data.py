@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from ia3app.data import (
+from ia3app.tables import (
     Table,
     check_labels,
     label_counts,

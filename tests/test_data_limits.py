@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ia3app.data import MAX_CELL_CHARS, MAX_COLUMNS, check_labels, load_csv
+from ia3app.tables import MAX_CELL_CHARS, MAX_COLUMNS, check_labels, load_csv
 from ia3app.errors import UserError
 
 

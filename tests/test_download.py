@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ia3app.download import fetch, needs_download, reporting_bar
+from ia3app.backbones.download import fetch, needs_download, reporting_bar
 
 
 def test_byte_counts_become_download_events():

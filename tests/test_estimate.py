@@ -8,8 +8,8 @@ import time
 import pytest
 
 from ia3app.config import RecipeConfig
-from ia3app.estimate import time_steps
-from ia3app.templates import TemplateSpec, render_all
+from ia3app.recipe.step_timing import time_steps
+from ia3app.templates.spec import TemplateSpec, render_all
 
 SENTIMENT = TemplateSpec(name="s", input="{{sentence}} Is this review positive or negative?", label_column="label",
                          choices=["negative", "positive"])
@@ -22,9 +22,9 @@ def sst2_rows(fewshot_dir):
 
 def actual_seconds(model_dir, rows, recipe) -> float:
     """What a job's training takes: the same loader and train(), timed over the whole run."""
-    from ia3app.ia3 import inject
-    from ia3app.models import load_model
-    from ia3app.train import train
+    from ia3app.adapters.ia3 import inject
+    from ia3app.backbones.loading import load_model
+    from ia3app.recipe.train import train
 
     loaded = load_model(str(model_dir))
     handle = inject(loaded.model)

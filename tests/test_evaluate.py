@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from ia3app.evaluate import evaluate_methods, label_names, tokens_per_prediction
+from ia3app.evaluation.compare import evaluate_methods, label_names, tokens_per_prediction
 from ia3app.example import Example
-from ia3app.ia3 import inject
-from ia3app.icl import IclConfig
-from ia3app.models import load_model
-from ia3app.scoring import score_choices
+from ia3app.adapters.ia3 import inject
+from ia3app.evaluation.in_context import IclConfig
+from ia3app.backbones.loading import load_model
+from ia3app.evaluation.scoring import score_choices
 
 CHOICES = ("negative", "positive")
 
@@ -97,7 +97,7 @@ def test_forced_shots_beyond_absolute_positions_is_a_user_error(tiny_model_dir):
 
 
 def test_in_context_states_demonstrations_per_class_and_flags_under_one(tiny_model_dir):
-    from ia3app.icl import shots_note
+    from ia3app.evaluation.in_context import shots_note
 
     loaded = load_model(str(tiny_model_dir("t0")), device="cpu")
     handle = inject(loaded.model)

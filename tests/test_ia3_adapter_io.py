@@ -8,9 +8,9 @@ from safetensors.torch import load_file, save_file
 from tiny_batches import DECODER_ONLY, load_tiny
 
 from ia3app import __version__
-from ia3app.adapter_io import CONFIG_NAME, WEIGHTS_NAME, apply_adapter, load_adapter, save_adapter
+from ia3app.adapters.files import CONFIG_NAME, WEIGHTS_NAME, apply_adapter, load_adapter, save_adapter
 from ia3app.errors import UserError
-from ia3app.ia3 import Ia3Spec, inject
+from ia3app.adapters.ia3 import Ia3Spec, inject
 
 
 def handle_for(tiny_model_dir, kind, spec=None, **sizes):

@@ -6,7 +6,7 @@ from tiny_batches import load_tiny, token_batch
 from transformers import BertConfig, BertModel
 
 from ia3app.errors import UserError
-from ia3app.ia3 import Ia3Layer, Ia3Spec, inject, is_ia3_parameter
+from ia3app.adapters.ia3 import Ia3Layer, Ia3Spec, inject, is_ia3_parameter
 
 KINDS = ("t0", "t5", "bart", "gpt2", "llama")
 D, FF, LAYERS = 64, 128, 2  # the tiny models' defaults

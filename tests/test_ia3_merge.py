@@ -4,7 +4,7 @@ import pytest
 import torch
 from tiny_batches import load_tiny, token_batch
 
-from ia3app.ia3 import Ia3Layer, inject
+from ia3app.adapters.ia3 import Ia3Layer, inject
 
 KINDS = ("t0", "t5", "bart", "gpt2", "llama")
 
@@ -213,7 +213,7 @@ def test_merge_and_restore_on_cuda(tiny_model_dir, dtype):
 
 
 def test_report_and_vectors_are_the_same_when_merged(tiny_model_dir):
-    from ia3app.params import parameter_report
+    from ia3app.adapters.params import parameter_report
 
     handle = inject(load(tiny_model_dir, "bart"))
     randomise(handle)

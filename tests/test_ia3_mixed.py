@@ -5,7 +5,7 @@ import torch
 from tiny_batches import load_tiny, token_batch
 
 from ia3app.errors import UserError
-from ia3app.ia3 import inject
+from ia3app.adapters.ia3 import inject
 
 NAMES = ["a", None, "b", "a", "c"]  # one adapter name (or the base model) per row
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
 
-from ia3app.adapter_io import WEIGHTS_NAME, save_adapter
-from ia3app.ia3 import inject
-from ia3app.params import ParamReport, full_model_bytes, parameter_report
+from ia3app.adapters.files import WEIGHTS_NAME, save_adapter
+from ia3app.adapters.ia3 import inject
+from ia3app.adapters.params import ParamReport, full_model_bytes, parameter_report
 
 
 def t0_config(d_model, d_kv, heads, d_ff):

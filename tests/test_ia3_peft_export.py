@@ -9,8 +9,8 @@ from tiny_batches import load_tiny, token_batch
 peft = pytest.importorskip("peft")
 
 from ia3app.errors import UserError  # noqa: E402
-from ia3app.ia3 import Ia3Spec, inject  # noqa: E402
-from ia3app.peft_export import PEFT_CONFIG_NAME, export_peft, load_peft_vectors  # noqa: E402
+from ia3app.adapters.ia3 import Ia3Spec, inject  # noqa: E402
+from ia3app.adapters.peft_export import PEFT_CONFIG_NAME, export_peft, load_peft_vectors  # noqa: E402
 
 
 

@@ -9,8 +9,8 @@ from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
 from ia3app.errors import UserError
-from ia3app.ia3 import inject
-from ia3app.tfew_vectors import (
+from ia3app.adapters.ia3 import inject
+from ia3app.adapters.tfew_vectors import (
     TFEW_SHA256,
     apply_tfew_vectors,
     convert_tfew_state_dict,
@@ -165,7 +165,7 @@ def test_vectors_only_from_the_allow_list_and_the_data_dir(tmp_path, released, u
     be inside the data directory; a wrong file is refused by size or hash as a user error."""
     import time
 
-    from ia3app.tfew_vectors import check_source
+    from ia3app.adapters.tfew_vectors import check_source
 
     data = tmp_path / "data"
     (data / "tfew").mkdir(parents=True)

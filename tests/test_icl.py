@@ -5,7 +5,7 @@ from transformers import ByT5Tokenizer, GPT2Config, T5Config
 
 from ia3app.errors import UserError
 from ia3app.example import Example
-from ia3app.icl import IclConfig, build_prompts, input_limit
+from ia3app.evaluation.in_context import IclConfig, build_prompts, input_limit
 
 CHOICES = ("negative", "positive")
 

@@ -16,7 +16,7 @@ ROWS = [{"text": f"row {i}", "label": "good" if i % 3 else "bad"} for i in range
 
 
 def test_the_job_types_import_no_torch():
-    code = ("import sys, ia3app.jobtypes, ia3app.pipeline, jobs.queue\n"
+    code = ("import sys, ia3app.jobtypes, ia3app.recipe.run_job, jobs.queue\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -12,10 +12,10 @@ import torch
 
 from ia3app.config import RecipeConfig
 from ia3app.example import Example
-from ia3app.ia3 import inject, is_ia3_parameter
-from ia3app.models import load_model
-from ia3app.scoring import score_choices
-from ia3app.train import train
+from ia3app.adapters.ia3 import inject, is_ia3_parameter
+from ia3app.backbones.loading import load_model
+from ia3app.evaluation.scoring import score_choices
+from ia3app.recipe.train import train
 
 POSITIVE = ("great", "wonderful", "superb", "loved")
 NEGATIVE = ("awful", "terrible", "boring", "hated")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ia3app.losses import tfew_losses
+from ia3app.recipe.losses import tfew_losses
 
 G = -9.0  # garbage in padded positions: must never count
 

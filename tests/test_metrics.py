@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ia3app.metrics import classification_report, confusion_matrix, per_class
+from ia3app.evaluation.metrics import classification_report, confusion_matrix, per_class
 
 
 def test_confusion_matrix_counts_true_by_predicted():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ia3app.errors import UserError
-from ia3app.models import default_device, load_model
+from ia3app.backbones.loading import default_device, load_model
 
 
 @pytest.mark.parametrize("kind, enc_dec", [("t0", True), ("bart", True), ("gpt2", False), ("llama", False)])
@@ -83,7 +83,7 @@ def test_decoder_only_tokenizer_without_pad_gets_eos(tiny_model_dir, tmp_path):
 
 
 def test_precision_sets_the_weights_dtype_of_every_linear(tiny_model_dir):
-    from ia3app.models import weights_dtype
+    from ia3app.backbones.loading import weights_dtype
 
     assert weights_dtype("auto", "cpu") == torch.float32 and weights_dtype(None, "cpu") == torch.float32
     assert weights_dtype("bf16", "cpu") == torch.bfloat16 and weights_dtype("fp32", "cuda") == torch.float32

@@ -9,8 +9,8 @@ import torch
 from ia3app.config import RecipeConfig
 from ia3app.errors import UserError
 from ia3app.jobtypes import JobResult, ProgressEvent, dumps, loads
-from ia3app.pipeline import JobSpec
-from ia3app.templates import TemplateSpec
+from ia3app.recipe.run_job import JobSpec
+from ia3app.templates.spec import TemplateSpec
 
 TEMPLATE_DICT = {"name": "sentiment", "input": "{{text}} Is it good or bad?", "choices": ["bad", "good"],
                  "label_map": {"0": "bad", "1": "good"}}
@@ -63,9 +63,9 @@ def _rows(n, offset=0):
 
 
 def test_run_job_end_to_end(tiny_model_dir, tmp_path):
-    from ia3app.adapter_io import load_adapter
-    from ia3app.pipeline import run_job
-    from ia3app.serving import ServingEngine
+    from ia3app.adapters.files import load_adapter
+    from ia3app.recipe.run_job import run_job
+    from ia3app.serving.engine import ServingEngine
 
     spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE,
                    recipe=RecipeConfig(steps=4, batch_size=2, warmup_steps=1, checkpoint_every=2))
@@ -116,7 +116,7 @@ def test_run_job_end_to_end(tiny_model_dir, tmp_path):
 
 
 def test_run_job_refuses_bad_data_before_loading(tmp_path):
-    from ia3app.pipeline import run_job
+    from ia3app.recipe.run_job import run_job
 
     spec = JobSpec(model=str(tmp_path / "no-model"), template=TEMPLATE, recipe=RecipeConfig(steps=2, warmup_steps=0))
     events = []
@@ -130,7 +130,7 @@ def test_run_job_refuses_bad_data_before_loading(tmp_path):
 
 def test_run_job_cancelled(tiny_model_dir, tmp_path):
     from ia3app.errors import Cancelled
-    from ia3app.pipeline import run_job
+    from ia3app.recipe.run_job import run_job
 
     spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE,
                    recipe=RecipeConfig(steps=6, batch_size=2, warmup_steps=1, checkpoint_every=2))
@@ -149,8 +149,8 @@ def test_run_job_cancelled(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("kind", ["gpt2", "bart"])
 def test_run_job_other_architectures(kind, tiny_model_dir, tmp_path):
-    from ia3app.pipeline import run_job
-    from ia3app.serving import ServingEngine
+    from ia3app.recipe.run_job import run_job
+    from ia3app.serving.engine import ServingEngine
 
     spec = JobSpec(model=str(tiny_model_dir(kind)), template=TEMPLATE, eval_methods=["t-few"],
                    recipe=RecipeConfig(steps=2, batch_size=2, warmup_steps=0, checkpoint_every=0))
@@ -166,9 +166,9 @@ def test_run_job_other_architectures(kind, tiny_model_dir, tmp_path):
 def test_a_kept_model_serves_the_next_job_like_a_fresh_load(tiny_model_dir, tmp_path):
     """A worker's ModelCache: the second job of the same model reuses the loaded model and ends
     with exactly the adapter a fresh load gives (vectors reset, merged weights restored)."""
-    from ia3app.adapter_io import load_adapter
-    from ia3app.model_cache import ModelCache
-    from ia3app.pipeline import run_job
+    from ia3app.adapters.files import load_adapter
+    from ia3app.backbones.cache import ModelCache
+    from ia3app.recipe.run_job import run_job
 
     spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE, eval_methods=["t-few"],
                    recipe=RecipeConfig(steps=3, batch_size=2, checkpoint_every=0, seed=1))
@@ -188,7 +188,7 @@ def test_a_kept_model_serves_the_next_job_like_a_fresh_load(tiny_model_dir, tmp_
 
 
 def test_a_long_row_is_fitted_and_named_in_the_warnings(tiny_model_dir, tmp_path):
-    from ia3app.pipeline import run_job
+    from ia3app.recipe.run_job import run_job
 
     spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE, eval_methods=["t-few"],
                    recipe=RecipeConfig(steps=1, batch_size=2, warmup_steps=0, checkpoint_every=0, max_length=64))

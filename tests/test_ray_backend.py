@@ -243,8 +243,8 @@ SERVE_ROWS = [{"text": "a joy to watch"}, {"text": "the worst film this year"}, 
 def adapters(tmp_path_factory, tiny_model_dir):
     """Two adapters of the tiny model, trained in this process (different seeds: different vectors)."""
     from ia3app.config import RecipeConfig
-    from ia3app.pipeline import JobSpec, run_job
-    from ia3app.templates import TemplateSpec
+    from ia3app.recipe.run_job import JobSpec, run_job
+    from ia3app.templates.spec import TemplateSpec
 
     out = []
     for seed in (0, 1):
@@ -272,7 +272,7 @@ def serving(ray_cluster):
 
 
 def test_replicas_answer_as_the_local_engine_does(serving, adapters):
-    from ia3app.serving import ServingEngine
+    from ia3app.serving.engine import ServingEngine
 
     local = ServingEngine(max_wait_ms=1)
     try:

@@ -3,10 +3,10 @@ columns, the user's labels beside the answer words in matrices, latency from sev
 
 from __future__ import annotations
 
-from ia3app.adapter_bank import AdapterInfo
-from ia3app.serving import prediction_table
-from ia3app.serving_lane import Prediction, _label_value
-from ia3app.templates import TemplateSpec
+from ia3app.serving.bank import AdapterInfo
+from ia3app.serving.engine import prediction_table
+from ia3app.serving.lane import Prediction, _label_value
+from ia3app.templates.spec import TemplateSpec
 from jobfactory import result as job_result
 from ui import results_page as R
 
@@ -44,9 +44,9 @@ def test_matrices_show_the_users_labels_beside_the_answer_words():
 
 
 def test_latency_is_the_median_of_several_timed_runs(tiny_model_dir):
-    from ia3app.evaluate import LATENCY_RUNS, _timed_scores
-    from ia3app.models import load_model
-    from ia3app.templates import render_all
+    from ia3app.evaluation.compare import LATENCY_RUNS, _timed_scores
+    from ia3app.backbones.loading import load_model
+    from ia3app.templates.spec import render_all
 
     loaded = load_model(str(tiny_model_dir("t0")))
     spec = TemplateSpec(name="s", input="{{s}} good?", label_column="label", choices=["no", "yes"])

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from ia3app.example import Example
-from ia3app.ia3 import inject
-from ia3app.models import load_model
-from ia3app.scoring import choice_log_probs, score_choices
+from ia3app.adapters.ia3 import inject
+from ia3app.backbones.loading import load_model
+from ia3app.evaluation.scoring import choice_log_probs, score_choices
 
 EXAMPLES = [
     Example("the film was a delight from start to end", ("positive", "negative"), 0),

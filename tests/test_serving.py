@@ -10,7 +10,7 @@ import pytest
 from serving_helpers import PER_ROW, TEMPLATE, WORDS, Reference, assert_matches, make_adapter
 
 from ia3app.errors import UserError
-from ia3app.serving import ServingConfig, ServingEngine
+from ia3app.serving.engine import ServingConfig, ServingEngine
 
 ROWS = [{"sentence": w} for w in WORDS[:5]]
 
@@ -202,15 +202,15 @@ def test_empty_rows_and_settings(engine, adapters):
 
 def test_a_long_row_keeps_its_question_as_in_training(engine, adapters, reference):
     """Predictions fit a long row like training does: the end of the longest field goes, not the question."""
-    from ia3app.scoring import score_choices
-    from ia3app.templates import render_all
-    from ia3app.truncate import fit_examples
+    from ia3app.evaluation.scoring import score_choices
+    from ia3app.templates.spec import render_all
+    from ia3app.templates.truncate import fit_examples
 
     rows = [{"sentence": "a wonderful film " * 20}]
     examples = render_all(TEMPLATE, rows)
     fitted = fit_examples(TEMPLATE, rows, examples, reference.loaded.tokenizer, 64).examples
     assert fitted[0].input.endswith("… Is it good or bad?")
-    from ia3app.adapter_io import apply_adapter
+    from ia3app.adapters.files import apply_adapter
 
     apply_adapter(reference.handle, adapters[0])
     want = score_choices(reference.loaded.model, reference.loaded.tokenizer, fitted, max_length=64)
@@ -218,7 +218,7 @@ def test_a_long_row_keeps_its_question_as_in_training(engine, adapters, referenc
 
 
 def test_length_chunks_bound_padding():
-    from ia3app.serving_lane import length_chunks
+    from ia3app.serving.lane import length_chunks
 
     lengths = [100, 40, 200, 110, 105, 50, 45, 190]
     chunks = length_chunks(lengths)

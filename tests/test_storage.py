@@ -212,7 +212,7 @@ def test_admin_reports_and_cleans_folders_no_job_owns(tmp_path, capsys):
     store = FileStore(data)
     user = create_user(db, "alice", "password1")
     from ia3app.jobtypes import DataRef, JobRequest, JobSpec
-    from ia3app.templates import TemplateSpec
+    from ia3app.templates.spec import TemplateSpec
 
     spec = JobSpec(model="m", template=TemplateSpec(name="t", input="{{ x }}", choices=["a", "b"]))
     job_id = q.submit(db, user, JobRequest(spec, DataRef(1)))

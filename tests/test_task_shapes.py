@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from ia3app.data import label_counts, load_csv
+from ia3app.tables import label_counts, load_csv
 from ia3app.errors import UserError
-from ia3app.template_library import detect_shape, guess_label_column, index_labels, templates_fitting
-from ia3app.templates import TemplateSpec, render_all, validate
+from ia3app.templates.library import detect_shape, guess_label_column, index_labels, templates_fitting
+from ia3app.templates.spec import TemplateSpec, render_all, validate
 
 DATA = Path(__file__).parent / "data"
 

@@ -8,8 +8,8 @@ import tracemalloc
 import pytest
 
 from ia3app.errors import UserError
-from ia3app.render_limits import MAX_RENDER_SECONDS
-from ia3app.templates import TemplateSpec, preview, render, validate
+from ia3app.templates.render_limits import MAX_RENDER_SECONDS
+from ia3app.templates.spec import TemplateSpec, preview, render, validate
 
 FREEZE = "{% set x = 9 ** 100 %}" + "{% set x = x * x %}" * 26 + "{{ x }}"
 NESTED_LOOPS = ("{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}"
@@ -142,7 +142,7 @@ def test_ordinary_templates_keep_working():
 
 
 def test_submit_check_samples_every_file_and_names_the_held_out_one():
-    from ia3app.template_cost import check_files, sample_rows
+    from ia3app.templates.precheck import check_files, sample_rows
 
     assert sample_rows(5) == [0, 1, 2, 3, 4] and sample_rows(1000, 3) == [0, 500, 999]
     spec = TemplateSpec(
@@ -159,7 +159,7 @@ def test_submit_check_samples_every_file_and_names_the_held_out_one():
 
 
 def test_submit_check_refuses_a_file_that_would_take_too_long_in_total():
-    from ia3app.template_cost import MAX_FILE_RENDER_SECONDS, check_files
+    from ia3app.templates.precheck import MAX_FILE_RENDER_SECONDS, check_files
 
     spin = TemplateSpec(name="spin", input="{% for i in range(1000) %}{% for j in range(100) %}{% endfor %}"
                         "{% endfor %}x", choices=["a", "b"])

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-import ia3app.jinja_sandbox as sandbox
-import ia3app.render_limits as render_limits
-from ia3app.data import label_counts, load_csv
+import ia3app.templates.sandbox as sandbox
+import ia3app.templates.render_limits as render_limits
+from ia3app.tables import label_counts, load_csv
 from ia3app.errors import UserError
 from ia3app.example import Example
-from ia3app.template_library import BUILTINS, builtin, templates_fitting
-from ia3app.templates import (
+from ia3app.templates.library import BUILTINS, builtin, templates_fitting
+from ia3app.templates.spec import (
     column_ref,
     TemplateSpec,
     format_preview,

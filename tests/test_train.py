@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from ia3app.checkpoint import checkpoint_path, load_checkpoint
+from ia3app.recipe.checkpoint import checkpoint_path, load_checkpoint
 from ia3app.config import RecipeConfig
 from ia3app.jobtypes import ProgressEvent
 from ia3app.errors import Cancelled, UserError
 from ia3app.example import Example
-from ia3app.ia3 import inject, is_ia3_parameter
-from ia3app.models import load_model
-from ia3app.train import EpochSampler, train
+from ia3app.adapters.ia3 import inject, is_ia3_parameter
+from ia3app.backbones.loading import load_model
+from ia3app.recipe.train import EpochSampler, train
 
 EXAMPLES = [
     Example("great fun, loved it", ("positive", "negative"), 0),

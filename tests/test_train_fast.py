@@ -7,15 +7,15 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import get_linear_schedule_with_warmup
 
-from ia3app.batches import TokenCache, forward
+from ia3app.recipe.batches import TokenCache, forward
 from ia3app.config import RecipeConfig
 from ia3app.errors import UserError
 from ia3app.example import Example
-from ia3app.ia3 import inject
-from ia3app.losses import tfew_losses
-from ia3app.models import load_model
-from ia3app.scoring import choice_log_probs
-from ia3app.train import EpochSampler, make_optimizer, train
+from ia3app.adapters.ia3 import inject
+from ia3app.recipe.losses import tfew_losses
+from ia3app.backbones.loading import load_model
+from ia3app.evaluation.scoring import choice_log_probs
+from ia3app.recipe.train import EpochSampler, make_optimizer, train
 
 ROWS = [
     Example("great fun, loved it", ("positive", "negative"), 0),
@@ -236,7 +236,7 @@ def test_memory_estimate_reproduces_the_measured_t0_3b_peak():
     """bench/RESULTS.md: T0-3B, bf16 base, batch 8 x 256 tokens x 3 choices: 21.4 GB peak on an H100."""
     from transformers import T5Config
 
-    from ia3app.speed import activation_bytes, choose_memory
+    from ia3app.recipe.device_plan import activation_bytes, choose_memory
 
     t0_3b = T5Config(d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_heads=32, vocab_size=32128)
     weights = 2.85e9 * 2

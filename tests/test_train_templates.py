@@ -6,11 +6,11 @@ import torch
 from ia3app.config import RecipeConfig
 from ia3app.errors import Cancelled, UserError
 from ia3app.example import Example
-from ia3app.ia3 import inject
-from ia3app.models import load_model
-from ia3app.pipeline import JobSpec, run_job
-from ia3app.templates import TemplateSpec
-from ia3app.train import _draw, train
+from ia3app.adapters.ia3 import inject
+from ia3app.backbones.loading import load_model
+from ia3app.recipe.run_job import JobSpec, run_job
+from ia3app.templates.spec import TemplateSpec
+from ia3app.recipe.train import _draw, train
 
 ROWS = [("great fun, loved it", 0), ("dull and far too long", 1), ("a wonderful cast", 0), ("money back", 1)]
 CHOICES = ("positive", "negative")
@@ -93,7 +93,7 @@ def test_job_trains_with_extra_templates_and_serves_the_main_one(tiny_model_dir,
 def test_cli_train_template_flag(tiny_model_dir, tmp_path, fewshot_dir):
     import json
 
-    from ia3app.cli import main
+    from ia3app.cli.main import main
 
     out = tmp_path / "adapter"
     code = main(["train", "--csv", str(fewshot_dir / "sst2_16shot_seed0.csv"), "--template", "sentiment",

@@ -2,9 +2,9 @@
 
 import pytest
 
-from ia3app.template_library import builtin
-from ia3app.templates import TemplateSpec, render_all
-from ia3app.truncate import fit_examples, shortenable_columns, warning
+from ia3app.templates.library import builtin
+from ia3app.templates.spec import TemplateSpec, render_all
+from ia3app.templates.truncate import fit_examples, shortenable_columns, warning
 
 
 @pytest.fixture(scope="module")

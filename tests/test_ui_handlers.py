@@ -6,7 +6,7 @@ import pytest
 
 from ia3app.config import RecipeConfig
 from ia3app.jobtypes import Holdout
-from ia3app.templates import TemplateSpec
+from ia3app.templates.spec import TemplateSpec
 from jobfactory import result as job_result
 from ia3app.errors import UserError
 from ui import jobs_page as J

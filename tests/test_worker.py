@@ -8,7 +8,7 @@ import pytest
 
 from ia3app.config import RecipeConfig
 from ia3app.jobtypes import DataRef, Holdout, JobRequest, JobResult, JobSpec
-from ia3app.templates import TemplateSpec
+from ia3app.templates.spec import TemplateSpec
 from jobs import queue as q
 from jobs.worker import Worker, WorkerConfig, classify
 from storage import repo
@@ -132,7 +132,7 @@ def test_another_users_dataset_is_refused(env):
 
 
 def test_crash_is_retried_three_times_then_failed(env, monkeypatch):
-    import ia3app.pipeline
+    import ia3app.recipe.run_job
 
     calls = []
 
@@ -140,7 +140,7 @@ def test_crash_is_retried_three_times_then_failed(env, monkeypatch):
         calls.append(1)
         raise RuntimeError("device-side assert triggered")
 
-    monkeypatch.setattr(ia3app.pipeline, "run_job", crash)
+    monkeypatch.setattr(ia3app.recipe.run_job, "run_job", crash)
     job_id = env.submit()
     env.worker().serve()
     job = env.job(job_id)
@@ -149,12 +149,12 @@ def test_crash_is_retried_three_times_then_failed(env, monkeypatch):
 
 
 def test_out_of_memory_is_failed_with_advice_and_not_retried(env, monkeypatch):
-    import ia3app.pipeline
+    import ia3app.recipe.run_job
 
     def oom(*args, **kwargs):
         raise MemoryError()
 
-    monkeypatch.setattr(ia3app.pipeline, "run_job", oom)
+    monkeypatch.setattr(ia3app.recipe.run_job, "run_job", oom)
     job_id = env.submit()
     env.worker().serve()
     job = env.job(job_id)

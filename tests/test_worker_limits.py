@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from ia3app.jobtypes import DataRef
-from ia3app.templates import TemplateSpec, render
+from ia3app.templates.spec import TemplateSpec, render
 from jobs import queue as q
 from storage import repo
 from test_worker import Env
@@ -29,8 +29,8 @@ def _slow_n(target_s: float = 0.4) -> int:
 
 @pytest.fixture
 def env(tmp_path, tiny_model_dir):
-    import ia3app.model_cache  # noqa: F401  (imported before a worker starts: the stall clock is short here)
-    import ia3app.pipeline  # noqa: F401
+    import ia3app.backbones.cache  # noqa: F401  (imported before a worker starts: the stall clock is short here)
+    import ia3app.recipe.run_job  # noqa: F401
 
     return Env(tmp_path / "data", tiny_model_dir("t0"))
 

@@ -30,7 +30,7 @@ class AppContext:
     _local: threading.local = field(default_factory=threading.local, repr=False)
     _local_id: int | None = field(default=None, repr=False)
     serving: dict[str, Any] = field(default_factory=dict)
-    """ia3app.serving.ServingConfig fields for the prediction engine (batch wait, rows, adapter budget)."""
+    """ia3app.serving.engine.ServingConfig fields for the prediction engine (batch wait, rows, adapter budget)."""
     ray_address: str | None = None
     """With the Ray backend on ('auto' or HOST:PORT), predictions are answered by the Ray Serve
     replicas (jobs.ray_serve.RayServing) instead of an engine in this process."""
@@ -83,7 +83,7 @@ class AppContext:
         return FileStore(self.data_dir)
 
     def engine(self):
-        """The app's one prediction engine (ia3app.serving): live, batch-CSV, /predict and the JSON API.
+        """The app's one prediction engine (ia3app.serving.engine): live, batch-CSV, /predict and the JSON API.
 
         Created on first use, so the web process imports torch only when someone predicts.
         """
@@ -93,7 +93,7 @@ class AppContext:
 
                 self._engine = RayServing(self.ray_address, replicas=self.ray_serve_replicas, serving=self.serving)
             elif self._engine is None:
-                from ia3app.serving import ServingEngine
+                from ia3app.serving.engine import ServingEngine
 
                 self._engine = ServingEngine(**self.serving)
             return self._engine

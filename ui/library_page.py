@@ -130,7 +130,7 @@ def compare(ctx: AppContext, uid: int, job_ids: list[Any]) -> tuple[str, pd.Data
 
 def run_again(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     """What "run again with changes" prefills: the session (data), the template and the train settings."""
-    from ia3app import data
+    from ia3app import tables as data
     from storage import repo
 
     (job,) = _owned_jobs(ctx, uid, [job_id])
@@ -255,7 +255,7 @@ def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, templa
             prior = run_again(ctx, uid, job_id)
         except UserError as e:
             return {page.message: f"✗ {e}"}
-        from ia3app.templates import TemplateSpec
+        from ia3app.templates.spec import TemplateSpec
 
         session, spec = prior["session"], TemplateSpec.from_dict(prior["template"])
         names, _ = T.suggest(template, session)

@@ -185,7 +185,7 @@ def tiny_model_path(data_dir: Path) -> Path:
     with _TINY_LOCK:
         if (out / "config.json").is_file():
             return out
-        from ia3app.tiny import make_tiny_model
+        from ia3app.backbones.tiny import make_tiny_model
 
         tmp = out.with_name("tiny-t0.tmp")
         shutil.rmtree(tmp, ignore_errors=True)

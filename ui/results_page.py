@@ -16,7 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from ia3app.errors import UserError
-from ia3app.icl import shots_note
+from ia3app.evaluation.in_context import shots_note
 from ia3app.jobtypes import JobLabels, JobResult, dumps
 from ui.context import AppContext
 from ui.tempfiles import new_download

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from ia3app.errors import UserError
-from ia3app.templates import TemplateSpec, column_ref, preview, validate
+from ia3app.templates.spec import TemplateSpec, column_ref, preview, validate
 from ui.context import AppContext
 from ui.shared import Shared
 
@@ -107,7 +107,7 @@ def check_template(rows: list[dict], columns: list[str], label_column: str, name
 
 def shape_text(session: dict | None) -> str:
     """What the data page's ticked columns look like as a task, in words, for the top of this page."""
-    from ia3app.template_library import detect_shape
+    from ia3app.templates.library import detect_shape
 
     if not session or not session.get("text_columns"):
         return ""
@@ -126,7 +126,7 @@ def insert_column(input_text: str | None, column: str | None) -> str:
 
 def fitting_templates(columns: list[str], label_values: list[str], label_column: str) -> dict[str, TemplateSpec]:
     """Built-ins that fit these columns and labels, by name, most specific first."""
-    from ia3app.template_library import templates_fitting
+    from ia3app.templates.library import templates_fitting
 
     return {name: spec for name, spec in templates_fitting(columns, label_values, label_column)}
 
@@ -237,7 +237,7 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
     """The page's own events. `saved` is the data page's Save event: the editor it filled is checked after it."""
 
     def on_builtin(session, name, current_name):
-        from ia3app.template_library import BUILTINS
+        from ia3app.templates.library import BUILTINS
 
         if name == CUSTOM:  # a template of one's own gets its own name, not the built-in's it started from
             return {page.name: NEW_NAME} if not current_name or current_name in BUILTINS else gr.skip()

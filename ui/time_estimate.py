@@ -2,7 +2,7 @@
 
 In order: a measurement already taken in this process for the same model, recipe shape and data;
 the throughput of the user's own earlier job of that model here; timing a few real steps now
-(ia3app.estimate, the same code a job runs); only when none of these can work (a hub model not
+(ia3app.recipe.step_timing, the same code a job runs); only when none of these can work (a hub model not
 downloaded yet, or too large to load in the web process) a rough guide from the model's size,
 said to be one.
 """
@@ -91,8 +91,8 @@ def estimate(ctx: AppContext, uid: int | None, key: str, model_path: str | None,
 
 def measure(model_path: str, recipe: RecipeConfig, rows: list[dict], template: dict, dataset_id: Any) -> float:
     """Time real steps (one measurement at a time in this process); returns seconds per step, cached."""
-    from ia3app.estimate import time_steps
-    from ia3app.templates import TemplateSpec
+    from ia3app.recipe.step_timing import time_steps
+    from ia3app.templates.spec import TemplateSpec
 
     key = _key(model_path, recipe, dataset_id, template)
     with _LOCK:

@@ -159,7 +159,7 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
                      local_path: str, recipe: RecipeConfig, init_tfew: bool, tfew_path: str,
                      eval_methods: list[str], train_templates: list[dict] | None = None) -> JobRequest:
     """Everything the worker needs, checked here so a mistake is shown now, not as a failed job."""
-    from ia3app.templates import TemplateSpec
+    from ia3app.templates.spec import TemplateSpec
     from storage import repo
 
     if not session or not session.get("dataset_id"):
@@ -177,7 +177,7 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
         init_vectors = (tfew_path or "").strip() or None
         if init_vectors is None:
             raise UserError("give the path or URL of T-Few's t03b_ia3_finish.pt")
-        from ia3app.vector_sources import check_source
+        from ia3app.adapters.vector_sources import check_source
 
         check_source(init_vectors, allowed_dirs=[ctx.data_dir])  # the release URL or a file in the data dir
     _check_template_on_files(ctx, uid, session, template)
@@ -200,9 +200,9 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
 
 
 def _check_template_on_files(ctx: AppContext, uid: int, session: dict, template: dict) -> None:
-    """A sample of every file the job uses renders within the limits (ia3app.template_cost)."""
-    from ia3app.template_cost import check_files
-    from ia3app.templates import TemplateSpec
+    """A sample of every file the job uses renders within the limits (ia3app.templates.precheck)."""
+    from ia3app.templates.precheck import check_files
+    from ia3app.templates.spec import TemplateSpec
     from storage import repo
 
     files = {"the training file": repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), uid)}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import pandas as pd
 
-from ia3app import data
+from ia3app import tables as data
 from ia3app.errors import UserError
 from ia3app.jobtypes import Holdout
 from ui.context import AppContext
@@ -188,7 +188,7 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
 
 def shape_md(table: "data.Table", label_column: str, text_columns: list[str] | None) -> str:
     """The task the ticked columns make, in words (one text, a pair, passage + question, multiple choice)."""
-    from ia3app.template_library import detect_shape
+    from ia3app.templates.library import detect_shape
 
     inputs = [c for c in text_columns or [] if c in table.columns and c != label_column]
     inputs = inputs or [c for c in table.columns if c != label_column]

@@ -12,8 +12,8 @@ from typing import Any
 from jinja2.exceptions import TemplateSyntaxError
 
 from ia3app.errors import UserError
-from ia3app.jinja_sandbox import ENV
-from ia3app.templates import TemplateSpec
+from ia3app.templates.sandbox import ENV
+from ia3app.templates.spec import TemplateSpec
 
 
 def from_promptsource(

@@ -25,8 +25,8 @@ from typing import Mapping
 import torch
 
 from ia3app.errors import UserError
-from ia3app.ia3 import VECTOR_SUFFIX, Ia3Model
-from ia3app.vector_sources import ALLOWED_URLS, TFEW_URL, check_source, is_url
+from ia3app.adapters.ia3 import VECTOR_SUFFIX, Ia3Model
+from ia3app.adapters.vector_sources import ALLOWED_URLS, TFEW_URL, check_source, is_url
 
 TFEW_SUFFIX = "multi_lora_b"
 # sha256 of the copy this project is tested with (tests/fixtures/tfew/t03b_ia3_finish.pt).

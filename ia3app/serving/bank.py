@@ -1,6 +1,6 @@
 """Adapters resident beside one backbone, for serving many of them at once.
 
-Three pieces, each used by :mod:`ia3app.serving`:
+Three pieces, each used by :mod:`ia3app.serving.engine`:
 
 - :func:`read_adapter` / :class:`AdapterInfo`: what serving needs from an adapter folder (base
   model, template, choices, max length), keyed by the folder and the (mtime, size, inode) of both
@@ -10,7 +10,7 @@ Three pieces, each used by :mod:`ia3app.serving`:
   layer, ``(capacity + 1, F)`` on the model's device (row 0 is ones: no adapter). Adapters are
   written into a free row on first use, the least recently used one is overwritten when the
   bytes budget is full, and a changed file rewrites its row in place. The bank is also the
-  ``handle`` that :func:`ia3app.scoring.score_choices` needs for ``adapter_names=``: the names
+  ``handle`` that :func:`ia3app.evaluation.scoring.score_choices` needs for ``adapter_names=``: the names
   are bank rows, so a mixed-task batch gathers each row's vectors with one index.
 - :class:`MergedWeights`: a second copy of every wrapped linear layer with ONE adapter folded
   into its weights. Switching the model between the mixed path (the (IA)^3 layers over the
@@ -31,10 +31,10 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from ia3app.adapter_io import CONFIG_NAME, WEIGHTS_NAME, load_adapter
+from ia3app.adapters.files import CONFIG_NAME, WEIGHTS_NAME, load_adapter
 from ia3app.errors import UserError
-from ia3app.ia3 import VECTOR_SUFFIX, Ia3Model, _scaled_into
-from ia3app.templates import TemplateSpec
+from ia3app.adapters.ia3 import VECTOR_SUFFIX, Ia3Model, _scaled_into
+from ia3app.templates.spec import TemplateSpec
 
 ROW_BYTES = 4  # vectors are fp32 in the bank (the layers cast to the activations' dtype)
 
@@ -179,7 +179,7 @@ class AdapterBank:
         """The vectors of one bank row, {"<module>.ia3": (F,)} (views, on the device)."""
         return {key: layer.bank[row] for key, (_, layer) in zip(self.keys, self.layers)}
 
-    # The handle protocol of ia3app.scoring: adapter names are bank rows here.
+    # The handle protocol of ia3app.evaluation.scoring: adapter names are bank rows here.
     @contextmanager
     def mixed_batch(self, rows: Sequence[int]) -> Iterator[None]:
         """Within this block, batch row i uses bank row rows[i] (0: no adapter)."""

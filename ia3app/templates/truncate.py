@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from ia3app.example import Example
-from ia3app.templates import TemplateSpec, render
+from ia3app.templates.spec import TemplateSpec, render
 
 ELLIPSIS = "…"
 MAX_ROUNDS = 12

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ia3app.errors import UserError
-from ia3app.templates import TemplateSpec, column_expr, column_ref
+from ia3app.templates.spec import TemplateSpec, column_expr, column_ref
 
 # Label spellings read as the negative / positive side of a binary task (compared case-insensitively).
 NEGATIVE = ("0", "false", "no", "negative", "neg", "not_entailment", "not_equivalent", "not_duplicate",

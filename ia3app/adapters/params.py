@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ia3app.adapter_io import vectors_to_bytes
-from ia3app.ia3 import Ia3Model, is_ia3_parameter
+from ia3app.adapters.files import vectors_to_bytes
+from ia3app.adapters.ia3 import Ia3Model, is_ia3_parameter
 
 
 @dataclass(frozen=True)

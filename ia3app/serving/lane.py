@@ -1,5 +1,5 @@
 """One backbone of the serving engine: its (IA)^3 handle, adapter bank, merged copies, request queue
-and batcher thread (see :mod:`ia3app.serving` for the policy; this module is its machinery)."""
+and batcher thread (see :mod:`ia3app.serving.engine` for the policy; this module is its machinery)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ia3app.adapter_bank import AdapterBank, AdapterInfo, MergedWeights
+from ia3app.serving.bank import AdapterBank, AdapterInfo, MergedWeights
 from ia3app.errors import UserError
 from ia3app.example import Example
 
 if TYPE_CHECKING:
-    from ia3app.serving import ServingConfig
+    from ia3app.serving.engine import ServingConfig
 
-log = logging.getLogger("ia3app.serving")
+log = logging.getLogger("ia3app.serving.engine")
 
 
 @dataclass
@@ -115,7 +115,7 @@ class Lane:
     """One backbone: its (IA)^3 handle, adapter bank, merged copies, queue and batcher thread."""
 
     def __init__(self, key: tuple, loaded, config: ServingConfig) -> None:
-        from ia3app.ia3 import inject
+        from ia3app.adapters.ia3 import inject
 
         self.key, self.loaded, self.config = key, loaded, config
         self.handle = inject(loaded.model)
@@ -134,7 +134,7 @@ class Lane:
 
     # -- caller side ----------------------------------------------------------------------------
     def check_fit(self, info: AdapterInfo) -> None:
-        from ia3app.adapter_io import fit_problems
+        from ia3app.adapters.files import fit_problems
 
         problems = self._fits.get(info.key)
         if problems is None:
@@ -244,7 +244,7 @@ class Lane:
 
     def _score(self, parts: list[_Part], max_length: int, rows: dict[tuple, int] | None) -> None:
         """Score parts in one forward; if that fails, each part alone (the failure stays with its request)."""
-        from ia3app.scoring import score_choices
+        from ia3app.evaluation.scoring import score_choices
 
         examples = [ex for p in parts for ex in p.examples]
         names = None if rows is None else [rows[p.info.key] for p in parts for _ in p.examples]

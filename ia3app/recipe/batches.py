@@ -1,6 +1,6 @@
 """Training inputs tokenized once, on the device; each step gathers its rows without a host sync.
 
-:func:`ia3app.scoring.choice_log_probs` tokenizes, pads and copies its batch at every call, and
+:func:`ia3app.evaluation.scoring.choice_log_probs` tokenizes, pads and copies its batch at every call, and
 reads token counts back to the host (``int(mask.sum())``); transformers' mask helpers add a
 ``padding_mask.all()`` read. That is a handful of host synchronisations per micro-batch. For
 training, :class:`TokenCache` tokenizes every rendering of every row once, at job start, into
@@ -26,7 +26,7 @@ from transformers.masking_utils import create_bidirectional_mask, create_causal_
 from transformers.modeling_outputs import BaseModelOutput
 
 from ia3app.example import Example
-from ia3app.scoring import (ChoiceLogProbs, _accepts_logits_to_keep, _choice_ids, _continuation, _gather_logprobs,
+from ia3app.evaluation.scoring import (ChoiceLogProbs, _accepts_logits_to_keep, _choice_ids, _continuation, _gather_logprobs,
                             decoder_input_ids)
 
 

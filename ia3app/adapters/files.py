@@ -22,7 +22,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from ia3app import __version__
 from ia3app.errors import UserError
-from ia3app.ia3 import VECTOR_SUFFIX, Ia3Model
+from ia3app.adapters.ia3 import VECTOR_SUFFIX, Ia3Model
 
 FORMAT = "ia3app-adapter"
 FORMAT_VERSION = 1
@@ -147,7 +147,7 @@ def _adapter_dir(path: str | Path) -> Path:
             )
         if (path / "adapter_model.safetensors").is_file():
             raise UserError(
-                f"{path} is a PEFT adapter folder; load it with ia3app.peft_export.load_peft_vectors "
+                f"{path} is a PEFT adapter folder; load it with ia3app.adapters.peft_export.load_peft_vectors "
                 f"or use the ia3app folder that holds {WEIGHTS_NAME}"
             )
         raise UserError(f"{path} has no {WEIGHTS_NAME}; is this an ia3app adapter folder?")

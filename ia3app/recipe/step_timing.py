@@ -15,7 +15,7 @@ from typing import Any
 
 from ia3app.config import RecipeConfig
 from ia3app.errors import UserError
-from ia3app.templates import TemplateSpec, render_all
+from ia3app.templates.spec import TemplateSpec, render_all
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ def time_steps(model: str, template: TemplateSpec, rows: Sequence[dict[str, Any]
     recipe's batch size, length, accumulation and precision on the given rows. Nothing is saved."""
     import torch
 
-    from ia3app.ia3 import inject
-    from ia3app.models import load_model
-    from ia3app.train import train
+    from ia3app.adapters.ia3 import inject
+    from ia3app.backbones.loading import load_model
+    from ia3app.recipe.train import train
 
     examples = [ex for ex in render_all(template, rows) if ex.label is not None]
     if not examples:

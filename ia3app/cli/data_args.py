@@ -21,7 +21,7 @@ def pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def read_table(path: str):
-    from ia3app.data import load_csv
+    from ia3app.tables import load_csv
 
     p = Path(path)
     if not p.is_file():
@@ -30,7 +30,7 @@ def read_table(path: str):
 
 
 def _label_column(args, table) -> str:
-    from ia3app.template_library import guess_label_column
+    from ia3app.templates.library import guess_label_column
 
     return args.label_column or (guess_label_column(table.columns) if table else None) or "label"
 
@@ -49,7 +49,7 @@ def _map_columns(spec, mapping: dict[str, str], table):
     line before each Jinja text, so the saved template names the real column); NAME may be the label column."""
     from dataclasses import replace
 
-    from ia3app.templates import column_expr
+    from ia3app.templates.spec import column_expr
 
     if table is not None:
         missing = [c for c in mapping.values() if c not in table.columns]
@@ -70,8 +70,8 @@ def _map_columns(spec, mapping: dict[str, str], table):
 
 def template_from_args(args, table):
     """--template: a built-in name, a JSON TemplateSpec or promptsource file; absent: the best fitting built-in."""
-    from ia3app.template_library import builtin, templates_fitting
-    from ia3app.templates import TemplateSpec, from_promptsource
+    from ia3app.templates.library import builtin, templates_fitting
+    from ia3app.templates.spec import TemplateSpec, from_promptsource
 
     columns = pairs(getattr(args, "column", None), "--column")
     label = _label_column(args, table)
@@ -108,8 +108,8 @@ def template_from_args(args, table):
 
 def check_data(args, table, spec, out=None) -> None:
     """The data page's and template page's checks, same words: errors raise, warnings print."""
-    from ia3app.data import check_labels
-    from ia3app.templates import validate
+    from ia3app.tables import check_labels
+    from ia3app.templates.spec import validate
 
     label = spec.label_column
     inputs = _inputs(args, table, label) if getattr(args, "text_column", None) else None
@@ -120,15 +120,15 @@ def check_data(args, table, spec, out=None) -> None:
 
 
 def cmd_templates(args) -> int:
-    from ia3app.template_library import BUILTINS, templates_fitting
-    from ia3app.templates import format_preview, preview
+    from ia3app.templates.library import BUILTINS, templates_fitting
+    from ia3app.templates.spec import format_preview, preview
 
     if not args.csv:
         for b in BUILTINS.values():
             print(f"{b.name:<16} {b.description}  (columns: {', '.join(b.roles)})")
         return 0
-    from ia3app.data import check_labels
-    from ia3app.template_library import detect_shape
+    from ia3app.tables import check_labels
+    from ia3app.templates.library import detect_shape
 
     table = read_table(args.csv)
     if args.template:

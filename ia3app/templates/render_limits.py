@@ -1,4 +1,4 @@
-"""CPU-time and size bounds for rendering one row of a user's template (used by ia3app.jinja_sandbox).
+"""CPU-time and size bounds for rendering one row of a user's template (used by ia3app.templates.sandbox).
 
 Jinja's sandbox stops a template from reaching Python internals; it does not bound CPU or memory.
 Two mechanisms do, and together they hold without the template producing any output:

@@ -17,13 +17,13 @@ from typing import Callable, Sequence
 
 import torch
 
-from ia3app.cost import inference_flops, prediction_tokens
+from ia3app.evaluation.flops import inference_flops, prediction_tokens
 from ia3app.errors import UserError
 from ia3app.example import Example
-from ia3app.icl import IclConfig, build_prompts, input_limit
+from ia3app.evaluation.in_context import IclConfig, build_prompts, input_limit
 from ia3app.jobtypes import EVAL_METHODS, ProgressEvent
-from ia3app.metrics import classification_report
-from ia3app.scoring import score_choices
+from ia3app.evaluation.metrics import classification_report
+from ia3app.evaluation.scoring import score_choices
 
 METHODS = EVAL_METHODS
 

@@ -1,13 +1,13 @@
 """The T-Few training recipe: only the (IA)^3 vectors train, with the three T-Few losses.
 
 Adafactor (lr 3e-3, scale_parameter=True, relative_step=False, warmup_init=False; for the vectors
-the vectorised but identical :class:`~ia3app.adafactor.VectorAdafactor`), linear warmup over
+the vectorised but identical :class:`~ia3app.recipe.adafactor.VectorAdafactor`), linear warmup over
 6 % of the steps then linear decay to 0, gradient clipping at 1.0, bf16 autocast on GPUs that
 support it (fp32 on CPU), all from :class:`~ia3app.config.RecipeConfig`. Device placement,
 autocast, backward and clipping go through ``accelerate.Accelerator``. Batches are sampled with a
 seeded ``torch.Generator``: one shuffle per epoch, batches running across epoch boundaries.
 
-Every rendering of every row is tokenized once, at the start (:class:`~ia3app.batches.TokenCache`),
+Every rendering of every row is tokenized once, at the start (:class:`~ia3app.recipe.batches.TokenCache`),
 and the run's batches are drawn up front; a step reads nothing back from the device: its losses
 stay tensors until the progress callback is fed, at most every ``progress_interval_s`` (and at
 checkpoints, cancellation and the end), with one read for all steps since the last.
@@ -29,8 +29,8 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from transformers.optimization import Adafactor, get_linear_schedule_with_warmup
 
-from ia3app.adafactor import VectorAdafactor
-from ia3app.checkpoint import (
+from ia3app.recipe.adafactor import VectorAdafactor
+from ia3app.recipe.checkpoint import (
     TrainState,
     capture_rng,
     check_compatible,
@@ -43,9 +43,9 @@ from ia3app.config import RecipeConfig
 from ia3app.jobtypes import ProgressEvent
 from ia3app.errors import Cancelled, UserError
 from ia3app.example import Example
-from ia3app.batches import TokenCache, forward
-from ia3app.losses import tfew_losses
-from ia3app.speed import buckets, compile_wanted, prepare_for_training
+from ia3app.recipe.batches import TokenCache, forward
+from ia3app.recipe.losses import tfew_losses
+from ia3app.recipe.device_plan import buckets, compile_wanted, prepare_for_training
 
 
 @dataclass
@@ -201,7 +201,7 @@ def train(
     optimizer: "auto" (VectorAdafactor when every trainable tensor is a 1-D fp32 vector, as
     (IA)^3's are: the same update in a few kernels) or "transformers" (its Adafactor, per tensor).
     compile_cache_dir: where torch.compile keeps compiled kernels between processes (with
-    recipe.compile on); see ia3app.speed.
+    recipe.compile on); see ia3app.recipe.device_plan.
     """
     _check_examples(examples)
     model = handle.model

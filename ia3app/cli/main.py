@@ -6,7 +6,7 @@ anything else is a bug and keeps its traceback.
 
 Nothing heavy is imported before a command needs it: reading and checking a CSV (`templates --csv`, or the
 first checks of `train`) never imports torch or transformers, so a bad file is refused at once. The checks
-and their words are the web app's own (ia3app.data, ia3app.templates).
+and their words are the web app's own (ia3app.tables, ia3app.templates.spec).
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import sys
 from pathlib import Path
 
 from ia3app import __version__
-from ia3app.cli_templates import check_data, pairs, read_table, template_from_args, cmd_templates
+from ia3app.cli.data_args import check_data, pairs, read_table, template_from_args, cmd_templates
 from ia3app.errors import Cancelled, UserError
 from ia3app.jobtypes import EVAL_METHODS
 
 METHODS = EVAL_METHODS
-"""= ia3app.evaluate.METHODS, from the torch-free job types."""
+"""= ia3app.evaluation.compare.METHODS, from the torch-free job types."""
 TINY_KINDS = ("t0", "t5", "bart", "gpt2", "llama")
-"""= ia3app.tiny.KINDS, likewise."""
+"""= ia3app.backbones.tiny.KINDS, likewise."""
 
 RECIPE_FLAGS = {  # flag -> (RecipeConfig field, type, help)
     "--steps": ("steps", int, "optimizer steps (T-Few: 1000)"),
@@ -69,7 +69,7 @@ def _print_evaluation(evaluation: dict, out=None) -> None:
         )
     icl = evaluation["methods"].get("in-context")
     if icl and "shots_per_class" in icl:
-        from ia3app.icl import shots_note
+        from ia3app.evaluation.in_context import shots_note
 
         print(("* " if icl.get("meaningful") is False else "in-context: ") + shots_note(icl), file=out)
     ratio = evaluation.get("ratios", {}).get("in-context / t-few")
@@ -96,7 +96,7 @@ def cmd_train(args) -> int:
     template = template_from_args(args, table)
     check_data(args, table, template)
     _quiet_transformers()
-    from ia3app.pipeline import JobSpec, run_job
+    from ia3app.recipe.run_job import JobSpec, run_job
 
     recipe = _recipe(args)
     train_rows, eval_rows = table.rows, None
@@ -149,7 +149,7 @@ def cmd_train(args) -> int:
 
 
 def _write_predictions(columns, rows, out: str | None, fmt: str) -> None:
-    from ia3app.data import write_csv
+    from ia3app.tables import write_csv
 
     if fmt == "jsonl":
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -164,7 +164,7 @@ def _write_predictions(columns, rows, out: str | None, fmt: str) -> None:
 
 def cmd_predict(args) -> int:
     _quiet_transformers()
-    from ia3app.serving import ServingEngine, prediction_table
+    from ia3app.serving.engine import ServingEngine, prediction_table
 
     engine = ServingEngine(device=args.device, max_batch_rows=args.batch_size, max_wait_ms=0)
     info = engine.info(args.adapter)
@@ -200,10 +200,10 @@ def cmd_predict(args) -> int:
 
 
 def _load_with_adapter(adapter: str, device: str | None):
-    from ia3app.adapter_io import apply_adapter
-    from ia3app.ia3 import inject
-    from ia3app.adapter_bank import read_adapter
-    from ia3app.models import load_model
+    from ia3app.adapters.files import apply_adapter
+    from ia3app.adapters.ia3 import inject
+    from ia3app.serving.bank import read_adapter
+    from ia3app.backbones.loading import load_model
 
     info, _ = read_adapter(adapter)
     loaded = load_model(info.base_model, info.revision, device=device)
@@ -214,9 +214,9 @@ def _load_with_adapter(adapter: str, device: str | None):
 
 def cmd_evaluate(args) -> int:
     _quiet_transformers()
-    from ia3app.evaluate import evaluate_methods, label_names
-    from ia3app.icl import IclConfig
-    from ia3app.templates import render_all
+    from ia3app.evaluation.compare import evaluate_methods, label_names
+    from ia3app.evaluation.in_context import IclConfig
+    from ia3app.templates.spec import render_all
 
     info, loaded, handle = _load_with_adapter(args.adapter, args.device)
     held = [ex for ex in render_all(info.template, read_table(args.csv).rows) if ex.label is not None]
@@ -246,7 +246,7 @@ def cmd_export(args) -> int:
         raise UserError("say what to export: --peft DIR and/or --merged DIR")
     info, loaded, handle = _load_with_adapter(args.adapter, args.device)
     if args.peft:
-        from ia3app.peft_export import export_peft
+        from ia3app.adapters.peft_export import export_peft
 
         export_peft(handle, args.peft, base_model=info.base_model, revision=info.revision)
         print(f"PEFT adapter written to {args.peft}")
@@ -265,7 +265,7 @@ def cmd_export(args) -> int:
 
 def cmd_make_tiny_model(args) -> int:
     _quiet_transformers()
-    from ia3app.tiny import make_tiny_model
+    from ia3app.backbones.tiny import make_tiny_model
 
     sizes = {k: getattr(args, k) for k in ("d_model", "layers", "heads", "d_ff")}
     out = make_tiny_model(args.kind, args.out, seed=args.seed, **sizes)

@@ -1,7 +1,7 @@
 """The T-Few losses, L = L_LM + L_UL + L_LN, exactly as docs/TFEW.md states them.
 
 Inputs are the per-token log-probs of every (example, choice) row that
-:func:`ia3app.scoring.choice_log_probs` computes, so training and scoring share one code path.
+:func:`ia3app.evaluation.scoring.choice_log_probs` computes, so training and scoring share one code path.
 
 - L_LM: cross-entropy of the correct choice's tokens, averaged over all correct-choice tokens
   of the batch (as the reference code's ``F.cross_entropy`` over the flattened batch).

@@ -3,7 +3,7 @@
 ImmutableSandboxedEnvironment refuses Python internals (`''.__class__`, `__globals__`, mutating
 methods); on top of it this module removes globals and filters a prompt has no use for, offers only a
 listed set of methods on text, numbers and containers, and bounds CPU and memory (see
-ia3app.render_limits): every value a template builds is size-checked (literals, operators, filters,
+ia3app.templates.render_limits): every value a template builds is size-checked (literals, operators, filters,
 method calls, captured blocks), integer `*` and `**` are checked before they compute, and a per-row
 time limit is enforced on every Python line the render runs, output or not. Undefined names are
 errors (StrictUndefined), so a misspelt column never renders as empty text. Every refusal is a
@@ -22,9 +22,9 @@ from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg
 
-from ia3app import render_limits
+from ia3app.templates import render_limits
 from ia3app.errors import UserError
-from ia3app.render_limits import (
+from ia3app.templates.render_limits import (
     MAX_RANGE,
     MAX_VALUE_SIZE,
     RenderTimeout,

@@ -2,7 +2,7 @@
 held-out), so a template that fails or is slow only on some rows is refused now, not in a worker.
 
 The sample is spread over each file (first row, last row, evenly between); every sampled row runs
-under the same per-row limits as training (ia3app.render_limits). From the sample's time per row
+under the same per-row limits as training (ia3app.templates.render_limits). From the sample's time per row
 the whole file's rendering time is estimated and refused above MAX_FILE_RENDER_SECONDS.
 """
 
@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ia3app.errors import UserError
-from ia3app.templates import TemplateSpec, render
+from ia3app.templates.spec import TemplateSpec, render
 
 SAMPLE_ROWS = 24
 """Rows rendered per file at most."""

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ia3app.errors import UserError
-from ia3app.placement import SPECS, Ia3Spec, family_of
+from ia3app.adapters.placement import SPECS, Ia3Spec, family_of
 
 __all__ = [
     "SPECS", "VECTOR_SUFFIX", "Ia3Layer", "Ia3Model", "Ia3Spec", "family_of", "inject", "is_ia3_parameter",

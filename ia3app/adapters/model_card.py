@@ -7,7 +7,7 @@ import json
 from ia3app import __version__
 from ia3app.config import RecipeConfig
 from ia3app.jobtypes import JobResult
-from ia3app.templates import TemplateSpec
+from ia3app.templates.spec import TemplateSpec
 
 
 def _pct(x: float | None) -> str:
@@ -107,7 +107,7 @@ def model_card(results: JobResult) -> str:
         "With ia3app (one base model serves any number of adapters; a single adapter's traffic runs merged, at the base model's cost):",
         "",
         "```python",
-        "from ia3app.serving import ServingEngine",
+        "from ia3app.serving.engine import ServingEngine",
         "",
         "engine = ServingEngine()",
         f'print(engine.predict("path/to/this/folder", [{_example_row(template)}]))  # one Prediction per row',

@@ -26,9 +26,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from ia3app.adapter_io import UNSAFE_SUFFIXES, atomic_write
+from ia3app.adapters.files import UNSAFE_SUFFIXES, atomic_write
 from ia3app.errors import UserError
-from ia3app.ia3 import VECTOR_SUFFIX, Ia3Model
+from ia3app.adapters.ia3 import VECTOR_SUFFIX, Ia3Model
 
 PEFT_CONFIG_NAME = "adapter_config.json"
 PEFT_WEIGHTS_NAME = "adapter_model.safetensors"

@@ -28,8 +28,8 @@ import jinja2.nodes
 from ia3app.config import check_keys
 from ia3app.errors import UserError
 from ia3app.example import Example
-from ia3app.jinja_sandbox import MAX_CHOICE_CHARS, MAX_INPUT_CHARS, parse, render_text
-from ia3app.render_limits import deadline
+from ia3app.templates.sandbox import MAX_CHOICE_CHARS, MAX_INPUT_CHARS, parse, render_text
+from ia3app.templates.render_limits import deadline
 
 MAX_LISTED = 8
 """Rows or values named in one message before '... and N more'."""
@@ -427,7 +427,7 @@ def format_preview(items: list[dict[str, Any]]) -> str:
 
 
 def from_promptsource(source: str | dict[str, Any], **kwargs: Any) -> TemplateSpec:
-    """Import a promptsource template ("input ||| target" + answer_choices); see ia3app.promptsource."""
-    from ia3app.promptsource import from_promptsource as _import  # promptsource imports this module
+    """Import a promptsource template ("input ||| target" + answer_choices); see ia3app.templates.promptsource."""
+    from ia3app.templates.promptsource import from_promptsource as _import  # promptsource imports this module
 
     return _import(source, **kwargs)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ia3app.errors import UserError
 from ia3app.jobtypes import JobResult, JobSpec, Progress, ProgressEvent, TrainingStats
-from ia3app.templates import render_all, validate
+from ia3app.templates.spec import render_all, validate
 
 __all__ = ["JobSpec", "JobResult", "Progress", "ProgressEvent", "run_job"]
 
@@ -65,11 +65,11 @@ def run_job(
 
     Raises UserError for problems in the job or its data, ia3app.errors.Cancelled when
     should_stop() turns true (checkpoints stay in work_dir, so a rerun resumes).
-    models: an ia3app.model_cache.ModelCache kept by the caller (a worker) to reuse the loaded,
+    models: an ia3app.backbones.cache.ModelCache kept by the caller (a worker) to reuse the loaded,
     compiled backbone for the next job of the same model. compile_cache_dir: where compiled
     kernels persist between processes (the recipe's compile setting decides whether to compile).
     """
-    from ia3app.model_cache import ModelCache
+    from ia3app.backbones.cache import ModelCache
 
     models = models if models is not None else ModelCache()
     try:
@@ -85,15 +85,15 @@ def run_job(
 
 def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should_stop, device, models,
              compile_cache_dir) -> JobResult:
-    from ia3app.adapter_io import save_adapter
-    from ia3app.cost import training_flops
-    from ia3app.evaluate import evaluate_methods, label_names
-    from ia3app.ia3 import inject
-    from ia3app.model_card import model_card
-    from ia3app.models import default_device, load_model, weights_dtype
-    from ia3app.params import parameter_report
-    from ia3app.peft_export import export_peft
-    from ia3app.train import train
+    from ia3app.adapters.files import save_adapter
+    from ia3app.evaluation.flops import training_flops
+    from ia3app.evaluation.compare import evaluate_methods, label_names
+    from ia3app.adapters.ia3 import inject
+    from ia3app.adapters.model_card import model_card
+    from ia3app.backbones.loading import default_device, load_model, weights_dtype
+    from ia3app.adapters.params import parameter_report
+    from ia3app.adapters.peft_export import export_peft
+    from ia3app.recipe.train import train
 
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     template, recipe = spec.template, spec.recipe
@@ -123,7 +123,7 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
     key = (spec.model, spec.revision, device, str(weights_dtype(recipe.precision, device)))
 
     def load():
-        from ia3app.download import fetch
+        from ia3app.backbones.download import fetch
 
         fetch(spec.model, spec.revision, progress)  # a hub model not cached yet: bytes and speed as "download"
         loaded = load_model(spec.model, spec.revision, device=device, precision=recipe.precision)
@@ -131,7 +131,7 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
 
     loaded, handle = models.get(key, load)
     # Long rows: shorten the longest field, not the end of the input (the question, the template's words)
-    from ia3app.truncate import fit_examples, warning as cut_warning
+    from ia3app.templates.truncate import fit_examples, warning as cut_warning
 
     fitted = fit_examples(template, train_rows, train_examples, loaded.tokenizer, recipe.max_length)
     train_examples = fitted.examples
@@ -146,7 +146,7 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
         eval_examples = [ex for ex in fitted.examples if ex.label is not None]
         warnings += [w for w in [cut_warning(fitted, recipe.max_length, "held-out")] if w]
     if spec.init_vectors:
-        from ia3app.tfew_vectors import apply_tfew_vectors, resolve_tfew_vectors
+        from ia3app.adapters.tfew_vectors import apply_tfew_vectors, resolve_tfew_vectors
 
         progress(ProgressEvent("load", "starting from T-Few's released (IA)^3 vectors"))
         apply_tfew_vectors(handle, resolve_tfew_vectors(spec.init_vectors, cache_dir=work_dir / "cache"))

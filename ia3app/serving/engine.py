@@ -1,7 +1,7 @@
 """The serving engine: one backbone per (model, revision, device, dtype), every adapter beside it,
 concurrent requests for different adapters batched into one mixed-task forward.
 
-    from ia3app.serving import ServingEngine
+    from ia3app.serving.engine import ServingEngine
 
     engine = ServingEngine(max_wait_ms=3, max_batch_rows=32, adapter_budget_mb=1024)
     preds = engine.predict("data/adapters/7", [{"sentence": "a fine film"}])  # list[Prediction]
@@ -23,11 +23,11 @@ Serve replica's request handlers). What happens to a request:
 2. The rows join the backbone's queue, split into parts of at most ``max_batch_rows`` rows. One
    batcher thread per backbone takes what has arrived (waiting up to ``max_wait_ms`` for more
    once it has seen concurrent traffic; a lone client never waits), up to ``max_batch_rows`` rows,
-   puts every adapter of the batch into the device bank (:class:`~ia3app.adapter_bank.AdapterBank`,
+   puts every adapter of the batch into the device bank (:class:`~ia3app.serving.bank.AdapterBank`,
    LRU within ``adapter_budget_mb``) and scores the batch sorted by length.
 3. Switching policy: when a batch names one adapter and nothing else is queued, and that adapter
    is already merged or has been the only one for ``merge_after`` batches in a row, the batch runs
-   on merged copies of the wrapped weights (:class:`~ia3app.adapter_bank.MergedWeights`: the base
+   on merged copies of the wrapped weights (:class:`~ia3app.serving.bank.MergedWeights`: the base
    model's cost; the copies cost the wrapped weights' bytes once, see ``stats()``). Otherwise it
    runs unmerged, each row gathering its own adapter's vectors. Alternating adapters therefore
    never pay a merge per batch; a steady single-adapter stream (a results page) is merged.
@@ -46,11 +46,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ia3app.adapter_bank import AdapterInfo, adapter_key, read_adapter
+from ia3app.serving.bank import AdapterInfo, adapter_key, read_adapter
 from ia3app.errors import UserError
 from ia3app.example import Example
-from ia3app.serving_lane import Lane as _Lane
-from ia3app.serving_lane import Prediction, _label_value
+from ia3app.serving.lane import Lane as _Lane
+from ia3app.serving.lane import Prediction, _label_value
 
 __all__ = ["Prediction", "ServingConfig", "ServingEngine", "prediction_table", "render_rows"]
 
@@ -96,7 +96,7 @@ class ServingConfig:
 
 def render_rows(info: AdapterInfo, rows: Any) -> list[Example]:
     """Validate and render rows with the adapter's template (labels in the rows are ignored)."""
-    from ia3app.templates import render_all, validate
+    from ia3app.templates.spec import render_all, validate
 
     if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
         raise UserError("rows must be a list of objects, each mapping the template's column names to texts")
@@ -109,8 +109,8 @@ def render_rows(info: AdapterInfo, rows: Any) -> list[Example]:
 
 
 def fit_rows(info: AdapterInfo, rows: list[dict], examples: list[Example], tokenizer) -> list[Example]:
-    """The rendered rows fitted to the adapter's max_length as training fitted them (ia3app.truncate)."""
-    from ia3app.truncate import fit_examples
+    """The rendered rows fitted to the adapter's max_length as training fitted them (ia3app.templates.truncate)."""
+    from ia3app.templates.truncate import fit_examples
 
     spec = info.template
     unlabelled = [{k: v for k, v in r.items() if k != spec.label_column} for r in rows]
@@ -146,7 +146,7 @@ class ServingEngine:
         """(model, revision, device, dtype name): one backbone each. "auto": models.weights_dtype's choice."""
         import torch
 
-        from ia3app.models import default_device, weights_dtype
+        from ia3app.backbones.loading import default_device, weights_dtype
 
         device = str(self.config.device or default_device())
         dtype = self.config.dtype or "auto"
@@ -167,7 +167,7 @@ class ServingEngine:
             with self._lock:
                 if key in self._lanes:
                     return self._lanes[key]
-            from ia3app.models import load_model
+            from ia3app.backbones.loading import load_model
 
             loaded = load_model(info.base_model, revision=info.revision, device=key[2], dtype=key[3])
             lane = _Lane(key, loaded, self.config)
@@ -235,7 +235,7 @@ class ServingEngine:
 
 def predict_csv(engine: Any, adapter_dir: str | Path, data: bytes, *, max_bytes: int, max_rows: int) -> bytes:
     """CSV predictions through any engine with predict() and info() (this one, or the Ray Serve client)."""
-    from ia3app.data import load_csv, write_csv
+    from ia3app.tables import load_csv, write_csv
 
     table = load_csv(data, max_bytes=max_bytes, max_rows=max_rows)
     predictions = engine.predict(adapter_dir, table.rows)

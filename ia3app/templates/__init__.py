@@ -1,0 +1,21 @@
+"""Templates: a data row -> an Example (input text, answer choices, label), rendered in a sandbox.
+
+Torch-free. Modules: ``spec`` (TemplateSpec, render, validate, preview), ``sandbox`` (the Jinja2
+sandbox and ``render_text``), ``render_limits`` (per-row CPU and size bounds), ``library``
+(built-in templates and task-shape detection), ``promptsource`` (import of promptsource YAML),
+``precheck`` (render a bounded sample before a job is queued), ``truncate`` (fit an input into
+the model's token budget by shortening the longest field).
+"""
+
+from ia3app.exports import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "TemplateSpec": "spec", "render": "spec", "render_all": "spec", "validate": "spec",
+    "preview": "spec", "column_ref": "spec", "column_expr": "spec",
+    "render_text": "sandbox",
+    "builtin": "library", "templates_fitting": "library", "detect_shape": "library",
+    "guess_label_column": "library",
+    "from_promptsource": "promptsource",
+    "check_files": "precheck",
+    "fit_examples": "truncate",
+})
