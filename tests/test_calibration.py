@@ -99,3 +99,16 @@ def test_bad_input():
         reliability([[0.5, 0.5]], [0, 1])
     with pytest.raises(ValueError):
         coverage_curve([], [])
+
+
+def test_cross_fit_ece_is_honest_and_close_to_in_sample_on_many_rows():
+    from ia3app.evaluation.calibration import cross_fit_calibration
+
+    probs, y = _synthetic(scale=3.0, n=800, seed=4)
+    crossed = cross_fit_calibration(probs, y)
+    assert len(crossed["temperatures"]) == 2
+    assert all(t == pytest.approx(3.0, rel=0.3) for t in crossed["temperatures"])
+    assert crossed["ece_after"] < crossed["ece_before"] / 2
+    report = calibration_report(probs, y, source="held-out")
+    assert report["ece_after_cross_fit"] == pytest.approx(crossed["ece_after"])
+    assert cross_fit_calibration([[0.6, 0.4], [0.3, 0.7]], [0, 1])["ece_after"] is None  # too few rows
