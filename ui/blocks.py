@@ -56,13 +56,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     # signed in who knows the hashed path; our copies live in the data dir, so purge the cache's
     # files hourly once they are a day old to bound that window.
     with gr.Blocks(title="ia3app — few-shot T-Few adapters", delete_cache=(3600, 86400)) as demo:
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             gr.Markdown("# ia3app · teach a language model your task from a few labelled examples\n"
                         "Upload a small CSV → pick how the model reads a row → train a tiny (IA)³ adapter with the "
                         "T-Few recipe → see how it compares with in-context learning, try it, download it.", scale=5)
             with gr.Column(scale=1, min_width=180):
                 who = gr.Markdown(elem_id="ia3-user")
-                sign_out = gr.Button("Sign out", link="/logout", size="sm", visible=False)
+                sign_out = gr.Button("Sign out", link="/logout", size="sm", visible=False, elem_id="ia3-sign-out")
         session, template_state, extra_templates, results_job = gr.State({}), gr.State(None), gr.State([]), \
             gr.State(None)
         with gr.Tabs() as tabs:
@@ -85,8 +85,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         J.wire_job_page(jp, ctx, shared, rp)
         R.wire_results_page(rp, ctx, shared)
         L.wire_library_page(lp, ctx, shared, tp, tr)
-        demo.load(lambda request: _account(ctx, request, who, sign_out), None, [who, sign_out],
-                  api_visibility="private")
+        def on_account(request: gr.Request) -> dict:  # annotated: Gradio passes the request only then
+            return _account(ctx, request, who, sign_out)
+
+        demo.load(on_account, None, [who, sign_out], api_visibility="private")
         gr.api(_predict_api(ctx), api_name="predict")
     return demo
 
