@@ -94,3 +94,84 @@ def test_header_names_who_signed_in_and_signs_out(signed_in_app, browser):
     shot(pages["alice"], "1-signed-out")
     pages["bob"].reload()
     pages["bob"].get_by_text("Signed in as bob").wait_for(timeout=60_000)  # the other user is still in
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The app in single-user mode with one local worker, on a fresh data directory."""
+    _need_browser()
+    from jobs.local import start_local_worker
+    from ui.context import AppContext
+    from ui.main import launch
+
+    data_dir = tmp_path_factory.mktemp("journey-data")
+    before = os.environ.get("IA3APP_DATA_DIR")
+    os.environ["IA3APP_DATA_DIR"] = str(data_dir)
+    ctx = AppContext(data_dir)
+    worker = start_local_worker(data_dir, poll_s=0.3)
+    demo, url = launch(ctx, port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield url, ctx
+    demo.close()
+    worker.stop()
+    if before is None:
+        os.environ.pop("IA3APP_DATA_DIR", None)
+    else:
+        os.environ["IA3APP_DATA_DIR"] = before
+
+
+def upload(page, csv: Path, rows: int) -> None:
+    page.locator("input[type=file]").first.set_input_files(str(csv))
+    page.get_by_text(f"{rows} rows").first.wait_for(timeout=30_000)
+    page.get_by_text("rows to train on").first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Save data and continue →").click()
+    page.get_by_text("The template fits all").first.wait_for(timeout=30_000)
+
+
+def to_train_with_tiny(page) -> None:
+    page.get_by_role("button", name="Use this template and continue to training →").click()
+    page.get_by_text("Step 3 — train").wait_for(timeout=30_000)
+    model = page.get_by_label("Model", exact=True)
+    model.click()
+    page.get_by_role("option", name=re.compile("Tiny demo model")).click()
+    page.get_by_text("random weights").first.wait_for(timeout=30_000)
+
+
+def set_steps(page, steps: int, batch: int = 2) -> None:
+    if not page.get_by_label("Examples per step (T-Few: 8)").is_visible():
+        page.get_by_text("Advanced: T-Few recipe settings").click()
+    for box, value in ((page.get_by_label(re.compile("^Optimizer steps")).first, steps),
+                       (page.get_by_label("Examples per step (T-Few: 8)"), batch)):
+        box.fill(str(value))
+        box.press("Tab")
+
+
+def start(page) -> int:
+    page.get_by_role("button", name="Start training").click()
+    head = page.get_by_text(re.compile(r"Job #\d+: ")).first
+    head.wait_for(timeout=30_000)
+    return int(re.search(r"Job #(\d+)", head.inner_text()).group(1))
+
+
+def line_paths(page, plot_id: str) -> int:
+    """How many drawn lines (vega's SVG line marks with a path) the plot holds."""
+    return page.locator(f"#{plot_id} g.mark-line path").count()
+
+
+def test_loss_chart_is_drawn_for_a_job_started_from_train(app, browser, fewshot_dir):
+    url, _ = app
+    page = browser.new_page(viewport=VIEW)
+    page.goto(url)
+    upload(page, fewshot_dir / "sst2_16shot_seed0.csv", 32)
+    to_train_with_tiny(page)
+    set_steps(page, 12)
+    start(page)
+    page.get_by_text(re.compile(r"step (\d+) / 12")).first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"Job #\d+: succeeded")).wait_for(timeout=300_000)
+    page.wait_for_function("() => document.querySelectorAll('#ia3-loss g.mark-line path').length > 0",
+                           timeout=30_000)
+    shot(page, "2-loss-chart-from-train")
+    legend = " ".join(page.locator("#ia3-loss g.role-legend text").all_text_contents())
+    assert "total" in legend and "length-norm" in legend, legend
+    strokes = page.locator("#ia3-loss g.mark-line path").evaluate_all("ps => ps.map(p => p.getAttribute('stroke'))")
+    assert strokes and all(strokes), strokes  # every line drawn in a colour (an empty domain left them none)
+    page.close()

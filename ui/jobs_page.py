@@ -145,6 +145,14 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
             "done": job.status in ("succeeded", "failed", "cancelled")}
 
 
+def chart_value(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """What the loss chart is sent: None until there is a point to draw. Gradio's plot fixes its colour
+    domain (the legend, each line's colour) when it is built, and builds it only when its value goes from
+    none to some: drawn first from an empty frame, later points came in as lines with no colour and an
+    empty legend (issue 23: the chart of a job started from Train stayed empty until a reload)."""
+    return frame if len(frame) else None
+
+
 def cancel_job(ctx: AppContext, uid: int, job_id: Any) -> str:
     from jobs import queue
 
@@ -181,7 +189,7 @@ def build_job_page() -> JobPage:
     bar = gr.HTML()
     with gr.Row():
         loss = gr.LinePlot(x="step", y="loss", color="term", title="Training loss (total and the three T-Few terms)",
-                           height=280, scale=3)
+                           height=280, scale=3, elem_id="ia3-loss")
         log = gr.Textbox(label="Latest log lines", lines=10, max_lines=12, interactive=False, scale=2)
     with gr.Row():
         cancel = gr.Button("Cancel job", variant="stop", size="sm", visible=False)
@@ -216,13 +224,20 @@ def wire_job_page(page: JobPage, ctx: AppContext, shared: Shared, results: "Resu
                     page.results: gr.update(visible=False), seen: "", page.cancel: gr.update(visible=False)}
         if view["version"] == last_version:
             return gr.skip()
-        return {page.header: view["header"], page.bar: view["bar"], page.loss: view["loss"], page.log: view["log"],
+        return {page.header: view["header"], page.bar: view["bar"], page.loss: chart_value(view["loss"]),
+                page.log: view["log"],
                 page.results: gr.update(visible=view["status"] == "succeeded"), seen: view["version"],
                 page.table: jobs_table(ctx, uid),
                 page.cancel: gr.update(visible=view["status"] in ("queued", "running"))}  # only while it can stop
 
+    def on_pick(job_id, request: gr.Request):
+        """Another job: everything but the chart now; the chart is emptied and drawn afresh on the next tick
+        (the plot builds its colours and legend only when it goes from no value to a value)."""
+        update = on_tick(job_id, "", request)
+        return {**update, page.loss: None, seen: ""} if isinstance(update, dict) else update
+
     page.timer.tick(on_tick, [page.job, seen], outs, api_visibility="private", show_progress="hidden")
-    page.job.change(on_tick, [page.job, gr.State("")], outs, api_visibility="private")
+    page.job.change(on_pick, page.job, outs, api_visibility="private")
     page.job.change(None, page.job, None, js=URL_JS, api_visibility="private")
 
     def on_list(request: gr.Request):

@@ -244,7 +244,9 @@ def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, templa
             return {page.message: f"✗ {e}"}
         return {page.message: "", page.comparison: table, page.curves: curves}
 
-    page.compare.click(on_compare, page.runs, [page.message, page.comparison, page.curves], api_visibility="private")
+    # emptied first: the plot builds its colours and legend only when its value goes from none to some
+    page.compare.click(lambda: None, None, page.curves, api_visibility="private").then(
+        on_compare, page.runs, [page.message, page.comparison, page.curves], api_visibility="private")
 
     recipe_outputs = list(train.recipe)
 
