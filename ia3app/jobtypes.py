@@ -23,6 +23,9 @@ from ia3app.templates.spec import TemplateSpec
 
 EVAL_METHODS = ("zero-shot", "in-context", "t-few")
 """What a job can compare on its held-out rows (ia3app.evaluation.compare runs them)."""
+LOSS_CURVE_POINTS = 200
+MIN_FOLDS, MAX_FOLDS = 2, 10
+"""Cross-validation folds a job may ask for (JobSpec.cv_folds)."""
 PHASES = ("prepare", "validate", "load", "train", "evaluate", "export", "done")
 
 T = TypeVar("T")
@@ -72,9 +75,15 @@ class JobSpec:
     train_templates: list[TemplateSpec] = field(default_factory=list)
     """More templates for training only: as in T-Few, each example is rendered with a random one of
     `template` and these at each step."""
+    cv_folds: int | None = None
+    """k-fold cross-validation over the training rows (no held-out data): k training runs, each
+    evaluated on the rows it did not see, then the adapter trained on every row (k + 1 runs)."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.cv_folds is not None and (not isinstance(self.cv_folds, int) or isinstance(self.cv_folds, bool)
+                                          or not MIN_FOLDS <= self.cv_folds <= MAX_FOLDS):
+            problems.append(f"cv_folds must be a whole number from {MIN_FOLDS} to {MAX_FOLDS} (got {self.cv_folds!r})")
         if not isinstance(self.model, str) or not self.model.strip():
             problems.append("model must name a hub id or a local folder")
         for name in ("revision", "init_vectors"):
@@ -100,7 +109,8 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "template": self.template.to_dict(), "recipe": self.recipe.to_dict(),
                 "revision": self.revision, "init_vectors": self.init_vectors, "eval_methods": list(self.eval_methods),
-                "train_templates": [t.to_dict() for t in self.train_templates]}
+                "train_templates": [t.to_dict() for t in self.train_templates],
+                **({"cv_folds": self.cv_folds} if self.cv_folds else {})}
 
     @classmethod
     def from_dict(cls, data: Any) -> "JobSpec":
@@ -215,6 +225,8 @@ class JobRequest:
         for name, cls in (("spec", JobSpec), ("data", DataRef), ("labels", JobLabels)):
             if not isinstance(getattr(self, name), cls):
                 raise UserError(f"a job request's {name} must be a {cls.__name__}")
+        if self.spec.cv_folds and self.data.has_eval:
+            raise UserError("a job evaluates by cross-validation or on held-out rows, not both")
 
     @property
     def model_label(self) -> str:
@@ -326,6 +338,8 @@ class TrainingStats:
     """How the loop was set up (ia3app.recipe.device_plan: compile, checkpointing, grad_accumulation, ...)."""
     final_losses: dict[str, float] = field(default_factory=dict)
     """The last step's losses: lm, ul, ln, total."""
+    loss_curve: list[list[float]] = field(default_factory=list)
+    """[step, total, lm, ul, ln] per recorded step (at most LOSS_CURVE_POINTS, evenly spaced)."""
 
 
 @dataclass

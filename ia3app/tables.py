@@ -429,6 +429,31 @@ def split_holdout(rows: Rows, label_column: str, fraction: float, seed: int = 0)
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
+def stratified_folds(rows: Rows, label_column: str, k: int, seed: int = 0) -> list[int]:
+    """The cross-validation fold (0..k-1) of each row: each label's rows, shuffled with `seed`, dealt
+    round-robin over the folds (starting where the previous label stopped, so fold sizes differ by at
+    most one). Needs at least 2*k rows, so every fold holds out some rows and trains on most."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+        raise UserError(f"cross-validation needs at least 2 folds (got {k!r})")
+    rows = list(rows)
+    if len(rows) < 2 * k:
+        raise UserError(f"{k}-fold cross-validation needs at least {2 * k} labelled rows; there are {len(rows)}. "
+                        "Use fewer folds or add rows.")
+    by_label: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_label.setdefault(str(r.get(label_column, "")).strip(), []).append(i)
+    rng = random.Random(seed)
+    fold = [0] * len(rows)
+    at = 0
+    for label in sorted(by_label):
+        idx = list(by_label[label])
+        rng.shuffle(idx)
+        for i in idx:
+            fold[i] = at % k
+            at += 1
+    return fold
+
+
 # ---------------------------------------------------------------- output
 
 

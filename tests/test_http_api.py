@@ -43,7 +43,7 @@ def test_owner_gets_the_adapters_answers(site, tiny_model_dir):
     assert body["job_id"] == jobs[0] and len(body["predictions"]) == 2
     want = Reference(tiny_model_dir("t0")).score(ctx.files().adapter_dir(jobs[0]), rows)
     for pred, ref in zip(body["predictions"], want):
-        assert set(pred) == {"label", "choice", "probabilities"}
+        assert set(pred) == {"label", "choice", "probabilities", "confidence", "unsure"}
         assert list(pred["probabilities"].values()) == pytest.approx(ref.probs, abs=1e-5)
         assert pred["choice"] == ["bad", "good"][ref.pred] and pred["label"] in ("negative", "positive")
     adapter_id = ctx.db().execute("SELECT id FROM adapters WHERE job = ?", [jobs[1]]).fetchone()[0]

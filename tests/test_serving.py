@@ -45,7 +45,7 @@ def test_single_adapter_matches_the_merged_model_and_merges_after_a_streak(engin
     assert_matches(first, want)
     assert [p.label for p in first] == [{"bad": "negative", "good": "positive"}[p.choice] for p in first]
     assert list(first[0].probabilities) == ["bad", "good"]
-    assert first[0].as_dict().keys() == {"label", "choice", "probabilities"}
+    assert first[0].as_dict().keys() == {"label", "choice", "probabilities", "confidence", "unsure"}
     stats = engine.stats()["backbones"][0]
     assert (stats["merged_batches"], stats["merges"]) == (0, 0)  # first batch: unmerged
     for _ in range(2):
@@ -186,7 +186,8 @@ def test_predict_csv(engine, adapters):
     data = "sentence,label\n" + "\n".join(f'"{r["sentence"]}",positive' for r in ROWS) + "\n"
     out = engine.predict_csv(adapters[0], data.encode())
     table = list(csv.DictReader(io.StringIO(out.decode())))
-    assert list(table[0]) == ["sentence", "label", "prediction", "predicted_choice", "prob_bad", "prob_good"]
+    assert list(table[0]) == ["sentence", "label", "prediction", "predicted_choice", "prob_bad", "prob_good",
+                              "confidence", "best_guess"]
     assert table[3]["sentence"] == "'=SUM(A1)"  # formulas neutralised
     for row in table:
         assert abs(float(row["prob_bad"]) + float(row["prob_good"]) - 1) < 1e-5

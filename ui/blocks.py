@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from ia3app.errors import UserError
+from ia3app.evaluation.calibration import UNSURE
 from ui import jobs_page as J
 from ui import library_page as L
 from ui import results_page as R
@@ -107,12 +108,19 @@ def _predict_api(ctx: AppContext):
     @api_errors
     def predict(job_id: int, inputs: dict[str, str], request: gr.Request) -> dict[str, Any]:
         """Predict one row with a finished job's adapter:
-        {"label": the label as the training data writes it, "answer": the answer's words, "probs": {answer: p}}.
+        {"label": the label as the training data writes it, "answer": the answer's words, "probs": {answer: p},
+        "confidence": the top probability, "unsure": bool}. Probabilities are calibrated when the adapter
+        has a temperature; below the adapter's abstain threshold label is "unsure", answer null and
+        "best_guess" holds {"label", "answer"}.
 
         inputs maps each template column to its text. Only the signed-in user's own jobs answer.
         """
         out = R.predict_row(ctx, ctx.user_id(request), job_id, inputs or {})
         probs = {str(k): float(v) for k, v in out.probabilities.items()}
-        return {"label": out.label, "answer": out.choice, "probs": probs}
+        if out.unsure:
+            return {"label": UNSURE, "answer": None, "probs": probs, "confidence": out.confidence, "unsure": True,
+                    "best_guess": {"label": out.label, "answer": out.choice}}
+        return {"label": out.label, "answer": out.choice, "probs": probs, "confidence": out.confidence,
+                "unsure": False}
 
     return predict

@@ -222,3 +222,24 @@ def apply_adapter(handle: Ia3Model, path: str | Path) -> dict[str, Any]:
         )
     handle.load_vectors(vectors)
     return config
+
+
+def set_abstain_threshold(path: str | Path, threshold: float | None) -> dict[str, Any]:
+    """Store the abstain threshold in an adapter folder's ia3_config.json (atomically; every other key
+    kept): predictions whose top probability is below it come back "unsure". None: never abstain.
+    Returns the new config."""
+    from ia3app.evaluation.calibration import check_threshold
+
+    try:
+        threshold = check_threshold(threshold)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    folder = _adapter_dir(path)
+    config_path = folder / CONFIG_NAME
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {config_path}: {exc}") from None
+    config["abstain_threshold"] = threshold
+    atomic_write(config_path, (json.dumps(config, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    return config

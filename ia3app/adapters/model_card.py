@@ -6,6 +6,8 @@ import json
 
 from ia3app import __version__
 from ia3app.config import RecipeConfig
+from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text, interval_text
+from ia3app.evaluation.plots import FILES as PLOT_FILES
 from ia3app.jobtypes import JobResult
 from ia3app.templates.spec import TemplateSpec
 
@@ -35,15 +37,25 @@ def _losses(recipe: RecipeConfig) -> str:
 
 def _evaluation_table(evaluation: dict) -> list[str]:
     lines = [
-        "| method | accuracy | macro-F1 | latency / prediction | tokens / prediction | FLOPs / prediction |",
+        "| method | accuracy (95 % CI) | macro-F1 (95 % CI) | latency / prediction | tokens / prediction "
+        "| FLOPs / prediction |",
         "|---|---|---|---|---|---|",
     ]
     for method, r in evaluation["methods"].items():
         shots = f" ({r['shots']:.3g} demonstrations)" if "shots" in r else ""
         lines.append(
-            f"| {method}{shots} | {_pct(r['accuracy'])} | {_pct(r['macro_f1'])} | {1000 * r['latency_s']:.2f} ms "
-            f"| {r['tokens']:.0f} | {_num(r['flops'])} |"
+            f"| {method}{shots} | {interval_text(r, 'accuracy')} | {interval_text(r, 'macro_f1')} "
+            f"| {1000 * r['latency_s']:.2f} ms | {r['tokens']:.0f} | {_num(r['flops'])} |"
         )
+    lines += ["", *[f"- {line}" for line in difference_lines(evaluation)]]
+    if folds_text(evaluation):
+        lines += ["", folds_text(evaluation)]
+    tfew = (evaluation["methods"].get("t-few") or {}).get("per_class")
+    if tfew:
+        lines += ["", "Per class (T-Few):", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {row['class']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} "
+                  f"| {row['support']} |" for row in tfew]
+    lines += ["", calibration_text(evaluation.get("calibration"))]
     ratio = evaluation.get("ratios", {}).get("in-context / t-few")
     if ratio:
         lines += [
@@ -52,6 +64,13 @@ def _evaluation_table(evaluation: dict) -> list[str]:
             f"{_num(ratio['latency_s'], '.1f')}× the time per prediction of this adapter (merged).",
         ]
     return lines
+
+
+def _has_plot(results: JobResult, name: str) -> bool:
+    evaluation = results.evaluation or {}
+    needs = {"reliability_diagram.png": evaluation.get("calibration"), "coverage_curve.png": evaluation.get("calibration"),
+             "fold_spread.png": evaluation.get("folds"), "loss_curve.png": results.training.loss_curve}
+    return bool(needs.get(name, True))
 
 
 def model_card(results: JobResult) -> str:
@@ -95,9 +114,15 @@ def model_card(results: JobResult) -> str:
     evaluation = results.evaluation
     lines += ["", "## Evaluation", ""]
     if evaluation:
-        lines.append(f"On {results.num_eval} held-out labelled rows, same backbone for every method:")
+        if evaluation.get("folds"):
+            lines.append(f"By {len(evaluation['folds'])}-fold cross-validation: each row scored by a model trained "
+                         "without it, same backbone for every method (this adapter itself trained on every row):")
+        else:
+            lines.append(f"On {results.num_eval} held-out labelled rows, same backbone for every method:")
         lines.append("")
         lines += _evaluation_table(evaluation)
+        lines += ["", "Pictures: " + ", ".join(f"[{name}](plots/{name})" for name in PLOT_FILES.values()
+                                               if _has_plot(results, name)) + "."]
     else:
         lines.append("Not evaluated (no held-out labelled rows).")
     lines += [
@@ -115,6 +140,11 @@ def model_card(results: JobResult) -> str:
         "```",
         "",
         "or `python -m ia3app predict --adapter path/to/this/folder --csv rows.csv`.",
+        "",
+        "Probabilities come calibrated with the temperature in `ia3_config.json` (`calibration.temperature`). "
+        "Set `abstain_threshold` there (or on the app's results page) and a prediction whose top probability "
+        "is below it comes back as `unsure` (API: `\"unsure\": true`, the best guess beside it; CSV: "
+        "prediction `unsure`).",
         "",
         "With PEFT (the `peft/` folder):",
         "",

@@ -190,7 +190,7 @@ def cmd_predict(args) -> int:
         engine.close()
     fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) or not args.csv else "csv")
     if fmt == "jsonl":
-        out_rows = [{**row, "label": p.label, "choice": p.choice, "probs": p.probabilities}
+        out_rows = [{**row, **{"probs" if k == "probabilities" else k: v for k, v in p.as_dict().items()}}
                     for row, p in zip(rows, predictions)]
         _write_predictions(None, out_rows, args.out, "jsonl")
     else:

@@ -152,6 +152,15 @@ def coverage_at_accuracy(curve: Sequence[dict], target: float) -> dict | None:
     return best
 
 
+def check_threshold(value) -> float | None:
+    """An abstain threshold as stored: None (never abstain) or a number in [0, 1). ValueError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"abstain_threshold must be a number from 0 to below 1, or null (got {value!r})")
+    return float(value) or None
+
+
 def abstain(probs: Sequence[float], threshold: float | None) -> bool:
     """True when the top probability is below the threshold (None or 0: never abstain)."""
     return bool(threshold) and max(probs) < float(threshold)

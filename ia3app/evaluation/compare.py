@@ -24,6 +24,7 @@ from ia3app.evaluation.in_context import IclConfig, build_prompts, input_limit
 from ia3app.jobtypes import EVAL_METHODS, ProgressEvent
 from ia3app.evaluation.metrics import classification_report
 from ia3app.evaluation.scoring import score_choices
+from ia3app.evaluation.uncertainty import annotate
 
 METHODS = EVAL_METHODS
 
@@ -101,12 +102,15 @@ def evaluate_methods(
     names: Sequence[str] | None = None,
     warmup: bool = True,
     progress: Callable[[ProgressEvent], None] | None = None,
+    source: str = "held-out",
 ) -> dict:
     """Evaluate each method on `eval_examples` (all labelled); returns a JSON-able dict.
 
     {"methods": {name: {accuracy, macro_f1, per_class, confusion_matrix, labels, n,
     latency_s, tokens, flops, predictions, probs}}, "ratios": {"in-context / t-few": {...}},
-    "labels", "num_parameters", "encoder_decoder"}.
+    "labels", "num_parameters", "encoder_decoder"}, plus what uncertainty.annotate adds: "gold"
+    (the rows' labels), per method "intervals", "differences" (T-Few − each baseline, paired) and
+    "calibration" (T-Few's temperature fitted on these rows; `source` says what they are).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -173,9 +177,61 @@ def evaluate_methods(
         "encoder_decoder": enc_dec,
         "ratios": {},
     }
+    _add_ratios(out)
+    return annotate(out, [ex.label for ex in eval_examples], source)
+
+
+def _add_ratios(out: dict) -> None:
+    results = out["methods"]
     if "in-context" in results and "t-few" in results:
         icl_r, tfew = results["in-context"], results["t-few"]
         out["ratios"]["in-context / t-few"] = {
             key: icl_r[key] / tfew[key] if tfew[key] else None for key in ("latency_s", "flops", "tokens")
         }
-    return out
+
+
+FOLD_KEYS = ("latency_s", "tokens", "flops")
+
+
+def pool_folds(folds: Sequence[dict]) -> dict:
+    """One report from cross-validation folds' evaluate_methods reports: every row was held out by
+    exactly one fold, so the pooled predictions cover each labelled row once, scored by a model that
+    never trained on it. Metrics, intervals, paired differences and calibration are computed on the
+    pooled rows (source "cross-validation"); latency, tokens and FLOPs are the folds' means;
+    "folds" keeps each fold's size and per-method accuracy and macro-F1 (the spread across folds)."""
+    if not folds:
+        raise ValueError("no folds to pool")
+    names = folds[0]["labels"]
+    gold = [g for f in folds for g in f["gold"]]
+    num_classes = max(len(names), 1 + max(gold, default=0))
+    methods: dict[str, dict] = {}
+    for method in folds[0]["methods"]:
+        parts = [f["methods"][method] for f in folds]
+        preds = [p for part in parts for p in part["predictions"]]
+        report = classification_report(gold, preds, num_classes, names)
+        methods[method] = {
+            **report,
+            **{key: statistics.fmean(part[key] for part in parts) for key in FOLD_KEYS},
+            "latency_runs": parts[0].get("latency_runs"),
+            "predictions": preds,
+            "probs": [p for part in parts for p in part["probs"]],
+        }
+        for key in ("shots", "min_shots", "shots_per_class"):
+            if key in parts[0]:
+                methods[method][key] = min(part[key] for part in parts)
+        if "meaningful" in parts[0]:
+            methods[method]["meaningful"] = all(part["meaningful"] for part in parts)
+    out = {
+        "methods": methods,
+        "labels": names,
+        "num_parameters": folds[0]["num_parameters"],
+        "encoder_decoder": folds[0]["encoder_decoder"],
+        "ratios": {},
+        "folds": [
+            {"fold": i + 1, "n": len(f["gold"]),
+             **{m: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]} for m, r in f["methods"].items()}}
+            for i, f in enumerate(folds)
+        ],
+    }
+    _add_ratios(out)
+    return annotate(out, gold, "cross-validation")

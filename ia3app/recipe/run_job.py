@@ -145,29 +145,49 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
         fitted = fit_examples(template, eval_rows, eval_all, loaded.tokenizer, recipe.max_length)
         eval_examples = [ex for ex in fitted.examples if ex.label is not None]
         warnings += [w for w in [cut_warning(fitted, recipe.max_length, "held-out")] if w]
-    if spec.init_vectors:
-        from ia3app.adapters.tfew_vectors import apply_tfew_vectors, resolve_tfew_vectors
+    from ia3app.adapters.tfew_vectors import apply_tfew_vectors, resolve_tfew_vectors
 
+    if spec.init_vectors:
         progress(ProgressEvent("load", "starting from T-Few's released (IA)^3 vectors"))
         apply_tfew_vectors(handle, resolve_tfew_vectors(spec.init_vectors, cache_dir=work_dir / "cache"))
     _check_stop(should_stop)
 
-    def on_step(event: ProgressEvent) -> None:
-        message = f"step {event.step}/{recipe.steps}"
-        if event.loss is not None:
-            message += f", loss {event.loss:.4f}"
-        progress(event.with_message(message))
+    def start_vectors() -> None:
+        """Every training run starts where a single job would: ones, or T-Few's released vectors."""
+        handle.restore()
+        handle.reset()
+        if spec.init_vectors:
+            apply_tfew_vectors(handle, resolve_tfew_vectors(spec.init_vectors, cache_dir=work_dir / "cache"))
 
-    result = train(
-        handle,
-        loaded.tokenizer,
-        train_items,
-        recipe,
-        progress=on_step,
-        checkpoint_dir=work_dir / "checkpoints",
-        should_stop=should_stop,
-        compile_cache_dir=compile_cache_dir,
-    )
+    def run_training(items, checkpoint_dir: Path, label: str = ""):
+        def on_step(event: ProgressEvent) -> None:
+            message = f"{label}step {event.step}/{recipe.steps}"
+            if event.loss is not None:
+                message += f", loss {event.loss:.4f}"
+            progress(event.with_message(message))
+
+        return train(
+            handle,
+            loaded.tokenizer,
+            items,
+            recipe,
+            progress=on_step,
+            checkpoint_dir=checkpoint_dir,
+            should_stop=should_stop,
+            compile_cache_dir=compile_cache_dir,
+        )
+
+    evaluation = None
+    if spec.cv_folds:
+        if eval_rows:
+            raise UserError("a job evaluates by cross-validation or on held-out rows, not both")
+        evaluation = _cross_validate(spec, train_items, train_examples, names, work_dir, loaded, handle,
+                                     start_vectors, run_training, progress, should_stop)
+        start_vectors()
+        progress(ProgressEvent("train", f"final run {spec.cv_folds + 1}/{spec.cv_folds + 1}: "
+                                        f"training on all {len(train_examples)} rows"))
+    result = run_training(train_items, work_dir / "checkpoints",
+                          f"final run {spec.cv_folds + 1}/{spec.cv_folds + 1}: " if spec.cv_folds else "")
     handle.model.eval()
     training = TrainingStats(
         steps=result.steps,
@@ -178,9 +198,9 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
         resumed_from_step=result.resumed_from_step,
         setup=json.loads(json.dumps(result.setup)),  # JSON's shapes (lists, not tuples): equal once stored
         final_losses=dict(result.losses),
+        loss_curve=_loss_curve(result.history),
     )
 
-    evaluation = None
     if eval_examples and spec.eval_methods:
         _check_stop(should_stop)
         evaluation = evaluate_methods(
@@ -214,16 +234,18 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
         evaluation=evaluation,
         metrics=metrics,
         num_train=len(train_examples),
-        num_eval=len(eval_examples),
+        num_eval=len(evaluation["gold"]) if spec.cv_folds and evaluation else len(eval_examples),
         warnings=warnings,
     )
     tmp = out_dir / ".tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    extra = {"template": template.to_dict(), "choices": names, "recipe": recipe.to_dict(), "metrics": metrics}
+    extra = {"template": template.to_dict(), "choices": names, "recipe": recipe.to_dict(), "metrics": metrics,
+             **adapter_confidence(evaluation)}
     base_model = _base_model_id(spec.model)
     save_adapter(handle, tmp, base_model=base_model, revision=spec.revision, extra=extra)
+    _plots(results, tmp)
     try:
         export_peft(handle, tmp / "peft", base_model=base_model, revision=spec.revision)
     except UserError as exc:  # PEFT cannot express this placement: the adapter itself is still complete
@@ -232,6 +254,75 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
     _publish(tmp, out_dir)
     progress(ProgressEvent("done", "finished"))
     return results
+
+
+def _cross_validate(spec, train_items, train_examples, names, work_dir, loaded, handle, start_vectors,
+                    run_training, progress, should_stop) -> dict:
+    """k training runs, each on the rows outside one stratified fold and evaluated (every method) on
+    that fold; the pooled out-of-fold report (compare.pool_folds). A fold's report is kept in
+    work_dir/fold-i/evaluation.json, its checkpoints in work_dir/fold-i/checkpoints: a resumed job
+    skips finished folds and continues the interrupted one from its last checkpoint."""
+    from ia3app.evaluation.compare import evaluate_methods, pool_folds
+    from ia3app.tables import stratified_folds
+
+    k = spec.cv_folds
+    fold_of = stratified_folds([{"label": ex.label} for ex in train_examples], "label", k, seed=0)
+    reports = []
+    for i in range(k):
+        _check_stop(should_stop)
+        where = work_dir / f"fold-{i + 1}"
+        done = where / "evaluation.json"
+        held = [ex for ex, f in zip(train_examples, fold_of) if f == i]
+        if done.exists():
+            progress(ProgressEvent("evaluate", f"fold {i + 1}/{k}: already done (resumed)"))
+            reports.append(json.loads(done.read_text(encoding="utf-8")))
+            continue
+        items = [item for item, f in zip(train_items, fold_of) if f != i]
+        seen = [ex for ex, f in zip(train_examples, fold_of) if f != i]
+        progress(ProgressEvent("train", f"fold {i + 1}/{k}: training on {len(items)} rows, "
+                                        f"then evaluating on the {len(held)} it did not see"))
+        start_vectors()
+        run_training(items, where / "checkpoints", f"fold {i + 1}/{k}: ")
+        handle.model.eval()
+        _check_stop(should_stop)
+        report = evaluate_methods(loaded, handle, seen, held, methods=spec.eval_methods or ["t-few"],
+                                  batch_size=spec.recipe.eval_batch_size, max_length=spec.recipe.max_length,
+                                  names=names, progress=progress, warmup=i == 0)
+        where.mkdir(parents=True, exist_ok=True)
+        tmp = where / "evaluation.json.tmp"
+        tmp.write_text(json.dumps(report), encoding="utf-8")
+        os.replace(tmp, done)
+        reports.append(report)
+    return pool_folds(reports)
+
+
+def adapter_confidence(evaluation: dict | None) -> dict:
+    """What ia3_config.json keeps so a downloaded adapter reports calibrated probabilities:
+    {"calibration": {"temperature", "source", "n", "ece_before", "ece_after"}, "abstain_threshold": None}
+    (the threshold is chosen later, on the results page). {} without a calibration fit."""
+    cal = (evaluation or {}).get("calibration")
+    if not cal:
+        return {}
+    return {"calibration": {k: cal[k] for k in ("temperature", "source", "n", "ece_before", "ece_after")},
+            "abstain_threshold": None}
+
+
+def _loss_curve(history: list[dict]) -> list[list[float]]:
+    from ia3app.jobtypes import LOSS_CURVE_POINTS
+
+    rows = [h for h in history if h.get("step") is not None and h.get("loss") is not None]
+    if len(rows) > LOSS_CURVE_POINTS:
+        stride = len(rows) / LOSS_CURVE_POINTS
+        rows = [rows[int(i * stride)] for i in range(LOSS_CURVE_POINTS - 1)] + [rows[-1]]
+    return [[float(h["step"]), float(h["loss"]), float(h.get("loss_lm") or 0.0), float(h.get("loss_ul") or 0.0),
+             float(h.get("loss_ln") or 0.0)] for h in rows]
+
+
+def _plots(results: JobResult, folder: Path) -> None:
+    """The model card's pictures (PNG) beside README.md, in folder/plots/."""
+    from ia3app.evaluation.plots import save_all
+
+    save_all(results, folder / "plots")
 
 
 def _base_model_id(model: str) -> str:

@@ -55,6 +55,10 @@ class AdapterInfo:
     config: dict
     nbytes: int
     """Bytes of its vectors in the bank (fp32)."""
+    temperature: float = 1.0
+    """Calibration temperature (ia3_config.json "calibration"): probabilities are softmax(log p / T)."""
+    abstain_threshold: float | None = None
+    """Below this top probability a prediction is "unsure" (ia3_config.json "abstain_threshold")."""
 
 
 def _stat(path: Path) -> tuple[int, int, int]:
@@ -70,6 +74,22 @@ def adapter_key(adapter_dir: str | Path) -> tuple:
     except (FileNotFoundError, NotADirectoryError):
         load_adapter(folder)  # raises the specific UserError (no folder, a pickle, a PEFT folder...)
         raise UserError(f"{folder} is not an adapter folder: {WEIGHTS_NAME} or {CONFIG_NAME} is missing") from None
+
+
+def confidence_settings(config: dict, where: str) -> dict:
+    """{"temperature", "abstain_threshold"} from an adapter config, checked (a hand-edited file with a
+    bad value fails with the key named, rather than serving wrong probabilities)."""
+    from ia3app.evaluation.calibration import check_threshold
+
+    cal = config.get("calibration") or {}
+    t = cal.get("temperature", 1.0) if isinstance(cal, dict) else None
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+        raise UserError(f"{where}/{CONFIG_NAME}: calibration.temperature must be a positive number (got {t!r})")
+    try:
+        threshold = check_threshold(config.get("abstain_threshold"))
+    except ValueError as exc:
+        raise UserError(f"{where}/{CONFIG_NAME}: {exc}") from None
+    return {"temperature": float(t), "abstain_threshold": threshold}
 
 
 def read_adapter(adapter_dir: str | Path) -> tuple[AdapterInfo, dict[str, torch.Tensor]]:
@@ -93,6 +113,7 @@ def read_adapter(adapter_dir: str | Path) -> tuple[AdapterInfo, dict[str, torch.
         max_length=int((config.get("recipe") or {}).get("max_length", 256)),
         config=config,
         nbytes=ROW_BYTES * sum(v.numel() for v in vectors.values()),
+        **confidence_settings(config, str(folder)),
     )
     return info, vectors
 

@@ -50,6 +50,7 @@ from ia3app.serving.bank import AdapterInfo, adapter_key, read_adapter
 from ia3app.errors import UserError
 from ia3app.example import Example
 from ia3app.serving.lane import Lane as _Lane
+from ia3app.evaluation.calibration import UNSURE
 from ia3app.serving.lane import Prediction, _label_value
 
 __all__ = ["Prediction", "ServingConfig", "ServingEngine", "prediction_table", "render_rows"]
@@ -244,10 +245,13 @@ def predict_csv(engine: Any, adapter_dir: str | Path, data: bytes, *, max_bytes:
 
 
 def prediction_table(info: AdapterInfo, columns: list[str], rows: list[dict], predictions: list[Prediction]):
-    """(columns, rows): the input columns, then prediction (the label as the data writes it),
-    predicted_choice (the answer's words) and prob_<choice> per choice — for per-row choices
+    """(columns, rows): the input columns, then prediction (the label as the data writes it, or
+    "unsure" when the confidence is below the adapter's abstain threshold), predicted_choice (the
+    answer's words; empty when unsure) and prob_<choice> per choice — for per-row choices
     prob_<label> in the data's own numbering (prob_0, prob_1 or the template's choice_labels), the
-    same numbering as the prediction column; probabilities as text with 6 decimals."""
+    same numbering as the prediction column — then confidence (the top probability) and best_guess
+    (the most likely label, also when unsure). Probabilities (calibrated when the adapter has a
+    temperature) as text with 6 decimals."""
     per_row = info.template.per_row
     n_choices = max((len(p.probabilities) for p in predictions), default=0)
     prob_columns = ([f"prob_{_label_value(info, i, '')}" for i in range(n_choices)] if per_row
@@ -255,6 +259,9 @@ def prediction_table(info: AdapterInfo, columns: list[str], rows: list[dict], pr
     out_rows = []
     for row, pred in zip(rows, predictions):
         probs = list(pred.probabilities.values()) if per_row else [pred.probabilities.get(c, 0.0) for c in info.choices]
-        out_rows.append({**row, "prediction": pred.label, "predicted_choice": pred.choice,
-                         **{col: f"{p:.6f}" for col, p in zip(prob_columns, probs)}})
-    return list(columns) + ["prediction", "predicted_choice"] + prob_columns, out_rows
+        out_rows.append({**row, "prediction": UNSURE if pred.unsure else pred.label,
+                         "predicted_choice": "" if pred.unsure else pred.choice,
+                         **{col: f"{p:.6f}" for col, p in zip(prob_columns, probs)},
+                         "confidence": f"{pred.confidence:.6f}", "best_guess": pred.label})
+    return (list(columns) + ["prediction", "predicted_choice"] + prob_columns + ["confidence", "best_guess"],
+            out_rows)

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ia3app.evaluation.calibration import UNSURE, abstain, apply_temperature
 from ia3app.serving.bank import AdapterBank, AdapterInfo, MergedWeights
 from ia3app.errors import UserError
 from ia3app.example import Example
@@ -30,12 +31,28 @@ class Prediction:
     choice: str
     """The chosen answer's text."""
     probabilities: dict[str, float]
-    """Softmax over the choices' length-normalised log-probabilities, by choice text."""
+    """Softmax over the choices' length-normalised log-probabilities, by choice text, divided by the
+    adapter's calibration temperature when it has one (ia3_config.json "calibration")."""
     scores: list[float] = field(repr=False)
     """β per choice (mean token log-probability), in choice order."""
+    unsure: bool = False
+    """The top probability is below the adapter's abstain threshold: the answer is "unsure"
+    (label and choice still hold the model's best guess, for callers that want it)."""
+
+    @property
+    def confidence(self) -> float:
+        """The top (calibrated) probability."""
+        return max(self.probabilities.values(), default=0.0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "choice": self.choice, "probabilities": self.probabilities}
+        """What the HTTP APIs send: label and choice, or label "unsure" (choice null, the best guess
+        beside it) when the confidence is below the adapter's threshold."""
+        if self.unsure:
+            return {"label": UNSURE, "choice": None, "probabilities": self.probabilities,
+                    "confidence": self.confidence, "unsure": True,
+                    "best_guess": {"label": self.label, "choice": self.choice}}
+        return {"label": self.label, "choice": self.choice, "probabilities": self.probabilities,
+                "confidence": self.confidence, "unsure": False}
 
 
 def _label_value(info: AdapterInfo, choice_index: int, choice: str) -> Any:
@@ -269,10 +286,13 @@ class Lane:
         at = 0
         for part in parts:
             out = []
+            temperature, threshold = part.info.temperature, part.info.abstain_threshold
             for ex, s in zip(part.examples, scored[at : at + len(part.examples)]):
                 choice = ex.choices[s.pred]
+                probs = apply_temperature([s.probs], temperature)[0] if temperature != 1.0 else s.probs
                 out.append(Prediction(_label_value(part.info, s.pred, choice), choice,
-                                      {c: float(p) for c, p in zip(ex.choices, s.probs)}, list(s.scores)))
+                                      {c: float(p) for c, p in zip(ex.choices, probs)}, list(s.scores),
+                                      unsure=abstain(probs, threshold)))
             at += len(part.examples)
             part.request.deliver(part.start, out)
 
