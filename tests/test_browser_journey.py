@@ -175,3 +175,46 @@ def test_loss_chart_is_drawn_for_a_job_started_from_train(app, browser, fewshot_
     strokes = page.locator("#ia3-loss g.mark-line path").evaluate_all("ps => ps.map(p => p.getAttribute('stroke'))")
     assert strokes and all(strokes), strokes  # every line drawn in a colour (an empty domain left them none)
     page.close()
+
+
+def train_tiny(page, csv: Path, rows: int, steps: int = 2) -> int:
+    """Upload, keep the suggested template, train the tiny model `steps` steps; returns the job id once done."""
+    page.get_by_role("tab", name="1 · Data").click()
+    upload(page, csv, rows)
+    to_train_with_tiny(page)
+    set_steps(page, steps)
+    job = start(page)
+    page.get_by_text(re.compile(rf"Job #{job}: succeeded")).wait_for(timeout=300_000)
+    return job
+
+
+def pick_run(page, job: int) -> None:
+    page.get_by_role("tab", name="My data & runs").click()
+    page.get_by_role("button", name="↻ Refresh").click()
+    page.get_by_label(re.compile("^Runs")).click()
+    page.get_by_role("option", name=re.compile(rf"^#{job} ·")).click()
+    page.keyboard.press("Escape")
+
+
+def test_run_again_refills_data_template_and_train(app, browser, fewshot_dir):
+    url, _ = app
+    page = browser.new_page(viewport=VIEW)
+    page.goto(url)
+    job = train_tiny(page, fewshot_dir / "copa_32shot_seed0.csv", 32)
+    page.get_by_role("tab", name="1 · Data").click()
+    upload(page, fewshot_dir / "rte_32shot_seed0.csv", 32)  # the pages now show RTE
+    pick_run(page, job)
+    page.get_by_role("button", name="Run again with changes →").click()
+    page.get_by_text(f"prefilled from job #{job}").wait_for(timeout=30_000)
+    shot(page, "5-run-again-train")
+    page.get_by_role("tab", name="1 · Data").click()
+    page.get_by_text(f"the data of job #{job}").wait_for(timeout=30_000)
+    text = page.locator("body").inner_text()
+    assert "copa_32shot_seed0.csv" in text and "choice1" in text and "hypothesis" not in text
+    shot(page, "5-run-again-data")
+    page.get_by_role("tab", name="2 · Template").click()
+    page.get_by_text("The template fits all").first.wait_for(timeout=30_000)
+    text = page.locator("body").inner_text()
+    assert "choice1" in text and "hypothesis" not in text, text[:2000]
+    shot(page, "5-run-again-template")
+    page.close()

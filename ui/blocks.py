@@ -85,7 +85,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         TR.wire_train_page(tr, ctx, shared, hw, jp)
         J.wire_job_page(jp, ctx, shared, rp)
         R.wire_results_page(rp, ctx, shared)
-        L.wire_library_page(lp, ctx, shared, tp, tr)
+        L.wire_library_page(lp, ctx, shared, tp, tr, up)
         def on_account(request: gr.Request) -> dict:  # annotated: Gradio passes the request only then
             return _account(ctx, request, who, sign_out)
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ui.jobs_page import JobPage
     from ui.template_page import TemplatePage
     from ui.train_page import TrainPage
+    from ui.upload import UploadPage
 
 SETTINGS = ("steps", "batch_size", "lr", "max_length", "unlikelihood", "length_norm", "seed")
 
@@ -196,12 +197,13 @@ def build_library_page() -> LibraryPage:
 
 
 def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, template: "TemplatePage",
-                      train: "TrainPage") -> None:
+                      train: "TrainPage", upload: "UploadPage") -> None:
     """The page's own events; "run again with changes" fills the data, template and train pages."""
     from ui import jobs_page as J
     from ui import model_picker as M
     from ui import template_page as T
     from ui import train_page as TR
+    from ui import upload as U
 
     lists = [page.datasets, page.dataset, page.runs]
 
@@ -260,7 +262,9 @@ def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, templa
         from ia3app.templates.spec import TemplateSpec
 
         session, spec = prior["session"], TemplateSpec.from_dict(prior["template"])
-        names, _ = T.suggest(template, session)
+        session["stored_from"] = job_id
+        names, suggested = T.suggest(template, session)
+        data_page = U.stored_values(upload, ctx, uid, session, f"the data of job #{job_id}")
         key = prior["model"] if prior["model"] in M.BY_KEY else M.LOCAL
         defaults = TR.RecipeConfig().to_dict()
         recipe = {comp: prior["recipe"].get(name, defaults.get(name))
@@ -269,7 +273,7 @@ def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, templa
         return {page.message: f"✓ Job #{job_id}'s data, template and settings are filled in: change what you want "
                               "and press Start.",
                 shared.session: session, shared.template: prior["template"],
-                shared.train_templates: prior["train_templates"],
+                shared.train_templates: prior["train_templates"], **suggested, **data_page,
                 template.builtin: gr.update(choices=names + [T.CUSTOM],
                                             value=spec.name if spec.name in names else T.CUSTOM),
                 **T.editor_values(template, spec),
@@ -283,6 +287,6 @@ def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, templa
                 **recipe, shared.tabs: gr.Tabs(selected="train")}
 
     page.again.click(on_again, page.runs,
-                     [page.message, shared.session, shared.template, shared.train_templates, template.builtin,
-                      *template.editor, template.also, train.model, train.local_path, train.eval_methods,
+                     [page.message, shared.session, shared.template, shared.train_templates, *template.suggested,
+                      *U.filled_by_stored(upload), train.model, train.local_path, train.eval_methods,
                       train.summary, *recipe_outputs, shared.tabs], api_visibility="private")

@@ -6,6 +6,7 @@ bytes are then written by storage (files first, then one row; a failure leaves n
 
 from __future__ import annotations
 
+import html
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def describe_file(path: str | None, ctx: AppContext) -> dict[str, Any]:
 
 def preview_widths(columns: list[str]) -> list[str]:
     """Short columns (labels, ids) narrow, text wide, so every column shows without scrolling."""
-    weights = [1 if c.strip().lower() in LABEL_NAMES or len(columns) == 1 else 4 for c in columns]
+    weights = [2 if c.strip().lower() in LABEL_NAMES or len(columns) == 1 else 4 for c in columns]  # 'label' fits
     return [f"{100 * w / sum(weights):.0f}%" for w in weights]
 
 
@@ -196,6 +197,42 @@ def shape_md(table: "data.Table", label_column: str, text_columns: list[str] | N
     return f"**The model will read:** {shape.description}.\n\n"
 
 
+def stored_values(page: "UploadPage", ctx: AppContext, uid: int, session: dict, where: str) -> dict:
+    """The page showing a stored dataset instead of an upload (Run again with changes): its rows, label and
+    text columns, counts and held-out rows, the file box emptied; `where` says where the data comes from."""
+    from ia3app.templates.library import detect_shape
+    from storage import repo
+
+    rows = repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), uid)
+    label, columns = session["label_column"], list(session["columns"])
+    counts = data.label_counts(rows, label)
+    holdout = session.get("holdout")
+    if holdout:
+        mode, split = AUTO, split_summary(rows, label, holdout["fraction"], holdout["seed"])
+    elif session.get("eval_dataset_id"):
+        mode, split = SEPARATE, f"Held-out rows: your stored dataset #{session['eval_dataset_id']}."
+    else:
+        mode, split = NONE, ""
+    shape = detect_shape(session["text_columns"], session.get("label_values") or [])
+    return {page.file: None,
+            page.summary: f"**{html.escape(session['filename'])}**, stored: **{len(rows)} rows**, columns: "
+                          f"{', '.join(f'`{c}`' for c in columns)} ({where}; upload a file to use other data)",
+            page.preview: gr.update(value=pd.DataFrame(rows[:8], columns=columns), column_widths=preview_widths(columns)),
+            page.label_column: gr.update(choices=columns, value=label),
+            page.text_columns: gr.update(choices=[c for c in columns if c != label], value=session["text_columns"]),
+            page.counts: pd.DataFrame({"label": list(counts), "rows": list(counts.values())}),
+            page.checks: f"**The model will read:** {shape.description}.",
+            page.eval_mode: mode, page.fraction: (holdout or {}).get("fraction", 0.25),
+            page.seed: (holdout or {}).get("seed", 0), page.split_info: split,
+            page.save: gr.update(interactive=False), page.message: ""}
+
+
+def filled_by_stored(page: "UploadPage") -> list:
+    """The components stored_values fills."""
+    return [page.file, page.summary, page.preview, page.label_column, page.text_columns, page.counts, page.checks,
+            page.eval_mode, page.fraction, page.seed, page.split_info, page.save, page.message]
+
+
 def warnings_md(warnings: list[str]) -> str:
     return "".join(f"- ⚠ {w}\n" for w in warnings)
 
@@ -264,9 +301,12 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
     so the template page can check its freshly filled editor after it."""
     from ui import template_page as T
 
-    def on_file(path):
+    def on_file(path, session):
         closed = {page.label_column: gr.update(choices=[], value=None), page.counts: None, page.checks: "",
-                  page.save: gr.update(interactive=False), page.message: ""}
+                  page.save: gr.update(interactive=False), page.message: "",
+                  page.text_columns: gr.update(choices=[], value=[]), page.split_info: ""}
+        if not path and (session or {}).get("stored_from"):
+            return gr.skip()  # the box was emptied by "Run again": the page shows that job's stored data
         if not path:
             return {**closed, page.summary: "", page.preview: None}
         try:
@@ -278,11 +318,14 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
                 page.label_column: gr.update(choices=info["columns"], value=info["label_column"]),
                 page.counts: None, page.checks: "", page.save: gr.update(interactive=True), page.message: ""}
 
-    page.file.change(on_file, page.file, [page.summary, page.preview, page.label_column, page.counts, page.checks,
-                                          page.save, page.message], api_visibility="private")
+    page.file.change(on_file, [page.file, shared.session],
+                     [page.summary, page.preview, page.label_column, page.counts, page.checks, page.save, page.message,
+                      page.text_columns, page.split_info], api_visibility="private")
 
     def on_label_text(path, label_column):
-        if not path or not label_column:
+        if not path:
+            return gr.skip()  # no file: on_file cleared the page, or it shows a stored dataset (Run again)
+        if not label_column:
             return gr.update(choices=[], value=[])
         try:
             columns = parse(path, ctx).columns
@@ -295,7 +338,9 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
                              api_visibility="private")
 
     def on_label(path, label_column, eval_mode, fraction, seed, sample, k, text_columns):
-        if not path or not label_column:
+        if not path:
+            return gr.skip()  # as in on_label_text
+        if not label_column:
             return {page.counts: None, page.checks: "", page.split_info: "", page.save: gr.update(interactive=False)}
         try:
             table = parse(path, ctx)
