@@ -193,3 +193,27 @@ def test_old_results_without_intervals_still_read_and_get_intervals_from_the_con
     assert recomputed["accuracy"]["value"] == pytest.approx(tfew["accuracy"])
     assert recomputed["accuracy"] == result.method("t-few")["intervals"]["accuracy"]  # same pairs, same seed
     assert differences_for(old.evaluation) == {}
+
+
+def test_cli_cross_validation_prints_intervals_folds_and_calibration(tiny_model_dir, tmp_path, capsys):
+    from ia3app.cli.main import main
+
+    rows = "sentence,label\n" + "".join(
+        f"film {i} was {'great' if i % 2 else 'awful'},{'positive' if i % 2 else 'negative'}\n" for i in range(8))
+    (tmp_path / "train.csv").write_text(rows)
+    code = main(["train", "--csv", str(tmp_path / "train.csv"), "--template", "sentiment", "--column", "text=sentence",
+                 "--model", str(tiny_model_dir("t0")), "--out", str(tmp_path / "adapter"), "--steps", "2",
+                 "--batch-size", "2", "--cv", "2", "--methods", "zero-shot", "t-few", "--device", "cpu"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "2-fold cross-validation: 3 training runs of 2 steps each" in captured.err
+    out = captured.out
+    assert "95% CI" in out and "T-Few − zero-shot, same 8 rows: accuracy" in out
+    assert "2-fold cross-validation (4 rows per fold)" in out
+    assert "fitted on 8 cross-validation rows" in out
+    results = json.loads((tmp_path / "adapter" / "results.json").read_text())
+    assert len(results["evaluation"]["folds"]) == 2
+    assert main(["train", "--csv", str(tmp_path / "train.csv"), "--template", "sentiment", "--column",
+                 "text=sentence", "--model", str(tiny_model_dir("t0")), "--out", str(tmp_path / "b"),
+                 "--cv", "2", "--holdout", "0.25"]) == 2
+    assert "leave out --eval-csv and --holdout" in capsys.readouterr().err

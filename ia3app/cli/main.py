@@ -56,17 +56,33 @@ def _recipe(args):
     return RecipeConfig(**given)  # warmup: warmup_ratio (6 %) of the steps unless --warmup-steps
 
 
+def _ci(r: dict, metric: str) -> str:
+    from ia3app.evaluation.uncertainty import intervals_for
+
+    ci = intervals_for(r).get(metric) or {}
+    return f"{ci['low']:.3f}-{ci['high']:.3f}" if ci.get("low") is not None else "-"
+
+
 def _print_evaluation(evaluation: dict, out=None) -> None:
+    from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text
+
     out = out or sys.stdout
-    header = f"{'method':<14}{'accuracy':>10}{'macro-F1':>10}{'ms/pred':>10}{'tokens':>9}{'FLOPs/pred':>12}"
+    header = (f"{'method':<14}{'accuracy':>10}{'95% CI':>13}{'macro-F1':>10}{'95% CI':>13}{'ms/pred':>10}"
+              f"{'tokens':>9}{'FLOPs/pred':>12}")
     print(header, file=out)
     for method, r in evaluation["methods"].items():
         label = method + (f" ({r['shots']:.3g})" if "shots" in r else "") + ("*" if r.get("meaningful") is False else "")
         print(
-            f"{label:<14}{r['accuracy']:>10.3f}{r['macro_f1']:>10.3f}{1000 * r['latency_s']:>10.2f}"
-            f"{r['tokens']:>9.0f}{r['flops']:>12.3g}",
+            f"{label:<14}{r['accuracy']:>10.3f}{_ci(r, 'accuracy'):>13}{r['macro_f1']:>10.3f}{_ci(r, 'macro_f1'):>13}"
+            f"{1000 * r['latency_s']:>10.2f}{r['tokens']:>9.0f}{r['flops']:>12.3g}",
             file=out,
         )
+    for line in difference_lines(evaluation, markdown=False):
+        print(line, file=out)
+    if folds_text(evaluation):
+        print(folds_text(evaluation), file=out)
+    if "gold" in evaluation:
+        print(calibration_text(evaluation.get("calibration")), file=out)
     icl = evaluation["methods"].get("in-context")
     if icl and "shots_per_class" in icl:
         from ia3app.evaluation.in_context import shots_note
@@ -104,20 +120,29 @@ def cmd_train(args) -> int:
         eval_rows = read_table(args.eval_csv).rows
     elif args.holdout:
         train_rows, eval_rows = Holdout(args.holdout, args.holdout_seed).split(table.rows, template.label_column)
+    if args.cv and (args.eval_csv or args.holdout):
+        raise UserError("--cv evaluates by cross-validation: leave out --eval-csv and --holdout")
+    if args.cv and not args.quiet:
+        print(f"{args.cv}-fold cross-validation: {args.cv + 1} training runs of {recipe.steps} steps each "
+              f"({args.cv} to measure, 1 on every row for the adapter)", file=sys.stderr)
     extra = [template_from_args(argparse.Namespace(**{**vars(args), "template": t}), table) for t in args.train_template or []]
     spec = JobSpec(
         model=args.model, template=template, recipe=recipe, revision=args.revision,
-        init_vectors=args.init_vectors, eval_methods=args.methods, train_templates=extra,
+        init_vectors=args.init_vectors, eval_methods=args.methods, train_templates=extra, cv_folds=args.cv,
     )
     out = Path(args.out)
     work = Path(args.work_dir) if args.work_dir else out / ".work"
-    bar = None
+    bar, bar_run = None, None
 
     def progress(event: ProgressEvent) -> None:
-        nonlocal bar
+        nonlocal bar, bar_run
         if event.phase == "train" and event.step is not None:
+            run = (event.message or "").split(": step")[0] if ": step" in (event.message or "") else "train"
+            if bar is not None and bar_run != run:  # cross-validation: one bar per training run
+                bar.close()
+                bar = None
             if bar is None:
-                bar = tqdm(total=recipe.steps, desc="train", unit="step", disable=args.quiet)
+                bar, bar_run = tqdm(total=recipe.steps, desc=run, unit="step", disable=args.quiet), run
             bar.n = event.step
             if event.loss is not None:
                 bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
@@ -303,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, help="hold out this fraction of --csv for evaluation instead")
     p.add_argument("--holdout-seed", type=int, default=0,
                    help="seed of the stratified held-out split (default 0, as in the app; not the training seed)")
+    p.add_argument("--cv", type=int, metavar="K",
+                   help="no held-out data: K-fold stratified cross-validation over --csv instead (K+1 training "
+                        "runs: K to measure, then the adapter on every row); intervals and calibration use the "
+                        "out-of-fold scores")
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     p.add_argument("--train-template", action="append", metavar="TEMPLATE",
                    help="another template (built-in name or file) to train with: as in T-Few, each example "
