@@ -46,7 +46,7 @@ from jobs import queue
 from jobs.ray_remote import Mailbox, read_tree, run_attempt, safe_relpath
 from jobs.progress import stall_message
 from jobs.ray_resources import GPU_SHARE_STEP, Resources, fits, plan
-from jobs.worker import _watch_parent, classify, finish, load_inputs
+from jobs.worker import watch_parent, classify, finish, load_inputs
 from storage.db import data_dir as default_data_dir
 from storage.db import open_db
 from storage.files import FileStore
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if args.exit_with_parent is not None:
-        threading.Thread(target=_watch_parent, args=(args.exit_with_parent, dispatcher.shutdown), daemon=True).start()
+        threading.Thread(target=watch_parent, args=(args.exit_with_parent, dispatcher.shutdown), daemon=True).start()
     dispatcher.serve()
     return 0
 

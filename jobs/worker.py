@@ -281,7 +281,7 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _watch_parent(pid: int, shutdown: threading.Event) -> None:
+def watch_parent(pid: int, shutdown: threading.Event) -> None:
     """Set ``shutdown`` once ``pid`` is no longer our parent (it died, even by SIGKILL, without stopping us)."""
     while not shutdown.wait(1.0):
         if os.getppid() != pid:
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if args.exit_with_parent is not None:
-        threading.Thread(target=_watch_parent, args=(args.exit_with_parent, worker.shutdown), daemon=True).start()
+        threading.Thread(target=watch_parent, args=(args.exit_with_parent, worker.shutdown), daemon=True).start()
     worker.serve()
     return 0
 

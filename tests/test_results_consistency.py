@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ia3app.serving.bank import AdapterInfo
 from ia3app.serving.engine import prediction_table
-from ia3app.serving.lane import Prediction, _label_value
+from ia3app.serving.lane import Prediction, label_for_choice
 from ia3app.templates.spec import TemplateSpec
 from jobfactory import result as job_result
 from ui import results_page as R
@@ -23,7 +23,7 @@ def test_per_row_predictions_and_probability_columns_share_one_numbering():
                              choice_templates=["{{choice1}}", "{{choice2}}"], choice_labels=["1", "2"])
     for spec, labels in ((zero_based, [0, 1]), (one_based, ["1", "2"])):
         meta = info(spec, ["choice 1", "choice 2"])
-        pred = Prediction(label=_label_value(meta, 1, "it rained"), choice="it rained",
+        pred = Prediction(label=label_for_choice(meta, 1, "it rained"), choice="it rained",
                           probabilities={"it was sunny": 0.3, "it rained": 0.7}, scores=[-2.0, -1.0])
         columns, rows = prediction_table(meta, ["premise"], [{"premise": "wet"}], [pred])
         assert columns[-2:] == [f"prob_{label}" for label in labels]

@@ -10,11 +10,11 @@ from ia3app.tables import label_counts, load_csv
 from ia3app.errors import UserError
 from ia3app.example import Example
 from ia3app.templates.library import BUILTINS, builtin, templates_fitting
+from ia3app.templates.promptsource import from_promptsource
 from ia3app.templates.spec import (
     column_ref,
     TemplateSpec,
     format_preview,
-    from_promptsource,
     preview,
     render,
     render_all,

@@ -160,16 +160,16 @@ class Ia3Layer(nn.Module):
         # nn.Linear weight is [out, in]; Conv1D weight is [in, out].
         out_dim = 1 if self.is_conv1d else 0
         if self.position == "input":
-            _scaled_into(weight, w0, vec, 1 - out_dim)
+            scaled_into(weight, w0, vec, 1 - out_dim)
         elif self.position == "output":
-            _scaled_into(weight, w0, vec, out_dim)
+            scaled_into(weight, w0, vec, out_dim)
             if bias is not None:
-                _scaled_into(bias, b0, vec, 0)
+                scaled_into(bias, b0, vec, 0)
         else:  # fused_kv: only the k|v part of the output dimension
             n, start = self.features, self.kv_start
-            _scaled_into(weight.narrow(out_dim, start, n), w0.narrow(out_dim, start, n), vec, out_dim)
+            scaled_into(weight.narrow(out_dim, start, n), w0.narrow(out_dim, start, n), vec, out_dim)
             if bias is not None:
-                _scaled_into(bias.narrow(0, start, n), b0.narrow(0, start, n), vec, 0)
+                scaled_into(bias.narrow(0, start, n), b0.narrow(0, start, n), vec, 0)
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -189,7 +189,7 @@ class Ia3Layer(nn.Module):
             self._backup = None
 
 
-def _scaled_into(dst: torch.Tensor, src: torch.Tensor, vec: torch.Tensor, dim: int) -> None:
+def scaled_into(dst: torch.Tensor, src: torch.Tensor, vec: torch.Tensor, dim: int) -> None:
     """dst = src * vec along `dim`, computed in fp32, written in dst's dtype (one pass for fp32)."""
     shape = [1] * src.dim()
     shape[dim] = -1

@@ -71,9 +71,9 @@ def fetch(model: str, revision: str | None, progress: Progress) -> None:
         path = snapshot_download(model, revision=revision, allow_patterns=WEIGHTS,
                                  tqdm_class=reporting_bar(model, progress))
     except OSError as exc:  # no network, unknown repo, gated: the loader's words for each
-        from ia3app.backbones.loading import _hub_error
+        from ia3app.backbones.loading import hub_error
 
-        raise _hub_error(model, revision, exc) from exc
+        raise hub_error(model, revision, exc) from exc
     size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
     progress({"phase": "download", "message": f"downloaded {model}: {human_bytes(size)} in "
               f"{time.monotonic() - began:.0f} s"})

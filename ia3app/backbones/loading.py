@@ -98,7 +98,7 @@ def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep != "/" and os.sep in name or not _HUB_ID.match(name)
 
 
-def _hub_error(name: str, revision: str | None, exc: OSError) -> UserError:
+def hub_error(name: str, revision: str | None, exc: OSError) -> UserError:
     """Translate transformers' OSError about a hub id into one actionable message."""
     text = str(exc)
     if "couldn't connect" in text or "offline" in text.lower() or "connection error" in text.lower():
@@ -130,7 +130,7 @@ def load_config(name_or_path: str, revision: str | None = None):
     try:
         return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
     except OSError as exc:
-        raise _hub_error(name_or_path, revision, exc) from exc
+        raise hub_error(name_or_path, revision, exc) from exc
     except ValueError as exc:  # unknown model_type, or one needing remote code
         raise UserError(
             f"unsupported architecture in {name_or_path!r}: {str(exc).splitlines()[0]}; "
@@ -168,7 +168,7 @@ def load_model(
         model = auto.from_pretrained(name_or_path, revision=revision, dtype=torch_dtype, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
     except OSError as exc:
-        raise _hub_error(name_or_path, revision, exc) from exc
+        raise hub_error(name_or_path, revision, exc) from exc
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc) or "trust_remote_code" in str(exc):
             kind = "sequence-to-sequence" if is_enc_dec else "causal language"

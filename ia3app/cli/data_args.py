@@ -71,7 +71,8 @@ def _map_columns(spec, mapping: dict[str, str], table):
 def template_from_args(args, table):
     """--template: a built-in name, a JSON TemplateSpec or promptsource file; absent: the best fitting built-in."""
     from ia3app.templates.library import builtin, templates_fitting
-    from ia3app.templates.spec import TemplateSpec, from_promptsource
+    from ia3app.templates.promptsource import from_promptsource
+    from ia3app.templates.spec import TemplateSpec
 
     columns = pairs(getattr(args, "column", None), "--column")
     label = _label_column(args, table)

@@ -60,7 +60,7 @@ def _is_enc_dec(model) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
-def _choice_ids(tokenizer, texts: list[str], add_special: bool, max_length: int) -> list[list[int]]:
+def choice_token_ids(tokenizer, texts: list[str], add_special: bool, max_length: int) -> list[list[int]]:
     """Token ids of each choice, ending with exactly one EOS, at most max_length long."""
     eos = _eos_id(tokenizer)
     out = []
@@ -95,7 +95,7 @@ def _layout(examples: Sequence[Example], device) -> tuple[torch.Tensor, torch.Te
     return torch.tensor(row_example, dtype=torch.long, device=device), choice_index.to(device)
 
 
-def _gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log p(target) from logits (R, T, V), targets/mask (R, T) → (R, T), 0 at padding."""
     logp = torch.log_softmax(logits.float(), dim=-1)  # (R, T, V) in fp32 even under autocast
     picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (R, T)
@@ -147,7 +147,7 @@ def _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, 
              adapter_names, row_names, handle, reuse_encoder, pad, device) -> ChoiceLogProbs:
     inputs = tokenizer([e.input for e in examples], truncation=True, max_length=max_length)["input_ids"]
     enc_ids, enc_mask = _pad(inputs, pad, device)  # (N, S)
-    targets, tmask = _pad(_choice_ids(tokenizer, flat_choices, True, max_length), pad, device)  # (R, T)
+    targets, tmask = _pad(choice_token_ids(tokenizer, flat_choices, True, max_length), pad, device)  # (R, T)
     start = model.config.decoder_start_token_id
     start = pad if start is None else start
     dec_in = torch.cat([torch.full_like(targets[:, :1], start), targets[:, :-1]], dim=1)  # (R, T) shift right
@@ -174,17 +174,17 @@ def _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, 
             ).logits  # (R, T, V)
         processed = int(row_mask.sum()) + int(tmask.sum())
     mask = tmask.to(torch.float32)
-    return ChoiceLogProbs(_gather_logprobs(logits, targets, mask), mask, choice_index, row_example, processed)
+    return ChoiceLogProbs(gather_logprobs(logits, targets, mask), mask, choice_index, row_example, processed)
 
 
-def _continuation(text: str, choice: str) -> str:
+def as_continuation(text: str, choice: str) -> str:
     """The choice as a continuation of the input: separated by one space unless already spaced."""
     if not text or text[-1].isspace() or choice[:1].isspace():
         return choice
     return " " + choice
 
 
-def _accepts_logits_to_keep(model) -> bool:
+def accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
@@ -204,8 +204,8 @@ def decoder_input_ids(tokenizer, examples, max_length: int) -> list[list[int]]:
 def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
               row_names, handle, pad, device) -> ChoiceLogProbs:
     inputs = decoder_input_ids(tokenizer, examples, max_length)
-    texts = [_continuation(examples[n].input, c) for n, c in zip(row_example.tolist(), flat_choices)]
-    targets, tmask = _pad(_choice_ids(tokenizer, texts, False, max_length), pad, device)  # (R, T)
+    texts = [as_continuation(examples[n].input, c) for n, c in zip(row_example.tolist(), flat_choices)]
+    targets, tmask = _pad(choice_token_ids(tokenizer, texts, False, max_length), pad, device)  # (R, T)
     # Inputs padded on the LEFT, choices on the right: every choice starts at column S, so the
     # logits needed (columns S-1 .. S+T-2: position p predicts token p + 1) are the last T + 1
     # but one, for every row; logits_to_keep spares the (R, L, V) logits of the whole sequence.
@@ -217,13 +217,13 @@ def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example,
     positions = (attn.cumsum(-1) - 1).clamp(min=0)  # (R, S + T): real tokens count from 0
     keep = targets.shape[1] + 1
     with _mixed(handle, row_names):
-        if _accepts_logits_to_keep(model):
+        if accepts_logits_to_keep(model):
             logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep).logits
         else:
             logits = model(input_ids=ids, attention_mask=attn, position_ids=positions).logits[:, -keep:]
     picked = logits[:, :-1]  # (R, T, V): the logit before each choice token
     mask = tmask.to(torch.float32)
-    return ChoiceLogProbs(_gather_logprobs(picked, targets, mask), mask, choice_index, row_example, int(attn.sum()))
+    return ChoiceLogProbs(gather_logprobs(picked, targets, mask), mask, choice_index, row_example, int(attn.sum()))
 
 
 @torch.no_grad()

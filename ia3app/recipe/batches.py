@@ -26,8 +26,8 @@ from transformers.masking_utils import create_bidirectional_mask, create_causal_
 from transformers.modeling_outputs import BaseModelOutput
 
 from ia3app.example import Example
-from ia3app.evaluation.scoring import (ChoiceLogProbs, _accepts_logits_to_keep, _choice_ids, _continuation, _gather_logprobs,
-                            decoder_input_ids)
+from ia3app.evaluation.scoring import (ChoiceLogProbs, accepts_logits_to_keep, as_continuation, choice_token_ids,
+                                       decoder_input_ids, gather_logprobs)
 
 
 @dataclass
@@ -48,9 +48,9 @@ def tokenize(tokenizer, examples: Sequence[Example], max_length: int, enc_dec: b
         add_special = True
     else:
         inputs = decoder_input_ids(tokenizer, examples, max_length)
-        texts = [_continuation(e.input, c) for e in examples for c in e.choices]
+        texts = [as_continuation(e.input, c) for e in examples for c in e.choices]
         add_special = False
-    flat = _choice_ids(tokenizer, texts, add_special, max_length) if texts else []
+    flat = choice_token_ids(tokenizer, texts, add_special, max_length) if texts else []
     out, pos = [], 0
     for e, ids in zip(examples, inputs):
         out.append(Tokenized(ids, flat[pos : pos + len(e.choices)], e.label))
@@ -235,7 +235,7 @@ def _enc_dec(model, b: dict[str, torch.Tensor]) -> ChoiceLogProbs:
         use_cache=False,
     ).logits  # (R, T, V)
     mask = tmask.to(torch.float32)
-    return ChoiceLogProbs(_gather_logprobs(logits, targets, mask), mask, b["choice_index"], b["row_example"], 0)
+    return ChoiceLogProbs(gather_logprobs(logits, targets, mask), mask, b["choice_index"], b["row_example"], 0)
 
 
 def _dec_only(model, b: dict[str, torch.Tensor]) -> ChoiceLogProbs:
@@ -246,9 +246,9 @@ def _dec_only(model, b: dict[str, torch.Tensor]) -> ChoiceLogProbs:
     mask4d = create_causal_mask(model.config, _embeds_like(model, *ids.shape, ids.device), attn, None,
                                 position_ids=positions, allow_is_causal_skip=False)
     keep = targets.shape[1] + 1
-    extra = {"logits_to_keep": keep} if _accepts_logits_to_keep(model) else {}
+    extra = {"logits_to_keep": keep} if accepts_logits_to_keep(model) else {}
     logits = model(input_ids=ids, attention_mask=mask4d, position_ids=positions, use_cache=False, **extra).logits
     logits = logits[:, -keep:]  # (R, T + 1, V)
     picked = logits[:, :-1]  # (R, T, V): the logit before each choice token
     mask = tmask.to(torch.float32)
-    return ChoiceLogProbs(_gather_logprobs(picked, targets, mask), mask, b["choice_index"], b["row_example"], 0)
+    return ChoiceLogProbs(gather_logprobs(picked, targets, mask), mask, b["choice_index"], b["row_example"], 0)

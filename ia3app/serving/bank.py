@@ -33,7 +33,7 @@ from torch import nn
 
 from ia3app.adapters.files import CONFIG_NAME, WEIGHTS_NAME, load_adapter
 from ia3app.errors import UserError
-from ia3app.adapters.ia3 import VECTOR_SUFFIX, Ia3Model, _scaled_into
+from ia3app.adapters.ia3 import VECTOR_SUFFIX, Ia3Model, scaled_into
 from ia3app.templates.spec import TemplateSpec
 
 ROW_BYTES = 4  # vectors are fp32 in the bank (the layers cast to the activations' dtype)
@@ -254,14 +254,14 @@ class MergedWeights:
             vec = vectors[f"{path}.{VECTOR_SUFFIX}"].to(device=base.weight.device, dtype=torch.float32)  # (F,)
             out_dim = 1 if layer.is_conv1d else 0  # nn.Linear weight is [out, in]; Conv1D [in, out]
             if layer.position == "input":
-                _scaled_into(twin.weight, base.weight, vec, 1 - out_dim)
+                scaled_into(twin.weight, base.weight, vec, 1 - out_dim)
                 continue
             start, n = layer.kv_start, layer.features  # fused_kv: only the k|v part; else all outputs
-            _scaled_into(twin.weight.narrow(out_dim, start, n), base.weight.narrow(out_dim, start, n), vec, out_dim)
+            scaled_into(twin.weight.narrow(out_dim, start, n), base.weight.narrow(out_dim, start, n), vec, out_dim)
             if start:
                 twin.weight.narrow(out_dim, 0, start).copy_(base.weight.narrow(out_dim, 0, start))
             if base.bias is not None:
-                _scaled_into(twin.bias.narrow(0, start, n), base.bias.narrow(0, start, n), vec, 0)
+                scaled_into(twin.bias.narrow(0, start, n), base.bias.narrow(0, start, n), vec, 0)
                 if start:
                     twin.bias.narrow(0, 0, start).copy_(base.bias.narrow(0, 0, start))
         self.active = key

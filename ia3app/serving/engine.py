@@ -51,7 +51,7 @@ from ia3app.errors import UserError
 from ia3app.example import Example
 from ia3app.serving.lane import Lane as _Lane
 from ia3app.evaluation.calibration import UNSURE
-from ia3app.serving.lane import Prediction, _label_value
+from ia3app.serving.lane import Prediction, label_for_choice
 
 __all__ = ["Prediction", "ServingConfig", "ServingEngine", "prediction_table", "render_rows"]
 
@@ -254,7 +254,7 @@ def prediction_table(info: AdapterInfo, columns: list[str], rows: list[dict], pr
     temperature) as text with 6 decimals."""
     per_row = info.template.per_row
     n_choices = max((len(p.probabilities) for p in predictions), default=0)
-    prob_columns = ([f"prob_{_label_value(info, i, '')}" for i in range(n_choices)] if per_row
+    prob_columns = ([f"prob_{label_for_choice(info, i, '')}" for i in range(n_choices)] if per_row
                     else [f"prob_{c}" for c in info.choices])
     out_rows = []
     for row, pred in zip(rows, predictions):

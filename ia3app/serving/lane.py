@@ -55,7 +55,7 @@ class Prediction:
                 "confidence": self.confidence, "unsure": False}
 
 
-def _label_value(info: AdapterInfo, choice_index: int, choice: str) -> Any:
+def label_for_choice(info: AdapterInfo, choice_index: int, choice: str) -> Any:
     if info.template.per_row:  # the data's own numbering: its choice_labels ("1", "2", "A"...) or 0-based
         labels = info.template.choice_labels
         return labels[choice_index] if labels and choice_index < len(labels) else choice_index
@@ -290,7 +290,7 @@ class Lane:
             for ex, s in zip(part.examples, scored[at : at + len(part.examples)]):
                 choice = ex.choices[s.pred]
                 probs = apply_temperature([s.probs], temperature)[0] if temperature != 1.0 else s.probs
-                out.append(Prediction(_label_value(part.info, s.pred, choice), choice,
+                out.append(Prediction(label_for_choice(part.info, s.pred, choice), choice,
                                       {c: float(p) for c, p in zip(ex.choices, probs)}, list(s.scores),
                                       unsure=abstain(probs, threshold)))
             at += len(part.examples)

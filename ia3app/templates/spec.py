@@ -424,10 +424,3 @@ def format_preview(items: list[dict[str, Any]]) -> str:
             lines.append(f"  {'*' if i == item['label'] else ' '} {choice}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + ("\n(* = correct answer)" if blocks else "")
-
-
-def from_promptsource(source: str | dict[str, Any], **kwargs: Any) -> TemplateSpec:
-    """Import a promptsource template ("input ||| target" + answer_choices); see ia3app.templates.promptsource."""
-    from ia3app.templates.promptsource import from_promptsource as _import  # promptsource imports this module
-
-    return _import(source, **kwargs)

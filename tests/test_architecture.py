@@ -1,0 +1,219 @@
+"""The code's plan, checked: no private name imported across files, no import circle, UI pages
+that do not import each other, and a torch-free contract.
+
+Rules (decided in issue 21):
+- A ``from X import _name`` (or ``import X._private``) where X is another project module is
+  refused: a name shared between files is public API and carries a public name.
+- Every ``import`` counts for circles, at module level *and* inside functions: an import put in a
+  function to dodge a circle still makes the two modules depend on each other. Only imports under
+  ``if TYPE_CHECKING:`` are left out (they never run).
+- ``from pkg import Name`` where ``pkg/__init__.py`` offers Name lazily (``lazy_exports``) is an
+  edge to the module that defines Name, which is what runs when Name is used.
+- Importing ``a.b.c`` also runs ``a/__init__`` and ``a/b/__init__``; those package faces are lazy
+  (they import only ``ia3app.exports``), so they are counted as the modules they are.
+- UI pages (``ui/*_page.py``) never import one another: the app layout owns navigation.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("ia3app", "ui", "jobs", "storage", "common")
+SINGLE_FILES = ("app.py",)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def project_files() -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            files[_module_name(path)] = path
+    for single in SINGLE_FILES:
+        files[_module_name(ROOT / single)] = ROOT / single
+    return files
+
+
+MODULES = project_files()
+PACKAGE_NAMES = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+
+
+def _lazy_faces() -> dict[str, dict[str, str]]:
+    """package -> {public name: defining module} read from each ``lazy_exports(__name__, {...})``."""
+    faces: dict[str, dict[str, str]] = {}
+    for package in PACKAGE_NAMES:
+        tree = ast.parse(MODULES[package].read_text())
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "lazy_exports"
+                    and len(node.args) == 2 and isinstance(node.args[1], ast.Dict)):
+                faces[package] = {ast.literal_eval(k): f"{package}.{ast.literal_eval(v)}"
+                                  for k, v in zip(node.args[1].keys, node.args[1].values)}
+    return faces
+
+
+FACES = _lazy_faces()
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                skipped.update(id(n) for n in ast.walk(child))
+    return skipped
+
+
+def _resolve_relative(module: str, is_package: bool, level: int, target: str | None) -> str:
+    base = module.split(".")
+    if not is_package:
+        base = base[:-1]
+    if level > 1:
+        base = base[: len(base) - (level - 1)]
+    return ".".join(base + ([target] if target else []))
+
+
+def _project_module(name: str) -> str | None:
+    """The longest project module that ``name`` is or lies in (None if not the project's)."""
+    parts = name.split(".")
+    while parts:
+        candidate = ".".join(parts)
+        if candidate in MODULES:
+            return candidate
+        parts.pop()
+    return None
+
+
+def imports_of(module: str) -> list[tuple[str, str | None, int]]:
+    """(imported module, imported name or None, line) for every import that runs in ``module``."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skipped = _type_checking_nodes(tree)
+    found: list[tuple[str, str | None, int]] = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append((alias.name, None, node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            source = node.module or ""
+            if node.level:
+                source = _resolve_relative(module, path.name == "__init__.py", node.level, node.module)
+            for alias in node.names:
+                found.append((source, alias.name, node.lineno))
+    return found
+
+
+def dependency_edges(module: str) -> dict[str, int]:
+    """Project modules that ``module`` imports -> the first line that does it."""
+    edges: dict[str, int] = {}
+    for source, name, line in imports_of(module):
+        targets: list[str] = []
+        if name is not None and f"{source}.{name}" in MODULES:
+            targets.append(f"{source}.{name}")  # from pkg import submodule
+        elif name is not None and source in FACES and name in FACES[source]:
+            targets.append(FACES[source][name])  # from pkg import LazyName
+        else:
+            owner = _project_module(source)
+            if owner is not None:
+                targets.append(owner)
+        for target in targets:
+            if target != module:
+                edges.setdefault(target, line)
+    return edges
+
+
+def private_imports() -> list[str]:
+    bad = []
+    for module in MODULES:
+        for source, name, line in imports_of(module):
+            if _project_module(source) is None or source == module:
+                continue
+            if name is None:
+                dotted = source.split(".")
+                if any(p.startswith("_") and not p.startswith("__") for p in dotted):
+                    bad.append(f"{MODULES[module].relative_to(ROOT)}:{line}: import {source}")
+            elif name.startswith("_") and not name.startswith("__"):
+                bad.append(f"{MODULES[module].relative_to(ROOT)}:{line}: from {source} import {name}")
+    return bad
+
+
+def import_circles() -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    graph = {module: sorted(dependency_edges(module)) for module in MODULES}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+    counter = [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return circles
+
+
+def _describe(circle: list[str]) -> str:
+    members = set(circle)
+    lines = []
+    for module in circle:
+        for target, line in sorted(dependency_edges(module).items()):
+            if target in members:
+                lines.append(f"  {MODULES[module].relative_to(ROOT)}:{line} -> {target}")
+    return "\n".join(lines)
+
+
+def test_the_checker_sees_the_whole_project():
+    # Guards the checks below against passing because they looked at nothing.
+    assert len(MODULES) > 80
+    assert "ia3app.templates.spec" in MODULES and "ui.main" in MODULES and "app" in MODULES
+    assert FACES["ia3app.templates"]["TemplateSpec"] == "ia3app.templates.spec"
+    edges = dependency_edges("ia3app.recipe.run_job")
+    assert "ia3app.recipe.train" in edges
+
+
+def test_no_private_name_is_imported_across_files():
+    bad = private_imports()
+    assert not bad, "private names imported across files:\n" + "\n".join(bad)
+
+
+def test_no_import_circle_anywhere():
+    circles = import_circles()
+    assert not circles, "import circles:\n" + "\n\n".join(_describe(c) for c in circles)
+
