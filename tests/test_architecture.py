@@ -217,3 +217,29 @@ def test_no_import_circle_anywhere():
     circles = import_circles()
     assert not circles, "import circles:\n" + "\n\n".join(_describe(c) for c in circles)
 
+
+
+TORCH_FREE = [
+    "ia3app.jobtypes", "ia3app.config", "ia3app.tables", "ia3app.example", "ia3app.errors",
+    "ia3app.templates", "ia3app.templates.spec", "ia3app.templates.sandbox", "ia3app.templates.library",
+    "ia3app.templates.promptsource", "ia3app.templates.precheck", "ia3app.templates.truncate",
+    "ia3app.templates.render_limits",
+]
+HEAVY = ("torch", "transformers")
+
+
+def _heavy_modules_after_importing(modules: list[str]) -> list[str]:
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_the_torch_free_contract_and_every_package_face_import_without_torch():
+    # The job contract, the data tables and the templates are used by the web process, the CLI's
+    # data commands and workers before any model exists: they must not pull torch or transformers.
+    faces = sorted(m for m in PACKAGE_NAMES if m.startswith("ia3app"))
+    assert _heavy_modules_after_importing(TORCH_FREE + faces) == []
+    # ...and the check sees torch when it is imported (a module that needs it does pull it).
+    assert "torch" in _heavy_modules_after_importing(["ia3app.recipe.losses"])
