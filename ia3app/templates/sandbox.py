@@ -114,9 +114,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_INPUT_CHARS:
                     raise SecurityError(f"repetition over {MAX_INPUT_CHARS:,} characters or items")
         if operator == "%" and isinstance(left, str):
-            specs = re.findall(r"%[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?", left)
-            if any(x == "*" or (x and int(x) > MAX_CHOICE_CHARS) for spec in specs for x in spec):
-                raise SecurityError(f"format width over {MAX_CHOICE_CHARS:,}")
+            _check_printf(left)
         size = check_binop(operator, left, right)
         result = super().call_binop(context, operator, left, right)
         return check_size(result, f"a '{operator}' result") if size is None else remember(result, size)
@@ -157,6 +155,27 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if sum(map(len, parts)) > MAX_VALUE_SIZE:
             raise TooLarge(f"a block or macro output over {MAX_VALUE_SIZE:,} characters (the size limit)")
         return "".join(parts)
+
+
+_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?")
+"""One %-conversion: optional mapping key `(name)`, flags, width, precision (what printf-style reads)."""
+
+
+def _check_printf(fmt: str) -> None:
+    """Refuse a %-format whose widths or precisions could build a big text, before it is built: each
+    width/precision at most MAX_CHOICE_CHARS, `*` (taken from the arguments) not offered, and their
+    sum within MAX_INPUT_CHARS (the mapping-key form `%(a)3000000000s` is read like any other)."""
+    total = 0
+    for spec in _PRINTF_SPEC.findall(fmt):
+        for x in spec:
+            if x == "*":
+                raise SecurityError("a %-format width or precision taken from the arguments ('*') is not offered")
+            if x:
+                if len(x) > 6 or int(x) > MAX_CHOICE_CHARS:
+                    raise SecurityError(f"a %-format width or precision over {MAX_CHOICE_CHARS:,} ({x[:12]})")
+                total += int(x)
+    if total > MAX_INPUT_CHARS:
+        raise SecurityError(f"%-format widths and precisions over {MAX_INPUT_CHARS:,} characters in all")
 
 
 def _checked_result(value: Any, what: str) -> Any:
@@ -258,13 +277,67 @@ def _environment() -> jinja2.Environment:
 ENV = _environment()
 
 
+MAX_NESTING = 40
+"""Deepest nesting of brackets, unary operators and block tags (`if`, `for`, `macro`...) in a template."""
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_BLOCKS = frozenset({"if", "for", "macro", "call", "filter", "with", "block", "autoescape", "raw", "trans"})
+_UNARY = frozenset({"not", "-", "+"})
+
+
+def _check_nesting(text: str, what: str) -> None:
+    """Refuse, in words and before Jinja's recursive parser or Python's compiler see it, a template
+    nested deeper than MAX_NESTING (3,000 parentheses or 150 `if`s would otherwise end in a
+    RecursionError or an IndentationError)."""
+    depth = blocks = unary = 0
+    after_block_begin = False
+    for lineno, kind, value in ENV.lex(text):  # the lexer is a loop, not a recursion
+        if kind == "whitespace":
+            continue
+        if kind == "operator" and value in _OPEN:
+            depth += 1
+        elif kind == "operator" and value in _OPEN.values():
+            depth = max(depth - 1, 0)
+        elif after_block_begin and kind == "name":
+            if value in _BLOCKS:
+                blocks += 1
+            elif value.startswith("end"):
+                blocks = max(blocks - 1, 0)
+        unary = unary + 1 if (kind == "operator" and value in _UNARY) or (kind == "name" and value == "not") else 0
+        after_block_begin = kind == "block_begin"
+        if depth > MAX_NESTING or blocks > MAX_NESTING or unary > MAX_NESTING:
+            thing = ("brackets" if depth > MAX_NESTING else "block tags (if, for, macro...)" if blocks > MAX_NESTING
+                     else "operators such as not or -")
+            raise UserError(f"template refused: {what} nests {thing} more than {MAX_NESTING} deep "
+                            f"(line {lineno}); flatten it")
+
+
+MAX_TREE_DEPTH = 120
+"""Deepest syntax tree accepted (a chain of 1,000 filters or `+`s nests that deep, and Jinja's and
+Python's own tree walks recurse)."""
+
+
+def _check_tree_depth(tree: jinja2.nodes.Node, what: str) -> None:
+    stack = [(tree, 1)]
+    while stack:  # a loop: the walk itself must not recurse
+        node, depth = stack.pop()
+        if depth > MAX_TREE_DEPTH:
+            raise UserError(f"template refused: {what} chains too many filters or operators in one expression "
+                            f"(line {node.lineno}; nesting over {MAX_TREE_DEPTH}); split it up")
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
+
+
 def parse(text: str, what: str) -> jinja2.nodes.Template:
     if len(text) > MAX_SOURCE_CHARS:
         raise UserError(f"{what} is {len(text):,} characters long; the limit is {MAX_SOURCE_CHARS:,}")
     try:
-        return ENV.parse(text)
+        _check_nesting(text, what)
+        tree = ENV.parse(text)
+        _check_tree_depth(tree, what)
+        return tree
     except TemplateSyntaxError as e:
         raise UserError(f"{what} has a syntax error on line {e.lineno}: {e.message}") from None
+    except (RecursionError, MemoryError):
+        raise UserError(f"template refused: {what} is nested too deeply to read; flatten it") from None
 
 
 _COMPILED: dict[str, jinja2.Template] = {}
@@ -279,6 +352,8 @@ def compiled(text: str, what: str) -> jinja2.Template:
             _COMPILED[text] = ENV.from_string(text)
         except TemplateSyntaxError as e:  # e.g. a filter the sandbox does not offer
             raise UserError(f"{what} is refused on line {e.lineno}: {e.message}") from None
+        except (SyntaxError, RecursionError, MemoryError) as e:  # Python's own nesting limits, in its compiler
+            raise UserError(f"template refused: {what} is nested too deeply to compile ({e}); flatten it") from None
     return _COMPILED[text]
 
 
