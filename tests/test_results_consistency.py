@@ -26,8 +26,9 @@ def test_per_row_predictions_and_probability_columns_share_one_numbering():
         pred = Prediction(label=label_for_choice(meta, 1, "it rained"), choice="it rained",
                           probabilities={"it was sunny": 0.3, "it rained": 0.7}, scores=[-2.0, -1.0])
         columns, rows = prediction_table(meta, ["premise"], [{"premise": "wet"}], [pred])
-        assert columns[-2:] == [f"prob_{label}" for label in labels]
+        assert columns[-4:] == [f"prob_{label}" for label in labels] + ["confidence", "best_guess"]
         assert rows[0]["prediction"] == labels[1] and rows[0][f"prob_{labels[1]}"] == "0.700000"
+        assert rows[0]["confidence"] == "0.700000" and rows[0]["best_guess"] == labels[1]
 
 
 def test_matrices_show_the_users_labels_beside_the_answer_words():

@@ -2,6 +2,7 @@
 adapter and applied when serving, the abstain threshold, the plots beside the model card."""
 
 import csv
+import re
 import io
 import json
 
@@ -217,3 +218,34 @@ def test_cli_cross_validation_prints_intervals_folds_and_calibration(tiny_model_
                  "text=sentence", "--model", str(tiny_model_dir("t0")), "--out", str(tmp_path / "b"),
                  "--cv", "2", "--holdout", "0.25"]) == 2
     assert "leave out --eval-csv and --holdout" in capsys.readouterr().err
+
+
+def test_results_page_words_intervals_and_threshold(trained_adapter):
+    from ui import results_page as R
+
+    _, result = trained_adapter
+    frame = R.metrics_frame(result)
+    assert {"accuracy 95 % CI", "macro-F1 95 % CI"} <= set(frame.columns)
+    assert all(re.fullmatch(r"\d+\.\d% – \d+\.\d%", cell) for cell in frame["accuracy 95 % CI"])
+    words = R.sureness_md(result)
+    assert "T-Few − in-context, same 8 rows: accuracy" in words and "T-Few − zero-shot" in words
+    cal = result.evaluation["calibration"]
+    assert "No threshold: answers every row (8)" in R.coverage_words(result, None)
+    top = cal["coverage"][0]  # the most confident rows only
+    text = R.coverage_words(result, top["threshold"])
+    assert f"answers {top['coverage']:.0%} of rows ({top['answered']} of 8)" in text
+    assert "answers none of the 8 rows" in R.coverage_words(result, 0.999999)
+    figures = [R.P.intervals_figure(result), R.P.reliability_figure(cal), R.P.coverage_figure(cal, 0.6)]
+    assert all(f is not None for f in figures)
+
+    # a result stored before intervals existed: the table recomputes them from the confusion matrix
+    data = json.loads(dumps(result))
+    for m in data["evaluation"]["methods"].values():
+        m.pop("intervals")
+    for key in ("differences", "calibration", "gold"):
+        data["evaluation"].pop(key)
+    old = JobResult.from_dict(data)
+    assert list(R.metrics_frame(old)["accuracy 95 % CI"]) == list(frame["accuracy 95 % CI"])
+    assert "paired differences appear for jobs run since" in R.sureness_md(old)
+    assert "needs held-out or cross-validated rows" in R.coverage_words(old, 0.5)
+    assert R.P.reliability_figure(None) is None and R.P.folds_figure(old.evaluation) is None

@@ -92,6 +92,20 @@ def _owned_jobs(ctx: AppContext, uid: int, job_ids: list[Any]) -> list:
     return jobs
 
 
+def _with_interval(result: Any, method: str, metric: str) -> str:
+    """'81.2 % [62.5–93.8]' (a result stored before intervals: recomputed from its confusion matrix)."""
+    from ia3app.evaluation.uncertainty import intervals_for
+
+    report = result.method(method) or {}
+    value = report.get(metric, result.metrics.get(method, {}).get(metric))
+    ci = intervals_for(report).get(metric) or {}
+    if value is None:
+        return "–"
+    if ci.get("low") is None:
+        return f"{value:.1%}"
+    return f"{value:.1%} [{ci['low']:.1%}–{ci['high']:.1%}]"
+
+
 def compare(ctx: AppContext, uid: int, job_ids: list[Any]) -> tuple[str, pd.DataFrame]:
     """(a side-by-side markdown table of settings and metrics, the loss curves in long format)."""
     from jobs import queue
@@ -117,8 +131,17 @@ def compare(ctx: AppContext, uid: int, job_ids: list[Any]) -> tuple[str, pd.Data
     metrics = [j.result.metrics if j.result else {} for j in jobs]
     for method in ("zero-shot", "in-context", "t-few"):
         if any(method in m for m in metrics):
-            row(f"{method} accuracy", [f"{m[method]['accuracy']:.1%}" if method in m else None for m in metrics])
-            row(f"{method} macro-F1", [f"{m[method]['macro_f1']:.3f}" if method in m else None for m in metrics])
+            row(f"{method} accuracy (95 % CI)", [_with_interval(j.result, method, "accuracy") if method in m else None
+                                                 for j, m in zip(jobs, metrics)])
+            row(f"{method} macro-F1 (95 % CI)", [_with_interval(j.result, method, "macro_f1") if method in m else None
+                                                 for j, m in zip(jobs, metrics)])
+    for pair in ("t-few − in-context", "t-few − zero-shot"):
+        verdicts = [((j.result.evaluation or {}).get("differences") or {}).get(pair, {}).get("accuracy")
+                    if j.result else None for j in jobs]
+        if any(verdicts):
+            row(f"{pair} (accuracy, paired)", [f"{100 * v['difference']:+.1f} pts "
+                                               f"[{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]: {v['verdict']}"
+                                               if v and v.get("difference") is not None else None for v in verdicts])
     row("training time", [f"{j.result.training.wall_s:.0f} s" if j.result else None for j in jobs])
     curves = [{"step": e.step, "loss": e.loss, "run": f"job #{j.id}"}
               for j in jobs for e in queue.progress_events(ctx.db(), j.id, uid)
@@ -148,6 +171,7 @@ def run_again(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     # The pages' session state is JSON in a gr.State: the typed request goes back to its JSON shapes.
     session = {"dataset_id": dataset.id, "eval_dataset_id": ref.eval_dataset_id,
                "holdout": ref.holdout.to_dict() if ref.holdout else None, "columns": dataset.columns,
+               **({"cv_folds": spec.cv_folds} if spec.cv_folds else {}),
                "label_column": label,
                "text_columns": text_columns or [c for c in dataset.columns if c != label],
                "label_values": sorted(data.label_counts(rows, label)), "rows": len(rows),

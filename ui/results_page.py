@@ -16,7 +16,10 @@ import gradio as gr
 import pandas as pd
 
 from ia3app.errors import UserError
+from ia3app.evaluation.calibration import UNSURE
+from ia3app.evaluation import plots as P
 from ia3app.evaluation.in_context import shots_note
+from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text, intervals_for
 from ia3app.jobtypes import JobLabels, JobResult, dumps
 from ui.context import AppContext
 from ui.tempfiles import new_download
@@ -97,11 +100,99 @@ def metrics_frame(result: JobResult) -> pd.DataFrame:
         rows.append({
             "method": METHOD_NAMES.get(key, key) + (f" ({shots_note(m)})" if key == "in-context" and shots_note(m) else ""),
             "accuracy": f"{m['accuracy']:.1%}",
+            "accuracy 95 % CI": _ci_cell(m, "accuracy"),
             "macro-F1": f"{m['macro_f1']:.3f}",
+            "macro-F1 95 % CI": _ci_cell(m, "macro_f1", percent=False),
             "ms / prediction": f"{m['latency_s'] * 1000:.1f}",
             "FLOPs / prediction": f"{m['flops']:.2e}",
         })
     return pd.DataFrame(rows)
+
+
+def _ci_cell(report: dict, metric: str, percent: bool = True) -> str:
+    """'62.5 % – 93.8 %' (or '0.612 – 0.901'); a result stored before intervals gets them from its
+    confusion matrix; '–' when neither exists."""
+    ci = intervals_for(report).get(metric) or {}
+    if ci.get("low") is None:
+        return "–"
+    return f"{ci['low']:.1%} – {ci['high']:.1%}" if percent else f"{ci['low']:.3f} – {ci['high']:.3f}"
+
+
+def sureness_md(result: JobResult) -> str:
+    """How sure the comparison is: paired differences with verdicts, the fold spread, calibration."""
+    evaluation = result.evaluation or {}
+    if not result.methods:
+        return ""
+    n = next(iter(result.methods.values())).get("n", result.num_eval)
+    lines = [f"Intervals are 95 % bootstrap intervals over the {n} rows measured: with this few rows, a few "
+             "answers either way move accuracy a lot."]
+    diffs = difference_lines(evaluation)
+    lines += [f"- {d}" for d in diffs] or ["- (paired differences appear for jobs run since they were added)"]
+    if folds_text(evaluation):
+        lines.append(folds_text(evaluation))
+    return "\n".join(lines)
+
+
+def threshold_of(folder: Path) -> float | None:
+    """The abstain threshold stored in an adapter folder's ia3_config.json (None: never abstain)."""
+    import json
+
+    from ia3app.evaluation.calibration import check_threshold
+
+    try:
+        return check_threshold(json.loads((folder / "ia3_config.json").read_text(encoding="utf-8")).get("abstain_threshold"))
+    except (OSError, ValueError):
+        return None
+
+
+def coverage_words(result: JobResult, threshold: float | None) -> str:
+    """'Threshold 0.70: answers 80 % of rows (32 of 40) at 96 % accuracy; 20 % come back unsure.'"""
+    from ia3app.evaluation.calibration import at_threshold, coverage_at_accuracy
+
+    cal = (result.evaluation or {}).get("calibration")
+    if not cal:
+        return "A confidence threshold needs held-out or cross-validated rows to judge it; this job had none."
+    curve, all_rows = cal["coverage"], cal["coverage"][-1]
+    if not threshold:
+        text = (f"**No threshold: answers every row ({all_rows['answered']}) at {all_rows['accuracy']:.0%} accuracy.** "
+                "Move the slider to answer fewer rows more reliably.")
+    else:
+        point = at_threshold(curve, threshold)
+        if point["answered"] == 0:
+            text = f"**Threshold {threshold:.2f}: answers none of the {cal['n']} rows** — every prediction would be unsure."
+        else:
+            text = (f"**Threshold {threshold:.2f}: answers {point['coverage']:.0%} of rows ({point['answered']} of "
+                    f"{cal['n']}) at {point['accuracy']:.0%} accuracy**; the other {1 - point['coverage']:.0%} come "
+                    "back *unsure*.")
+    best = coverage_at_accuracy(curve, 0.95)
+    text += (f" To reach 95 % accuracy: threshold {best['threshold']:.2f}, answering {best['coverage']:.0%} of rows."
+             if best else " No threshold reaches 95 % accuracy on these rows.")
+    return text + f" (Measured on {cal['n']} {cal['source']} rows, calibrated probabilities.)"
+
+
+def save_threshold(ctx: AppContext, uid: int, job_id: Any, threshold: Any) -> str:
+    """Store the threshold with the caller's adapter (0 or empty: never abstain); the words to show."""
+    from ia3app.adapters.files import set_abstain_threshold
+
+    _, folder = owned_adapter_dir(ctx, uid, job_id)
+    try:
+        value = float(threshold) if threshold not in (None, "") else None
+    except (TypeError, ValueError):
+        raise UserError(f"the threshold must be a number from 0 to below 1 (got {threshold!r})") from None
+    config = set_abstain_threshold(folder, value or None)
+    stored = config["abstain_threshold"]
+    return (f"✓ Saved with the adapter: predictions below {stored:.2f} now come back **unsure** (here, in the API, "
+            "in CSV predictions and in the downloaded adapter)." if stored else
+            "✓ Saved: this adapter always answers (no threshold).")
+
+
+def unsure_note(pred: Any, threshold: float | None) -> str:
+    """What the Try-it box says under its answer."""
+    if pred.unsure:
+        best = ", ".join(f"{k} {v:.0%}" for k, v in sorted(pred.probabilities.items(), key=lambda kv: -kv[1]))
+        return (f"⚠ **unsure**: the top probability {pred.confidence:.0%} is below this adapter's threshold "
+                f"{threshold:.0%}, so no answer is given. Probabilities: {best}.")
+    return f"Confidence {pred.confidence:.0%}" + (f" (threshold {threshold:.0%})." if threshold else ".")
 
 
 def speed_md(result: JobResult) -> str:
@@ -145,30 +236,13 @@ def label_display(result: JobResult, answers: list[str]) -> list[str]:
 
 
 def confusion_figure(result: JobResult):
-    """One confusion matrix per method, side by side (rows: true label, columns: predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One confusion matrix per method, side by side (rows: true label, columns: predicted), class names
+    as the user's data writes them."""
     methods = result.methods
     if not methods:
         return None
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.0 * len(methods), 3.0), squeeze=False)
-    for ax, (key, m) in zip(axes[0], methods.items()):
-        matrix, labels = m["confusion_matrix"], label_display(result, [str(lb) for lb in m["labels"]])
-        ax.imshow(matrix, cmap="Blues")
-        ax.set_title(f"{METHOD_NAMES.get(key, key)}  (accuracy {m['accuracy']:.0%})")
-        ax.set_xticks(range(len(labels)), [str(lb)[:18] for lb in labels], rotation=30, ha="right")
-        ax.set_yticks(range(len(labels)), [str(lb)[:18] for lb in labels])
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        top = max(max(r) for r in matrix) or 1
-        for i, row in enumerate(matrix):
-            for j, v in enumerate(row):
-                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
-    fig.tight_layout()
-    return fig
+    first = next(iter(methods.values()))
+    return P.confusion_figure(result, label_display(result, [str(lb) for lb in first["labels"]]))
 
 
 def template_columns(result: JobResult) -> list[str]:
@@ -187,7 +261,7 @@ def template_columns(result: JobResult) -> list[str]:
 
 
 def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
-    """adapter.safetensors, ia3_config.json, README.md, results.json and peft/ in a fresh temp zip."""
+    """adapter.safetensors, ia3_config.json, README.md, results.json, plots/ and peft/ in a fresh temp zip."""
     job, folder = owned_adapter_dir(ctx, uid, job_id)
     out = new_download("ia3app-zip-", f"ia3-adapter-job{int(job_id)}.zip")  # swept after 10 minutes
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -195,6 +269,10 @@ def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
             if (folder / name).is_file():
                 zf.write(folder / name, name)
         zf.writestr("results.json", dumps(job.result, indent=2))  # stored once, as the job's result
+        plots = folder / "plots"  # the model card's pictures (README.md links them)
+        for path in sorted(plots.glob("*.png")) if plots.is_dir() else []:
+            if path.is_file() and not path.is_symlink():
+                zf.write(path, path.relative_to(folder).as_posix())
         peft = folder / "peft"
         for path in sorted(peft.rglob("*")) if peft.is_dir() else []:
             if path.is_file() and not path.is_symlink():
@@ -202,9 +280,12 @@ def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
     return str(out)
 
 
-def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> dict[str, float]:
-    """{answer: probability} for one row typed by the user, through the app's serving engine."""
+def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> dict[str, float] | str:
+    """{answer: probability} for one row typed by the user, through the app's serving engine; "unsure"
+    when the confidence is below the adapter's threshold."""
     out = predict_row(ctx, uid, job_id, row)
+    if out.unsure:
+        return UNSURE
     return {str(k): float(v) for k, v in out.probabilities.items()}
 
 
@@ -247,6 +328,18 @@ class ResultsPage:
     batch_out: gr.File
     download: gr.DownloadButton
     message: gr.Markdown
+    intervals: gr.Plot
+    sureness: gr.Markdown
+    calibration: gr.Markdown
+    reliability: gr.Plot
+    coverage: gr.Plot
+    threshold: gr.Slider
+    coverage_text: gr.Markdown
+    save_threshold: gr.Button
+    threshold_message: gr.Markdown
+    folds: gr.Plot
+    loss: gr.Plot
+    prediction_note: gr.Markdown
 
 
 def build_results_page() -> ResultsPage:
@@ -259,9 +352,26 @@ def build_results_page() -> ResultsPage:
         with gr.Column(scale=2):
             gr.Markdown("#### How small is the adapter?")
             params = gr.Markdown()
+    gr.Markdown("#### How sure is this? (95 % intervals, paired differences)")
+    with gr.Row():
+        intervals = gr.Plot(show_label=False, elem_id="results-intervals")
+    sureness = gr.Markdown(elem_id="results-sureness")
+    folds = gr.Plot(show_label=False, visible=False, elem_id="results-folds")
+    gr.Markdown("#### Confidence you can use: calibration and an abstain threshold")
+    calibration = gr.Markdown(elem_id="results-calibration")
+    with gr.Row():
+        reliability = gr.Plot(show_label=False, elem_id="results-reliability")
+        coverage = gr.Plot(show_label=False, elem_id="results-coverage")
+    with gr.Row():
+        threshold = gr.Slider(0, 0.99, value=0, step=0.01, scale=3, elem_id="results-threshold",
+                              label="Answer only when the top probability is at least (0: always answer)")
+        save_threshold = gr.Button("Save threshold with the adapter", scale=1, elem_id="results-save-threshold")
+    coverage_text = gr.Markdown(elem_id="results-coverage-text")
+    threshold_message = gr.Markdown(elem_id="results-threshold-message")
     gr.Markdown("#### Confusion matrices (rows: true label, columns: predicted label)")
     confusion = gr.Plot(show_label=False)
     per_class = gr.Dataframe(label="Per-class scores (T-Few)", interactive=False)
+    loss = gr.Plot(show_label=False, elem_id="results-loss")
     gr.Markdown("#### Speed against in-context learning")
     with gr.Row():
         speed = gr.Markdown()
@@ -271,7 +381,10 @@ def build_results_page() -> ResultsPage:
         with gr.Column(scale=3):
             fields = [gr.Textbox(visible=False, lines=2) for _ in range(MAX_FIELDS)]
             predict = gr.Button("Predict", variant="primary")
-        prediction = gr.Label(label="Predicted answer and probabilities", num_top_classes=10, scale=2)
+        with gr.Column(scale=2):
+            prediction = gr.Label(label="Predicted answer and probabilities", num_top_classes=10,
+                                  elem_id="results-prediction")
+            prediction_note = gr.Markdown(elem_id="results-prediction-note")
     gr.Markdown("#### Predict a whole CSV, or take the adapter with you")
     with gr.Row():
         batch_file = gr.File(label="CSV with the same text columns", file_types=[".csv", ".tsv", ".txt"],
@@ -280,32 +393,45 @@ def build_results_page() -> ResultsPage:
         download = gr.DownloadButton("⬇ Download adapter (.zip: safetensors, PEFT folder, model card)")
     message = gr.Markdown()
     return ResultsPage(header, metrics, confusion, per_class, params, speed, speed_chart, fields, predict, prediction,
-                       batch_file, batch_out, download, message)
+                       batch_file, batch_out, download, message, intervals, sureness, calibration, reliability,
+                       coverage, threshold, coverage_text, save_threshold, threshold_message, folds, loss,
+                       prediction_note)
 
 
 def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
-    job, _ = owned_adapter_dir(ctx, uid, job_id)
+    job, folder = owned_adapter_dir(ctx, uid, job_id)
     result = job.result
     labels = job.request.labels if job.request else JobLabels()
     training = result.training
     head = (f"## Results of job #{job.id}\nModel **{labels.model or result.model}**, template "
             f"**{labels.template or ''}**, trained on {result.num_train} rows for "
-            f"{training.steps} steps in {training.wall_s:.0f} s; evaluated on "
-            f"{result.num_eval} held-out rows.")
+            f"{training.steps} steps in {training.wall_s:.0f} s; "
+            + (f"cross-validated over those {result.num_eval} rows ({len(result.evaluation['folds'])} folds)."
+               if (result.evaluation or {}).get("folds") else f"evaluated on {result.num_eval} held-out rows."))
     if "tiny-t0" in str(result.model):
         head += ("\n\n**Note:** the tiny demo model has random weights, so accuracy near chance is expected; "
                  "train a real model (e.g. google/flan-t5-small) for meaningful numbers.")
     if result.warnings:
         head += "\n" + "".join(f"\n- ⚠ {w}" for w in result.warnings)
+    evaluation = result.evaluation or {}
+    threshold = threshold_of(folder)
+    cal = evaluation.get("calibration")
     return {"header": head, "metrics": metrics_frame(result), "confusion": confusion_figure(result),
             "per_class": per_class_frame(result), "params": params_md(result), "speed": speed_md(result),
-            "speed_chart": speed_frame(result), "columns": template_columns(result)}
+            "speed_chart": speed_frame(result), "columns": template_columns(result),
+            "intervals": P.intervals_figure(result), "sureness": sureness_md(result),
+            "calibration": calibration_text(cal) if result.methods else "",
+            "reliability": P.reliability_figure(cal), "coverage": P.coverage_figure(cal, threshold),
+            "threshold": threshold or 0, "coverage_text": coverage_words(result, threshold),
+            "folds": P.folds_figure(evaluation), "loss": P.loss_figure(result)}
 
 
 def filled_by_open(page: ResultsPage) -> list:
     """The components open_results fills (besides the shared job state and tabs)."""
     return [page.header, page.metrics, page.confusion, page.per_class, page.params, page.speed, page.speed_chart,
-            page.download, *page.fields]
+            page.download, *page.fields, page.intervals, page.sureness, page.calibration, page.reliability,
+            page.coverage, page.threshold, page.coverage_text, page.threshold_message, page.folds, page.loss,
+            page.prediction_note]
 
 
 def open_results(page: ResultsPage, ctx: AppContext, request: Any, job_id: Any, shared: Shared) -> dict:
@@ -322,7 +448,13 @@ def open_results(page: ResultsPage, ctx: AppContext, request: Any, job_id: Any, 
               for i, f in enumerate(page.fields)}
     return {**opened, page.header: view["header"], page.metrics: view["metrics"], page.confusion: view["confusion"],
             page.per_class: view["per_class"], page.params: view["params"], page.speed: view["speed"],
-            page.speed_chart: view["speed_chart"], page.download: zip_path, **fields}
+            page.speed_chart: view["speed_chart"], page.download: zip_path, **fields,
+            page.intervals: view["intervals"], page.sureness: view["sureness"], page.calibration: view["calibration"],
+            page.reliability: view["reliability"], page.coverage: view["coverage"],
+            page.threshold: gr.update(value=view["threshold"], interactive=view["reliability"] is not None),
+            page.coverage_text: view["coverage_text"], page.threshold_message: "",
+            page.folds: gr.update(value=view["folds"], visible=view["folds"] is not None),
+            page.loss: view["loss"], page.prediction_note: ""}
 
 
 def wire_results_page(page: ResultsPage, ctx: AppContext, shared: Shared) -> None:
@@ -333,13 +465,37 @@ def wire_results_page(page: ResultsPage, ctx: AppContext, shared: Shared) -> Non
             uid = ctx.user_id(request)
             job, _ = owned_adapter_dir(ctx, uid, v[shared.results_job])
             cols = template_columns(job.result)
-            probs = predict_one(ctx, uid, v[shared.results_job], dict(zip(cols, [v[f] for f in page.fields])))
+            _, folder = owned_adapter_dir(ctx, uid, v[shared.results_job])
+            pred = predict_row(ctx, uid, v[shared.results_job], dict(zip(cols, [v[f] for f in page.fields])))
         except UserError as e:
-            return {page.prediction: None, page.message: f"✗ {e}"}
-        return {page.prediction: probs, page.message: ""}
+            return {page.prediction: None, page.prediction_note: "", page.message: f"✗ {e}"}
+        shown = UNSURE if pred.unsure else {str(k): float(p) for k, p in pred.probabilities.items()}
+        return {page.prediction: shown, page.prediction_note: unsure_note(pred, threshold_of(folder)),
+                page.message: ""}
 
-    page.predict.click(on_predict, {shared.results_job, *page.fields}, [page.prediction, page.message],
-                       api_visibility="private")
+    page.predict.click(on_predict, {shared.results_job, *page.fields},
+                       [page.prediction, page.prediction_note, page.message], api_visibility="private")
+
+    def on_threshold(job_id, value, request: gr.Request):
+        try:
+            job, _ = owned_adapter_dir(ctx, ctx.user_id(request), job_id)
+        except UserError as e:
+            return {page.coverage_text: f"✗ {e}"}
+        cal = (job.result.evaluation or {}).get("calibration")
+        return {page.coverage_text: coverage_words(job.result, value or None),
+                page.coverage: P.coverage_figure(cal, value or None), page.threshold_message: ""}
+
+    page.threshold.change(on_threshold, [shared.results_job, page.threshold],
+                           [page.coverage_text, page.coverage, page.threshold_message], api_visibility="private")
+
+    def on_save_threshold(job_id, value, request: gr.Request):
+        try:
+            return {page.threshold_message: save_threshold(ctx, ctx.user_id(request), job_id, value)}
+        except UserError as e:
+            return {page.threshold_message: f"✗ {e}"}
+
+    page.save_threshold.click(on_save_threshold, [shared.results_job, page.threshold], [page.threshold_message],
+                              api_visibility="private")
 
     def on_batch(job_id, path, request: gr.Request):
         if not path:

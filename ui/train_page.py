@@ -155,6 +155,15 @@ def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, bat
     return "\n\n".join(lines), est.pending and not measure
 
 
+def cv_cost(session: dict | None) -> str:
+    """The cost of cross-validation, said before Start: k + 1 runs of the estimate above."""
+    k = (session or {}).get("cv_folds")
+    if not k:
+        return ""
+    return (f"\n\n**Cross-validation ({k} folds) trains {k + 1} times**: {k} runs to measure, one on every row "
+            f"for the adapter — about {k + 1}× the time above.")
+
+
 def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: dict | None, model_key: str,
                      local_path: str, recipe: RecipeConfig, init_tfew: bool, tfew_path: str,
                      eval_methods: list[str], train_templates: list[dict] | None = None) -> JobRequest:
@@ -191,8 +200,9 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
     spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir, ctx.allowed_model_dirs()), template=main,
                    train_templates=[TemplateSpec.from_dict(t) for t in train_templates or []
                                     if t.get("name") != main.name],
-                   recipe=recipe, init_vectors=init_vectors,
-                   eval_methods=[m for m in METHODS if m in (eval_methods or [])] if data.has_eval else [])
+                   recipe=recipe, init_vectors=init_vectors, cv_folds=session.get("cv_folds"),
+                   eval_methods=[m for m in METHODS if m in (eval_methods or [])]
+                   if data.has_eval or session.get("cv_folds") else [])
     more = f" + {len(spec.train_templates)} more for training" if spec.train_templates else ""
     labels = JobLabels(model=model_key if model_key != M.LOCAL else spec.model, data=session.get("filename"),
                        template=main.name + more)
@@ -288,11 +298,12 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
         start = gr.update(interactive=M.unusable_reason(key, local_path, ctx.allowed_model_dirs()) is None)
         text, pending = info_and_pending(ctx, key, local_path, s, b, m, rows, hw, uid=uid, template=template,
                                          dataset_id=dataset_id)
+        text += cv_cost(session)
         yield {page.info: text, page.start: start}
         if pending:
             text, _ = info_and_pending(ctx, key, local_path, s, b, m, rows, hw, uid=uid, template=template,
                                        dataset_id=dataset_id, measure=True)
-            yield {page.info: text}
+            yield {page.info: text + cv_cost(session)}
 
     info_inputs = [page.model, page.local_path, steps, batch, length, shared.session, shared.template]
     for comp in (page.model, page.local_path, steps, batch, length, page.summary):
@@ -312,7 +323,9 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
             job_id = queue.submit(ctx.db(), uid, config)
         except UserError as e:
             return {page.message: f"✗ **Not started:** {e}"}
-        return {page.message: f"✓ Job #{job_id} queued.", **J.open_job(jobs, ctx, uid, job_id, shared)}
+        k = config.spec.cv_folds
+        runs = f" {k}-fold cross-validation: {k + 1} training runs." if k else ""
+        return {page.message: f"✓ Job #{job_id} queued.{runs}", **J.open_job(jobs, ctx, uid, job_id, shared)}
 
     page.start.click(on_start, {shared.session, shared.template, shared.train_templates, page.model, page.local_path, page.init_tfew,
                                 page.tfew_path, page.eval_methods, *page.recipe},

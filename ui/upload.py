@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 AUTO = "Split my file automatically"
 SEPARATE = "Upload a separate held-out CSV"
 NONE = "No evaluation (train on every row)"
+CV = "Cross-validate: every row trains and is measured (k + 1 training runs)"
+FEW_HELD_OUT = 50
+"""Below this many held-out rows the page suggests cross-validation (one accuracy on them is mostly noise)."""
 LABEL_NAMES = ("label", "labels", "target", "class", "category", "answer", "sentiment", "y")
 
 
@@ -97,7 +100,24 @@ def split_summary(rows: list[dict], label_column: str, fraction: float, seed: in
     train, held = Holdout(fraction, int(seed)).split(rows, label_column)
     tc, hc = data.label_counts(train, label_column), data.label_counts(held, label_column)
     per = ", ".join(f"`{k}`: {tc.get(k, 0)} / {hc.get(k, 0)}" for k in sorted(set(tc) | set(hc)))
-    return f"**{len(train)} rows to train on, {len(held)} held out for evaluation** (train / held-out per label: {per})"
+    text = f"**{len(train)} rows to train on, {len(held)} held out for evaluation** (train / held-out per label: {per})"
+    if 0 < len(held) < FEW_HELD_OUT:
+        width = 100 * 1.96 * (0.25 / len(held)) ** 0.5
+        text += (f"\n\n⚠ With {len(held)} held-out rows an accuracy is known only to about ±{width:.0f} points "
+                 f"(95 % interval at 50 % accuracy). **Cross-validate** instead to measure on every row.")
+    return text
+
+
+def cv_summary(rows: list[dict], label_column: str, folds: int) -> str:
+    """What k-fold cross-validation will do and cost, before anything is saved or started."""
+    from ia3app.tables import stratified_folds
+
+    k = int(folds)
+    assigned = stratified_folds(rows, label_column, k)
+    sizes = sorted({assigned.count(f) for f in range(k)})
+    return (f"**{k} folds of {'–'.join(str(n) for n in sizes)} rows**: each fold is scored by a model trained on the "
+            f"other {k - 1}, so all {len(rows)} rows are measured; then the adapter trains on every row. "
+            f"**Cost: {k + 1} training runs** (about {k + 1}× the training time the Train page estimates).")
 
 
 def describe_file(path: str | None, ctx: AppContext) -> dict[str, Any]:
@@ -126,7 +146,7 @@ def _show_delimiter(d: str) -> str:
 
 def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, sample_k: int | None,
                 eval_mode: str, eval_path: str | None, fraction: float, seed: int,
-                text_columns: list[str] | None = None) -> dict[str, Any]:
+                text_columns: list[str] | None = None, folds: int | None = None) -> dict[str, Any]:
     """Validate everything, then store the training (and held-out) dataset; returns the session's data state."""
     from storage import repo
 
@@ -157,6 +177,10 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
         split = Holdout(float(fraction), int(seed))
         split.split(rows, label_column)  # raises if it cannot split
         holdout = split.to_dict()  # the session keeps it as JSON; build_job_config makes it a Holdout again
+    cv_folds = None
+    if eval_mode == CV:
+        cv_summary(rows, label_column, int(folds or 5))  # raises if there are too few rows
+        cv_folds = int(folds or 5)
     name = Path(path).name
     db, store = ctx.db(), ctx.files()
     raw = read_upload(path, ctx)
@@ -178,6 +202,7 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
         "dataset_id": dataset_id,
         "eval_dataset_id": eval_id,
         "holdout": holdout,
+        **({"cv_folds": cv_folds} if cv_folds else {}),
         "columns": table.columns,
         "label_column": label_column,
         "text_columns": text_columns,
@@ -211,6 +236,8 @@ def stored_values(page: "UploadPage", ctx: AppContext, uid: int, session: dict, 
         mode, split = AUTO, split_summary(rows, label, holdout["fraction"], holdout["seed"])
     elif session.get("eval_dataset_id"):
         mode, split = SEPARATE, f"Held-out rows: your stored dataset #{session['eval_dataset_id']}."
+    elif session.get("cv_folds"):
+        mode, split = CV, cv_summary(rows, label, session["cv_folds"])
     else:
         mode, split = NONE, ""
     shape = detect_shape(session["text_columns"], session.get("label_values") or [])
@@ -224,13 +251,14 @@ def stored_values(page: "UploadPage", ctx: AppContext, uid: int, session: dict, 
             page.checks: f"**The model will read:** {shape.description}.",
             page.eval_mode: mode, page.fraction: (holdout or {}).get("fraction", 0.25),
             page.seed: (holdout or {}).get("seed", 0), page.split_info: split,
+            page.folds: gr.update(value=session.get("cv_folds") or 5, visible=mode == CV),
             page.save: gr.update(interactive=False), page.message: ""}
 
 
 def filled_by_stored(page: "UploadPage") -> list:
     """The components stored_values fills."""
     return [page.file, page.summary, page.preview, page.label_column, page.text_columns, page.counts, page.checks,
-            page.eval_mode, page.fraction, page.seed, page.split_info, page.save, page.message]
+            page.eval_mode, page.fraction, page.seed, page.split_info, page.save, page.message, page.folds]
 
 
 def warnings_md(warnings: list[str]) -> str:
@@ -255,6 +283,7 @@ class UploadPage:
     split_info: gr.Markdown
     save: gr.Button
     message: gr.Markdown
+    folds: gr.Slider
 
 
 def build_upload_page(ctx: AppContext) -> UploadPage:
@@ -279,21 +308,23 @@ def build_upload_page(ctx: AppContext) -> UploadPage:
         with gr.Column(scale=2):
             preview = gr.Dataframe(label="First rows of your file", interactive=False, wrap=True, max_height=320)
             gr.Markdown("#### How should the result be checked?")
-            eval_mode = gr.Radio([AUTO, SEPARATE, NONE], value=AUTO, label="Held-out rows measure accuracy "
+            eval_mode = gr.Radio([AUTO, SEPARATE, CV, NONE], value=AUTO, label="Held-out rows measure accuracy "
                                  "(zero-shot vs in-context vs T-Few)")
             with gr.Row():
                 fraction = gr.Slider(0.05, 0.5, value=0.25, step=0.05, label="Share held out")
                 seed = gr.Number(label="Split seed", value=0, precision=0)
+            folds = gr.Slider(2, 10, value=5, step=1, label="Folds (k)", visible=False)
             eval_file = gr.File(label="Held-out CSV (same columns)", file_types=[".csv", ".tsv", ".txt"],
                                 type="filepath", visible=False, height=110)
             split_info = gr.Markdown()
     save = gr.Button("Save data and continue →", variant="primary", interactive=False)
     message = gr.Markdown()
     eval_mode.change(lambda m: (gr.update(visible=m == AUTO), gr.update(visible=m == AUTO),
-                                gr.update(visible=m == SEPARATE)), eval_mode, [fraction, seed, eval_file],
+                                gr.update(visible=m == SEPARATE), gr.update(visible=m == CV)), eval_mode,
+                     [fraction, seed, eval_file, folds],
                      api_visibility="private")
     return UploadPage(file, summary, preview, label_column, text_columns, counts, checks, sample, sample_k,
-                      eval_mode, fraction, seed, eval_file, split_info, save, message)
+                      eval_mode, fraction, seed, eval_file, split_info, save, message, folds)
 
 
 def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template: "TemplatePage"):
@@ -337,7 +368,7 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
     page.label_column.change(on_label_text, [page.file, page.label_column], page.text_columns,
                              api_visibility="private")
 
-    def on_label(path, label_column, eval_mode, fraction, seed, sample, k, text_columns):
+    def on_label(path, label_column, eval_mode, fraction, seed, sample, k, text_columns, folds):
         if not path:
             return gr.skip()  # as in on_label_text
         if not label_column:
@@ -346,7 +377,8 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
             table = parse(path, ctx)
             frame, warnings = label_report(table, label_column, text_columns)
             rows = data.sample_per_class(table.rows, label_column, int(k), int(seed)) if sample and k else table.rows
-            split = split_summary(rows, label_column, fraction, seed) if eval_mode == AUTO else ""
+            split = (split_summary(rows, label_column, fraction, seed) if eval_mode == AUTO
+                     else cv_summary(rows, label_column, folds) if eval_mode == CV else "")
         except UserError as e:
             return {page.counts: None, page.checks: f"✗ **Label column `{label_column}`:** {e}", page.split_info: "",
                     page.save: gr.update(interactive=False)}
@@ -354,17 +386,17 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
                 page.split_info: split, page.save: gr.update(interactive=True)}
 
     inputs = [page.file, page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k,
-              page.text_columns]
+              page.text_columns, page.folds]
     for comp in (page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k,
-                 page.text_columns):
+                 page.text_columns, page.folds):
         comp.change(on_label, inputs, [page.counts, page.checks, page.split_info, page.save],
                     api_visibility="private")
 
-    def on_save(path, label_column, text_columns, sample, k, eval_mode, eval_path, fraction, seed,
+    def on_save(path, label_column, text_columns, sample, k, eval_mode, eval_path, fraction, seed, folds,
                 request: gr.Request):
         try:
             state = save_upload(ctx, ctx.user_id(request), path, label_column, int(k) if sample else None,
-                                eval_mode, eval_path, fraction, seed, text_columns)
+                                eval_mode, eval_path, fraction, seed, text_columns, folds)
             fitting, filled = T.suggest(template, state)
         except UserError as e:
             return {page.message: f"✗ **Not saved:** {e}"}
@@ -376,6 +408,6 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
         return {shared.session: state, page.message: msg, shared.tabs: gr.Tabs(selected="template"), **filled}
 
     return page.save.click(on_save, [page.file, page.label_column, page.text_columns, page.sample, page.sample_k,
-                                     page.eval_mode, page.eval_file, page.fraction, page.seed],
+                                     page.eval_mode, page.eval_file, page.fraction, page.seed, page.folds],
                            [shared.session, page.message, shared.tabs, *template.suggested],
                            api_visibility="private")
