@@ -79,3 +79,12 @@ def ray_cluster():
     os.environ.clear()
     os.environ.update(env)
     signal.signal(signal.SIGTERM, on_term)
+
+
+@pytest.fixture
+def wait_for():
+    """wait_for(condition, what, timeout_s=120) -> condition's first truthy value: polling with a generous
+    deadline instead of a sleep (see tests/timing.py)."""
+    from timing import wait_for as wait
+
+    return wait

@@ -3,6 +3,7 @@
 import multiprocessing as mp
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -119,10 +120,9 @@ def test_cancel_queued_at_once_and_running_via_heartbeat(db, users):
 def test_expired_lease_requeues_and_the_old_worker_loses_it(db, users):
     alice, _ = users
     job_id = q.submit(db, alice, request())
-    q.claim(db, "dead", lease_s=0.05)
+    lease = q.claim(db, "dead", lease_s=60).lease_expires_at
     assert q.requeue_stale(db) == []  # lease still valid
-    time.sleep(0.1)
-    assert q.requeue_stale(db) == [job_id]
+    assert q.requeue_stale(db, now=lease + 0.01) == [job_id]  # the clock past the lease, not a sleep
     job = q.get_job(db, job_id, alice)
     assert job.status == "queued" and job.error_kind == "lost" and job.attempts == 1
     assert q.claim(db, "alive").attempts == 2
@@ -132,9 +132,8 @@ def test_expired_lease_requeues_and_the_old_worker_loses_it(db, users):
         q.fail(db, job_id, "dead", "crash", "x", retry=True)
     # last attempt lost as well: failed with a message, not requeued forever
     q.fail(db, job_id, "alive", "crash", "x", retry=True)
-    q.claim(db, "w3", lease_s=0.01)
-    time.sleep(0.05)
-    assert q.requeue_stale(db) == []
+    lease = q.claim(db, "w3", lease_s=60).lease_expires_at
+    assert q.requeue_stale(db, now=lease + 0.01) == []
     job = q.get_job(db, job_id, alice)
     assert job.status == "failed" and "stopped responding" in job.error_message
 
@@ -210,14 +209,31 @@ def test_concurrent_claims_from_several_processes_never_share_a_job(tmp_path):
 def test_writer_waits_while_another_process_holds_the_lock(tmp_path):
     db = open_db(tmp_path)
     owner = create_user(db, "alice", "password1")
+    # the other process holds the write lock until told to let go (no timed sleep on either side)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sqlite3, sys, time\n"
+        "import sqlite3, sys\n"
         f"c = sqlite3.connect({str(tmp_path / 'ia3app.db')!r}, isolation_level=None)\n"
-        "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(2); c.execute('COMMIT')\n")],
-        stdout=subprocess.PIPE, text=True)
+        "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.readline(); c.execute('COMMIT')\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    start = time.monotonic()
-    job_id = q.submit(db, owner, request())  # blocks on the busy timeout, then succeeds
-    waited = time.monotonic() - start
+    released = threading.Event()
+    outcome: dict = {}
+
+    def write():
+        try:
+            outcome["job"] = q.submit(db, owner, request())  # blocks on the busy timeout, then succeeds
+        except Exception as e:  # noqa: BLE001 - reported below
+            outcome["error"] = e
+        outcome["after_release"] = released.is_set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join(0.5)  # gives a writer that did not wait every chance to finish while the lock is held
+    released.set()
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    writer.join(60)
     holder.wait(timeout=30)
-    assert waited > 1.0 and q.get_job(db, job_id, owner).status == "queued"
+    assert "error" not in outcome, outcome
+    assert outcome["after_release"]  # it finished only once the lock was let go: it waited
+    assert q.get_job(db, outcome["job"], owner).status == "queued"

@@ -1,5 +1,10 @@
 """Template rendering is bounded in CPU time and memory (issue 14 item 1): the attack payloads are
-refused quickly, with a message naming the limit, without building anything large, in every thread."""
+refused quickly, with a message naming the limit, without building anything large, in every thread.
+
+"Quickly" and "promptly" are bounds on the CPU time the rendering thread used (tests/timing.ThreadCPU),
+not on the wall clock, which a busy machine stretches (issue 21 item 4: 0.90 s against a 0.5 s bound at
+load ~10). The render deadline itself is wall-clock, so elapsed >= the limit still holds.
+"""
 
 import threading
 import time
@@ -8,8 +13,10 @@ import tracemalloc
 import pytest
 
 from ia3app.errors import UserError
+from ia3app.templates import render_limits
 from ia3app.templates.render_limits import MAX_RENDER_SECONDS
 from ia3app.templates.spec import TemplateSpec, preview, render, validate
+from timing import ThreadCPU
 
 FREEZE = "{% set x = 9 ** 100 %}" + "{% set x = x * x %}" * 26 + "{{ x }}"
 NESTED_LOOPS = ("{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}"
@@ -50,16 +57,19 @@ PAYLOADS = [
 
 
 @pytest.mark.parametrize("source,message", PAYLOADS)
-def test_amplification_is_refused_quickly_and_small(source, message):
+def test_amplification_is_refused_quickly_and_small(source, message, monkeypatch):
+    # the size rule must be what refuses; a busy machine must not let the (wall-clock) time limit win
+    monkeypatch.setattr(render_limits, "MAX_RENDER_SECONDS", 60.0)
     spec = TemplateSpec(name="evil", input=source, choices=["a", "b"])
     tracemalloc.start()
     try:
-        with pytest.raises(UserError, match="template refused|No filter named") as info:
+        with ThreadCPU() as cpu, pytest.raises(UserError, match="template refused|No filter named") as info:
             render(spec, {"text": "hello", "label": "a"})
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert message in str(info.value)  # refused by a size check, not by the time limit after building it
+    assert message in str(info.value)  # refused by its size rule, not by the time limit
+    assert cpu.seconds < 0.5, f"{cpu.seconds:.2f} CPU s"
     assert peak < 20_000_000, f"{peak:,} bytes"
 
 
@@ -73,11 +83,12 @@ def test_freeze_template_message_names_the_integer_limit():
 
 def test_nested_loops_without_output_hit_the_time_limit():
     start = time.monotonic()
-    with pytest.raises(UserError) as info:
+    with ThreadCPU() as cpu, pytest.raises(UserError) as info:
         render(TemplateSpec(name="loops", input=NESTED_LOOPS, choices=["a", "b"]), {})
     elapsed = time.monotonic() - start
     assert "takes more than 1 s to render one row (the per-row time limit)" in str(info.value)
-    assert MAX_RENDER_SECONDS <= elapsed < MAX_RENDER_SECONDS + 0.5
+    assert elapsed >= MAX_RENDER_SECONDS  # the deadline is wall-clock: never early
+    assert cpu.seconds < MAX_RENDER_SECONDS + 0.5  # and the spin stopped there (10^9 iterations otherwise)
 
 
 def test_one_budget_per_row_across_input_choices_and_target():
@@ -87,10 +98,9 @@ def test_one_budget_per_row_across_input_choices_and_target():
     spec = TemplateSpec(name="p", input=spin + "x", choice_templates=[spin + "a", spin + "b"])
     assert render(spec, row).input == "x"
     row["n"] = "1000"
-    start = time.monotonic()
-    with pytest.raises(UserError, match="per-row time limit"):
+    with ThreadCPU() as cpu, pytest.raises(UserError, match="per-row time limit"):
         render(spec, row)
-    assert time.monotonic() - start < MAX_RENDER_SECONDS + 0.5
+    assert cpu.seconds < MAX_RENDER_SECONDS + 0.5
 
 
 def test_cell_dependent_template_is_refused_in_validation_and_preview_within_the_limit():
@@ -101,24 +111,30 @@ def test_cell_dependent_template_is_refused_in_validation_and_preview_within_the
     small = [{"n": "0", "label": "a"}] * 5
     assert [p["input"] for p in preview(spec, small)] == ["0"] * 5
     big = small + [{"n": "1000", "label": "b"}]
-    start = time.monotonic()
-    with pytest.raises(UserError, match=r"per-row time limit.*\(row 6\)"):
+    with ThreadCPU() as cpu, pytest.raises(UserError, match=r"per-row time limit.*\(row 6\)"):
         validate(spec, ["n", "label"], big)
-    assert time.monotonic() - start < MAX_RENDER_SECONDS + 0.5
+    assert cpu.seconds < MAX_RENDER_SECONDS + 0.5
 
 
 def test_a_spinning_render_does_not_hold_up_another_thread():
     spec = TemplateSpec(name="loops", input=NESTED_LOOPS, choices=["a", "b"])
     errors: list[str] = []
-    spinner = threading.Thread(target=lambda: errors.append(_message(spec)))
+    spinning = threading.Event()
+
+    def spin():
+        spinning.set()
+        errors.append(_message(spec))
+
+    spinner = threading.Thread(target=spin)
     spinner.start()
+    spinning.wait()
     ok = TemplateSpec(name="ok", input="{{ text|upper }}", choices=["a", "b"])
-    start = time.monotonic()
-    for _ in range(200):
+    for _ in range(20):
         assert render(ok, {"text": "hi"}).input == "HI"
-    assert time.monotonic() - start < 0.5
-    spinner.join(MAX_RENDER_SECONDS + 1)
-    assert not spinner.is_alive()
+        # not held up: all 20 renders end while the spinner still spins (it spins for its 1 s limit);
+        # a render that waited for the spinner would find it finished
+        assert not errors, "a render waited for the spinning one to end"
+    spinner.join()
     assert "per-row time limit" in errors[0]
 
 
@@ -156,22 +172,24 @@ def test_submit_check_samples_every_file_and_names_the_held_out_one():
     train = [{"n": "0", "label": "a"}] * 8
     held = [{"n": "0", "label": "a"}] * 999 + [{"n": "1000", "label": "b"}]  # only the last row blows up
     assert set(check_files(spec, {"the training file": train})) == {"the training file"}
-    start = time.monotonic()
-    with pytest.raises(UserError, match=r"^the held-out file, row 1000: template refused: .*per-row time limit"):
+    with ThreadCPU() as cpu, pytest.raises(UserError, match=r"^the held-out file, row 1000: template refused: .*per-row time limit"):
         check_files(spec, {"the training file": train, "the held-out file": held})
-    assert time.monotonic() - start < MAX_RENDER_SECONDS + 1
+    assert cpu.seconds < MAX_RENDER_SECONDS + 1
 
 
-def test_submit_check_refuses_a_file_that_would_take_too_long_in_total():
+def test_submit_check_refuses_a_file_that_would_take_too_long_in_total(monkeypatch):
     from ia3app.templates.precheck import MAX_FILE_RENDER_SECONDS, check_files
+
+    # the file's total is what refuses; on a busy machine one row (~0.05 CPU s) must not hit the
+    # wall-clock per-row limit first
+    monkeypatch.setattr(render_limits, "MAX_RENDER_SECONDS", 60.0)
 
     spin = TemplateSpec(name="spin", input="{% for i in range(1000) %}{% for j in range(100) %}{% endfor %}"
                         "{% endfor %}x", choices=["a", "b"])
     rows = [{"label": "a"}] * 100_000
-    start = time.monotonic()
-    with pytest.raises(UserError) as info:
+    with ThreadCPU() as cpu, pytest.raises(UserError) as info:
         check_files(spin, {"the training file": rows})
-    assert time.monotonic() - start < 4
+    assert cpu.seconds < 4  # a sample, extrapolated: not 100,000 renders
     message = str(info.value)
     assert message.startswith("template refused: rendering the training file (100,000 rows) would take about ")
     assert f"the limit is {MAX_FILE_RENDER_SECONDS:g} s per file" in message

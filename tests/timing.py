@@ -1,0 +1,42 @@
+"""Waiting and measuring in tests that must pass on a busy machine (issue 21 item 4).
+
+- ``wait_for(condition, what)``: poll a condition until it holds, with a generous deadline that only
+  bounds a hang; never a fixed sleep as synchronisation, never a claim about speed.
+- ``ThreadCPU``: the CPU seconds this thread used inside a ``with`` block (``time.thread_time``): the
+  work done, which other processes' load does not inflate the way it inflates wall-clock time. A
+  test that claims "refused quickly" or "stopped promptly" bounds this, not the wall clock.
+
+Timing claims proper (ratios, latencies) live in ``bench/``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+GENEROUS_S = 120.0
+"""Default deadline for wait_for: long enough for a machine at load average 10+."""
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = GENEROUS_S, every_s: float = 0.05) -> Any:
+    """condition()'s first truthy value; AssertionError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting until {what}"
+        time.sleep(every_s)
+
+
+class ThreadCPU:
+    """``with ThreadCPU() as cpu: ...`` then ``cpu.seconds``: CPU time this thread used in the block."""
+
+    seconds: float = 0.0
+
+    def __enter__(self) -> "ThreadCPU":
+        self._start = time.thread_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.thread_time() - self._start
