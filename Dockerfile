@@ -14,9 +14,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends software-proper
     && apt-get purge -y software-properties-common && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY requirements.txt .
+COPY requirements.txt requirements-bundled.txt ./
 # PyPI's Linux torch wheel brings its own CUDA libraries (the base image supplies the driver glue).
-RUN python3.11 -m pip install -r requirements.txt
+RUN python3.11 -m pip install -r requirements.txt && python3.11 -m pip install --no-deps -r requirements-bundled.txt
 COPY . .
 
 RUN useradd --create-home --uid 1000 ia3 && mkdir -p /data && chown ia3 /data

@@ -8,10 +8,11 @@ PYTEST_ARGS ?=
 
 .PHONY: run test test-fast venv deps dev-deps chromium bench clean
 
-$(VENV)/.deps: requirements.txt
+$(VENV)/.deps: requirements.txt requirements-bundled.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-bundled.txt
 	touch $@
 
 $(VENV)/.dev-deps: $(VENV)/.deps requirements-dev.txt

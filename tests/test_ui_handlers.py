@@ -231,9 +231,12 @@ def test_tfew_vectors_only_for_t0_3b(ctx, users, tmp_path):
 def test_default_model_fits_the_hardware():
     from ui import model_picker as M
 
-    assert M.default_model(M.Hardware("cpu", "CPU", 0)) == "google/flan-t5-small"  # everything loadable
-    assert M.default_model(M.Hardware("cuda", "H100", 80)) == "bigscience/T0_3B"
-    assert M.default_model(M.Hardware("cuda", "T4", 15)) == "google/flan-t5-base"
+    assert M.default_model(M.Hardware("cpu", "CPU", 0)) == M.BUNDLED  # everything loadable: the bundled real model
+    assert M.default_model(M.Hardware("cuda", "H100", 80)) == M.BUNDLED
+    hub = lambda key: key != M.BUNDLED  # noqa: E731  (the bundled package not installed)
+    assert M.default_model(M.Hardware("cpu", "CPU", 0), hub) == "google/flan-t5-small"
+    assert M.default_model(M.Hardware("cuda", "H100", 80), hub) == "bigscience/T0_3B"
+    assert M.default_model(M.Hardware("cuda", "T4", 15), hub) == "google/flan-t5-base"
 
 
 def test_time_estimate_scales_with_steps_and_reads_plainly():
@@ -344,8 +347,9 @@ def test_offline_default_is_a_model_that_loads_and_start_says_why_not(monkeypatc
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cpu = M.Hardware("cpu", "CPU", 0)
-    assert M.default_model(cpu, M.can_load) == (M.TINY if not M.is_cached("google/flan-t5-small")
-                                                else "google/flan-t5-small")
+    assert M.default_model(cpu, M.can_load) == M.BUNDLED  # installed by make test; needs no hub
+    assert M.default_model(cpu, lambda key: key != M.BUNDLED and M.can_load(key)) == (
+        M.TINY if not M.is_cached("google/flan-t5-small") else "google/flan-t5-small")
     assert M.default_model(cpu, lambda key: False) == M.TINY
     if not M.is_cached("google/flan-t5-small"):
         assert "offline" in M.unusable_reason("google/flan-t5-small", "")

@@ -147,6 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         from jobs.local import start_local_worker
 
         worker = start_local_worker(ctx.data_dir)
+    from ui.model_picker import prepare_bundled, prepare_log
+
+    if prepare_bundled(ctx.data_dir) is not None:  # the bundled real model, converted once in the background
+        print(f"converting the bundled model once (about a minute on a CPU); log: {prepare_log(ctx.data_dir)}",
+              file=sys.stderr)
     from ui.tempfiles import sweep
 
     sweep()  # download folders a previous run left behind

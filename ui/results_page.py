@@ -408,9 +408,16 @@ def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
             f"{training.steps} steps in {training.wall_s:.0f} s; "
             + (f"cross-validated over those {result.num_eval} rows ({len(result.evaluation['folds'])} folds)."
                if (result.evaluation or {}).get("folds") else f"evaluated on {result.num_eval} held-out rows."))
+    from ia3app.backbones.bundled import describe as bundled_model
+
+    bundled = bundled_model(str(result.model))
+    if bundled:
+        head += (f"\n\nBase model: **{bundled['name']}** ({bundled['licence']} licence; real pretrained weights, "
+                 f"bundled from {bundled['package']}: {bundled['quantization']}; the original is "
+                 f"{bundled['original']}).")
     if "tiny-t0" in str(result.model):
         head += ("\n\n**Note:** the tiny demo model has random weights, so accuracy near chance is expected; "
-                 "train a real model (e.g. google/flan-t5-small) for meaningful numbers.")
+                 "train a real model (e.g. the bundled SmolLM2-135M-Instruct) for meaningful numbers.")
     if result.warnings:
         head += "\n" + "".join(f"\n- ⚠ {w}" for w in result.warnings)
     evaluation = result.evaluation or {}

@@ -60,7 +60,7 @@ def _timeable(key: str, model_path: str | None, hw: M.Hardware) -> str | None:
     """Why this model cannot be timed here now; None when it can."""
     choice = M.BY_KEY.get(key)
     if key not in (M.TINY, M.LOCAL) and not M.is_cached(key):
-        return "the model is not downloaded yet"
+        return "the bundled model is not converted yet" if M.is_bundled(key) else "the model is not downloaded yet"
     if model_path is None:
         return "the model is not chosen yet"
     if choice and choice.parameters > MAX_TIMED_PARAMETERS and hw.device == "cpu":

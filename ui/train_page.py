@@ -109,6 +109,8 @@ def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, bat
     if key == M.TINY:
         lines.append("The tiny demo model has **random weights**: training and the results pages work, but its "
                      "predictions mean nothing. Use it to try the app; pick a real model for real use.")
+    elif M.is_bundled(key):
+        lines.append(("✗ Start is off: " + reason + ".") if reason else M.bundled_status(key, ctx.data_dir))
     elif key == M.LOCAL:
         if reason:
             lines.append(f"✗ Start is off: {reason}.")

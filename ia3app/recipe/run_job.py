@@ -123,8 +123,10 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
     key = (spec.model, spec.revision, device, str(weights_dtype(recipe.precision, device)))
 
     def load():
+        from ia3app.backbones.bundled import resolve
         from ia3app.backbones.download import fetch
 
+        resolve(spec.model, lambda message: progress(ProgressEvent("load", message)))  # a bundled model: converted once
         fetch(spec.model, spec.revision, progress)  # a hub model not cached yet: bytes and speed as "download"
         loaded = load_model(spec.model, spec.revision, device=device, precision=recipe.precision)
         return loaded, inject(loaded.model)
@@ -246,8 +248,10 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
     base_model = _base_model_id(spec.model)
     save_adapter(handle, tmp, base_model=base_model, revision=spec.revision, extra=extra)
     _plots(results, tmp)
+    from ia3app.backbones.bundled import peft_base_model
+
     try:
-        export_peft(handle, tmp / "peft", base_model=base_model, revision=spec.revision)
+        export_peft(handle, tmp / "peft", base_model=peft_base_model(base_model), revision=spec.revision)
     except UserError as exc:  # PEFT cannot express this placement: the adapter itself is still complete
         warnings.append(f"PEFT export skipped: {exc}")
     (tmp / "README.md").write_text(model_card(results), encoding="utf-8")
@@ -326,7 +330,12 @@ def _plots(results: JobResult, folder: Path) -> None:
 
 
 def _base_model_id(model: str) -> str:
-    """A local folder as an absolute path (the adapter must find it from anywhere), a hub id as is."""
+    """A local folder as an absolute path (the adapter must find it from anywhere), a hub id or a bundled
+    model's short name as is (any machine with the bundled package finds its own converted folder)."""
+    from ia3app.backbones.bundled import is_short_name
+
+    if is_short_name(model):
+        return model
     path = Path(model).expanduser()
     return str(path.resolve()) if path.is_dir() else model
 
