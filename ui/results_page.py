@@ -347,7 +347,7 @@ def build_results_page() -> ResultsPage:
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("#### Accuracy on the held-out rows")
-            metrics = gr.Dataframe(interactive=False, wrap=True)
+            metrics = gr.Dataframe(interactive=False, wrap=True, elem_id="results-metrics")
             gr.Markdown(METHODS_EXPLAINED)
         with gr.Column(scale=2):
             gr.Markdown("#### How small is the adapter?")
