@@ -59,7 +59,7 @@ def main() -> None:
     big.write_text("text,label\n" + "".join(" ".join(rng.choice(words) for _ in range(80)) + f",{'pos' if i % 2 else 'neg'}\n"
                                              for i in range(9000)))
     try:
-        from ui import upload as U
+        from ui import data_page as U
         from ui.context import AppContext
 
         ctx = AppContext(Path(tempfile.mkdtemp()))

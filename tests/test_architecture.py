@@ -11,7 +11,9 @@ Rules (decided in issue 21):
   edge to the module that defines Name, which is what runs when Name is used.
 - Importing ``a.b.c`` also runs ``a/__init__`` and ``a/b/__init__``; those package faces are lazy
   (they import only ``ia3app.exports``), so they are counted as the modules they are.
-- UI pages (``ui/*_page.py``) never import one another: the app layout owns navigation.
+- UI pages (``ui/*_page.py``) never import one another, not even under TYPE_CHECKING: the app
+  layout (``ui/app_layout.py``) owns navigation.
+- Private names are refused under TYPE_CHECKING too.
 """
 
 from __future__ import annotations
@@ -95,11 +97,12 @@ def _project_module(name: str) -> str | None:
     return None
 
 
-def imports_of(module: str) -> list[tuple[str, str | None, int]]:
-    """(imported module, imported name or None, line) for every import that runs in ``module``."""
+def imports_of(module: str, type_only: bool = False) -> list[tuple[str, str | None, int]]:
+    """(imported module, imported name or None, line) for every import that runs in ``module`` (with
+    ``type_only``, also those under ``if TYPE_CHECKING:``)."""
     path = MODULES[module]
     tree = ast.parse(path.read_text(), filename=str(path))
-    skipped = _type_checking_nodes(tree)
+    skipped = set() if type_only else _type_checking_nodes(tree)
     found: list[tuple[str, str | None, int]] = []
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -116,10 +119,10 @@ def imports_of(module: str) -> list[tuple[str, str | None, int]]:
     return found
 
 
-def dependency_edges(module: str) -> dict[str, int]:
+def dependency_edges(module: str, type_only: bool = False) -> dict[str, int]:
     """Project modules that ``module`` imports -> the first line that does it."""
     edges: dict[str, int] = {}
-    for source, name, line in imports_of(module):
+    for source, name, line in imports_of(module, type_only):
         targets: list[str] = []
         if name is not None and f"{source}.{name}" in MODULES:
             targets.append(f"{source}.{name}")  # from pkg import submodule
@@ -138,7 +141,7 @@ def dependency_edges(module: str) -> dict[str, int]:
 def private_imports() -> list[str]:
     bad = []
     for module in MODULES:
-        for source, name, line in imports_of(module):
+        for source, name, line in imports_of(module, type_only=True):
             if _project_module(source) is None or source == module:
                 continue
             if name is None:
@@ -219,6 +222,16 @@ def test_no_import_circle_anywhere():
 
 
 
+def test_ui_pages_do_not_import_each_other():
+    # Not even for type hints: the app layout (ui.app_layout) owns navigation and hands a page a
+    # ui.shared.Fill for each event that fills another page.
+    pages = [m for m in MODULES if m.startswith("ui.") and m.endswith("_page")]
+    assert {"ui.data_page", "ui.template_page", "ui.train_page", "ui.jobs_page", "ui.results_page",
+            "ui.library_page"} <= set(pages)
+    bad = [f"{m} imports {t}" for m in pages for t in dependency_edges(m, type_only=True) if t in pages]
+    assert not bad, "\n".join(bad)
+
+
 TORCH_FREE = [
     "ia3app.jobtypes", "ia3app.config", "ia3app.tables", "ia3app.example", "ia3app.errors",
     "ia3app.templates", "ia3app.templates.spec", "ia3app.templates.sandbox", "ia3app.templates.library",
@@ -243,3 +256,31 @@ def test_the_torch_free_contract_and_every_package_face_import_without_torch():
     assert _heavy_modules_after_importing(TORCH_FREE + faces) == []
     # ...and the check sees torch when it is imported (a module that needs it does pull it).
     assert "torch" in _heavy_modules_after_importing(["ia3app.recipe.losses"])
+
+
+def test_the_local_engine_and_the_ray_client_implement_one_serving_interface():
+    import inspect
+
+    from ia3app.serving.engine import ServingEngine
+    from ia3app.serving.interface import Serving
+
+    implementations = [ServingEngine]
+    try:
+        from jobs.ray_serve import RayServing
+    except ImportError:  # ray not installed: only the local engine to check
+        pass
+    else:
+        implementations.append(RayServing)
+    members = [name for name, value in vars(Serving).items() if inspect.isfunction(value) and not name.startswith("_")]
+    assert {"info", "submit", "predict", "predict_csv", "stats", "close"} <= set(members)
+    for cls in implementations:
+        for name in members:
+            assert hasattr(cls, name), f"{cls.__name__} lacks {name}"
+            wanted = list(inspect.signature(getattr(Serving, name)).parameters)
+            offered = list(inspect.signature(getattr(cls, name)).parameters)
+            assert offered[: len(wanted)] == wanted, f"{cls.__name__}.{name}{offered} vs {wanted}"
+    engine = ServingEngine()
+    try:
+        assert isinstance(engine, Serving)
+    finally:
+        engine.close()

@@ -44,7 +44,7 @@ def test_predict_text_csv_and_jsonl(trained, capsys, tmp_path):
     assert main(["predict", "--adapter", adapter, "--text", "a great film", "--text", "awful", "--device", "cpu"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2 and lines[0]["sentence"] == "a great film"
-    assert lines[0]["label"] in ("negative", "positive") and set(lines[0]["probs"]) == {"negative", "positive"}
+    assert lines[0]["label"] in ("negative", "positive") and set(lines[0]["probabilities"]) == {"negative", "positive"}
 
     out = tmp_path / "pred.csv"
     assert main(["predict", "--adapter", adapter, "--csv", str(trained / "held.csv"), "--out", str(out)]) == 0

@@ -11,7 +11,7 @@ from jobs import queue
 from ui import library_page as L
 from ui import template_page as T
 from ui import train_page as TR
-from ui import upload as U
+from ui import data_page as U
 
 from test_ui_handlers import ctx, users  # noqa: F401  (the same app context and two users)
 

@@ -157,7 +157,10 @@ def test_dispatcher_killed_and_restarted_loses_nothing(ray_cluster, tmp_path, ti
 
 def test_graceful_stop_gives_jobs_back_with_their_checkpoints(ray_cluster, tmp_path, tiny_model_dir):
     env = Env(tmp_path / "data", tiny_model_dir("t0"))
-    job_id = env.submit(steps=40, checkpoint_every=1000)  # no periodic checkpoint: only the one written on stop
+    # no periodic checkpoint: only the one written on stop. Enough steps that the job cannot finish
+    # between the dispatcher seeing step 5 and stop_all reaching the task, however loaded the machine
+    # (with 40 steps, at load ~10 it did: the task ran 35 steps before the stop arrived).
+    job_id = env.submit(steps=400, checkpoint_every=1000)
     d = dispatcher(env.data_dir)
     run_until(d, lambda: any((e.step or 0) >= 5 for e in q.progress_events(env.db, job_id, env.user)))
     d.stop_all()
@@ -242,12 +245,16 @@ SERVE_ROWS = [{"text": "a joy to watch"}, {"text": "the worst film this year"}, 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory, tiny_model_dir):
     """Two adapters of the tiny model, trained in this process (different seeds: different vectors)."""
+    return _train_adapters(tmp_path_factory, tiny_model_dir, seeds=(0, 1))
+
+
+def _train_adapters(tmp_path_factory, tiny_model_dir, seeds):
     from ia3app.config import RecipeConfig
     from ia3app.recipe.run_job import JobSpec, run_job
     from ia3app.templates.spec import TemplateSpec
 
     out = []
-    for seed in (0, 1):
+    for seed in seeds:
         root = tmp_path_factory.mktemp(f"adapter{seed}")
         spec = JobSpec(model=str(tiny_model_dir("t0")), template=TemplateSpec.from_dict(SERVE_TEMPLATE), eval_methods=[],
                        recipe=RecipeConfig(steps=2, batch_size=2, warmup_steps=0, seed=seed, max_length=64,
@@ -291,15 +298,40 @@ def test_replicas_answer_as_the_local_engine_does(serving, adapters):
         "text,prediction,predicted_choice,prob_bad,prob_good")
 
 
-def test_requests_go_to_the_replica_that_holds_their_adapter(serving, adapters):
-    ids = [serving.model_id(a) for a in adapters]
-    assert ids[0] != ids[1] and serving.model_id(adapters[0]) == ids[0]  # content id, registered once
-    for folder in adapters:
-        serving.where(folder)
-    time.sleep(2)  # replicas report the adapters they loaded; routers learn it asynchronously
-    for folder, model_id in zip(adapters, ids):
+def router_holders(serving, model_id: str) -> set[str]:
+    """The replicas the client's Serve router knows to hold ``model_id``. A replica reports the
+    adapters it loaded to the Serve controller, which tells the routers asynchronously (Ray Serve's
+    router state; no public API shows it)."""
+    request_router = serving.handle._router._asyncio_router.request_router
+    return {r.unique_id for r in request_router._multiplexed_model_id_to_replica_ids.get(model_id, ())}
+
+
+def wait_for(condition, what: str, timeout_s: float = 120.0, every_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(every_s)
+
+
+@pytest.fixture(scope="module")
+def fresh_adapters(tmp_path_factory, tiny_model_dir):
+    """Two adapters no other test sends requests for (so each is held by the one replica that loaded it:
+    the module's other tests may have spread `adapters` over both replicas with concurrent requests)."""
+    return _train_adapters(tmp_path_factory, tiny_model_dir, seeds=(10, 11))
+
+
+def test_requests_go_to_the_replica_that_holds_their_adapter(serving, adapters, fresh_adapters):
+    ids = [serving.model_id(a) for a in fresh_adapters]
+    assert ids[0] != ids[1] and serving.model_id(fresh_adapters[0]) == ids[0]  # content id, registered once
+    assert serving.model_id(adapters[0]) not in ids
+    for folder, model_id in zip(fresh_adapters, ids):
+        first = serving.where(folder)  # loads the adapter on one replica
+        assert model_id in first["adapters"]
+        # condition, not a fixed sleep: the router has learnt where the adapter is
+        wait_for(lambda: router_holders(serving, model_id), f"the router knows who holds {model_id}")
+        assert router_holders(serving, model_id) == {first["replica"]}
         seen = [serving.where(folder) for _ in range(6)]
-        assert len({s["replica"] for s in seen}) == 1, seen  # all six on one replica
+        assert {s["replica"] for s in seen} == {first["replica"]}, seen  # all six on the replica that holds it
         assert all(model_id in s["adapters"] for s in seen)
 
 

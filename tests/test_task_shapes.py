@@ -153,7 +153,7 @@ def test_template_page_shape_insert_and_new_name():
 
 
 def test_data_page_names_the_shape_of_the_ticked_columns(tmp_path):
-    from ui import upload as U
+    from ui import data_page as U
 
     table = load_csv(DATA / "winogrande_like.csv")
     assert U.shape_md(table, "answer", ["sentence", "option1", "option2"]).startswith(

@@ -65,7 +65,7 @@ def finished_job(server, tmp_path_factory):
     from jobs import queue
     from ui import template_page as T
     from ui import train_page as TR
-    from ui import upload as U
+    from ui import data_page as U
 
     ctx, _, alice = server
     csv = tmp_path_factory.mktemp("csv") / "reviews.csv"
@@ -88,7 +88,7 @@ def test_prediction_api_serves_the_owner_only(server, finished_job):
     _, url, _ = server
     out = client(url, ("alice", "alice-pass-1")).predict(job_id=finished_job, inputs={"sentence": "a fine film"},
                                                          api_name="/predict")
-    assert out["answer"] in out["probs"] and abs(sum(out["probs"].values()) - 1) < 1e-4
+    assert out["choice"] in out["probabilities"] and abs(sum(out["probabilities"].values()) - 1) < 1e-4
     assert out["label"] in ("negative", "positive")  # the label as the data writes it, beside the answer word
     with pytest.raises(Exception, match="not one of your jobs"):
         client(url, ("bob", "bob-pass-22")).predict(job_id=finished_job, inputs={"sentence": "a fine film"},

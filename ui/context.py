@@ -9,9 +9,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ia3app.errors import UserError
+
+if TYPE_CHECKING:
+    from ia3app.serving.interface import Serving
 
 
 
@@ -82,8 +85,9 @@ class AppContext:
 
         return FileStore(self.data_dir)
 
-    def engine(self):
-        """The app's one prediction engine (ia3app.serving.engine): live, batch-CSV, /predict and the JSON API.
+    def engine(self) -> "Serving":
+        """The app's one prediction engine (ia3app.serving.interface.Serving: the local ServingEngine, or the
+        RayServing client when the Ray backend is on): live, batch-CSV, /predict and the JSON API.
 
         Created on first use, so the web process imports torch only when someone predicts.
         """

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -15,37 +15,13 @@ from ia3app.errors import UserError
 from ia3app.jobtypes import ProgressEvent
 from ui.context import AppContext
 from ui.model_picker import format_duration
-from ui.shared import Shared
-
-if TYPE_CHECKING:
-    from ui.results_page import ResultsPage
+from ui.job_labels import data_label, job_choices, model_label, template_label
+from ui.shared import Fill, Shared
 
 URL_JS = """(job) => { const u = new URL(window.location); if (job) { u.searchParams.set('job', job); }
   window.history.replaceState(null, '', u); return []; }"""
 STATE_ICON = {"queued": "…", "running": "▶", "succeeded": "✓", "failed": "✗", "cancelled": "■"}
 LOSS_TERMS = (("loss", "total"), ("loss_lm", "LM"), ("loss_ul", "unlikelihood"), ("loss_ln", "length-norm"))
-
-
-def job_choices(ctx: AppContext, uid: int) -> list[tuple[str, int]]:
-    from jobs import queue
-
-    out = []
-    for job in queue.list_jobs(ctx.db(), uid):
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created))
-        out.append((f"#{job.id} · {_data_label(job) or 'data'} · {_model_label(job)} · {started}", job.id))
-    return out
-
-
-def _model_label(job) -> str:
-    return job.request.model_label if job.request else "?"
-
-
-def _data_label(job) -> str:
-    return (job.request.labels.data if job.request else None) or ""
-
-
-def _template_label(job) -> str:
-    return (job.request.labels.template if job.request else None) or ""
 
 
 def jobs_table(ctx: AppContext, uid: int) -> pd.DataFrame:
@@ -57,9 +33,9 @@ def jobs_table(ctx: AppContext, uid: int) -> pd.DataFrame:
         rows.append({
             "job": job.id,
             "state": f"{STATE_ICON.get(job.status, '')} {job.status}",
-            "data": _data_label(job),
-            "model": _model_label(job),
-            "template": _template_label(job),
+            "data": data_label(job),
+            "model": model_label(job),
+            "template": template_label(job),
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created)),
             "T-Few accuracy": f"{tfew['accuracy']:.1%}" if "accuracy" in tfew else "",
         })
@@ -98,9 +74,9 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     frac = 1.0 if job.status == "succeeded" else (step / total if total else 0.0)
     icon = STATE_ICON.get(job.status, "")
     head = [f"## {icon} Job #{job.id}: {job.status}" + (f" — {phase}" if job.status == "running" and phase else ""),
-            f"Data **{html.escape(_data_label(job))}**, template "
-            f"**{html.escape(_template_label(job))}**, model "
-            f"**{html.escape(_model_label(job))}**"]
+            f"Data **{html.escape(data_label(job))}**, template "
+            f"**{html.escape(template_label(job))}**, model "
+            f"**{html.escape(model_label(job))}**"]
     if job.status == "queued":
         pos = queue.queue_position(db, job.id, uid)
         head.append(f"Waiting for a worker ({pos} job(s) ahead)." if pos else "Waiting for a worker to pick it up.")
@@ -206,10 +182,9 @@ def open_job(page: JobPage, ctx: AppContext, uid: int, job_id: int, shared: Shar
     return {shared.tabs: gr.Tabs(selected="job"), page.job: gr.update(choices=job_choices(ctx, uid), value=job_id)}
 
 
-def wire_job_page(page: JobPage, ctx: AppContext, shared: Shared, results: "ResultsPage") -> None:
+def wire_job_page(page: JobPage, ctx: AppContext, shared: Shared, open_results: Fill) -> None:
     """The page's own events: the timer redraws what changed, the list and table pick a job, Cancel, and
-    "See results" opens the results page."""
-    from ui import results_page as R
+    "See results" opens the results page (`open_results.values(request, job_id)`)."""
 
     seen = gr.State("")
     outs = [page.header, page.bar, page.loss, page.log, page.results, seen, page.table, page.cancel]
@@ -275,7 +250,7 @@ def wire_job_page(page: JobPage, ctx: AppContext, shared: Shared, results: "Resu
     shared.demo.load(on_load, None, [page.job, page.table, shared.tabs, page.header], api_visibility="private")
 
     def on_results(job_id, request: gr.Request):
-        return R.open_results(results, ctx, request, job_id, shared)
+        return open_results.values(request, job_id)
 
-    page.results.click(on_results, page.job, [shared.results_job, shared.tabs, *R.filled_by_open(results)],
+    page.results.click(on_results, page.job, open_results.outputs,
                        api_visibility="private")

@@ -9,20 +9,15 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
 from ia3app.errors import UserError
 from ui.context import AppContext
-from ui.shared import Shared
-
-if TYPE_CHECKING:
-    from ui.jobs_page import JobPage
-    from ui.template_page import TemplatePage
-    from ui.train_page import TrainPage
-    from ui.upload import UploadPage
+from ui.job_labels import job_choices
+from ui.shared import Fill, Shared
 
 SETTINGS = ("steps", "batch_size", "lr", "max_length", "unlikelihood", "length_norm", "seed")
 
@@ -220,21 +215,16 @@ def build_library_page() -> LibraryPage:
                        curves, message, refresh)
 
 
-def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, template: "TemplatePage",
-                      train: "TrainPage", upload: "UploadPage") -> None:
-    """The page's own events; "run again with changes" fills the data, template and train pages."""
-    from ui import jobs_page as J
-    from ui import model_picker as M
-    from ui import template_page as T
-    from ui import train_page as TR
-    from ui import upload as U
+def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, fill_from_job: Fill) -> None:
+    """The page's own events; "run again with changes" fills the data, template and train pages
+    (`fill_from_job.values(uid, job_id, prior, session, spec, extra)`: their updates from a prior job)."""
 
     lists = [page.datasets, page.dataset, page.runs]
 
     def listed(uid: int) -> dict:
         return {page.datasets: datasets_frame(ctx, uid), page.dataset: gr.update(choices=dataset_choices(ctx, uid),
                                                                                 value=None),
-                page.runs: gr.update(choices=J.job_choices(ctx, uid), value=[])}
+                page.runs: gr.update(choices=job_choices(ctx, uid), value=[])}
 
     def on_refresh(request: gr.Request):
         return listed(ctx.user_id(request))
@@ -274,8 +264,6 @@ def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, templa
     page.compare.click(lambda: None, None, page.curves, api_visibility="private").then(
         on_compare, page.runs, [page.message, page.comparison, page.curves], api_visibility="private")
 
-    recipe_outputs = list(train.recipe)
-
     def on_again(job_ids, request: gr.Request):
         try:
             uid = ctx.user_id(request)
@@ -287,30 +275,13 @@ def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, templa
 
         session, spec = prior["session"], TemplateSpec.from_dict(prior["template"])
         session["stored_from"] = job_id
-        names, suggested = T.suggest(template, session)
-        data_page = U.stored_values(upload, ctx, uid, session, f"the data of job #{job_id}")
-        key = prior["model"] if prior["model"] in M.BY_KEY else M.LOCAL
-        defaults = TR.RecipeConfig().to_dict()
-        recipe = {comp: prior["recipe"].get(name, defaults.get(name))
-                  for comp, name in zip(recipe_outputs, TR.RECIPE_FIELDS)}
         extra = [t["name"] for t in prior["train_templates"]]
         return {page.message: f"✓ Job #{job_id}'s data, template and settings are filled in: change what you want "
                               "and press Start.",
                 shared.session: session, shared.template: prior["template"],
-                shared.train_templates: prior["train_templates"], **suggested, **data_page,
-                template.builtin: gr.update(choices=names + [T.CUSTOM],
-                                            value=spec.name if spec.name in names else T.CUSTOM),
-                **T.editor_values(template, spec),
-                template.also: gr.update(choices=[n for n in names if n != spec.name], value=extra,
-                                         visible=len(names) > 1),
-                train.model: key, train.local_path: prior["model_path"] if key == M.LOCAL else "",
-                train.eval_methods: prior["eval_methods"] or TR.METHODS,
-                train.summary: f"Data: **{session['filename']}** ({session['rows']} rows) · template "
-                               f"**{spec.name}**" + (f" + {len(extra)} more for training ({', '.join(extra)})"
-                                                     if extra else "") + f" — prefilled from job #{job_id}",
-                **recipe, shared.tabs: gr.Tabs(selected="train")}
+                shared.train_templates: prior["train_templates"],
+                **fill_from_job.values(uid, job_id, prior, session, spec, extra), shared.tabs: gr.Tabs(selected="train")}
 
     page.again.click(on_again, page.runs,
-                     [page.message, shared.session, shared.template, shared.train_templates, *template.suggested,
-                      *U.filled_by_stored(upload), train.model, train.local_path, train.eval_methods,
-                      train.summary, *recipe_outputs, shared.tabs], api_visibility="private")
+                     [page.message, shared.session, shared.template, shared.train_templates, *fill_from_job.outputs,
+                      shared.tabs], api_visibility="private")

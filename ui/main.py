@@ -81,7 +81,7 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
 def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None, auth=None,
            prevent_thread_lock: bool = False, quiet: bool = False):
     """Build the Blocks and launch them, with the JSON API's routes in front; returns (demo, local_url)."""
-    from ui.blocks import CSS, THEME, build_app
+    from ui.app_layout import CSS, THEME, build_app
     from ui.http_api import add_routes
 
     from starlette.middleware import Middleware

@@ -303,7 +303,7 @@ def predict_row(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]):
 
 def predict_batch(ctx: AppContext, uid: int, job_id: Any, csv_path: str | None) -> str:
     """Predictions for an uploaded CSV → path of a CSV with label and probability columns appended."""
-    from ui.upload import read_upload
+    from ui.uploads import read_upload
 
     _, folder = owned_adapter_dir(ctx, uid, job_id)
     raw = read_upload(csv_path, ctx, "CSV to predict")

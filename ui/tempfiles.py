@@ -1,6 +1,6 @@
 """Temporary download folders (adapter zips, prediction CSVs): owner-only, and swept once served.
 
-A handler returns the file's path; Gradio copies it into its own cache (purged hourly, ui/blocks.py)
+A handler returns the file's path; Gradio copies it into its own cache (purged hourly, ui/app_layout.py)
 when it answers, so our copy is only needed for that moment. Every new one sweeps this process's
 user's folders older than MAX_AGE_S, and the app sweeps them at start.
 """

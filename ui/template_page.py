@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
@@ -13,9 +13,6 @@ from ia3app.errors import UserError
 from ia3app.templates.spec import TemplateSpec, column_ref, preview, validate
 from ui.context import AppContext
 from ui.shared import Shared
-
-if TYPE_CHECKING:
-    from ui.train_page import TrainPage
 
 FIXED = "Fixed answers (same for every row)"
 PER_ROW = "Per-row answers (from columns, e.g. {{choice1}})"
@@ -218,6 +215,16 @@ def suggest(page: TemplatePage, state: dict) -> tuple[list[str], dict]:
 
 
 
+def prefilled(page: TemplatePage, session: dict, spec: TemplateSpec, extra: list[str]) -> dict:
+    """The page showing a prior job's template (Run again with changes): the built-ins that fit its data, the
+    editor filled with its template, its extra training templates ticked. Fills the components of `suggested`."""
+    names, suggested = suggest(page, session)
+    return {**suggested,
+            page.builtin: gr.update(choices=names + [CUSTOM], value=spec.name if spec.name in names else CUSTOM),
+            **editor_values(page, spec),
+            page.also: gr.update(choices=[n for n in names if n != spec.name], value=extra, visible=len(names) > 1)}
+
+
 def _also_choices(page: TemplatePage, names: list[str], chosen: str | None) -> dict:
     others = [n for n in names if n != chosen]
     return {page.also: gr.update(choices=others, value=[], visible=bool(others))}
@@ -233,8 +240,9 @@ def train_templates(session: dict | None, ticked: list[str] | None, primary: dic
     return [fitting[n].to_dict() for n in ticked if n in fitting and n != chosen]
 
 
-def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, saved, train: "TrainPage") -> None:
-    """The page's own events. `saved` is the data page's Save event: the editor it filled is checked after it."""
+def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, saved, train_summary: gr.Markdown) -> None:
+    """The page's own events. `saved` is the data page's Save event: the editor it filled is checked after it.
+    Next goes to the train page and writes what will be trained in its `train_summary`."""
 
     def on_builtin(session, name, current_name):
         from ia3app.templates.library import BUILTINS
@@ -290,8 +298,8 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
                 f"{session['holdout']['fraction']:.0%} of the rows held out" if session.get("holdout") else
                 "no evaluation")
         return {shared.tabs: gr.Tabs(selected="train"),
-                train.summary: f"Data: **{session['filename']}** ({session['rows']} rows; {held}) · "
+                train_summary: f"Data: **{session['filename']}** ({session['rows']} rows; {held}) · "
                                f"template **{spec['name']}**{more}"}
 
-    page.next.click(on_next, [shared.session, shared.template, shared.train_templates], [shared.tabs, train.summary],
+    page.next.click(on_next, [shared.session, shared.template, shared.train_templates], [shared.tabs, train_summary],
                     api_visibility="private")

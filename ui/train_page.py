@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
 from ia3app.config import CHOICES, RecipeConfig
 from ia3app.errors import UserError
 from ia3app.jobtypes import EVAL_METHODS, DataRef, Holdout, JobLabels, JobRequest, JobSpec
+from ia3app.templates.spec import TemplateSpec
 from ui import model_picker as M
 from ui import time_estimate as T_E
 from ui.context import AppContext
-from ui.shared import Shared
-
-if TYPE_CHECKING:
-    from ui.jobs_page import JobPage
+from ui.shared import Fill, Shared
 
 METHODS = list(EVAL_METHODS)
 TFEW_MODEL = "bigscience/T0_3B"
@@ -278,10 +276,27 @@ def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
     return TrainPage(summary, model, local_path, info, recipe, init_tfew, tfew_path, eval_methods, start, message)
 
 
-def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hardware, jobs: "JobPage") -> None:
+def prefilled(page: TrainPage, prior: dict, session: dict, spec: TemplateSpec, extra: list[str], job_id: int) -> dict:
+    """The page showing a prior job's model, evaluation and recipe (Run again with changes); see filled_by_prefill."""
+    key = prior["model"] if prior["model"] in M.BY_KEY else M.LOCAL
+    defaults = RecipeConfig().to_dict()
+    recipe = {comp: prior["recipe"].get(name, defaults.get(name)) for comp, name in zip(page.recipe, RECIPE_FIELDS)}
+    return {page.model: key, page.local_path: prior["model_path"] if key == M.LOCAL else "",
+            page.eval_methods: prior["eval_methods"] or METHODS,
+            page.summary: f"Data: **{session['filename']}** ({session['rows']} rows) · template "
+                          f"**{spec.name}**" + (f" + {len(extra)} more for training ({', '.join(extra)})"
+                                                if extra else "") + f" — prefilled from job #{job_id}",
+            **recipe}
+
+
+def filled_by_prefill(page: TrainPage) -> list:
+    """The components prefilled fills."""
+    return [page.model, page.local_path, page.eval_methods, page.summary, *page.recipe]
+
+
+def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hardware, open_job: Fill) -> None:
     """The page's own events: the model's notes and estimate follow the choices; Start queues the job and
-    opens it on the job page."""
-    from ui import jobs_page as J
+    opens it on the job page (`open_job.values(uid, job_id)`)."""
 
     steps, batch, length = (page.recipe[RECIPE_FIELDS.index(n)] for n in ("steps", "batch_size", "max_length"))
 
@@ -327,8 +342,8 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
             return {page.message: f"✗ **Not started:** {e}"}
         k = config.spec.cv_folds
         runs = f" {k}-fold cross-validation: {k + 1} training runs." if k else ""
-        return {page.message: f"✓ Job #{job_id} queued.{runs}", **J.open_job(jobs, ctx, uid, job_id, shared)}
+        return {page.message: f"✓ Job #{job_id} queued.{runs}", **open_job.values(uid, job_id)}
 
     page.start.click(on_start, {shared.session, shared.template, shared.train_templates, page.model, page.local_path, page.init_tfew,
                                 page.tfew_path, page.eval_methods, *page.recipe},
-                     [page.message, shared.tabs, jobs.job], api_visibility="private")
+                     [page.message, *open_job.outputs], api_visibility="private")

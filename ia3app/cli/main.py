@@ -215,8 +215,7 @@ def cmd_predict(args) -> int:
         engine.close()
     fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) or not args.csv else "csv")
     if fmt == "jsonl":
-        out_rows = [{**row, **{"probs" if k == "probabilities" else k: v for k, v in p.as_dict().items()}}
-                    for row, p in zip(rows, predictions)]
+        out_rows = [{**row, **p.as_dict()} for row, p in zip(rows, predictions)]  # the one prediction shape
         _write_predictions(None, out_rows, args.out, "jsonl")
     else:
         cols, out_rows = prediction_table(info, columns, rows, predictions)

@@ -51,6 +51,7 @@ from ia3app.errors import UserError
 from ia3app.example import Example
 from ia3app.serving.lane import Lane as _Lane
 from ia3app.evaluation.calibration import UNSURE
+from ia3app.serving.interface import Serving
 from ia3app.serving.lane import Prediction, label_for_choice
 
 __all__ = ["Prediction", "ServingConfig", "ServingEngine", "prediction_table", "render_rows"]
@@ -234,7 +235,7 @@ class ServingEngine:
             lane.close(wait=True)
 
 
-def predict_csv(engine: Any, adapter_dir: str | Path, data: bytes, *, max_bytes: int, max_rows: int) -> bytes:
+def predict_csv(engine: Serving, adapter_dir: str | Path, data: bytes, *, max_bytes: int, max_rows: int) -> bytes:
     """CSV predictions through any engine with predict() and info() (this one, or the Ray Serve client)."""
     from ia3app.tables import load_csv, write_csv
 

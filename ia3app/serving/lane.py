@@ -45,8 +45,9 @@ class Prediction:
         return max(self.probabilities.values(), default=0.0)
 
     def as_dict(self) -> dict[str, Any]:
-        """What the HTTP APIs send: label and choice, or label "unsure" (choice null, the best guess
-        beside it) when the confidence is below the adapter's threshold."""
+        """The one JSON shape of a prediction (the JSON API, gradio's /predict, the CLI's jsonl): label and
+        choice, or label "unsure" (choice null, the best guess beside it) when the confidence is below the
+        adapter's threshold."""
         if self.unsure:
             return {"label": UNSURE, "choice": None, "probabilities": self.probabilities,
                     "confidence": self.confidence, "unsure": True,

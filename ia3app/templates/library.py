@@ -227,6 +227,8 @@ def _key(column: str) -> str:
 
 
 def guess_label_column(columns: list[str]) -> str | None:
+    """The label column by its name (LABEL_NAMES in order, names compared as 'Review Text' -> 'review_text'),
+    or None. The one guess: the data page (which falls back to the last column), the CLI and shapes use it."""
     keyed = {_key(c): c for c in columns}
     return next((keyed[n] for n in LABEL_NAMES if n in keyed), None)
 

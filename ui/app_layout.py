@@ -1,7 +1,9 @@
-"""The app's one gr.Blocks: the five pages as tabs, the shared state, and the /predict API.
+"""The app's layout: its one gr.Blocks with the pages as tabs, the shared state, navigation between
+pages, and the /predict API.
 
-Each page module builds its components and wires its own events (see ui.shared); this file only
-puts the pages in order and hands each the pages its events fill.
+Each page module builds its components and wires its own events (see ui.shared). Pages never import
+one another: this module alone knows every page, puts them in order and hands each page a `Fill`
+for each event of its that fills another page.
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ from typing import Any
 import gradio as gr
 
 from ia3app.errors import UserError
-from ia3app.evaluation.calibration import UNSURE
 from ui import jobs_page as J
 from ui import library_page as L
 from ui import results_page as R
 from ui import template_page as T
 from ui import train_page as TR
-from ui import upload as U
+from ui import data_page as D
 from ui.context import AppContext
 from ui.model_picker import detect_hardware
-from ui.shared import Shared
+from ui.shared import Fill, Shared
 
 THEME = gr.themes.Soft(primary_hue="indigo")
 CSS = """
@@ -68,7 +69,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             gr.State(None)
         with gr.Tabs() as tabs:
             with gr.Tab("1 · Data", id="data"):
-                up = U.build_upload_page(ctx)
+                dp = D.build_data_page(ctx)
             with gr.Tab("2 · Template", id="template"):
                 tp = T.build_template_page()
             with gr.Tab("3 · Train", id="train"):
@@ -80,18 +81,35 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("My data & runs", id="library"):
                 lp = L.build_library_page()
         shared = Shared(demo, tabs, session, template_state, extra_templates, results_job)
-        saved = U.wire_upload_page(up, ctx, shared, tp)
-        T.wire_template_page(tp, ctx, shared, saved, tr)
-        TR.wire_train_page(tr, ctx, shared, hw, jp)
-        J.wire_job_page(jp, ctx, shared, rp)
-        R.wire_results_page(rp, ctx, shared)
-        L.wire_library_page(lp, ctx, shared, tp, tr, up)
+        _wire_pages(ctx, shared, hw, dp, tp, tr, jp, rp, lp)
         def on_account(request: gr.Request) -> dict:  # annotated: Gradio passes the request only then
             return _account(ctx, request, who, sign_out)
 
         demo.load(on_account, None, [who, sign_out], api_visibility="private")
         gr.api(_predict_api(ctx), api_name="predict")
     return demo
+
+
+def _wire_pages(ctx: AppContext, shared: Shared, hw, dp: D.DataPage, tp: T.TemplatePage, tr: TR.TrainPage,
+                jp: J.JobPage, rp: R.ResultsPage, lp: L.LibraryPage) -> None:
+    """Each page's events, with what they fill on other pages (the navigation between pages)."""
+    suggest_template = Fill(tp.suggested, lambda state: T.suggest(tp, state))
+    saved = D.wire_data_page(dp, ctx, shared, suggest_template)
+    T.wire_template_page(tp, ctx, shared, saved, tr.summary)
+    open_job = Fill([shared.tabs, jp.job], lambda uid, job_id: J.open_job(jp, ctx, uid, job_id, shared))
+    TR.wire_train_page(tr, ctx, shared, hw, open_job)
+    open_results = Fill([shared.results_job, shared.tabs, *R.filled_by_open(rp)],
+                        lambda request, job_id: R.open_results(rp, ctx, request, job_id, shared))
+    J.wire_job_page(jp, ctx, shared, open_results)
+    R.wire_results_page(rp, ctx, shared)
+
+    def fill_from_job(uid: int, job_id: int, prior: dict, session: dict, spec, extra: list[str]) -> dict:
+        return {**T.prefilled(tp, session, spec, extra),
+                **D.stored_values(dp, ctx, uid, session, f"the data of job #{job_id}"),
+                **TR.prefilled(tr, prior, session, spec, extra, job_id)}
+
+    L.wire_library_page(lp, ctx, shared, Fill([*tp.suggested, *D.filled_by_stored(dp), *TR.filled_by_prefill(tr)],
+                                              fill_from_job))
 
 
 def _account(ctx: AppContext, request: gr.Request, who: gr.Markdown, sign_out: gr.Button) -> dict:
@@ -107,20 +125,14 @@ def _account(ctx: AppContext, request: gr.Request, who: gr.Markdown, sign_out: g
 def _predict_api(ctx: AppContext):
     @api_errors
     def predict(job_id: int, inputs: dict[str, str], request: gr.Request) -> dict[str, Any]:
-        """Predict one row with a finished job's adapter:
-        {"label": the label as the training data writes it, "answer": the answer's words, "probs": {answer: p},
-        "confidence": the top probability, "unsure": bool}. Probabilities are calibrated when the adapter
-        has a temperature; below the adapter's abstain threshold label is "unsure", answer null and
-        "best_guess" holds {"label", "answer"}.
+        """Predict one row with a finished job's adapter, in the one prediction shape (as the JSON API):
+        {"label": the label as the training data writes it, "choice": the answer's words, "probabilities":
+        {answer: p}, "confidence": the top probability, "unsure": bool}. Probabilities are calibrated when
+        the adapter has a temperature; below the adapter's abstain threshold label is "unsure", choice null
+        and "best_guess" holds {"label", "choice"}.
 
         inputs maps each template column to its text. Only the signed-in user's own jobs answer.
         """
-        out = R.predict_row(ctx, ctx.user_id(request), job_id, inputs or {})
-        probs = {str(k): float(v) for k, v in out.probabilities.items()}
-        if out.unsure:
-            return {"label": UNSURE, "answer": None, "probs": probs, "confidence": out.confidence, "unsure": True,
-                    "best_guess": {"label": out.label, "answer": out.choice}}
-        return {"label": out.label, "answer": out.choice, "probs": probs, "confidence": out.confidence,
-                "unsure": False}
+        return R.predict_row(ctx, ctx.user_id(request), job_id, inputs or {}).as_dict()
 
     return predict

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -19,11 +19,10 @@ import pandas as pd
 from ia3app import tables as data
 from ia3app.errors import UserError
 from ia3app.jobtypes import Holdout
+from ia3app.templates.library import guess_label_column as library_guess
 from ui.context import AppContext
-from ui.shared import Shared
-
-if TYPE_CHECKING:
-    from ui.template_page import TemplatePage
+from ui.shared import Fill, Shared
+from ui.uploads import read_upload, upload_size
 
 AUTO = "Split my file automatically"
 SEPARATE = "Upload a separate held-out CSV"
@@ -31,24 +30,6 @@ NONE = "No evaluation (train on every row)"
 CV = "Cross-validate: every row trains and is measured (k + 1 training runs)"
 FEW_HELD_OUT = 50
 """Below this many held-out rows the page suggests cross-validation (one accuracy on them is mostly noise)."""
-LABEL_NAMES = ("label", "labels", "target", "class", "category", "answer", "sentiment", "y")
-
-
-def upload_size(path: str | None, ctx: AppContext, what: str = "file") -> int:
-    """The upload's size in bytes; UserError (saying the limit) when there is none or it is too large."""
-    if not path:
-        raise UserError(f"no {what} uploaded: drop a CSV file on the box")
-    size = Path(path).stat().st_size
-    if size > ctx.max_upload_bytes:
-        raise UserError(f"the {what} is {size / 1e6:.1f} MB; the limit is {ctx.max_upload_bytes / 1e6:g} MB. "
-                        "Few-shot training needs only a few dozen rows: upload a smaller sample")
-    return size
-
-
-def read_upload(path: str | None, ctx: AppContext, what: str = "file") -> bytes:
-    """The uploaded bytes, refusing early (and saying the limit) when they exceed the size limit."""
-    upload_size(path, ctx, what)
-    return Path(path).read_bytes()
 
 
 _PARSED: "OrderedDict[tuple, data.Table]" = OrderedDict()
@@ -78,10 +59,9 @@ def parse(path: str | None, ctx: AppContext, what: str = "file") -> "data.Table"
 
 
 def guess_label_column(columns: list[str]) -> str:
-    for c in columns:
-        if c.strip().lower() in LABEL_NAMES:
-            return c
-    return columns[-1]
+    """The column the page proposes as the label: the one guess_label_column (ia3app.templates.library) finds
+    by name, else the last column."""
+    return library_guess(columns) or columns[-1]
 
 
 def label_report(table: "data.Table", label_column: str,
@@ -136,7 +116,7 @@ def describe_file(path: str | None, ctx: AppContext) -> dict[str, Any]:
 
 def preview_widths(columns: list[str]) -> list[str]:
     """Short columns (labels, ids) narrow, text wide, so every column shows without scrolling."""
-    weights = [2 if c.strip().lower() in LABEL_NAMES or len(columns) == 1 else 4 for c in columns]  # 'label' fits
+    weights = [2 if library_guess([c]) or len(columns) == 1 else 4 for c in columns]  # 'label' fits
     return [f"{100 * w / sum(weights):.0f}%" for w in weights]
 
 
@@ -222,7 +202,7 @@ def shape_md(table: "data.Table", label_column: str, text_columns: list[str] | N
     return f"**The model will read:** {shape.description}.\n\n"
 
 
-def stored_values(page: "UploadPage", ctx: AppContext, uid: int, session: dict, where: str) -> dict:
+def stored_values(page: "DataPage", ctx: AppContext, uid: int, session: dict, where: str) -> dict:
     """The page showing a stored dataset instead of an upload (Run again with changes): its rows, label and
     text columns, counts and held-out rows, the file box emptied; `where` says where the data comes from."""
     from ia3app.templates.library import detect_shape
@@ -255,7 +235,7 @@ def stored_values(page: "UploadPage", ctx: AppContext, uid: int, session: dict, 
             page.save: gr.update(interactive=False), page.message: ""}
 
 
-def filled_by_stored(page: "UploadPage") -> list:
+def filled_by_stored(page: "DataPage") -> list:
     """The components stored_values fills."""
     return [page.file, page.summary, page.preview, page.label_column, page.text_columns, page.counts, page.checks,
             page.eval_mode, page.fraction, page.seed, page.split_info, page.save, page.message, page.folds]
@@ -266,7 +246,7 @@ def warnings_md(warnings: list[str]) -> str:
 
 
 @dataclass
-class UploadPage:
+class DataPage:
     file: gr.File
     summary: gr.Markdown
     preview: gr.Dataframe
@@ -286,7 +266,7 @@ class UploadPage:
     folds: gr.Slider
 
 
-def build_upload_page(ctx: AppContext) -> UploadPage:
+def build_data_page(ctx: AppContext) -> DataPage:
     gr.Markdown(
         "### Step 1 — your labelled examples\n"
         "A CSV file with a header row: one or more text columns and one column with the label. "
@@ -323,14 +303,14 @@ def build_upload_page(ctx: AppContext) -> UploadPage:
                                 gr.update(visible=m == SEPARATE), gr.update(visible=m == CV)), eval_mode,
                      [fraction, seed, eval_file, folds],
                      api_visibility="private")
-    return UploadPage(file, summary, preview, label_column, text_columns, counts, checks, sample, sample_k,
-                      eval_mode, fraction, seed, eval_file, split_info, save, message, folds)
+    return DataPage(file, summary, preview, label_column, text_columns, counts, checks, sample, sample_k,
+                    eval_mode, fraction, seed, eval_file, split_info, save, message, folds)
 
 
-def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template: "TemplatePage"):
-    """The page's own events; Save stores the data and fills the template page. Returns the Save event,
-    so the template page can check its freshly filled editor after it."""
-    from ui import template_page as T
+def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_template: Fill):
+    """The page's own events; Save stores the data and fills the template page (`suggest_template.values(state)`
+    -> (names of the built-ins that fit, the template page's updates)). Returns the Save event, so the
+    template page can check its freshly filled editor after it."""
 
     def on_file(path, session):
         closed = {page.label_column: gr.update(choices=[], value=None), page.counts: None, page.checks: "",
@@ -397,7 +377,7 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
         try:
             state = save_upload(ctx, ctx.user_id(request), path, label_column, int(k) if sample else None,
                                 eval_mode, eval_path, fraction, seed, text_columns, folds)
-            fitting, filled = T.suggest(template, state)
+            fitting, filled = suggest_template.values(state)
         except UserError as e:
             return {page.message: f"✗ **Not saved:** {e}"}
         msg = (f"✓ {'Already stored (reused, not copied again):' if state.get('reused') else 'Saved'} "
@@ -409,5 +389,5 @@ def wire_upload_page(page: UploadPage, ctx: AppContext, shared: Shared, template
 
     return page.save.click(on_save, [page.file, page.label_column, page.text_columns, page.sample, page.sample_k,
                                      page.eval_mode, page.eval_file, page.fraction, page.seed, page.folds],
-                           [shared.session, page.message, shared.tabs, *template.suggested],
+                           [shared.session, page.message, shared.tabs, *suggest_template.outputs],
                            api_visibility="private")
