@@ -22,6 +22,7 @@ from storage import repo  # noqa: E402
 from storage.users import create_user  # noqa: E402
 from jobfactory import on_dataset  # noqa: E402
 from test_worker import ROWS, Env, adapter_vectors  # noqa: E402
+from timing import load_factor, scaled, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,10 +113,10 @@ def test_cancel_reaches_the_running_task_within_seconds(ray_cluster, tmp_path, t
     run_until(d, lambda: any(e.phase == "train" for e in q.progress_events(env.db, job_id, env.user)))
     asked = time.monotonic()
     assert q.cancel(env.db, job_id, env.user) == "running"
-    run_until(d, lambda: env.job(job_id).status != "running", timeout_s=30)
+    run_until(d, lambda: env.job(job_id).status != "running", timeout_s=120)
     took = time.monotonic() - asked
     job = env.job(job_id)
-    assert job.status == "cancelled" and took < 5, took
+    assert job.status == "cancelled" and took < scaled(5), (took, load_factor())
     steps = [e.step for e in q.progress_events(env.db, job_id, env.user) if e.phase == "train"]
     assert steps[-1] < 2000 and not d.attempts
 
@@ -304,13 +305,6 @@ def router_holders(serving, model_id: str) -> set[str]:
     router state; no public API shows it)."""
     request_router = serving.handle._router._asyncio_router.request_router
     return {r.unique_id for r in request_router._multiplexed_model_id_to_replica_ids.get(model_id, ())}
-
-
-def wait_for(condition, what: str, timeout_s: float = 120.0, every_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(every_s)
 
 
 @pytest.fixture(scope="module")

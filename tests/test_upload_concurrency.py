@@ -14,6 +14,8 @@ import uuid
 import httpx
 import pytest
 
+from timing import load_factor, scaled
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -82,7 +84,7 @@ def test_twenty_thousand_columns_are_refused_fast(app):
     file = upload(url, "wide.csv", wide_csv(20_000))
     out, seconds = call(url, fn_index(demo, "on_file"), [file])
     assert "the file has 20,000 columns; the limit is 200" in out[0]
-    assert seconds < 1.0, seconds
+    assert seconds < scaled(1.0), (seconds, load_factor())  # the bound a quiet machine meets, scaled by the load
 
 
 @pytest.mark.slow
@@ -127,4 +129,4 @@ def test_one_users_upload_does_not_delay_another(app):
     # the bound (one second) on top of what this shared machine does to a request on its own
     assert len(delays) >= 3 and sorted(delays)[len(delays) // 2] - sorted(quiet)[6] < 1.0
     assert max(delays) - baseline < 1.0
-    assert call(url, on_file, [big])[1] < 5.0
+    assert call(url, on_file, [big])[1] < scaled(5.0)

@@ -13,6 +13,7 @@ from ia3app.templates.spec import TemplateSpec, render
 from jobs import queue as q
 from storage import repo
 from test_worker import Env
+from timing import load_factor, scaled
 
 SLOW = ("{% for i in range(n|int) %}{% for j in range(1000) %}{% endfor %}{% endfor %}{{ text }} "
         "Was it good or bad?")
@@ -53,7 +54,16 @@ def env_rows(env):
     return ROWS
 
 
-def test_a_job_without_progress_fails_as_stalled_and_lets_go_of_the_lease(env):
+@pytest.fixture
+def generous_row_limit(monkeypatch):
+    """The per-row render limit (wall-clock) out of the way: these tests are about the stall rule and
+    cancel, and on a busy machine a row calibrated to ~0.4 s can pass the 1 s limit first."""
+    from ia3app.templates import render_limits
+
+    monkeypatch.setattr(render_limits, "MAX_RENDER_SECONDS", 60.0)
+
+
+def test_a_job_without_progress_fails_as_stalled_and_lets_go_of_the_lease(env, generous_row_limit):
     job_id = _slow_job(env)
     start = time.monotonic()
     assert env.worker(stall_s=3.0, heartbeat_s=0.5).serve() == 1
@@ -62,10 +72,10 @@ def test_a_job_without_progress_fails_as_stalled_and_lets_go_of_the_lease(env):
     assert job.status == "failed" and job.error_kind == "stalled"
     assert "s during 'validate' (the limit without a progress event is 3 s)" in job.error_message
     assert job.lease_expires_at is None
-    assert elapsed < 10, f"{elapsed:.1f} s"
+    assert elapsed < scaled(10), f"{elapsed:.1f} s at load factor {load_factor():.1f}"
 
 
-def test_cancel_while_validating_takes_effect_within_five_seconds(env):
+def test_cancel_while_validating_takes_effect_within_five_seconds(env, generous_row_limit):
     job_id = _slow_job(env)
     worker = env.worker(heartbeat_s=3.0)
     thread = threading.Thread(target=worker.serve)
@@ -80,14 +90,14 @@ def test_cancel_while_validating_takes_effect_within_five_seconds(env):
         time.sleep(0.5)
         asked = time.monotonic()
         assert q.cancel(env.db, job_id, env.user) == "running"
-        while env.job(job_id).status == "running" and time.monotonic() - asked < 15:
+        while env.job(job_id).status == "running" and time.monotonic() - asked < 120:
             time.sleep(0.05)
         took = time.monotonic() - asked
     finally:
         worker.shutdown.set()
         thread.join(30)
     assert env.job(job_id).status == "cancelled"
-    assert took < 5, f"{took:.1f} s"
+    assert took < scaled(5), f"{took:.1f} s at load factor {load_factor():.1f}"
     assert not thread.is_alive()
 
 
@@ -100,7 +110,7 @@ def test_a_file_url_for_the_vectors_is_a_user_error_not_a_retried_crash(env):
     job = env.job(job_id)
     assert job.status == "failed" and job.error_kind == "user_error" and job.attempts == 1
     assert "file:// addresses elsewhere are refused" in job.error_message
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < scaled(5)  # refused at once, not after retries
     assert not list((env.data_dir / "checkpoints").rglob("*.pt"))
 
 

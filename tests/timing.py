@@ -11,6 +11,7 @@ Timing claims proper (ratios, latencies) live in ``bench/``.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
@@ -40,3 +41,19 @@ class ThreadCPU:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.thread_time() - self._start
+
+
+def load_factor() -> float:
+    """How overcommitted this machine is now: the 1-minute load average per CPU, at least 1."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        return 1.0
+    return max(1.0, load / (os.cpu_count() or 1))
+
+
+def scaled(seconds: float) -> float:
+    """A responsiveness bound ("cancel takes effect within 2 s") scaled by the machine's measured
+    overcommitment: the bound a quiet machine meets, stretched as much as the load stretches every
+    process's share of a CPU. On a quiet machine it is the bound itself."""
+    return seconds * load_factor()
