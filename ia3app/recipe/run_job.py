@@ -112,11 +112,12 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
         eval_examples = [ex for ex in eval_all if ex.label is not None]
     names = label_names(train_examples + eval_examples)
     train_items: list = train_examples
-    if spec.train_templates:  # one rendering per template; train() draws one per row per step
-        extras = spec.train_templates
+    extras, extra_examples = spec.train_templates, []
+    if extras:  # one rendering per template (kept for fitting below); train() draws one per row per step
         for extra in extras:
             warnings += [f"template '{extra.name}': {w}" for w in validate(extra, _columns(train_rows), train_rows)]
-        train_items = list(zip(train_examples, *(render_all(extra, train_rows) for extra in extras)))
+        extra_examples = [render_all(extra, train_rows) for extra in extras]
+        train_items = list(zip(train_examples, *extra_examples))
 
     progress(ProgressEvent("load", f"loading {spec.model}" + (f" @ {spec.revision}" if spec.revision else "")))
     device = device or default_device()
@@ -139,10 +140,10 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
     train_examples = fitted.examples
     warnings += [w for w in [cut_warning(fitted, recipe.max_length)] if w]
     train_items = train_examples
-    if spec.train_templates:
+    if extras:
         train_items = list(zip(train_examples, *(
-            fit_examples(extra, train_rows, render_all(extra, train_rows), loaded.tokenizer, recipe.max_length).examples
-            for extra in extras)))
+            fit_examples(extra, train_rows, rendered, loaded.tokenizer, recipe.max_length).examples
+            for extra, rendered in zip(extras, extra_examples))))
     if eval_rows:
         fitted = fit_examples(template, eval_rows, eval_all, loaded.tokenizer, recipe.max_length)
         eval_examples = [ex for ex in fitted.examples if ex.label is not None]
