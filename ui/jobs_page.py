@@ -209,7 +209,9 @@ def wire_job_page(page: JobPage, ctx: AppContext, shared: Shared, open_results: 
         """Another job: everything but the chart now; the chart is emptied and drawn afresh on the next tick
         (the plot builds its colours and legend only when it goes from no value to a value)."""
         update = on_tick(job_id, "", request)
-        return {**update, page.loss: None, seen: ""} if isinstance(update, dict) else update
+        if not isinstance(update, dict) or update.get("__type__") == "update":  # gr.skip() is a dict too
+            return update
+        return {**update, page.loss: None, seen: ""}
 
     page.timer.tick(on_tick, [page.job, seen], outs, api_visibility="private", show_progress="hidden")
     page.job.change(on_pick, page.job, outs, api_visibility="private")
