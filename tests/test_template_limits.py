@@ -69,7 +69,7 @@ def test_amplification_is_refused_quickly_and_small(source, message, monkeypatch
     finally:
         tracemalloc.stop()
     assert message in str(info.value)  # refused by its size rule, not by the time limit
-    assert cpu.seconds < 0.5, f"{cpu.seconds:.2f} CPU s"
+    assert cpu.seconds < 2.0, f"{cpu.seconds:.2f} CPU s"
     assert peak < 20_000_000, f"{peak:,} bytes"
 
 

@@ -31,7 +31,7 @@ def app(tmp_path_factory):
     ctx = AppContext(tmp_path_factory.mktemp("upload-data"))
     demo, url = launch(ctx, port=free_port(), prevent_thread_lock=True, quiet=True)
     url = url.rstrip("/")
-    call(url, fn_index(demo, "on_file"), [upload(url, "warm.csv", b"text,label\na,pos\nb,neg\n")])  # first-call costs
+    call(url, fn_index(demo, "on_file"), [upload(url, "warm.csv", b"text,label\na,pos\nb,neg\n"), None])  # first-call costs
     yield demo, url
     demo.close()
 
@@ -82,7 +82,7 @@ def big_csv() -> bytes:
 def test_twenty_thousand_columns_are_refused_fast(app):
     demo, url = app
     file = upload(url, "wide.csv", wide_csv(20_000))
-    out, seconds = call(url, fn_index(demo, "on_file"), [file])
+    out, seconds = call(url, fn_index(demo, "on_file"), [file, None])
     assert "the file has 20,000 columns; the limit is 200" in out[0]
     assert seconds < scaled(1.0), (seconds, load_factor())  # the bound a quiet machine meets, scaled by the load
 
@@ -94,7 +94,7 @@ def test_one_users_upload_does_not_delay_another(app):
     on_label_text = fn_index(demo, "on_label_text")
     small = upload(url, "small.csv", b"text,label\na good film,pos\na bad film,neg\n")
     # the machine's own noise (tests share a few busy cores): the slowest of as many requests with nobody else
-    quiet = [call(url, on_file, [small])[1] for _ in range(12)]
+    quiet = [call(url, on_file, [small, None])[1] for _ in range(12)]
     baseline = max(quiet)
     big = upload(url, "big.csv", big_csv())
     done = threading.Event()
@@ -108,7 +108,7 @@ def test_one_users_upload_does_not_delay_another(app):
         try:
             for _ in range(2):  # fresh copies: a new upload is parsed anew
                 file = upload(url, "big.csv", raw)
-                heavy.append(call(url, on_file, [file], session)[1])
+                heavy.append(call(url, on_file, [file, None], session)[1])
                 heavy.append(call(url, on_label_text, [file, "label"], session)[1])
                 heavy.append(call(url, on_label, [file, "label", "Split my file automatically", 0.25, 0, False,
                                                   32, ["text"]], session)[1])
@@ -121,7 +121,7 @@ def test_one_users_upload_does_not_delay_another(app):
     thread.start()
     delays = []
     while not done.is_set():
-        delays.append(call(url, on_file, [small])[1])
+        delays.append(call(url, on_file, [small, None])[1])
     thread.join()
     assert not errors, errors
     print(f"alone: median {sorted(quiet)[6]:.3f} s, max {baseline:.3f} s; other user's requests during the big uploads: max {max(delays):.3f} s "
@@ -129,4 +129,4 @@ def test_one_users_upload_does_not_delay_another(app):
     # the bound (one second) on top of what this shared machine does to a request on its own
     assert len(delays) >= 3 and sorted(delays)[len(delays) // 2] - sorted(quiet)[6] < 1.0
     assert max(delays) - baseline < 1.0
-    assert call(url, on_file, [big])[1] < scaled(5.0)
+    assert call(url, on_file, [big, None])[1] < scaled(5.0)
