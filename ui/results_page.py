@@ -129,7 +129,7 @@ def sureness_md(result: JobResult) -> str:
     diffs = difference_lines(evaluation)
     lines += [f"- {d}" for d in diffs] or ["- (paired differences appear for jobs run since they were added)"]
     if folds_text(evaluation):
-        lines.append(folds_text(evaluation))
+        lines += ["", folds_text(evaluation)]  # a paragraph of its own, not part of the last bullet
     return "\n".join(lines)
 
 

@@ -35,7 +35,7 @@ def _per_row_lines(lines: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def spec_from_fields(name: str, input_text: str, mode: str, choices_text: str, label_map_text: str,
-                     choice_templates_text: str, label_column: str) -> TemplateSpec:
+                     choice_templates_text: str, label_column: str, chat: bool = False) -> TemplateSpec:
     """The editor's fields → TemplateSpec. Label map lines read `label value = answer`."""
     lines = lambda text: [ln.strip() for ln in (text or "").splitlines() if ln.strip()]  # noqa: E731
     if not (input_text or "").strip():
@@ -43,7 +43,7 @@ def spec_from_fields(name: str, input_text: str, mode: str, choices_text: str, l
     if mode == PER_ROW:
         templates, labels = _per_row_lines(lines(choice_templates_text))
         return TemplateSpec(name=name or NEW_NAME, input=input_text, label_column=label_column,
-                            choice_templates=templates, choice_labels=labels)
+                            choice_templates=templates, choice_labels=labels, chat=bool(chat))
     label_map = None
     pairs = lines(label_map_text)
     if pairs:
@@ -54,7 +54,7 @@ def spec_from_fields(name: str, input_text: str, mode: str, choices_text: str, l
             key, value = (part.strip() for part in ln.split("=", 1))
             label_map[key] = value
     return TemplateSpec(name=name or NEW_NAME, input=input_text, label_column=label_column,
-                        choices=lines(choices_text), label_map=label_map)
+                        choices=lines(choices_text), label_map=label_map, chat=bool(chat))
 
 
 def fields_from_spec(spec: TemplateSpec) -> tuple[str, str, str, str, str]:
@@ -88,12 +88,12 @@ def preview_html(items: list[dict[str, Any]]) -> str:
 
 def check_template(rows: list[dict], columns: list[str], label_column: str, name: str, input_text: str, mode: str,
                    choices_text: str, label_map_text: str, choice_templates_text: str,
-                   inputs: list[str] | None = None) -> tuple[str, str, dict | None]:
+                   inputs: list[str] | None = None, chat: bool = False) -> tuple[str, str, dict | None]:
     """Validate the editor's template against the data: (message markdown, preview html, spec dict or None).
     inputs: the columns ticked on the data page; one the template leaves out draws a warning."""
     try:
         spec = spec_from_fields(name, input_text, mode, choices_text, label_map_text, choice_templates_text,
-                                label_column)
+                                label_column, chat)
         warnings = validate(spec, columns, rows, inputs=inputs)
         items = preview(spec, rows, n=4)
     except UserError as e:
@@ -139,6 +139,7 @@ class TemplatePage:
     choices: gr.Textbox
     label_map: gr.Textbox
     choice_templates: gr.Textbox
+    chat: gr.Checkbox
     message: gr.Markdown
     preview: gr.HTML
     next: gr.Button
@@ -147,7 +148,7 @@ class TemplatePage:
 
     @property
     def editor(self) -> list:
-        return [self.name, self.input, self.mode, self.choices, self.label_map, self.choice_templates]
+        return [self.name, self.input, self.mode, self.choices, self.label_map, self.choice_templates, self.chat]
 
     @property
     def suggested(self) -> list:
@@ -181,6 +182,9 @@ def build_template_page() -> TemplatePage:
             choice_templates = gr.Textbox(label="Per-row answers, one per line: `label value = {{column}}` "
                                           "(without label values, the label is the answer's position from 0)",
                                           lines=2, placeholder="1 = {{option1}}\n2 = {{option2}}", visible=False)
+            chat = gr.Checkbox(value=True, label="Wrap each prompt in the model's chat template, as instruct models "
+                               "expect (SmolLM2-Instruct: zero-shot SST-2 0.44 → 0.72 wrapped); no effect on "
+                               "models without one (T0, T5, the tiny demo)")
         with gr.Column(scale=2):
             message = gr.Markdown()
             gr.Markdown("**Preview of the first rows**")
@@ -193,11 +197,11 @@ def build_template_page() -> TemplatePage:
                            gr.update(visible=m == PER_ROW)), mode, [choices, label_map, choice_templates],
                 api_visibility="private")
     return TemplatePage(shape, insert, builtin, name, input_text, mode, choices, label_map, choice_templates,
-                        message, preview_box, nxt, also)
+                        chat, message, preview_box, nxt, also)
 
 
 def editor_values(page: TemplatePage, spec: TemplateSpec | None) -> dict:
-    values = (spec.name, *fields_from_spec(spec)) if spec else (NEW_NAME, "", FIXED, "", "", "")
+    values = (spec.name, *fields_from_spec(spec), spec.chat) if spec else (NEW_NAME, "", FIXED, "", "", "", True)
     return dict(zip(page.editor, values))
 
 
@@ -266,7 +270,7 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
 
     page.insert.input(on_insert, [page.input, page.insert], [page.input, page.insert], api_visibility="private")
 
-    def on_edit(session, name, input_text, mode, choices, label_map, choice_templates, request: gr.Request):
+    def on_edit(session, name, input_text, mode, choices, label_map, choice_templates, chat, request: gr.Request):
         refused = {page.preview: "", shared.template: None, page.next: gr.update(interactive=False)}
         if not session or not session.get("dataset_id"):
             return {**refused, page.message: "Upload your data first (step 1)."}
@@ -278,7 +282,7 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
             return {**refused, page.message: f"✗ {e}"}
         message, preview_box, spec = check_template(rows, session["columns"], session["label_column"], name,
                                                     input_text, mode, choices, label_map, choice_templates,
-                                                    inputs=session.get("text_columns"))
+                                                    inputs=session.get("text_columns"), chat=chat)
         return {page.message: message, page.preview: preview_box, shared.template: spec,
                 page.next: gr.update(interactive=spec is not None)}
 

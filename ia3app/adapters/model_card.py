@@ -111,6 +111,10 @@ def model_card(results: JobResult) -> str:
         + (", ".join(f"`{c}`" for c in results.labels) if not template.choice_templates
            else "per row: " + ", ".join(f"`{c}`" for c in template.choice_templates)),
         "",
+        "Prompts are wrapped in the base model's chat template (a user turn; the answer is the assistant's reply) "
+        "when it has one, in training, evaluation and predictions alike." if template.chat else
+        "Prompts are given to the model as rendered (no chat template).",
+        "",
         "## Size and training",
         "",
         f"- trained parameters: {params.get('added', '?'):,} of {params.get('base', '?'):,} "

@@ -103,13 +103,24 @@ _MODEL_CLASS = {
 }
 
 
-def make_tiny_model(kind: str, out_dir: str | Path, seed: int = 0, **sizes) -> Path:
-    """Build a tiny random model of `kind`, save it (safetensors) with a ByT5 tokenizer."""
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+"""An instruct model's chat template in miniature (ChatML-like tags), for tests of TemplateSpec.chat."""
+
+
+def make_tiny_model(kind: str, out_dir: str | Path, seed: int = 0, chat: bool = False, **sizes) -> Path:
+    """Build a tiny random model of `kind`, save it (safetensors) with a ByT5 tokenizer (with a chat
+    template when `chat`, as instruct models ship one)."""
     config = tiny_config(kind, **sizes)
     torch.manual_seed(seed)
     model = _MODEL_CLASS[kind](config).eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    ByT5Tokenizer().save_pretrained(out)
+    tokenizer = ByT5Tokenizer()
+    if chat:
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
     return out

@@ -256,7 +256,7 @@ def cmd_evaluate(args) -> int:
     evaluation = evaluate_methods(
         loaded, handle, train, held, methods=methods, batch_size=args.batch_size, max_length=info.max_length,
         icl=IclConfig(shots=args.shots, max_input_tokens=args.max_input_tokens, seed=args.seed),
-        names=info.choices if not info.template.per_row else label_names(held),
+        names=info.choices if not info.template.per_row else label_names(held), chat=info.template.chat,
     )
     _print_evaluation(evaluation)
     if args.json:

@@ -25,6 +25,7 @@ from ia3app.jobtypes import EVAL_METHODS, ProgressEvent
 from ia3app.evaluation.metrics import classification_report
 from ia3app.evaluation.scoring import score_choices
 from ia3app.evaluation.uncertainty import annotate
+from ia3app.templates.chat import overhead_tokens, wrap_examples
 
 METHODS = EVAL_METHODS
 
@@ -66,8 +67,9 @@ def _sync(device: str) -> None:
 
 LATENCY_RUNS = 3
 """Timed runs per method; the reported latency is their median."""
-REPEAT_ROWS = 64
-"""Rows scored by each timed run after the first (the first scores every held-out row)."""
+REPEAT_ROWS = 16
+"""Rows scored by each timed run after the first (the first scores every held-out row); few, since a real
+model on a CPU scores a few rows a second and the repeats must not cost as much as the evaluation."""
 
 
 def _timed_scores(loaded, examples, *, batch_size, max_length, warmup, repeats: int = LATENCY_RUNS):
@@ -103,6 +105,7 @@ def evaluate_methods(
     warmup: bool = True,
     progress: Callable[[ProgressEvent], None] | None = None,
     source: str = "held-out",
+    chat: bool = False,
 ) -> dict:
     """Evaluate each method on `eval_examples` (all labelled); returns a JSON-able dict.
 
@@ -111,6 +114,8 @@ def evaluate_methods(
     "labels", "num_parameters", "encoder_decoder"}, plus what uncertainty.annotate adds: "gold"
     (the rows' labels), per method "intervals", "differences" (T-Few − each baseline, paired) and
     "calibration" (T-Few's temperature fitted on these rows; `source` says what they are).
+    chat: wrap each prompt in the model's chat template when it has one (TemplateSpec.chat): a
+    zero-shot or T-Few input as it is, an in-context prompt whole, demonstrations and query together.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -129,7 +134,7 @@ def evaluate_methods(
         for method in methods:
             if progress:
                 progress(ProgressEvent("evaluate", f"evaluating {method} on {len(eval_examples)} rows"))
-            examples, length, extra = list(eval_examples), max_length, {}
+            examples, length, extra = wrap_examples(loaded.tokenizer, eval_examples, chat), max_length, {}
             handle.restore()
             if method == "t-few":
                 handle.load_vectors(trained)
@@ -138,11 +143,13 @@ def evaluate_methods(
             if method == "in-context":
                 cfg = icl or IclConfig()
                 limit = input_limit(loaded.model.config, loaded.tokenizer, cap=cfg.max_input_tokens)
+                wrap = overhead_tokens(loaded.tokenizer, chat)
                 prompts = build_prompts(
-                    train_examples, eval_examples, loaded.tokenizer, limit=limit, decoder_only=not enc_dec, config=cfg
+                    train_examples, eval_examples, loaded.tokenizer, limit=limit - wrap, decoder_only=not enc_dec,
+                    config=cfg,
                 )
-                examples = prompts.examples
-                length = max(limit, max(prompts.prompt_tokens))  # forced k may exceed the limit: keep it whole
+                examples = wrap_examples(loaded.tokenizer, prompts.examples, chat)
+                length = max(limit, max(prompts.prompt_tokens) + wrap)  # forced k may exceed the limit: keep it whole
                 hard = input_limit(loaded.model.config, loaded.tokenizer, cap=10**9)  # absolute positions only
                 if length > hard:
                     raise UserError(

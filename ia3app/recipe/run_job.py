@@ -139,10 +139,16 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
     fitted = fit_examples(template, train_rows, train_examples, loaded.tokenizer, recipe.max_length)
     train_examples = fitted.examples
     warnings += [w for w in [cut_warning(fitted, recipe.max_length)] if w]
-    train_items = train_examples
+    from ia3app.templates.chat import wrap_examples
+
+    # training reads the model-ready inputs (wrapped in the chat template when the template asks and the
+    # model has one); evaluation gets them unwrapped: in-context prompts wrap their demonstrations whole
+    train_items = wrap_examples(loaded.tokenizer, train_examples, template.chat)
     if extras:
-        train_items = list(zip(train_examples, *(
-            fit_examples(extra, train_rows, rendered, loaded.tokenizer, recipe.max_length).examples
+        train_items = list(zip(train_items, *(
+            wrap_examples(loaded.tokenizer,
+                          fit_examples(extra, train_rows, rendered, loaded.tokenizer, recipe.max_length).examples,
+                          extra.chat)
             for extra, rendered in zip(extras, extra_examples))))
     if eval_rows:
         fitted = fit_examples(template, eval_rows, eval_all, loaded.tokenizer, recipe.max_length)
@@ -216,6 +222,7 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
             max_length=recipe.max_length,
             names=names,
             progress=progress,
+            chat=template.chat,
         )
     elif eval_rows is not None and not eval_examples:
         warnings.append("no labelled held-out rows: evaluation skipped")
@@ -292,7 +299,7 @@ def _cross_validate(spec, train_items, train_examples, names, work_dir, loaded, 
         _check_stop(should_stop)
         report = evaluate_methods(loaded, handle, seen, held, methods=spec.eval_methods or ["t-few"],
                                   batch_size=spec.recipe.eval_batch_size, max_length=spec.recipe.max_length,
-                                  names=names, progress=progress, warmup=i == 0)
+                                  names=names, progress=progress, warmup=i == 0, chat=spec.template.chat)
         where.mkdir(parents=True, exist_ok=True)
         tmp = where / "evaluation.json.tmp"
         tmp.write_text(json.dumps(report), encoding="utf-8")

@@ -111,12 +111,15 @@ def render_rows(info: AdapterInfo, rows: Any) -> list[Example]:
 
 
 def fit_rows(info: AdapterInfo, rows: list[dict], examples: list[Example], tokenizer) -> list[Example]:
-    """The rendered rows fitted to the adapter's max_length as training fitted them (ia3app.templates.truncate)."""
+    """The rendered rows made model-ready as training made them: fitted to the adapter's max_length
+    (ia3app.templates.truncate), then wrapped in the chat template when the adapter's template asks."""
+    from ia3app.templates.chat import wrap_examples
     from ia3app.templates.truncate import fit_examples
 
     spec = info.template
     unlabelled = [{k: v for k, v in r.items() if k != spec.label_column} for r in rows]
-    return fit_examples(spec, unlabelled, examples, tokenizer, info.max_length).examples
+    return wrap_examples(tokenizer, fit_examples(spec, unlabelled, examples, tokenizer, info.max_length).examples,
+                         spec.chat)
 
 
 class ServingEngine:

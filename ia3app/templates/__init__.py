@@ -4,7 +4,8 @@ Torch-free. Modules: ``spec`` (TemplateSpec, render, validate, preview), ``sandb
 sandbox and ``render_text``), ``render_limits`` (per-row CPU and size bounds), ``library``
 (built-in templates and task-shape detection), ``promptsource`` (import of promptsource YAML),
 ``precheck`` (render a bounded sample before a job is queued), ``truncate`` (fit an input into
-the model's token budget by shortening the longest field).
+the model's token budget by shortening the longest field), ``chat`` (wrap prompts in an instruct
+model's chat template).
 """
 
 from ia3app.exports import lazy_exports
@@ -18,4 +19,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "from_promptsource": "promptsource",
     "check_files": "precheck",
     "fit_examples": "truncate",
+    "wrap_examples": "chat",
 })

@@ -8,7 +8,7 @@ offers the ones fitting a file's columns and labels.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
 from ia3app.errors import UserError
@@ -197,7 +197,7 @@ def builtin(name: str, label_values: Iterable[str] | None = None, **columns: Any
     if unknown:
         raise UserError(f"template '{name}' has no column role {', '.join(unknown)}; its roles are: "
                         f"{', '.join(entry.roles + ('label',))}")
-    return entry.make(label_values=label_values, **columns)
+    return replace(entry.make(label_values=label_values, **columns), chat=True)
 
 
 # ---------------------------------------------------------------- guessing from a file's columns
@@ -370,7 +370,7 @@ def templates_fitting(
             continue
         if entry.name == "multiple_choice" and any(name == "cause_effect" for name, _ in out):
             continue  # COPA-shaped data: the cause/effect wording is the better multiple-choice template
-        spec = entry.make(label=label, label_values=sorted(set(values)), **assigned)
+        spec = replace(entry.make(label=label, label_values=sorted(set(values)), **assigned), chat=True)
         out.append((entry.name, spec))
     # more columns used = more specific (WiC before paraphrase); the generic text_label last, except that
     # a text that is not a review gets the generic wording before the sentiment one

@@ -89,6 +89,10 @@ class TemplateSpec:
     """Show integer-looking cells to the template as ints, as promptsource's datasets do."""
     choice_labels: list[str] | None = None
     """Per-row choices: the label value naming each choice, in order (e.g. ["1", "2"]); absent: 0, 1, ..."""
+    chat: bool = False
+    """Wrap the input in the model's chat template (one user turn; the answer is the assistant's reply)
+    when the model has one, as instruct models are used: zero-shot, in-context and T-Few alike. No
+    effect on models without a chat template (T0, T5, the tiny demo models). The built-ins turn it on."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -113,6 +117,8 @@ class TemplateSpec:
         for field_name in ("target",):
             if getattr(self, field_name) is not None and not isinstance(getattr(self, field_name), str):
                 problems.append(f"'{field_name}' must be text")
+        if not isinstance(self.chat, bool):
+            problems.append("'chat' must be true or false")
         if problems:
             raise UserError(f"template '{self.name}' is malformed: " + "; ".join(problems))
         self.choices = None if self.choices is None else list(self.choices)

@@ -82,8 +82,12 @@ def shortenable_columns(spec: TemplateSpec) -> list[str]:
 
 def fit_examples(spec: TemplateSpec, rows: Sequence[dict[str, Any]], examples: Sequence[Example], tokenizer,
                  max_length: int) -> Fitted:
-    """Each row's example fitted to max_length tokens (examples[i] is rows[i] rendered by spec)."""
+    """Each row's example fitted to max_length tokens (examples[i] is rows[i] rendered by spec), leaving
+    room for the chat template's wrap when it applies (the examples themselves stay unwrapped)."""
+    from ia3app.templates.chat import overhead_tokens
+
     out = Fitted([])
+    max_length = max(1, max_length - overhead_tokens(tokenizer, spec.chat))
     columns = shortenable_columns(spec)
     counts: dict[str, int] = {}
     for number, (row, example) in enumerate(zip(rows, examples), start=1):
