@@ -29,6 +29,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench import tfew_data
@@ -54,8 +55,7 @@ def run_one(task: str, seed: int, args) -> dict:
     train_rows, eval_rows = tfew_data.split(task, seed, args.max_eval)
     labels = sorted({r["label"] for r in train_rows})
     template = builtin(spec_task.template, label_values=labels, **spec_task.columns)
-    if args.chat:
-        template = template.with_chat(True)
+    template = replace(template, chat=not args.no_chat)
     recipe = RecipeConfig(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
                           lr=args.lr, checkpoint_every=0, seed=args.train_seed)
     spec = JobSpec(model=args.model, template=template, recipe=recipe, eval_methods=list(METHODS))
@@ -75,7 +75,7 @@ def run_one(task: str, seed: int, args) -> dict:
     wall = time.perf_counter() - start
     ev = result.evaluation
     row = {"task": task, "seed": seed, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
-           "steps": args.steps, "lr": args.lr, "chat": args.chat, "wall_s": round(wall, 1),
+           "steps": args.steps, "lr": args.lr, "chat": not args.no_chat, "wall_s": round(wall, 1),
            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
            "final_losses": result.training.final_losses if result.training else None}
     for m in METHODS:
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
+    p.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the model's chat template "
+                   "(the built-ins wrap them when the model has one)")
     p.add_argument("--train-seed", type=int, default=42)
     p.add_argument("--device", default=None)
     p.add_argument("--work", default="/tmp/bench_accuracy")
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
     print(f"# accuracy bench, setting '{args.setting}': model {args.model}; tasks {', '.join(args.tasks)}; "
           f"{args.steps} steps, lr {args.lr}, batch {args.batch_size}; "
           f"unseen rows per task: {args.max_eval or 'all'}; "
-          f"chat template: {'on' if args.chat else 'off'}; device: {args.device or 'auto'}; "
+          f"chat template: {'off' if args.no_chat else 'on'}; device: {args.device or 'auto'}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     if args.setting == "cpu":
         print("# CPU setting: a subset of tasks and rows and 100 steps, not T-Few's 1,000 — see --setting full", flush=True)

@@ -249,3 +249,19 @@ def test_results_page_words_intervals_and_threshold(trained_adapter):
     assert "paired differences appear for jobs run since" in R.sureness_md(old)
     assert "needs held-out or cross-validated rows" in R.coverage_words(old, 0.5)
     assert R.P.reliability_figure(None) is None and R.P.folds_figure(old.evaluation) is None
+
+
+def test_the_headline_says_plainly_whether_t_few_beat_the_baselines():
+    from ia3app.evaluation.uncertainty import headline
+
+    def evaluation(icl: tuple[float, float], zs: tuple[float, float]) -> dict:
+        entry = lambda lo, hi: {"accuracy": {"low": lo, "high": hi, "difference": (lo + hi) / 2, "n": 40}}  # noqa: E731
+        return {"differences": {"t-few − in-context": entry(*icl), "t-few − zero-shot": entry(*zs)}}
+
+    assert headline(evaluation((0.05, 0.3), (0.1, 0.4))) == \
+        "On these 40 rows T-Few beats in-context learning and the base model zero-shot (intervals below)."
+    unclear = headline(evaluation((-0.1, 0.2), (0.1, 0.4)))
+    assert unclear.startswith("On these 40 rows T-Few does not clearly beat in-context learning:")
+    worse = headline(evaluation((-0.3, -0.05), (-0.1, 0.2)))
+    assert worse.startswith("On these 40 rows T-Few is worse than in-context learning: do not use this adapter")
+    assert headline({}) is None and headline(None) is None  # results stored before the differences existed

@@ -19,7 +19,7 @@ from ia3app.errors import UserError
 from ia3app.evaluation.calibration import UNSURE
 from ia3app.evaluation import plots as P
 from ia3app.evaluation.in_context import shots_note
-from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text, intervals_for
+from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text, headline, intervals_for
 from ia3app.jobtypes import JobLabels, JobResult, dumps
 from ui.context import AppContext
 from ui.tempfiles import new_download
@@ -124,7 +124,8 @@ def sureness_md(result: JobResult) -> str:
     if not result.methods:
         return ""
     n = next(iter(result.methods.values())).get("n", result.num_eval)
-    lines = [f"Intervals are 95 % bootstrap intervals over the {n} rows measured: with this few rows, a few "
+    lines = [f"**{headline(evaluation)}**", ""] if headline(evaluation) else []
+    lines += [f"Intervals are 95 % bootstrap intervals over the {n} rows measured: with this few rows, a few "
              "answers either way move accuracy a lot."]
     diffs = difference_lines(evaluation)
     lines += [f"- {d}" for d in diffs] or ["- (paired differences appear for jobs run since they were added)"]

@@ -6,7 +6,7 @@ import json
 
 from ia3app import __version__
 from ia3app.config import RecipeConfig
-from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text, interval_text
+from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text, headline, interval_text
 from ia3app.evaluation.plots import FILES as PLOT_FILES
 from ia3app.jobtypes import JobResult
 from ia3app.templates.spec import TemplateSpec
@@ -47,7 +47,8 @@ def _evaluation_table(evaluation: dict) -> list[str]:
             f"| {method}{shots} | {interval_text(r, 'accuracy')} | {interval_text(r, 'macro_f1')} "
             f"| {1000 * r['latency_s']:.2f} ms | {r['tokens']:.0f} | {_num(r['flops'])} |"
         )
-    lines += ["", *[f"- {line}" for line in difference_lines(evaluation)]]
+    lines += ["", *([f"**{headline(evaluation)}**", ""] if headline(evaluation) else []),
+              *[f"- {line}" for line in difference_lines(evaluation)]]
     if folds_text(evaluation):
         lines += ["", folds_text(evaluation)]
     tfew = (evaluation["methods"].get("t-few") or {}).get("per_class")

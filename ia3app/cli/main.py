@@ -64,9 +64,11 @@ def _ci(r: dict, metric: str) -> str:
 
 
 def _print_evaluation(evaluation: dict, out=None) -> None:
-    from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text
+    from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text, headline
 
     out = out or sys.stdout
+    if headline(evaluation):
+        print(headline(evaluation), file=out)
     header = (f"{'method':<14}{'accuracy':>10}{'95% CI':>13}{'macro-F1':>10}{'95% CI':>13}{'ms/pred':>10}"
               f"{'tokens':>9}{'FLOPs/pred':>12}")
     print(header, file=out)

@@ -103,6 +103,28 @@ def difference_text(entry: dict[str, Any]) -> str:
             f"{100 * entry['high']:+.1f}): **{entry['verdict']}**")
 
 
+BASELINE_WORDS = {"t-few − in-context": "in-context learning", "t-few − zero-shot": "the base model zero-shot"}
+
+
+def headline(evaluation: dict[str, Any] | None) -> str | None:
+    """One plain sentence on whether T-Few beat the baselines on these rows (by the paired accuracy intervals):
+    said first, before any table, so an adapter that does not beat them is never mistaken for one that does."""
+    diffs = {k: (v.get("accuracy") or {}) for k, v in differences_for(evaluation).items() if k in BASELINE_WORDS}
+    diffs = {k: d for k, d in diffs.items() if d.get("low") is not None}
+    if not diffs:
+        return None
+    n = next(iter(diffs.values())).get("n", "?")
+    worse = [BASELINE_WORDS[k] for k, d in diffs.items() if d["high"] < 0]
+    unclear = [BASELINE_WORDS[k] for k, d in diffs.items() if d["low"] <= 0 <= d["high"]]
+    if worse:
+        return (f"On these {n} rows T-Few is worse than {' and '.join(worse)}: do not use this adapter as it is "
+                "(try more steps, another template or more labelled rows).")
+    if unclear:
+        return (f"On these {n} rows T-Few does not clearly beat {' or '.join(unclear)}: the difference is within "
+                "the noise of so few rows (intervals below).")
+    return f"On these {n} rows T-Few beats {' and '.join(BASELINE_WORDS[k] for k in diffs)} (intervals below)."
+
+
 def difference_lines(evaluation: dict[str, Any] | None, markdown: bool = True) -> list[str]:
     """One line per paired comparison stored in the report (accuracy, then macro-F1)."""
     lines = []
