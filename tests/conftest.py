@@ -15,6 +15,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parent.parent
+# One converted copy of the bundled real model for the whole suite (and the developer's own ./data): every
+# app a test starts in a fresh data directory would otherwise convert it again in the background (a CPU
+# minute and ~520 MB each). A test of the cache's location sets or clears this itself.
+os.environ.setdefault("IA3APP_MODEL_CACHE", str(ROOT / "data" / "models"))
 FEWSHOT = ROOT / "examples"
 TFEW_VECTORS = ROOT / "tests" / "fixtures" / "tfew" / "t03b_ia3_finish.pt"
 
