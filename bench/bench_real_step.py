@@ -15,7 +15,7 @@ Every figure is measured side by side in one run (rounds alternate before/after,
 4. serving rows/s through ia3app.serving.engine.ServingEngine with 64 adapters / 1 adapter, the same
    rows and clients (target >= 0.9x);
 5. with ``--threads 1,2``: the training step and one mixed-adapter serving batch at each
-   torch.set_num_threads value (what ia3app.backbones.threads' policy is based on).
+   torch.set_num_threads value (the measurement a CPU thread policy needs; none is set yet).
 
     python -m bench.bench_real_step                       # the real model (~10+ minutes on 2 cores)
     python -m bench.bench_real_step --model tiny --steps 3 --rounds 1   # a smoke run, seconds
