@@ -83,15 +83,39 @@ def _random_vectors(handle, seed):
     return {k: 1 + 0.5 * torch.randn(v.shape, generator=g) for k, v in handle.vectors().items()}
 
 
-@pytest.mark.parametrize("kind", ["t0", "gpt2"])
-def test_mixed_batch_equals_single_adapter(tiny_model_dir, kind):
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_shared_prefix_equals_one_row_per_choice(tiny_model_dir, kind):
+    """Each input read once (one row per example, 4-D slot mask, positions restarting per choice)
+    gives the per-token log-probs and the gradients of the old one-row-per-choice layout."""
+    m = load_model(str(tiny_model_dir(kind)), device="cpu")
+    handle = inject(m.model)
+    handle.load_vectors(_random_vectors(handle, 5))
+    params = handle.trainable_parameters()
+    outs, grads = [], []
+    for shared in (True, False):
+        out = choice_log_probs(m.model, m.tokenizer, EXAMPLES, shared_prefix=shared)
+        grads.append(torch.autograd.grad(out.scores().sum(), params))
+        outs.append(out)
+    shared, per_choice = outs
+    torch.testing.assert_close(shared.token_logprobs, per_choice.token_logprobs, atol=1e-5, rtol=0)
+    assert torch.equal(shared.choice_index, per_choice.choice_index)
+    assert torch.all(shared.token_logprobs[shared.token_mask == 0] == 0)
+    assert shared.tokens_processed < per_choice.tokens_processed  # the inputs went through once
+    assert any(g.abs().sum() > 0 for g in grads[0])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind,shared", [("t0", True), ("gpt2", True), ("gpt2", False), ("llama", True)])
+def test_mixed_batch_equals_single_adapter(tiny_model_dir, kind, shared):
     m = load_model(str(tiny_model_dir(kind)), device="cpu")
     handle = inject(m.model)
     adapters = {"a": _random_vectors(handle, 1), "b": _random_vectors(handle, 2)}
     for name, vec in adapters.items():
         handle.add_adapter(name, vec)
     names = ["a", "b", None, "a"]
-    mixed = score_choices(m.model, m.tokenizer, EXAMPLES, batch_size=4, adapter_names=names, handle=handle)
+    mixed = score_choices(m.model, m.tokenizer, EXAMPLES, batch_size=4, adapter_names=names, handle=handle,
+                          shared_prefix=shared)
     for ex, name, got in zip(EXAMPLES, names, mixed):
         handle.reset()
         if name is not None:

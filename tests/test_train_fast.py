@@ -95,18 +95,18 @@ def old_loop(handle, tokenizer, items, rec):
     return out_losses
 
 
-@pytest.mark.parametrize("kind", ["t0", "gpt2", "bart"])
-def test_cached_forward_equals_per_call_scoring(tiny_model_dir, kind):
+@pytest.mark.parametrize("kind,shared", [("t0", True), ("gpt2", True), ("gpt2", False), ("llama", True), ("bart", True)])
+def test_cached_forward_equals_per_call_scoring(tiny_model_dir, kind, shared):
     loaded, _ = fresh(tiny_model_dir, kind)
     enc_dec = loaded.is_encoder_decoder
-    cache = TokenCache(ROWS, loaded.tokenizer, max_length=256, enc_dec=enc_dec, device="cpu")
+    cache = TokenCache(ROWS, loaded.tokenizer, max_length=256, enc_dec=enc_dec, device="cpu", shared_prefix=shared)
     sampler = EpochSampler(len(ROWS), 0)
     plan = cache.plan(sampler, 0, 2, len(ROWS), len(ROWS), lambda i, g: 0)
     for mb in (plan.steps[0][0], plan.steps[1][0]):
         batch = cache.batch(plan, mb)
         examples = [ROWS[i] for i in plan.renderings[mb.rows].tolist()]
-        want = choice_log_probs(loaded.model, loaded.tokenizer, examples)
-        got = forward(loaded.model, batch, enc_dec)
+        want = choice_log_probs(loaded.model, loaded.tokenizer, examples, shared_prefix=shared)
+        got = forward(loaded.model, batch, enc_dec, shared)
         torch.testing.assert_close(got.token_logprobs, want.token_logprobs, atol=1e-6, rtol=0)
         assert torch.equal(got.choice_index, want.choice_index) and mb.tokens == want.tokens_processed
         labels = torch.tensor([e.label for e in examples])
@@ -127,6 +127,23 @@ def test_train_equals_the_per_step_path(tiny_model_dir, items):
     assert [r["loss"] for r in result.history] == pytest.approx(want, rel=1e-6, abs=1e-6)
     for key, value in handle.vectors().items():
         torch.testing.assert_close(value, want_vectors[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_shared_prefix_trains_like_one_row_per_choice(tiny_model_dir, kind):
+    """Decoder-only training with each input read once: the same losses and vectors as the old
+    layout (gradients flow through the shared input), fewer tokens through the model."""
+    results, vectors = [], []
+    for shared in (True, False):
+        loaded, handle = fresh(tiny_model_dir, kind)
+        results.append(train(handle, loaded.tokenizer, TWO_TEMPLATES, recipe(), shared_prefix=shared))
+        vectors.append(handle.vectors())
+    assert [r["loss"] for r in results[0].history] == pytest.approx([r["loss"] for r in results[1].history],
+                                                                     rel=1e-5, abs=1e-5)
+    for key, value in vectors[0].items():
+        torch.testing.assert_close(value, vectors[1][key], atol=1e-5, rtol=0)
+    assert any(v.ne(1).any() for v in vectors[0].values())  # it trained
+    assert results[0].tokens_processed < results[1].tokens_processed
 
 
 @pytest.mark.parametrize("kind", ["t0", "gpt2"])

@@ -9,6 +9,11 @@ scoring (no gradients) and training (the T-Few losses) both use it.
 - Decoder-only models score the continuation: input + choice + EOS, the input left-padded (with
   position ids counted from its first real token), the choice right-padded, reading the log-prob
   of each choice token from the position before it; only those positions' logits are computed.
+  Each input is read ONCE (``shared_prefix``, :func:`shared_prefix_log_probs`): one row per
+  example, [input, choice 1, choice 2, ...], each choice in a slot of the same width, with a 4-D
+  attention mask that lets every choice see the input and its own earlier tokens only, and
+  position ids that restart after the input for every choice. ``shared_prefix=False`` repeats the
+  input once per choice, one row per (example, choice) (the benchmark's baseline; same numbers).
 
 A choice's tokens always end with EOS; the score β(c) is the mean log-prob over those tokens.
 """
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutput
 
 from ia3app.example import Example
@@ -118,12 +124,14 @@ def choice_log_probs(
     adapter_names: Sequence[str | None] | None = None,
     handle=None,
     reuse_encoder: bool = True,
+    shared_prefix: bool = True,
     is_encoder_decoder: bool | None = None,
 ) -> ChoiceLogProbs:
     """One forward over a batch of examples and all their choices (gradients flow if enabled).
 
     adapter_names (one per example, None = base model) needs the Ia3Model `handle`: the names
-    are expanded to one per choice row for every forward that runs per choice.
+    are expanded to one per choice row for every forward that runs per choice (a forward that runs
+    per example, the encoder or a shared-prefix decoder, takes them as they are).
     """
     if adapter_names is not None:
         if handle is None:
@@ -140,7 +148,7 @@ def choice_log_probs(
         return _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
                         adapter_names, row_names, handle, reuse_encoder, pad, device)
     return _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
-                     row_names, handle, pad, device)
+                     adapter_names if shared_prefix else row_names, handle, shared_prefix, pad, device)
 
 
 def _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
@@ -202,28 +210,84 @@ def decoder_input_ids(tokenizer, examples, max_length: int) -> list[list[int]]:
 
 
 def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
-              row_names, handle, pad, device) -> ChoiceLogProbs:
+              names, handle, shared_prefix, pad, device) -> ChoiceLogProbs:
     inputs = decoder_input_ids(tokenizer, examples, max_length)
     texts = [as_continuation(examples[n].input, c) for n, c in zip(row_example.tolist(), flat_choices)]
     targets, tmask = _pad(choice_token_ids(tokenizer, texts, False, max_length), pad, device)  # (R, T)
-    # Inputs padded on the LEFT, choices on the right: every choice starts at column S, so the
-    # logits needed (columns S-1 .. S+T-2: position p predicts token p + 1) are the last T + 1
-    # but one, for every row; logits_to_keep spares the (R, L, V) logits of the whole sequence.
     width = max(len(i) for i in inputs)
     in_ids, _ = _pad([[pad] * (width - len(i)) + i for i in inputs], pad, device)  # (N, S)
     in_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in inputs], device=device)  # (N, S)
+    mask = tmask.to(torch.float32)
+    if shared_prefix:
+        with _mixed(handle, names):
+            logprobs = shared_prefix_log_probs(model, in_ids, in_mask, targets, tmask, row_example, choice_index)
+        return ChoiceLogProbs(logprobs, mask, choice_index, row_example, int(in_mask.sum()) + int(tmask.sum()))
+    # Inputs padded on the LEFT, choices on the right: every choice starts at column S, so the
+    # logits needed (columns S-1 .. S+T-2: position p predicts token p + 1) are the last T + 1
+    # but one, for every row; logits_to_keep spares the (R, L, V) logits of the whole sequence.
     ids = torch.cat([in_ids.index_select(0, row_example), targets], dim=1)  # (R, S + T)
     attn = torch.cat([in_mask.index_select(0, row_example), tmask], dim=1)  # (R, S + T)
     positions = (attn.cumsum(-1) - 1).clamp(min=0)  # (R, S + T): real tokens count from 0
     keep = targets.shape[1] + 1
-    with _mixed(handle, row_names):
+    with _mixed(handle, names):
         if accepts_logits_to_keep(model):
             logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep).logits
         else:
             logits = model(input_ids=ids, attention_mask=attn, position_ids=positions).logits[:, -keep:]
     picked = logits[:, :-1]  # (R, T, V): the logit before each choice token
-    mask = tmask.to(torch.float32)
     return ChoiceLogProbs(gather_logprobs(picked, targets, mask), mask, choice_index, row_example, int(attn.sum()))
+
+
+def _slot_mask(prompt: int, slot: int):
+    """A mask function (transformers' and_mask_function): a query in a choice slot sees the prompt
+    and its own slot only; prompt columns are [0, prompt), slot k is [prompt + k*slot, prompt + (k+1)*slot)."""
+
+    def inner(batch_idx, head_idx, q_idx, kv_idx):
+        return (kv_idx < prompt) | ((q_idx >= prompt) & ((q_idx - prompt) // slot == (kv_idx - prompt) // slot))
+
+    return inner
+
+
+def shared_prefix_log_probs(model, in_ids, in_mask, targets, tmask, row_example, choice_index) -> torch.Tensor:
+    """Per-token log-probs (R, T) of every choice row, each example's input read once (gradients flow).
+
+    in_ids/in_mask (N, S) left-padded inputs; targets/tmask (R, T) right-padded choices;
+    row_example (R,) and choice_index (N, K) as in ChoiceLogProbs, the rows of an example
+    consecutive. One row per example goes through the model: [input, K slots of width T]; the
+    4-D mask (built by transformers for the model's attention implementation) keeps the slots
+    apart, and every slot's positions count on from the input's length, so choice k of example n
+    sees exactly what its own row [input, choice k] would. No host reads (shapes only).
+    """
+    n, s = in_ids.shape
+    r, t = targets.shape
+    k = choice_index.shape[1]
+    device = in_ids.device
+    slot = torch.arange(r, device=device) - choice_index[:, 0].index_select(0, row_example)  # (R,) k of each row
+    slot_ids = targets.new_zeros((n, k, t))  # empty slots (examples with fewer choices) stay masked
+    slot_ids[row_example, slot] = targets
+    slot_mask = tmask.new_zeros((n, k, t))
+    slot_mask[row_example, slot] = tmask
+    ids = torch.cat([in_ids, slot_ids.view(n, k * t)], dim=1)  # (N, S + K*T)
+    attn = torch.cat([in_mask, slot_mask.view(n, k * t)], dim=1)  # (N, S + K*T)
+    prompt_len = in_mask.sum(-1, keepdim=True)  # (N, 1)
+    positions = torch.cat([(in_mask.cumsum(-1) - 1).clamp(min=0),  # real input tokens count from 0
+                           prompt_len + torch.arange(t, device=device).repeat(k)], dim=1)  # each slot from S_n
+    embeds = torch.empty((n, s + k * t, 0), dtype=model.get_input_embeddings().weight.dtype, device=device)
+    mask4d = create_causal_mask(model.config, embeds, attn, None, position_ids=positions,
+                                and_mask_function=_slot_mask(s, t), allow_is_causal_skip=False)
+    keep = k * t + 1  # columns S-1 .. S+K*T-1; column S-1+c is relative column c
+    if accepts_logits_to_keep(model):
+        logits = model(input_ids=ids, attention_mask=mask4d, position_ids=positions, use_cache=False,
+                       logits_to_keep=keep).logits
+    else:
+        logits = model(input_ids=ids, attention_mask=mask4d, position_ids=positions, use_cache=False).logits[:, -keep:]
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (N, K*T + 1, V) in fp32 even under autocast
+    steps = torch.arange(t, device=device)
+    # token 0 of every choice is predicted by the input's last column (relative 0), token j > 0 of
+    # slot k by the column before it (relative k*T + j).
+    cols = torch.where(steps == 0, 0, slot.unsqueeze(1) * t + steps)  # (R, T)
+    picked = logp[row_example.unsqueeze(1), cols, targets]  # (R, T)
+    return picked * tmask.to(picked.dtype)
 
 
 @torch.no_grad()
@@ -237,6 +301,7 @@ def score_choices(
     adapter_names: list[str | None] | None = None,
     handle=None,
     reuse_encoder: bool = True,
+    shared_prefix: bool = True,
     is_encoder_decoder: bool | None = None,
 ) -> list[Scored]:
     """Rank classification of `examples` in batches of `batch_size` examples (all their choices).
@@ -255,11 +320,12 @@ def score_choices(
         names = None if adapter_names is None else [adapter_names[i] for i in idx]
         out = choice_log_probs(
             model, tokenizer, batch, max_length=max_length, adapter_names=names, handle=handle,
-            reuse_encoder=reuse_encoder, is_encoder_decoder=is_encoder_decoder,
+            reuse_encoder=reuse_encoder, shared_prefix=shared_prefix, is_encoder_decoder=is_encoder_decoder,
         )
-        beta = out.scores().cpu()  # (R,)
+        beta = out.scores().cpu()  # (R,): one copy to the host per batch
+        choice_index = out.choice_index.cpu()  # (N, K)
         for j, i in enumerate(idx):
-            rows = out.choice_index[j].cpu()
+            rows = choice_index[j]
             scores = beta[rows[rows >= 0]]  # (K,)
             probs = torch.softmax(scores, dim=0)
             results[i] = Scored(scores.tolist(), probs.tolist(), int(scores.argmax()))

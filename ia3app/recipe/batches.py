@@ -13,7 +13,10 @@ Widths are known on the host from the tokenized lengths; ``bucket`` rounds them 
 shapes repeat (what a compiled model wants).
 
 The forward mirrors ``scoring._enc_dec`` / ``scoring._dec_only`` (same padding, shift, masks
-and log-prob gather); tests check both give the same losses.
+and log-prob gather); tests check both give the same losses. Decoder-only models read each
+input once (``scoring.shared_prefix_log_probs``, gradients through the shared input) unless
+``shared_prefix=False`` asks for one row per (example, choice), the input repeated (the
+benchmark's baseline).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ia3app.example import Example
 from ia3app.evaluation.scoring import (ChoiceLogProbs, accepts_logits_to_keep, as_continuation, choice_token_ids,
-                                       decoder_input_ids, gather_logprobs)
+                                       decoder_input_ids, gather_logprobs, shared_prefix_log_probs)
 
 
 @dataclass
@@ -93,8 +96,9 @@ class TokenCache:
     """Every rendering of every training row, tokenized once, as padded id tables on `device`."""
 
     def __init__(self, items: Sequence, tokenizer, *, max_length: int, enc_dec: bool, device,
-                 bucket: tuple[int, int] = (1, 1)):
+                 bucket: tuple[int, int] = (1, 1), shared_prefix: bool = True):
         self.enc_dec, self.device = enc_dec, torch.device(device)
+        self.shared_prefix = shared_prefix  # decoder-only: each input through the model once (token counts)
         self.bucket = (max(1, int(bucket[0])), max(1, int(bucket[1])))  # (input, target) widths round up to these
         self.item_renderings: list[list[int]] = []  # item -> rendering ids
         flat: list[Example] = []
@@ -168,7 +172,7 @@ class TokenCache:
         s = max(self.input_len[r] for r in rend)
         t = max(self.choice_len[c] for c in rows)
         tokens = sum(self.choice_len[c] for c in rows)  # decoder (or continuation) tokens
-        if self.enc_dec:  # each input encoded once
+        if self.enc_dec or self.shared_prefix:  # each input encoded / read once
             tokens += sum(self.input_len[r] for r in rend)
         else:  # each choice row carries its input again
             tokens += sum(self.input_len[r] * len(self.tokenized[r].choice_ids) for r in rend)
@@ -201,10 +205,16 @@ def _embeds_like(model, rows: int, width: int, device) -> torch.Tensor:
     return torch.empty((rows, width, 0), dtype=dtype, device=device)
 
 
-def forward(model, batch: dict[str, torch.Tensor], enc_dec: bool) -> ChoiceLogProbs:
+def forward(model, batch: dict[str, torch.Tensor], enc_dec: bool, shared_prefix: bool = True) -> ChoiceLogProbs:
     """Per-token log-probs of every choice row of a cached micro-batch (gradients flow)."""
     if enc_dec:
         return _enc_dec(model, batch)
+    if shared_prefix:
+        b = batch
+        mask = b["target_mask"].to(torch.float32)
+        logprobs = shared_prefix_log_probs(model, b["input_ids"], b["input_mask"], b["targets"], b["target_mask"],
+                                           b["row_example"], b["choice_index"])
+        return ChoiceLogProbs(logprobs, mask, b["choice_index"], b["row_example"], 0)
     return _dec_only(model, batch)
 
 

@@ -185,6 +185,7 @@ def train(
     optimizer: str = "auto",
     progress_interval_s: float = 0.25,
     compile_cache_dir: Path | None = None,
+    shared_prefix: bool = True,
 ) -> TrainResult:
     """Train the handle's (IA)^3 vectors on labelled examples with the T-Few recipe.
 
@@ -202,6 +203,8 @@ def train(
     (IA)^3's are: the same update in a few kernels) or "transformers" (its Adafactor, per tensor).
     compile_cache_dir: where torch.compile keeps compiled kernels between processes (with
     recipe.compile on); see ia3app.recipe.device_plan.
+    shared_prefix: decoder-only models read each input once for all its choices (False: once per
+    choice, the old layout; same losses, kept for the benchmark).
     """
     _check_examples(examples)
     model = handle.model
@@ -232,7 +235,7 @@ def train(
 
     compiled = compile_wanted(recipe, accelerator.device)
     cache = TokenCache(examples, tokenizer, max_length=recipe.max_length, enc_dec=enc_dec,
-                       device=accelerator.device, bucket=buckets(compiled))
+                       device=accelerator.device, bucket=buckets(compiled), shared_prefix=shared_prefix)
     setup = prepare_for_training(model, recipe, accelerator.device, cache, compiled=compiled,
                                  cache_dir=compile_cache_dir)
     micro = recipe.batch_size // setup.grad_accumulation
@@ -291,7 +294,7 @@ def train(
             for mb in plan.steps[step - start]:
                 batch = cache.batch(plan, mb)
                 with accelerator.autocast():
-                    out = forward(model, batch, enc_dec)
+                    out = forward(model, batch, enc_dec, shared_prefix)
                 losses = tfew_losses(
                     out.token_logprobs,
                     out.token_mask,

@@ -189,8 +189,10 @@ class AdapterBank:
         _, vectors = read_adapter(info.path)
         self.handle.check_vectors(vectors)
         row = entry[1] if entry is not None else self._row_for(info.path, set(pinned) | {info.path})
-        for key, (_, layer) in zip(self.keys, self.layers):
-            layer.bank[row].copy_(vectors[key].reshape(-1))
+        # One host-to-device copy for the whole adapter (not one per layer), then device-side copies.
+        flat = torch.cat([vectors[key].reshape(-1).to(torch.float32) for key in self.keys]).to(self.device)
+        for part, (_, layer) in zip(flat.split([layer.features for _, layer in self.layers]), self.layers):
+            layer.bank[row].copy_(part)
         self._resident[info.path] = (info.key, row)
         self._resident.move_to_end(info.path)
         self.loads += 1
