@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = 10 if args.quick else args.steps
 
     from ia3app.config import RecipeConfig
-    from jobs import queue
+    from jobs import probes, queue
     from jobs.worker import Worker, WorkerConfig
     from storage import repo, users
     from ui import data_page as U
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     def probe() -> float:
         """A fresh probe by the worker (the machine's load changes: measure beside the run it estimates)."""
         ctx.db().execute("DELETE FROM speed_probes")
-        estimate(prepared[0][5], prepared[0][4])  # the page asks the worker for a probe
+        probes.request(ctx.db(), model, recipe)  # what the page asks when nothing is measured yet
         began = time.perf_counter()
         worker.run_probe()
         return time.perf_counter() - began

@@ -77,11 +77,12 @@ def request(db: sqlite_utils.Database, model: str, recipe: RecipeConfig) -> Prob
 
 
 def claim(db: sqlite_utils.Database, worker_id: str) -> ProbeRow | None:
-    """The oldest waiting probe (or one whose worker vanished), now held by `worker_id`; None if there is none."""
+    """The latest asked-for waiting probe (the model a user looks at now; or one whose worker vanished), now held
+    by `worker_id`; None if there is none."""
     now = time.time()
     with transaction(db):
         row = fetch_one(db, "SELECT * FROM speed_probes WHERE status = 'queued' OR (status = 'running' AND started < ?)"
-                            " ORDER BY requested LIMIT 1", [now - STALE_S])
+                            " ORDER BY requested DESC LIMIT 1", [now - STALE_S])
         if row is None:
             return None
         db.execute("UPDATE speed_probes SET status = 'running', worker_id = ?, started = ? WHERE id = ?",
@@ -96,6 +97,13 @@ def finish(db: sqlite_utils.Database, probe_id: int, cost: StepCost, points: lis
                    [time.time(), cost.overhead_s, cost.per_token_s, cost.per_pair_s,
                     json.dumps([[p.load.tokens, p.load.pairs, p.seconds_per_step, p.weight] for p in points]),
                     probe_id])
+
+
+def release(db: sqlite_utils.Database, probe_id: int) -> None:
+    """Give a probe back (the worker stopped it for a job, or is shutting down): taken again later."""
+    with transaction(db):
+        db.execute("UPDATE speed_probes SET status = 'queued', worker_id = NULL, started = NULL WHERE id = ?",
+                   [probe_id])
 
 
 def fail(db: sqlite_utils.Database, probe_id: int, message: str) -> None:

@@ -128,6 +128,10 @@ def finished_training(db: sqlite_utils.Database, model: str, batch_size: int, pr
     return out
 
 
+def has_queued(db: sqlite_utils.Database) -> bool:
+    return db.execute("SELECT 1 FROM jobs WHERE status = 'queued' AND cancel_requested = 0 LIMIT 1").fetchone() is not None
+
+
 def running_count(db: sqlite_utils.Database) -> int:
     return int(db.execute("SELECT count(*) FROM jobs WHERE status = 'running'").fetchone()[0])
 

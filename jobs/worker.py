@@ -120,9 +120,14 @@ class Worker:
             return False
         from ia3app.recipe.step_timing import probe_step_cost
 
+        from ia3app.errors import Cancelled
+
         log.info("speed probe %s: timing steps of %s (batch %s)", probe.id, probe.model, probe.batch_size)
-        try:
-            measured = probe_step_cost(probe.model, probe.recipe(), device=self.config.device)
+        try:  # a job comes first: one queued meanwhile stops the probe, which waits for the next idle moment
+            measured = probe_step_cost(probe.model, probe.recipe(), device=self.config.device,
+                                       should_stop=lambda: self.shutdown.is_set() or queue.has_queued(self.db))
+        except Cancelled:
+            probes.release(self.db, probe.id)
         except Exception as exc:  # recorded for the page, which then says why it shows a rough guide
             log.warning("speed probe %s failed: %s", probe.id, exc)
             probes.fail(self.db, probe.id, str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")

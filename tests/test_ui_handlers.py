@@ -380,13 +380,16 @@ def test_estimate_is_measured_by_a_worker_probe_never_in_the_web_process(ctx, us
     model = str(M.tiny_model_path(ctx.data_dir))
     probe = probes.latest(ctx.db(), model, RecipeConfig(batch_size=2))
     assert probe is not None and probe.status == "queued"
+    from ui import time_estimate as T_E
+
+    waited = T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=64), rows, spec,
+                          4e5, 64, cpu, ask=False, gave_up=True)  # no worker came: said, with the rough guide
+    assert not waited.pending and "rough guide" in waited.source and "no worker has timed this model" in waited.source
     worker = Worker(WorkerConfig(ctx.data_dir, until_empty=True, device="cpu"))
     assert worker.run_probe() and not worker.run_probe()  # one probe asked, one run
     notes, text, pending = TR.info_and_pending(*args, template=spec, wait=True)
     assert not pending and "measured here from a short probe the worker ran" in text
     assert "s per step for your 12 rows" in text and "2 answer choices" in text and "tokens per padded batch of 2" in text
-    from ui import time_estimate as T_E
-
     def seconds(data):
         return T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=256), data, spec,
                             None, 64, cpu).seconds

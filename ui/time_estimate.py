@@ -71,11 +71,15 @@ def data_shape(model_path: str, template: dict, rows: list[dict], recipe: Recipe
     no row renders with a label."""
     from ia3app.templates.spec import TemplateSpec, render_all
 
+    from ia3app.templates.chat import wrap_examples
+
+    spec = TemplateSpec.from_dict(template)
     stride = max(1, len(rows) // SAMPLE_ROWS)
-    examples = [ex for ex in render_all(TemplateSpec.from_dict(template), rows[::stride]) if ex.label is not None]
+    examples = [ex for ex in render_all(spec, rows[::stride]) if ex.label is not None]
     if not examples:
         return None
     tokenizer, enc_dec = _tokenizer(model_path)
+    examples = wrap_examples(tokenizer, examples, spec.chat)  # an instruct model's chat turn: its tokens count
     inputs = tokenizer([e.input for e in examples], truncation=True, max_length=recipe.max_length)["input_ids"]
     texts = [c if enc_dec else " " + c for e in examples for c in e.choices]
     answers = tokenizer(texts, add_special_tokens=enc_dec, truncation=True, max_length=recipe.max_length)["input_ids"]
@@ -128,9 +132,10 @@ def _unmeasurable(key: str, model_path: str | None, hw: M.Hardware) -> str | Non
 
 def estimate(ctx: AppContext, key: str, model_path: str | None, recipe: RecipeConfig, rows: list[dict] | None,
              template: dict | None, params: float | None, tokens_per_example: int, hw: M.Hardware, *,
-             ask: bool = True) -> Estimate:
+             ask: bool = True, gave_up: bool = False) -> Estimate:
     """The best estimate available without training here; with `ask`, a probe is asked of a worker when
-    nothing is measured yet (the page then waits for it: wait_for_probe)."""
+    nothing is measured yet (the page then waits for it: wait_for_probe). gave_up: the page waited for the
+    probe in vain; the rough guide stands in, saying so."""
     why_not = _unmeasurable(key, model_path, hw)
     if why_not is None:
         measured = measured_cost(ctx, model_path, recipe)
@@ -143,7 +148,10 @@ def estimate(ctx: AppContext, key: str, model_path: str | None, recipe: RecipeCo
         from jobs import probes
 
         probe = probes.request(ctx.db(), model_path, recipe) if ask else probes.latest(ctx.db(), model_path, recipe)
-        if probe is not None and probe.status in ("queued", "running"):
+        if probe is not None and probe.status in ("queued", "running") and gave_up:
+            why_not = ("no worker has timed this model yet (a worker busy with a long job, or the Ray backend, "
+                       "which runs no timing probes); a measured figure replaces this once one has")
+        elif probe is not None and probe.status in ("queued", "running"):
             return Estimate(None, "a worker is timing a few training steps of this model on this machine"
                                   + (" (it is busy with a job; this waits for it)" if _worker_busy(ctx) else "")
                                   + "…", pending=True)

@@ -103,6 +103,13 @@ def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, bat
     """(the model notes as markdown, the time estimate shown beside Start, whether a worker's probe is still
     pending). Nothing trains here: when no step of this model was measured here yet, a worker is asked to
     time a few (ui.time_estimate); wait=True waits for it (polling) before estimating."""
+    notes, model_path, params = model_notes(ctx, key, local_path, hw)
+    return (notes, *estimate_and_pending(ctx, key, model_path, params, steps, batch_size, max_length, rows, hw,
+                                         template=template, wait=wait))
+
+
+def model_notes(ctx: AppContext, key: str, local_path: str, hw: M.Hardware) -> tuple[str, str | None, float | None]:
+    """(the model notes as markdown, the model's path or name when it can be used, its parameter count)."""
     lines = [f"**This machine:** {hw.name}" + (f", {hw.memory_gb:.0f} GB GPU memory" if hw.device == "cuda" else "")]
     choice = M.BY_KEY.get(key)
     reason = M.unusable_reason(key, local_path, ctx.allowed_model_dirs())
@@ -135,18 +142,25 @@ def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, bat
     params = choice.parameters if choice and choice.parameters else None
     if params is None and key == M.LOCAL and model_path:
         params = M.parameters_of(key, model_path)
-    notes = "\n\n".join(lines)
+    return "\n\n".join(lines), model_path, params
+
+
+def estimate_and_pending(ctx: AppContext, key: str, model_path: str | None, params: float | None, steps: Any,
+                         batch_size: Any, max_length: Any, rows: list[dict] | None, hw: M.Hardware, *,
+                         template: dict | None = None, wait: bool = False) -> tuple[str, bool]:
+    """(the estimate beside Start, whether a worker's probe is still pending): see info_and_pending."""
     try:
         recipe = RecipeConfig(steps=int(steps), batch_size=int(batch_size), max_length=int(max_length),
                               warmup_steps=0)
     except (TypeError, ValueError, UserError):
-        return notes, "", False
+        return "", False
     guess = tokens_per_example(rows, recipe.max_length)
     est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw)
     if est.pending and wait:
-        T_E.wait_for_probe(ctx, model_path, recipe)
-        est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw, ask=False)
-    return notes, T_E.describe(est, recipe.steps) if est.seconds is not None or est.pending else "", est.pending
+        ended = T_E.wait_for_probe(ctx, model_path, recipe)
+        est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw, ask=False,
+                           gave_up=not ended)
+    return T_E.describe(est, recipe.steps) if est.seconds is not None or est.pending else "", est.pending
 
 
 def cv_cost(session: dict | None) -> str:
@@ -317,10 +331,13 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
         except UserError:
             rows = None
         start = gr.update(interactive=M.unusable_reason(key, local_path, ctx.allowed_model_dirs()) is None)
-        notes, estimate, pending = info_and_pending(ctx, key, local_path, s, b, m, rows, hw, template=template)
-        yield {page.info: notes, page.estimate: estimate + cv_cost(session), page.start: start}
+        notes, model_path, params = model_notes(ctx, key, local_path, hw)
+        yield {page.info: notes, page.start: start}  # at once; the estimate reads the data's tokens first
+        estimate, pending = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, template=template)
+        yield {page.estimate: estimate + cv_cost(session)}
         if pending:
-            notes, estimate, _ = info_and_pending(ctx, key, local_path, s, b, m, rows, hw, template=template, wait=True)
+            estimate, _ = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, template=template,
+                                               wait=True)
             yield {page.estimate: estimate + cv_cost(session)}
 
     info_inputs = [page.model, page.local_path, steps, batch, length, shared.session, shared.template]

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ia3app.config import RecipeConfig
-from ia3app.errors import UserError
+from ia3app.errors import Cancelled, UserError
 from ia3app.example import Example
 from ia3app.recipe.step_cost import Point, StepCost, fit, shape_of
 from ia3app.templates.spec import TemplateSpec, render_all
@@ -25,6 +25,8 @@ from ia3app.templates.spec import TemplateSpec, render_all
 PROBE_INPUT_TOKENS = (16, 96, 256)
 """The synthetic input lengths the probe times (capped at the recipe's max_length): three, so that the
 fixed, per-token and per-pair parts of a step can be told apart."""
+PROBE_BUDGET_S = 15.0
+"""Seconds of timed steps per length at most (after the warm-up step)."""
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,26 @@ class Probe:
     load_s: float
 
 
-def _timed_steps(handle, tokenizer, examples: Sequence[Example], recipe: RecipeConfig, steps: int, warmup: int) -> float:
-    """Seconds per training step: `steps` steps after `warmup` untimed ones, the slowest left out."""
+def _timed_steps(handle, tokenizer, examples: Sequence[Example], recipe: RecipeConfig, steps: int, warmup: int,
+                 budget_s: float | None = None, should_stop: Callable[[], bool] | None = None) -> float:
+    """Seconds per training step: `steps` steps after `warmup` untimed ones, the slowest left out; fewer when
+    `budget_s` is spent (at least one timed step). should_stop() True stops it (Cancelled)."""
     from ia3app.recipe.train import train
 
     probe = dataclasses.replace(recipe, steps=warmup + steps, warmup_steps=0, checkpoint_every=0)
     marks: list[float] = []  # seconds since training began, at the end of each step
-    train(handle, tokenizer, list(examples), probe, progress=lambda event: marks.append(event.elapsed_s),
-          progress_interval_s=0)
+
+    def stop() -> bool:
+        if should_stop is not None and should_stop():
+            return True
+        return budget_s is not None and len(marks) > warmup and marks[-1] > budget_s
+
+    try:
+        train(handle, tokenizer, list(examples), probe, progress=lambda event: marks.append(event.elapsed_s),
+              progress_interval_s=0, should_stop=stop)
+    except Cancelled:
+        if should_stop is not None and should_stop():
+            raise
     durations = [b - a for a, b in zip([0.0, *marks][warmup:], marks[warmup:])]
     kept = sorted(durations)[:-1] if len(durations) > 2 else durations
     return sum(kept) / len(kept)
@@ -98,9 +112,12 @@ def synthetic_examples(tokenizer, input_tokens: int, rows: int) -> list[Example]
 
 
 def probe_step_cost(model: str, recipe: RecipeConfig, *, steps: int = 6, warmup: int = 1, device: str | None = None,
-                    revision: str | None = None) -> Probe:
+                    revision: str | None = None, budget_s: float = PROBE_BUDGET_S,
+                    should_stop: Callable[[], bool] | None = None) -> Probe:
     """Time training steps of `model` at the recipe's batch size on synthetic rows of three input lengths and
-    fit seconds = overhead + per_token × tokens + per_pair × attention pairs per step (ia3app.recipe.step_cost)."""
+    fit seconds = overhead + per_token × tokens + per_pair × attention pairs per step (ia3app.recipe.step_cost).
+    Each length gets `steps` timed steps or `budget_s` seconds, whichever ends first (a large model on a CPU:
+    one step); should_stop() True stops the probe (Cancelled: the worker has a job to run)."""
     from ia3app.adapters.ia3 import inject
     from ia3app.backbones.loading import load_model
     from ia3app.recipe.batches import tokenize
@@ -116,7 +133,7 @@ def probe_step_cost(model: str, recipe: RecipeConfig, *, steps: int = 6, warmup:
         shape = shape_of([len(t.input_ids) for t in tokens], [[len(c) for c in t.choice_ids] for t in tokens],
                          recipe.batch_size, loaded.is_encoder_decoder, draws=20)
         handle.reset()
-        seconds = _timed_steps(handle, loaded.tokenizer, examples, recipe, steps, warmup)
+        seconds = _timed_steps(handle, loaded.tokenizer, examples, recipe, steps, warmup, budget_s, should_stop)
         points.append(Point(shape.load, seconds))
     _release(handle, loaded)
     return Probe(fit(points), points, load_s)
