@@ -32,6 +32,7 @@ BRIEF: dict[str, list[str]] = {
     "bench_step": ["--shape", "tiny", "--steps", "3", "--rounds", "1"],
     "bench_serving": ["--quick"],
     "bench_upload": [],
+    "bench_estimate": ["--quick"],
 }
 """Every CPU benchmark with its brief arguments (a new benchmark belongs here too)."""
 

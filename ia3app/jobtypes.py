@@ -334,6 +334,11 @@ class TrainingStats:
     flops: float
     """Training FLOPs (ia3app.evaluation.flops.training_flops)."""
     resumed_from_step: int = 0
+    work_tokens: int = 0
+    """Padded tokens the last run's steps carried (0 in jobs stored before it was recorded): with wall_s,
+    what a step of this model costs here (ia3app.recipe.step_cost)."""
+    attention_pairs: int = 0
+    """Attention token pairs of the last run's steps (ia3app.recipe.step_cost), 0 where not recorded."""
     setup: dict[str, Any] = field(default_factory=dict)
     """How the loop was set up (ia3app.recipe.device_plan: compile, checkpointing, grad_accumulation, ...)."""
     final_losses: dict[str, float] = field(default_factory=dict)

@@ -25,7 +25,7 @@ from typing import Any
 import sqlite_utils
 
 from ia3app.errors import UserError
-from ia3app.jobtypes import JobRequest, JobResult, ProgressEvent, dumps, loads
+from ia3app.jobtypes import JobRequest, JobResult, ProgressEvent, TrainingStats, dumps, loads
 from storage import repo
 from storage.db import fetch_one, row_dict, transaction
 
@@ -107,6 +107,33 @@ def list_jobs(db: sqlite_utils.Database, owner: int, limit: int = 100) -> list[J
     """``owner``'s jobs, newest first."""
     cursor = db.execute("SELECT * FROM jobs WHERE owner = ? ORDER BY id DESC LIMIT ?", [owner, limit])
     return [Job.from_row(row_dict(cursor, r)) for r in cursor.fetchall()]
+
+
+def finished_training(db: sqlite_utils.Database, model: str, batch_size: int, precision: str,
+                      limit: int = 20) -> list[TrainingStats]:
+    """The training figures of the latest succeeded jobs (any owner's) of `model` at this batch size and
+    precision: what a step of that model costs on this machine (ui.time_estimate). Nothing else of the jobs."""
+    out = []
+    for row in db.execute("SELECT config, result FROM jobs WHERE status = 'succeeded' AND result IS NOT NULL"
+                          " ORDER BY id DESC LIMIT 500").fetchall():
+        try:
+            request, result = loads(JobRequest, row[0]), loads(JobResult, row[1])
+        except UserError:
+            continue  # a row written by another version that no longer reads: it has no figure to give
+        recipe = request.spec.recipe
+        if request.spec.model == model and (recipe.batch_size, recipe.precision) == (batch_size, precision):
+            out.append(result.training)
+            if len(out) == limit:
+                break
+    return out
+
+
+def has_queued(db: sqlite_utils.Database) -> bool:
+    return db.execute("SELECT 1 FROM jobs WHERE status = 'queued' AND cancel_requested = 0 LIMIT 1").fetchone() is not None
+
+
+def running_count(db: sqlite_utils.Database) -> int:
+    return int(db.execute("SELECT count(*) FROM jobs WHERE status = 'running'").fetchone()[0])
 
 
 def queue_position(db: sqlite_utils.Database, job_id: int, owner: int) -> int | None:

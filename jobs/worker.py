@@ -97,6 +97,8 @@ class Worker:
             if self._fault is not None:
                 log.info("the database is usable again")
                 self._fault = None
+            if job is None and self.run_probe():
+                continue
             if job is None:
                 if cfg.once or cfg.until_empty:
                     break
@@ -107,6 +109,33 @@ class Worker:
             if cfg.once:
                 break
         return ran
+
+    def run_probe(self) -> bool:
+        """Time a model's training steps for the train page's estimate (jobs.probes), when one is asked for
+        and no job waits; True when one was run."""
+        from jobs import probes
+
+        probe = probes.claim(self.db, self.config.worker_id)
+        if probe is None:
+            return False
+        from ia3app.recipe.step_timing import probe_step_cost
+
+        from ia3app.errors import Cancelled
+
+        log.info("speed probe %s: timing steps of %s (batch %s)", probe.id, probe.model, probe.batch_size)
+        try:  # a job comes first: one queued meanwhile stops the probe, which waits for the next idle moment
+            measured = probe_step_cost(probe.model, probe.recipe(), device=self.config.device,
+                                       should_stop=lambda: self.shutdown.is_set() or queue.has_queued(self.db))
+        except Cancelled:
+            probes.release(self.db, probe.id)
+        except Exception as exc:  # recorded for the page, which then says why it shows a rough guide
+            log.warning("speed probe %s failed: %s", probe.id, exc)
+            probes.fail(self.db, probe.id, str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
+        else:
+            probes.finish(self.db, probe.id, measured.cost, measured.points)
+        finally:
+            _free_memory()
+        return True
 
     def _check_db_file(self) -> None:
         """Notice a deleted or replaced database file (never write into a deleted one)."""

@@ -199,3 +199,28 @@ def m004_job_key(db: sqlite_utils.Database) -> None:
     a job never resumes or overwrites another job's state when ids repeat (a restored or new database)."""
     db.execute("ALTER TABLE jobs ADD COLUMN job_key TEXT")
     db.execute("UPDATE jobs SET job_key = lower(hex(randomblob(16))) WHERE job_key IS NULL")
+
+
+@migration
+def m005_speed_probes(db: sqlite_utils.Database) -> None:
+    """Requests for a worker to time a few training steps of a model (jobs.probes): the train page's
+    estimate, measured by a worker instead of the web process. One row per (model, batch size, precision)."""
+    db.execute(
+        "CREATE TABLE speed_probes ("
+        " id INTEGER PRIMARY KEY,"
+        " model TEXT NOT NULL,"
+        " batch_size INTEGER NOT NULL,"
+        " precision TEXT NOT NULL,"
+        " max_length INTEGER NOT NULL,"
+        " status TEXT NOT NULL,"
+        " requested REAL NOT NULL,"
+        " worker_id TEXT,"
+        " started REAL,"
+        " finished REAL,"
+        " overhead_s REAL,"
+        " per_token_s REAL,"
+        " per_pair_s REAL,"
+        " points TEXT,"
+        " message TEXT,"
+        " UNIQUE (model, batch_size, precision))"
+    )

@@ -113,3 +113,16 @@ def test_in_context_states_demonstrations_per_class_and_flags_under_one(tiny_mod
     icl = out["methods"]["in-context"]
     assert icl["shots"] == 1 and icl["shots_per_class"] == 0.5 and icl["meaningful"] is False
     assert shots_note(icl).startswith("1 demonstration per prompt, 0.5 per class: not meaningful")
+
+
+def test_evaluation_reports_rows_scored_for_each_method(tiny_model_dir):
+    """The job page's evaluation progress: every method reports its rows scored, ending with all of them."""
+    loaded = load_model(str(tiny_model_dir("t0")), device="cpu")
+    handle = inject(loaded.model)
+    events = []
+    evaluate_methods(loaded, handle, rows(4), rows(9, 100), batch_size=4, methods=["zero-shot", "t-few"],
+                     progress=events.append)
+    scored = [e.message for e in events if "rows scored" in e.message]
+    assert all(e.phase == "evaluate" for e in events)
+    assert scored[-1] == "t-few (method 2 of 2): 9 of 9 rows scored"
+    assert "zero-shot (method 1 of 2): 9 of 9 rows scored" in scored

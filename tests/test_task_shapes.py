@@ -7,7 +7,7 @@ import pytest
 
 from ia3app.tables import label_counts, load_csv
 from ia3app.errors import UserError
-from ia3app.templates.library import detect_shape, guess_label_column, index_labels, templates_fitting
+from ia3app.templates.library import BUILTINS, detect_shape, guess_label_column, index_labels, templates_fitting
 from ia3app.templates.spec import TemplateSpec, render_all, validate
 
 DATA = Path(__file__).parent / "data"
@@ -21,7 +21,7 @@ def fits_for(name: str, inputs=None):
 
 def test_multiple_choice_with_option_columns_and_1_based_labels():
     table, label, fits = fits_for("winogrande_like.csv")
-    assert label == "answer" and [name for name, _ in fits] == ["multiple_choice"]  # never sentiment
+    assert label == "answer" and {BUILTINS[name].family for name, _ in fits} == {"multiple_choice"}  # never sentiment
     spec = fits[0][1]
     assert spec.choice_labels == ["1", "2"] and spec.columns_used() == {"sentence", "option1", "option2"}
     assert validate(spec, table.columns, table.rows) == []
@@ -62,13 +62,13 @@ def test_lettered_options_render_with_their_letters():
 def test_passage_question_shape():
     table, label, fits = fits_for("boolq_like.csv")
     assert detect_shape(["passage", "question"], ["True", "False"]).kind == "passage_question"
-    assert [name for name, _ in fits] == ["yes_no_question"]
+    assert {BUILTINS[name].family for name, _ in fits} == {"yes_no_question"}
     assert validate(fits[0][1], table.columns, table.rows) == []
 
 
 def test_coreference_file_gets_a_template_that_uses_the_spans():
     table, label, fits = fits_for("wsc_like.csv")
-    assert [name for name, _ in fits] == ["coreference"]
+    assert {BUILTINS[name].family for name, _ in fits} == {"coreference"}
     spec = fits[0][1]
     assert spec.columns_used() == {"text", "span1_text", "span2_text"}
     ex = render_all(spec, table.rows[:1])[0]
@@ -80,7 +80,7 @@ def test_coreference_file_gets_a_template_that_uses_the_spans():
 
 def test_text_that_is_not_a_review_gets_the_generic_template_first():
     _, _, fits = fits_for("spam_like.csv")
-    assert [name for name, _ in fits] == ["text_label", "sentiment"]
+    assert list(dict.fromkeys(BUILTINS[name].family for name, _ in fits)) == ["text_label", "sentiment"]
     assert "Which category does this text belong to" in fits[0][1].input
     assert detect_shape(["sentence"], ["1", "2"]).kind == "text"
 

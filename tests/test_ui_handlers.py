@@ -363,24 +363,39 @@ def test_offline_default_is_a_model_that_loads_and_start_says_why_not(monkeypatc
     assert "no config.json" in M.unusable_reason(M.LOCAL, str(tmp_path))
 
 
-def test_estimate_is_timed_on_this_machine_then_reused(ctx, users, tmp_path):
+def test_estimate_is_measured_by_a_worker_probe_never_in_the_web_process(ctx, users, tmp_path):
+    """The page asks; a real worker times steps of the tiny model; the estimate then weighs the data's tokens."""
+    from jobs import probes
+    from jobs.worker import Worker, WorkerConfig
+    from storage import repo
     from ui import model_picker as M
-    from ui import time_estimate as T_E
 
     state = U.save_upload(ctx, users[0], write(tmp_path, "r.csv", SST2_HEAD), "label", None, U.NONE, None, .25, 0)
     spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values())).to_dict()
-    from storage import repo
-
     rows = repo.load_rows(ctx.db(), ctx.files(), state["dataset_id"], users[0])
     cpu = M.Hardware("cpu", "CPU", 0)
     args = (ctx, M.TINY, "", 100, 2, 64, rows, cpu)
-    more = dict(uid=users[0], template=spec, dataset_id=state["dataset_id"])
-    text, pending = TR.info_and_pending(*args, **more)
-    assert pending and "timing a few real training steps" in text
-    text, pending = TR.info_and_pending(*args, **more, measure=True)
-    assert not pending and "timed on this machine" in text and "s per step" in text
-    assert "timed on this machine" in TR.model_info(*args, **more)  # cached: no second measurement
-    assert "rough guide" in TR.model_info(ctx, M.TINY, "", 100, 2, 64, None, cpu)  # no data yet: said plainly
+    notes, text, pending = TR.info_and_pending(*args, template=spec)
+    assert pending and "a worker is timing a few training steps" in text
+    model = str(M.tiny_model_path(ctx.data_dir))
+    probe = probes.latest(ctx.db(), model, RecipeConfig(batch_size=2))
+    assert probe is not None and probe.status == "queued"
+    from ui import time_estimate as T_E
+
+    waited = T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=64), rows, spec,
+                          4e5, 64, cpu, ask=False, gave_up=True)  # no worker came: said, with the rough guide
+    assert not waited.pending and "rough guide" in waited.source and "no worker has timed this model" in waited.source
+    worker = Worker(WorkerConfig(ctx.data_dir, until_empty=True, device="cpu"))
+    assert worker.run_probe() and not worker.run_probe()  # one probe asked, one run
+    notes, text, pending = TR.info_and_pending(*args, template=spec, wait=True)
+    assert not pending and "measured here from a short probe the worker ran" in text
+    assert "s per step for your 12 rows" in text and "2 answer choices" in text and "tokens per padded batch of 2" in text
+    def seconds(data):
+        return T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=256), data, spec,
+                            None, 64, cpu).seconds
+
+    longer = [{**r, "sentence": r["sentence"] * 20} for r in rows]  # 20× the tokens per row: a longer step
+    assert seconds(longer) > seconds(rows)
 
 
 def test_several_templates_can_be_ticked_for_training(ctx, users, tmp_path):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ia3app import tables as data
 from ia3app.errors import UserError
+from ia3app.hf_datasets import FILE_FORMATS, dataset_as_csv, is_dataset_file
 from ia3app.jobtypes import Holdout
 from ia3app.templates.library import guess_label_column as library_guess
 from ui.context import AppContext
@@ -50,7 +51,12 @@ def parse(path: str | None, ctx: AppContext, what: str = "file") -> "data.Table"
         if table is not None:
             _PARSED.move_to_end(key)
             return table
-    table = data.load_csv(read_upload(path, ctx, what), max_bytes=ctx.max_upload_bytes, max_rows=ctx.max_rows)
+    if is_dataset_file(path):  # parquet / JSON lines: through `datasets`, then the CSV's own checks
+        upload_size(path, ctx, what)
+        raw = dataset_as_csv(path, max_rows=ctx.max_rows)[1]
+    else:
+        raw = read_upload(path, ctx, what)
+    table = data.load_csv(raw, max_bytes=ctx.max_upload_bytes, max_rows=ctx.max_rows)
     with _PARSED_LOCK:
         _PARSED[key] = table
         while len(_PARSED) > PARSED_CACHE:
@@ -264,6 +270,10 @@ class DataPage:
     save: gr.Button
     message: gr.Markdown
     folds: gr.Slider
+    hf_name: gr.Textbox
+    hf_config: gr.Textbox
+    hf_split: gr.Textbox
+    hf_load: gr.Button
 
 
 def build_data_page(ctx: AppContext) -> DataPage:
@@ -275,8 +285,17 @@ def build_data_page(ctx: AppContext) -> DataPage:
     )
     with gr.Row():
         with gr.Column(scale=1):
-            file = gr.File(label="Training CSV — drag and drop here", file_types=[".csv", ".tsv", ".txt"],
-                           type="filepath", height=140)
+            file = gr.File(label="Training CSV — drag and drop here (or parquet / JSON lines)",
+                           file_types=[".csv", ".tsv", ".txt", *FILE_FORMATS], type="filepath", height=140)
+            with gr.Accordion("…or load a Hugging Face dataset", open=False):
+                hf_name = gr.Textbox(label="Dataset: a Hub name" + ("" if ctx.auth_required else
+                                                                     ", a folder saved with save_to_disk, or a "
+                                                                     "parquet / JSON-lines file on this machine"),
+                                     placeholder="glue" if ctx.auth_required else "glue  ·  /data/my_dataset")
+                with gr.Row():
+                    hf_config = gr.Textbox(label="Config (if it has several)", placeholder="sst2")
+                    hf_split = gr.Textbox(label="Split", placeholder="train")
+                hf_load = gr.Button("Load dataset")
             summary = gr.Markdown()
             label_column = gr.Dropdown(label="Which column holds the label?", choices=[], interactive=True)
             text_columns = gr.CheckboxGroup(label="Which column(s) hold the text the model reads?", choices=[])
@@ -304,7 +323,8 @@ def build_data_page(ctx: AppContext) -> DataPage:
                      [fraction, seed, eval_file, folds],
                      api_visibility="private")
     return DataPage(file, summary, preview, label_column, text_columns, counts, checks, sample, sample_k,
-                    eval_mode, fraction, seed, eval_file, split_info, save, message, folds)
+                    eval_mode, fraction, seed, eval_file, split_info, save, message, folds, hf_name, hf_config,
+                    hf_split, hf_load)
 
 
 def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_template: Fill):
@@ -329,6 +349,22 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
                 page.label_column: gr.update(choices=info["columns"], value=info["label_column"]),
                 page.counts: None, page.checks: "", page.save: gr.update(interactive=True), page.message: ""}
 
+    def on_dataset(name, config, split):
+        """A named dataset, read through `datasets` into a CSV that fills the file box: from there on it is
+        checked, previewed and stored exactly as an uploaded CSV."""
+        from ui.tempfiles import new_download
+
+        try:
+            filename, raw = dataset_as_csv(name, config=config, split=split, max_rows=ctx.max_rows,
+                                           local_ok=not ctx.auth_required)
+        except UserError as e:
+            return {page.summary: f"✗ **This dataset cannot be used:** {e}"}
+        path = new_download("ia3app-data-", filename)
+        path.write_bytes(raw)
+        return {page.file: str(path)}
+
+    page.hf_load.click(on_dataset, [page.hf_name, page.hf_config, page.hf_split], [page.file, page.summary],
+                       api_visibility="private")
     page.file.change(on_file, [page.file, shared.session],
                      [page.summary, page.preview, page.label_column, page.counts, page.checks, page.save, page.message,
                       page.text_columns, page.split_info], api_visibility="private")

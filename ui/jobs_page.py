@@ -86,6 +86,8 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
                         "shares this data directory.")
     if job.status == "running" and phase == "download" and events[-1].get("message"):
         head.append(f"⬇ {html.escape(events[-1]['message'])}")
+    if job.status == "running" and phase == "evaluate" and events[-1].message:
+        head.append(f"Evaluating on the held-out rows: {html.escape(events[-1].message)}")
     if job.status in ("failed", "cancelled") and job.error_message:
         head.append(f"**What happened:** {html.escape(job.error_message)}")
     if job.cancel_requested and job.status == "running":

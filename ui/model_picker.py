@@ -51,7 +51,7 @@ def _min_gpu_gb(key: str) -> float:
 CHOICES = [
     ModelChoice(BUNDLED, f"{B.SMOLLM2_135M.name} — real weights, bundled, runs on a CPU "
                 f"(135M, {B.SMOLLM2_135M.licence}; no download)", B.SMOLLM2_135M.parameters, 0),
-    ModelChoice(TINY, "Tiny demo model — random weights, predictions are meaningless (for trying the app; instant)",
+    ModelChoice(TINY, "Tiny demo model — random weights, predictions are meaningless (for trying the app)",
                 4.0e5, 0),
     ModelChoice("google/flan-t5-small", "google/flan-t5-small (77M; good on CPU)", 7.7e7, 0),
     ModelChoice("google/flan-t5-base", "google/flan-t5-base (248M; GPU recommended)", 2.48e8, 4),

@@ -1,4 +1,4 @@
-"""Temporary download folders (adapter zips, prediction CSVs): owner-only, and swept once served.
+"""Temporary download folders (adapter zips, prediction CSVs, a named dataset as CSV): owner-only, and swept once served.
 
 A handler returns the file's path; Gradio copies it into its own cache (purged hourly, ui/app_layout.py)
 when it answers, so our copy is only needed for that moment. Every new one sweeps this process's
@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PREFIXES = ("ia3app-zip-", "ia3app-pred-")
+PREFIXES = ("ia3app-zip-", "ia3app-pred-", "ia3app-data-")
 MAX_AGE_S = 600.0
 """A download folder older than this has been served (or abandoned)."""
 

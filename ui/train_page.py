@@ -93,20 +93,30 @@ def tokens_per_example(rows: list[dict] | None, max_length: int) -> int:
 def model_info(ctx: AppContext, key: str, local_path: str, steps: Any, batch_size: Any, max_length: Any,
                rows: list[dict] | None, hw: M.Hardware, **more) -> str:
     """Hardware, estimated training time, and a plain warning when a model cannot be used here."""
-    return info_and_pending(ctx, key, local_path, steps, batch_size, max_length, rows, hw, **more)[0]
+    notes, estimate, _ = info_and_pending(ctx, key, local_path, steps, batch_size, max_length, rows, hw, **more)
+    return "\n\n".join(t for t in (notes, estimate) if t)
 
 
 def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, batch_size: Any, max_length: Any,
-                     rows: list[dict] | None, hw: M.Hardware, *, uid: int | None = None, template: dict | None = None,
-                     dataset_id: Any = None, measure: bool = False) -> tuple[str, bool]:
-    """(the model notes as markdown, whether timing real steps would replace a pending estimate).
-    measure=True times them now (seconds for small models) when that is the best estimate available."""
+                     rows: list[dict] | None, hw: M.Hardware, *, template: dict | None = None,
+                     wait: bool = False) -> tuple[str, str, bool]:
+    """(the model notes as markdown, the time estimate shown beside Start, whether a worker's probe is still
+    pending). Nothing trains here: when no step of this model was measured here yet, a worker is asked to
+    time a few (ui.time_estimate); wait=True waits for it (polling) before estimating."""
+    notes, model_path, params = model_notes(ctx, key, local_path, hw)
+    return (notes, *estimate_and_pending(ctx, key, model_path, params, steps, batch_size, max_length, rows, hw,
+                                         template=template, wait=wait))
+
+
+def model_notes(ctx: AppContext, key: str, local_path: str, hw: M.Hardware) -> tuple[str, str | None, float | None]:
+    """(the model notes as markdown, the model's path or name when it can be used, its parameter count)."""
     lines = [f"**This machine:** {hw.name}" + (f", {hw.memory_gb:.0f} GB GPU memory" if hw.device == "cuda" else "")]
     choice = M.BY_KEY.get(key)
     reason = M.unusable_reason(key, local_path, ctx.allowed_model_dirs())
     if key == M.TINY:
         lines.append("The tiny demo model has **random weights**: training and the results pages work, but its "
-                     "predictions mean nothing. Use it to try the app; pick a real model for real use.")
+                     "predictions mean nothing. Use it to try the app (fewer steps make a quicker try); pick a real "
+                     "model for real use.")
     elif M.is_bundled(key):
         lines.append(("✗ Start is off: " + reason + ".") if reason else M.bundled_status(key, ctx.data_dir))
     elif key == M.LOCAL:
@@ -132,27 +142,25 @@ def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, bat
     params = choice.parameters if choice and choice.parameters else None
     if params is None and key == M.LOCAL and model_path:
         params = M.parameters_of(key, model_path)
+    return "\n\n".join(lines), model_path, params
+
+
+def estimate_and_pending(ctx: AppContext, key: str, model_path: str | None, params: float | None, steps: Any,
+                         batch_size: Any, max_length: Any, rows: list[dict] | None, hw: M.Hardware, *,
+                         template: dict | None = None, wait: bool = False) -> tuple[str, bool]:
+    """(the estimate beside Start, whether a worker's probe is still pending): see info_and_pending."""
     try:
         recipe = RecipeConfig(steps=int(steps), batch_size=int(batch_size), max_length=int(max_length),
                               warmup_steps=0)
     except (TypeError, ValueError, UserError):
-        return "\n\n".join(lines), False
-    est = T_E.estimate(ctx, uid, key, model_path, recipe, rows, template, dataset_id, params,
-                       tokens_per_example(rows, recipe.max_length), hw)
-    if est.pending and measure:
-        try:
-            T_E.measure(model_path, recipe, rows, template, dataset_id)
-        except (UserError, RuntimeError) as e:  # shown, not hidden: the rough guide stands in
-            lines.append(f"⚠ Could not time training steps here: {e}")
-            est = T_E.Estimate(M.estimate_seconds(params, recipe.steps, recipe.batch_size,
-                                                  tokens_per_example(rows, recipe.max_length), hw) if params else None,
-                               "a rough guide from the model's size, not measured")
-        else:
-            est = T_E.estimate(ctx, uid, key, model_path, recipe, rows, template, dataset_id, params,
-                               tokens_per_example(rows, recipe.max_length), hw)
-    if est.seconds is not None or est.pending:
-        lines.append(T_E.describe(est, recipe.steps))
-    return "\n\n".join(lines), est.pending and not measure
+        return "", False
+    guess = tokens_per_example(rows, recipe.max_length)
+    est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw)
+    if est.pending and wait:
+        ended = T_E.wait_for_probe(ctx, model_path, recipe)
+        est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw, ask=False,
+                           gave_up=not ended)
+    return T_E.describe(est, recipe.steps) if est.seconds is not None or est.pending else "", est.pending
 
 
 def cv_cost(session: dict | None) -> str:
@@ -233,6 +241,8 @@ class TrainPage:
     eval_methods: gr.CheckboxGroup
     start: gr.Button
     message: gr.Markdown
+    estimate: gr.Markdown
+    """Beside Start and the step count: the measured training time and what it is based on."""
 
 
 def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
@@ -254,11 +264,14 @@ def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
         with gr.Column(scale=2):
             info = gr.Markdown()
     defaults = RecipeConfig()
-    recipe = []
+    recipe: list = []
     with gr.Accordion("Advanced: T-Few recipe settings (prefilled with the paper's defaults)", open=False):
         with gr.Row(equal_height=True):
             for i, name in enumerate(RECIPE_FIELDS):
                 default = getattr(defaults, name)
+                if name == "steps":  # beside Start (below), with what it costs in time
+                    recipe.append(None)
+                    continue
                 label = HELP.get(name, name)
                 if isinstance(default, bool):
                     comp = gr.Checkbox(label=label, value=default, min_width=160)
@@ -269,11 +282,17 @@ def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
                 else:
                     comp = gr.Number(label=label, value=default, minimum=0, min_width=160)
                 recipe.append(comp)
-    start = gr.Button("Start training", variant="primary")
+    with gr.Row(equal_height=True, elem_id="ia3-start-row"):
+        steps = gr.Number(label=HELP["steps"], value=defaults.steps, precision=0, minimum=1, min_width=160, scale=1,
+                          elem_id="ia3-steps")
+        start = gr.Button("Start training", variant="primary", scale=1, min_width=160)
+        estimate = gr.Markdown(elem_id="ia3-estimate")
+    recipe[RECIPE_FIELDS.index("steps")] = steps
     message = gr.Markdown()
     model.change(lambda k: (gr.update(visible=k == M.LOCAL), gr.update(visible=k == TFEW_MODEL)), model,
                  [local_path, tfew_row], api_visibility="private")
-    return TrainPage(summary, model, local_path, info, recipe, init_tfew, tfew_path, eval_methods, start, message)
+    return TrainPage(summary, model, local_path, info, recipe, init_tfew, tfew_path, eval_methods, start, message,
+                     estimate)
 
 
 def prefilled(page: TrainPage, prior: dict, session: dict, spec: TemplateSpec, extra: list[str], job_id: int) -> dict:
@@ -301,32 +320,31 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
     steps, batch, length = (page.recipe[RECIPE_FIELDS.index(n)] for n in ("steps", "batch_size", "max_length"))
 
     def on_info(key, local_path, s, b, m, session, template, request: gr.Request):
-        """The notes at once; then, when it is the best estimate available, time a few real steps."""
-        uid, rows, dataset_id = None, None, None
+        """The notes and estimate at once; when a worker is timing this model's steps, again once it has."""
+        rows = None
         try:
             uid = ctx.user_id(request)
             if session and session.get("dataset_id"):
                 from storage import repo
 
-                dataset_id = int(session["dataset_id"])
-                rows = repo.load_rows(ctx.db(), ctx.files(), dataset_id, uid)
+                rows = repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), uid)
         except UserError:
             rows = None
         start = gr.update(interactive=M.unusable_reason(key, local_path, ctx.allowed_model_dirs()) is None)
-        text, pending = info_and_pending(ctx, key, local_path, s, b, m, rows, hw, uid=uid, template=template,
-                                         dataset_id=dataset_id)
-        text += cv_cost(session)
-        yield {page.info: text, page.start: start}
+        notes, model_path, params = model_notes(ctx, key, local_path, hw)
+        yield {page.info: notes, page.start: start}  # at once; the estimate reads the data's tokens first
+        estimate, pending = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, template=template)
+        yield {page.estimate: estimate + cv_cost(session)}
         if pending:
-            text, _ = info_and_pending(ctx, key, local_path, s, b, m, rows, hw, uid=uid, template=template,
-                                       dataset_id=dataset_id, measure=True)
-            yield {page.info: text + cv_cost(session)}
+            estimate, _ = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, template=template,
+                                               wait=True)
+            yield {page.estimate: estimate + cv_cost(session)}
 
     info_inputs = [page.model, page.local_path, steps, batch, length, shared.session, shared.template]
     for comp in (page.model, page.local_path, steps, batch, length, page.summary):
-        comp.change(on_info, info_inputs, [page.info, page.start], api_visibility="private",
+        comp.change(on_info, info_inputs, [page.info, page.estimate, page.start], api_visibility="private",
                     trigger_mode="always_last")
-    shared.demo.load(on_info, info_inputs, [page.info, page.start], api_visibility="private")
+    shared.demo.load(on_info, info_inputs, [page.info, page.estimate, page.start], api_visibility="private")
 
     def on_start(v: dict, request: gr.Request):
         try:

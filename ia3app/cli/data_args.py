@@ -20,13 +20,20 @@ def pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
-def read_table(path: str):
+def read_table(path: str, args=None):
+    """A CSV file's rows; any other source (a Hub dataset name, a save_to_disk folder, parquet / JSON lines,
+    with --dataset-config / --dataset-split) is read through `datasets` and checked as the same CSV would be."""
     from ia3app.tables import load_csv
 
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"CSV file {path} does not exist")
-    return load_csv(p)
+    if p.suffix.lower() in (".csv", ".tsv", ".txt"):
+        if not p.is_file():
+            raise UserError(f"CSV file {path} does not exist")
+        return load_csv(p)
+    from ia3app.hf_datasets import dataset_as_csv
+
+    return load_csv(dataset_as_csv(path, config=getattr(args, "dataset_config", None),
+                                   split=getattr(args, "dataset_split", None))[1])
 
 
 def _label_column(args, table) -> str:
@@ -131,7 +138,7 @@ def cmd_templates(args) -> int:
     from ia3app.tables import check_labels
     from ia3app.templates.library import detect_shape
 
-    table = read_table(args.csv)
+    table = read_table(args.csv, args)
     if args.template:
         specs = [(args.template, template_from_args(args, table))]
     else:

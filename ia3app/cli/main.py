@@ -110,7 +110,7 @@ def cmd_train(args) -> int:
 
     from ia3app.jobtypes import Holdout, ProgressEvent, dumps
 
-    table = read_table(args.csv)
+    table = read_table(args.csv, args)
     template = template_from_args(args, table)
     check_data(args, table, template)
     _quiet_transformers()
@@ -320,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ia3app {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def dataset_args(p):
+        p.add_argument("--dataset-config", help="the dataset's config, when it has several (e.g. glue's sst2)")
+        p.add_argument("--dataset-split", help="the dataset's split (default: train)")
+
     def template_args(p, required_csv=False):
         p.add_argument("--template", help="built-in name, a JSON template file, or a promptsource YAML file")
         p.add_argument("--column", action="append", metavar="NAME=COLUMN",
@@ -333,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
     p = sub.add_parser("train", help="train an adapter on a CSV")
-    p.add_argument("--csv", required=True, help="labelled training rows")
+    p.add_argument("--csv", "--dataset", dest="csv", required=True,
+                   help="labelled training rows: a CSV, or a dataset (Hub name, save_to_disk folder, parquet, JSON lines)")
+    dataset_args(p)
     template_args(p)
     p.add_argument("--model", required=True,
                    help="hub id, local folder, or a bundled model's short name (smollm2-135m: SmolLM2-135M-Instruct, "
@@ -394,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("templates", help="list built-in templates, or preview on a CSV")
-    p.add_argument("--csv", help="preview the fitting templates on this file")
+    p.add_argument("--csv", "--dataset", dest="csv",
+                   help="preview the fitting templates on this CSV or dataset (Hub name, folder, parquet, JSON lines)")
+    dataset_args(p)
     template_args(p)
     p.add_argument("--rows", type=int, default=3)
     p.set_defaults(func=cmd_templates)

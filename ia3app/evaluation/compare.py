@@ -72,10 +72,11 @@ REPEAT_ROWS = 16
 model on a CPU scores a few rows a second and the repeats must not cost as much as the evaluation."""
 
 
-def _timed_scores(loaded, examples, *, batch_size, max_length, warmup, repeats: int = LATENCY_RUNS):
+def _timed_scores(loaded, examples, *, batch_size, max_length, warmup, repeats: int = LATENCY_RUNS,
+                  on_batch: Callable[[int], None] | None = None):
     """(scores of every example, seconds per prediction: the median over `repeats` timed runs — the
     first over every example, the others over at most REPEAT_ROWS of them — so one slow run on a busy
-    machine does not become the figure)."""
+    machine does not become the figure). on_batch(rows scored) follows the first run, the one over every row."""
     if warmup:  # first calls pay one-off allocation costs; keep them out of every method's figure
         score_choices(loaded.model, loaded.tokenizer, examples[:batch_size], batch_size=batch_size, max_length=max_length)
     per_prediction = []
@@ -84,11 +85,31 @@ def _timed_scores(loaded, examples, *, batch_size, max_length, warmup, repeats: 
         part = examples if run == 0 else examples[:REPEAT_ROWS]
         _sync(loaded.device)
         start = time.perf_counter()
-        out = score_choices(loaded.model, loaded.tokenizer, part, batch_size=batch_size, max_length=max_length)
+        out = score_choices(loaded.model, loaded.tokenizer, part, batch_size=batch_size, max_length=max_length,
+                            on_batch=on_batch if run == 0 else None)
         _sync(loaded.device)
         per_prediction.append((time.perf_counter() - start) / len(part))
         scored = scored if scored is not None else out
     return scored, statistics.median(per_prediction)
+
+
+ROWS_SCORED_EVERY_S = 0.5
+"""At most one 'rows scored' progress event per this many seconds (and always the last)."""
+
+
+def _rows_scored(progress, method: str, number: int, methods: int, rows: int) -> Callable[[int], None] | None:
+    """The scoring callback that reports evaluation progress: 'rows scored' events (the job page shows them)."""
+    if progress is None:
+        return None
+    last = [0.0]
+
+    def report(done: int) -> None:
+        now = time.monotonic()
+        if done == rows or now - last[0] >= ROWS_SCORED_EVERY_S:
+            last[0] = now
+            progress(ProgressEvent("evaluate", f"{method} (method {number} of {methods}): {done} of {rows} rows scored"))
+
+    return report
 
 
 def evaluate_methods(
@@ -131,9 +152,10 @@ def evaluate_methods(
     handle.restore()
     results: dict[str, dict] = {}
     try:
-        for method in methods:
+        for number, method in enumerate(methods, 1):
             if progress:
                 progress(ProgressEvent("evaluate", f"evaluating {method} on {len(eval_examples)} rows"))
+            scored_rows = _rows_scored(progress, method, number, len(methods), len(eval_examples))
             examples, length, extra = wrap_examples(loaded.tokenizer, eval_examples, chat), max_length, {}
             handle.restore()
             if method == "t-few":
@@ -160,7 +182,8 @@ def evaluate_methods(
                 extra = {"shots": prompts.shots, "min_shots": prompts.min_shots, "input_limit": limit,
                          "shots_per_class": round(per_class, 2), "meaningful": per_class >= 1}
             handle.merge()  # ones merge to the base weights exactly; trained vectors to T-Few's
-            scored, latency = _timed_scores(loaded, examples, batch_size=batch_size, max_length=length, warmup=warmup)
+            scored, latency = _timed_scores(loaded, examples, batch_size=batch_size, max_length=length, warmup=warmup,
+                                            on_batch=scored_rows)
             preds = [s.pred for s in scored]
             report = classification_report([ex.label for ex in eval_examples], preds, num_classes, names)
             tokens = tokens_per_prediction(loaded.tokenizer, examples, length, enc_dec)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from transformers.masking_utils import create_causal_mask
@@ -303,12 +303,13 @@ def score_choices(
     reuse_encoder: bool = True,
     shared_prefix: bool = True,
     is_encoder_decoder: bool | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[Scored]:
     """Rank classification of `examples` in batches of `batch_size` examples (all their choices).
 
     Examples are batched in order of input length (less padding) and returned in input order.
     With adapter_names (one per example; None = base model) each row uses its own adapter from
-    the handle's bank in one mixed batch.
+    the handle's bank in one mixed batch. on_batch(rows scored so far) is called after each batch.
     """
     if adapter_names is not None and len(adapter_names) != len(examples):
         raise ValueError(f"{len(adapter_names)} adapter names for {len(examples)} examples")
@@ -329,4 +330,6 @@ def score_choices(
             scores = beta[rows[rows >= 0]]  # (K,)
             probs = torch.softmax(scores, dim=0)
             results[i] = Scored(scores.tolist(), probs.tolist(), int(scores.argmax()))
+        if on_batch is not None:
+            on_batch(begin + len(idx))
     return results  # type: ignore[return-value]

@@ -29,6 +29,7 @@ from transformers.masking_utils import create_bidirectional_mask, create_causal_
 from transformers.modeling_outputs import BaseModelOutput
 
 from ia3app.example import Example
+from ia3app.recipe.step_cost import padded_load
 from ia3app.evaluation.scoring import (ChoiceLogProbs, accepts_logits_to_keep, as_continuation, choice_token_ids,
                                        decoder_input_ids, gather_logprobs, shared_prefix_log_probs)
 
@@ -76,6 +77,8 @@ class MicroBatch:
     input_width: int
     target_width: int
     tokens: int  # non-pad tokens through the model (host-known, for FLOPs)
+    padded: int = 0  # tokens the forward carries, padding included (what a step's time grows with: step_cost)
+    pairs: int = 0  # attention's token pairs (step_cost.batch_load)
 
 
 @dataclass
@@ -176,10 +179,11 @@ class TokenCache:
             tokens += sum(self.input_len[r] for r in rend)
         else:  # each choice row carries its input again
             tokens += sum(self.input_len[r] * len(self.tokenized[r].choice_ids) for r in rend)
+        s, t = _round_up(s, self.bucket[0], self.max_input), _round_up(t, self.bucket[1], self.max_target)
+        load = padded_load(len(rend), s, len(rows), t, self.enc_dec)  # what the padded batch carries
         return MicroBatch(
             slice(start_n, start_n + len(rend)), slice(start_r, start_r + len(rows)),
-            slice(start_c, start_c + len(rend) * k), k,
-            _round_up(s, self.bucket[0], self.max_input), _round_up(t, self.bucket[1], self.max_target), tokens,
+            slice(start_c, start_c + len(rend) * k), k, s, t, tokens, int(load.tokens), int(load.pairs),
         )
 
     def batch(self, plan: Plan, mb: MicroBatch) -> dict[str, torch.Tensor]:

@@ -205,6 +205,8 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
         tokens_processed=result.tokens_processed,
         flops=training_flops(loaded.num_parameters, result.tokens_processed, loaded.is_encoder_decoder),
         resumed_from_step=result.resumed_from_step,
+        work_tokens=result.work_tokens,
+        attention_pairs=result.attention_pairs,
         setup=json.loads(json.dumps(result.setup)),  # JSON's shapes (lists, not tuples): equal once stored
         final_losses=dict(result.losses),
         loss_curve=_loss_curve(result.history),

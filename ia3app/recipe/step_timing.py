@@ -1,21 +1,32 @@
-"""Training time from measurement: a few real steps of the chosen model on this machine.
+"""Training time from measurement: real steps of the chosen model on this machine, run by a worker.
 
 A size-based guess (6·N FLOPs per token at a nominal rate) is off by an order of magnitude for
-small models, whose steps are dominated by per-step overheads, not arithmetic. So the estimate
-times real steps — the same loader, template rendering and train() a job runs — and scales.
+small models, whose steps are dominated by per-step overheads, not arithmetic. So steps are timed
+with the same loader and train() a job runs. :func:`probe_step_cost` is the worker's short probe
+(jobs.worker runs it when the train page asks, never the web process): steps on synthetic rows of
+three lengths give this model's :class:`~ia3app.recipe.step_cost.StepCost` here, which any data's
+token lengths then turn into a time. :func:`time_steps` times a few steps on given rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ia3app.config import RecipeConfig
-from ia3app.errors import UserError
+from ia3app.errors import Cancelled, UserError
+from ia3app.example import Example
+from ia3app.recipe.step_cost import Point, StepCost, fit, shape_of
 from ia3app.templates.spec import TemplateSpec, render_all
+
+PROBE_INPUT_TOKENS = (16, 96, 256)
+"""The synthetic input lengths the probe times (capped at the recipe's max_length): three, so that the
+fixed, per-token and per-pair parts of a step can be told apart."""
+PROBE_BUDGET_S = 15.0
+"""Seconds of timed steps per length at most (after the warm-up step)."""
 
 
 @dataclass(frozen=True)
@@ -32,15 +43,53 @@ class StepTiming:
         return self.seconds_per_step * steps
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What the worker's probe measured: the fitted cost and the points it was fitted to."""
+
+    cost: StepCost
+    points: list[Point]
+    load_s: float
+
+
+def _timed_steps(handle, tokenizer, examples: Sequence[Example], recipe: RecipeConfig, steps: int, warmup: int,
+                 budget_s: float | None = None, should_stop: Callable[[], bool] | None = None) -> float:
+    """Seconds per training step: `steps` steps after `warmup` untimed ones, the slowest left out; fewer when
+    `budget_s` is spent (at least one timed step). should_stop() True stops it (Cancelled)."""
+    from ia3app.recipe.train import train
+
+    probe = dataclasses.replace(recipe, steps=warmup + steps, warmup_steps=0, checkpoint_every=0)
+    marks: list[float] = []  # seconds since training began, at the end of each step
+
+    def stop() -> bool:
+        if should_stop is not None and should_stop():
+            return True
+        return budget_s is not None and len(marks) > warmup and marks[-1] > budget_s
+
+    try:
+        train(handle, tokenizer, list(examples), probe, progress=lambda event: marks.append(event.elapsed_s),
+              progress_interval_s=0, should_stop=stop)
+    except Cancelled:
+        if should_stop is not None and should_stop():
+            raise
+    durations = [b - a for a, b in zip([0.0, *marks][warmup:], marks[warmup:])]
+    kept = sorted(durations)[:-1] if len(durations) > 2 else durations
+    return sum(kept) / len(kept)
+
+
+def _release(*_objects) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def time_steps(model: str, template: TemplateSpec, rows: Sequence[dict[str, Any]], recipe: RecipeConfig, *,
                steps: int = 4, warmup: int = 2, device: str | None = None, revision: str | None = None) -> StepTiming:
     """Load `model`, inject (IA)^3, and time `steps` training steps after `warmup` untimed ones, with the
     recipe's batch size, length, accumulation and precision on the given rows. Nothing is saved."""
-    import torch
-
     from ia3app.adapters.ia3 import inject
     from ia3app.backbones.loading import load_model
-    from ia3app.recipe.train import train
 
     examples = [ex for ex in render_all(template, rows) if ex.label is not None]
     if not examples:
@@ -48,14 +97,43 @@ def time_steps(model: str, template: TemplateSpec, rows: Sequence[dict[str, Any]
     began = time.perf_counter()
     loaded = load_model(model, revision, device=device, precision=recipe.precision)
     load_s = time.perf_counter() - began
+    seconds = _timed_steps(inject(loaded.model), loaded.tokenizer, examples, recipe, steps, warmup)
+    _release(loaded)
+    return StepTiming(seconds, load_s, steps)
+
+
+def synthetic_examples(tokenizer, input_tokens: int, rows: int) -> list[Example]:
+    """Rows of `input_tokens` tokens (this tokenizer's, special tokens included) with two one-word answers:
+    the probe's data, no user's rows."""
+    text = " ".join(["word"] * input_tokens * 2)
+    ids = tokenizer(text, truncation=True, max_length=input_tokens, add_special_tokens=False)["input_ids"]
+    cut = tokenizer.decode(ids[: max(1, input_tokens - 1)], skip_special_tokens=True)
+    return [Example(cut, ("yes", "no"), i % 2) for i in range(rows)]
+
+
+def probe_step_cost(model: str, recipe: RecipeConfig, *, steps: int = 6, warmup: int = 1, device: str | None = None,
+                    revision: str | None = None, budget_s: float = PROBE_BUDGET_S,
+                    should_stop: Callable[[], bool] | None = None) -> Probe:
+    """Time training steps of `model` at the recipe's batch size on synthetic rows of three input lengths and
+    fit seconds = overhead + per_token × tokens + per_pair × attention pairs per step (ia3app.recipe.step_cost).
+    Each length gets `steps` timed steps or `budget_s` seconds, whichever ends first (a large model on a CPU:
+    one step); should_stop() True stops the probe (Cancelled: the worker has a job to run)."""
+    from ia3app.adapters.ia3 import inject
+    from ia3app.backbones.loading import load_model
+    from ia3app.recipe.batches import tokenize
+
+    began = time.perf_counter()
+    loaded = load_model(model, revision, device=device, precision=recipe.precision)
+    load_s = time.perf_counter() - began
     handle = inject(loaded.model)
-    probe = dataclasses.replace(recipe, steps=warmup + steps, warmup_steps=0, checkpoint_every=0)
-    marks: list[float] = []  # seconds since training began, at the end of each step
-    train(handle, loaded.tokenizer, examples, probe, progress=lambda event: marks.append(event.elapsed_s),
-          progress_interval_s=0)
-    durations = [b - a for a, b in zip([0.0, *marks][warmup:], marks[warmup:])]
-    del handle, loaded
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    kept = sorted(durations)[:-1] if len(durations) > 2 else durations
-    return StepTiming(sum(kept) / len(kept), load_s, len(durations))
+    points = []
+    for length in sorted({min(recipe.max_length, n) for n in PROBE_INPUT_TOKENS}):
+        examples = synthetic_examples(loaded.tokenizer, length, max(recipe.batch_size * 2, 8))
+        tokens = tokenize(loaded.tokenizer, examples, recipe.max_length, loaded.is_encoder_decoder)
+        shape = shape_of([len(t.input_ids) for t in tokens], [[len(c) for c in t.choice_ids] for t in tokens],
+                         recipe.batch_size, loaded.is_encoder_decoder, draws=20)
+        handle.reset()
+        seconds = _timed_steps(handle, loaded.tokenizer, examples, recipe, steps, warmup, budget_s, should_stop)
+        points.append(Point(shape.load, seconds))
+    _release(handle, loaded)
+    return Probe(fit(points), points, load_s)

@@ -61,6 +61,10 @@ class TrainResult:
     """One progress record per step (see train())."""
     tokens_processed: int = 0
     """Non-pad tokens through the model over all steps (for training FLOPs)."""
+    work_tokens: int = 0
+    """Padded tokens carried by this call's steps (with wall_s: this machine's step cost, step_cost.fit)."""
+    attention_pairs: int = 0
+    """Attention token pairs of this call's steps (step_cost.batch_load)."""
     resumed_from_step: int = 0
     setup: dict = field(default_factory=dict)
     """How the run used the device: compiled, checkpointing, grad_accumulation, memory estimate."""
@@ -260,6 +264,7 @@ def train(
             ),
         )
 
+    work = pairs = 0  # padded tokens and attention pairs of this run's steps (their time: ia3app.recipe.step_cost)
     began = time.perf_counter()
     pending: list[tuple[int, float, float, torch.Tensor]] = []  # (step, lr, elapsed, losses (4,) on device)
     last_flush = began
@@ -309,6 +314,8 @@ def train(
                 part = torch.stack([losses[k].detach() for k in ("lm", "ul", "ln", "total")]) * share  # (4,)
                 sums = part if sums is None else sums + part
                 tokens += mb.tokens
+                work += mb.padded
+                pairs += mb.pairs
             accelerator.clip_grad_norm_(params, recipe.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -335,6 +342,8 @@ def train(
         losses=dict(last),
         history=history,
         tokens_processed=tokens,
+        work_tokens=work,
+        attention_pairs=pairs,
         resumed_from_step=start,
         setup=asdict(setup),
     )

@@ -33,6 +33,13 @@ class Builtin:
     make: Callable[..., TemplateSpec]
     labels: str = "any"
     """'binary', 'nli3', 'index' (per-row choice index), 'multi' (3+ label values become the choices) or 'any'."""
+    family: str = ""
+    """The task the template words (its first wording's name): other wordings of a family ask the same
+    question with the same answer choices, as promptsource's several prompts per dataset do."""
+
+    def __post_init__(self) -> None:
+        if not self.family:
+            object.__setattr__(self, "family", self.name)
 
 
 def _binary_map(label_values: Iterable[str] | None, negative: str, positive: str) -> dict[str, str] | None:
@@ -168,6 +175,30 @@ def _text_label(text="text", label="label", label_values=None) -> TemplateSpec:
                         _values_as_choices(label_values))
 
 
+def _reworded(base: Builtin, name: str, text: str, source: str) -> Builtin:
+    """Another wording of `base` (same roles, answer choices and label mapping): `text` names columns by role,
+    [[role]] for a column's value, [[role?]] for the bare expression (in Jinja conditions)."""
+    import inspect
+
+    defaults = {p.name: p.default for p in inspect.signature(base.make).parameters.values()
+                if p.name in base.roles}
+
+    def make(label_values=None, **columns) -> TemplateSpec:
+        spec = base.make(label_values=label_values, **columns)
+        return replace(spec, name=name, input=_fill(text, **{role: column for role, column in {**defaults, **columns}.items()
+                                                                     if isinstance(column, str)}),
+                                   description=f"{spec.description} Another wording ({source}).")
+
+    return Builtin(name, f"{base.description} Another wording ({source}).", base.roles, make, base.labels,
+                   base.family)
+
+
+def _with_wordings(base: Builtin, *wordings: tuple[str, str, str]) -> list[Builtin]:
+    """base and its other wordings, (name, text, where the wording comes from) each."""
+    return [base, *(_reworded(base, *w) for w in wordings)]
+
+
+ALL_OPTIONS = "{{ answer_choices | join(' or ') }}"
 BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin("sentiment", "Sentiment of a text: negative or positive.", ("text",), _sentiment, "binary"),
     Builtin("nli2", "Entailment, 2-way (RTE): yes / no.", ("premise", "hypothesis"), _nli2, "binary"),
@@ -186,6 +217,83 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in [
     Builtin("topic", "Topic of a text, from the label values.", ("text",), _topic, "multi"),
     Builtin("text_label", "Generic classification: any text → one of the label values.", ("text",), _text_label),
 ]}
+# Every task shape gets at least three wordings (T-Few trains with all of a dataset's prompts; the template
+# page offers the others under "Also train with these templates"). Wordings after promptsource's prompts.
+_MORE_WORDINGS: dict[str, list[tuple[str, str, str]]] = {
+    "sentiment": [
+        ("sentiment_said", "[[text]]\nQuestion: Was that sentence negative or positive? Answer:", "SST-2 'said'"),
+        ("sentiment_following", "Does the following sentence have a negative or positive sentiment?\n[[text]]",
+         "SST-2 'following positive negative'"),
+    ],
+    "topic": [
+        ("topic_pick", "Pick one category for the following text. The options are: "
+                       "{{ answer_choices | join(', ') }}.\n[[text]]", "AG News 'classify with choices'"),
+        ("topic_after", "[[text]]\nWhich topic is this text about? " + ALL_OPTIONS + "?", "AG News 'which section'"),
+    ],
+    "nli2": [
+        ("nli2_guaranteed", 'Given that [[premise]] Is it guaranteed true that "[[hypothesis]]"? Yes or no?',
+         "RTE 'guaranteed true'"),
+        ("nli2_justified", '[[premise]] Are we justified in saying that "[[hypothesis]]"? Yes or no?',
+         "RTE 'justified in saying'"),
+        ("nli2_based_on", '[[premise]]\nBased on the previous passage, is it true that "[[hypothesis]]"? Yes or no?',
+         "RTE 'based on the previous passage'"),
+    ],
+    "nli3": [
+        ("nli3_guaranteed", 'Given that [[premise]] Is it guaranteed true that "[[hypothesis]]"? Yes, no, or maybe?',
+         "CB 'guaranteed true'"),
+        ("nli3_justified", '[[premise]] Are we justified in saying that "[[hypothesis]]"? Yes, no, or maybe?',
+         "CB 'justified in saying'"),
+        ("nli3_based_on", '[[premise]]\nBased on the previous passage, is it true that "[[hypothesis]]"? '
+                          "Yes, no, or maybe?", "CB 'based on the previous passage'"),
+    ],
+    "yes_no_question": [
+        ("yes_no_after_reading", "Passage: [[passage]]\n\nAfter reading this passage, I have a question: "
+                                 "[[question]]? Yes or no?", "BoolQ 'after reading'"),
+        ("yes_no_based_on", "[[passage]]\nBased on the previous passage, [[question]]? Yes or no?",
+         "BoolQ 'based on the previous passage'"),
+    ],
+    "paraphrase": [
+        ("paraphrase_same_thing", 'Sentence 1: "[[sentence1]]"\nSentence 2: "[[sentence2]]"\nDo these two '
+                                  "sentences express the same thing? Yes or no?", "MRPC 'same thing'"),
+        ("paraphrase_want_to_know", "I want to know whether the following two sentences mean the same thing.\n"
+                                    "[[sentence1]]\n[[sentence2]]\nDo they? Yes or no?", "MRPC 'want to know'"),
+    ],
+    "word_sense": [
+        ("word_sense_same_meaning", 'Does the word "[[word]]" have the same meaning in these two sentences? '
+                                    "Yes or no?\n[[sentence1]]\n[[sentence2]]", "WiC 'same sense'"),
+        ("word_sense_a_b", 'Sentence A: [[sentence1]]\nSentence B: [[sentence2]]\n\nIs "[[word]]" used with a '
+                           "similar meaning in sentences A and B? Yes or no?", "WiC 'similar sense'"),
+    ],
+    "coreference": [
+        ("coreference_replaced", '[[text]]\nIn the previous sentence, can the pronoun "[[span2]]" be replaced '
+                                 'with "[[span1]]"? Yes or no?', "WSC 'replaced with'"),
+        ("coreference_they_mean", '[[text]]\nHere, by "[[span2]]" they mean "[[span1]]". Yes or no?',
+         "WSC 'by p they mean'"),
+    ],
+    "cause_effect": [
+        ("cause_effect_best_option", "[[premise]]\n\nWhat's the best option?\n- "
+                                     "{{ answer_choices | join('\\n- ') }}\n\nWe are looking for "
+                                     "{% if [[question?]] == 'cause' %}a cause{% else %}an effect{% endif %}",
+         "COPA 'best option'"),
+        ("cause_effect_more_likely", "Pick the more likely continuation to the following sentence:\n[[premise]] "
+                                     "{% if [[question?]] == 'cause' %}as a result of:{% else %}as a consequence:"
+                                     "{% endif %}", "COPA 'more likely'"),
+    ],
+    "multiple_choice": [
+        ("multiple_choice_fill", "[[question]]\nWhich option fits best: " + ALL_OPTIONS + "?",
+         "WinoGrande 'fill in the blank'"),
+        ("multiple_choice_pick", "Pick the right option.\n[[question]]\n- {{ answer_choices | join('\\n- ') }}",
+         "WinoGrande 'Replace'"),
+    ],
+    "text_label": [
+        ("text_label_pick", "Pick one category for the following text. The options are: "
+                            "{{ answer_choices | join(', ') }}.\n[[text]]", "generic, after AG News"),
+        ("text_label_after", "[[text]]\nGiven these categories: {{ answer_choices | join(', ') }}, which one does "
+                             "the text belong to?", "generic"),
+    ],
+}
+BUILTINS = {b.name: b for base in list(BUILTINS.values())
+            for b in _with_wordings(base, *_MORE_WORDINGS.get(base.name, []))}
 
 
 def builtin(name: str, label_values: Iterable[str] | None = None, **columns: Any) -> TemplateSpec:
@@ -368,14 +476,15 @@ def templates_fitting(
         n_options = len(assigned.get("options", ())) or 2
         if not _labels_fit(entry.labels, values, n_options):
             continue
-        if entry.name == "multiple_choice" and any(name == "cause_effect" for name, _ in out):
-            continue  # COPA-shaped data: the cause/effect wording is the better multiple-choice template
+        if entry.family == "multiple_choice" and any(BUILTINS[name].family == "cause_effect" for name, _ in out):
+            continue  # COPA-shaped data: the cause/effect wordings are the better multiple-choice templates
         spec = replace(entry.make(label=label, label_values=sorted(set(values)), **assigned), chat=True)
         out.append((entry.name, spec))
     # more columns used = more specific (WiC before paraphrase); the generic text_label last, except that
     # a text that is not a review gets the generic wording before the sentiment one
     order = {name: i for i, name in enumerate(BUILTINS)}
     review = len(inputs) == 1 and _reads_as_review(inputs[0], values)
-    out.sort(key=lambda item: (item[0] == "text_label" and review, item[0] == "sentiment" and not review,
+    family = {name: BUILTINS[name].family for name, _ in out}
+    out.sort(key=lambda item: (family[item[0]] == "text_label" and review, family[item[0]] == "sentiment" and not review,
                                -len(BUILTINS[item[0]].roles), order[item[0]]))
     return out

@@ -1,0 +1,29 @@
+"""The worker's speed probe (what the train page's estimate is measured with): asked by the page, run by a
+worker between jobs, never ahead of one, stored once per model, batch size and precision."""
+
+from __future__ import annotations
+
+from ia3app.config import RecipeConfig
+from jobfactory import request
+from jobs import probes, queue
+from jobs.worker import Worker, WorkerConfig
+from storage.db import open_db
+from storage.users import create_user
+
+
+def test_a_waiting_job_stops_the_probe_which_runs_at_the_next_idle_moment(tmp_path, tiny_model_dir):
+    db = open_db(tmp_path)
+    uid = create_user(db, "alice", "password1")
+    model, recipe = str(tiny_model_dir("t0")), RecipeConfig(batch_size=2, max_length=64)
+    assert probes.request(db, model, recipe).status == "queued"
+    assert probes.request(db, model, recipe).id == probes.latest(db, model, recipe).id  # asked once
+    job = queue.submit(db, uid, request())
+    worker = Worker(WorkerConfig(tmp_path, device="cpu"))
+    assert worker.run_probe()  # started, then stopped for the job that waits
+    assert probes.latest(db, model, recipe).status == "queued"
+    queue.cancel(db, job, uid)
+    assert worker.run_probe() and not worker.run_probe()
+    done = probes.latest(db, model, recipe)
+    assert done.status == "done" and len(done.points) == 2  # 16 and 64 tokens (96 and 256 capped at 64)
+    assert done.cost.step_seconds(done.points[1].load) > 0
+    assert probes.latest(db, model, RecipeConfig(batch_size=4)) is None  # another batch size is another probe
