@@ -199,3 +199,26 @@ def m004_job_key(db: sqlite_utils.Database) -> None:
     a job never resumes or overwrites another job's state when ids repeat (a restored or new database)."""
     db.execute("ALTER TABLE jobs ADD COLUMN job_key TEXT")
     db.execute("UPDATE jobs SET job_key = lower(hex(randomblob(16))) WHERE job_key IS NULL")
+
+
+@migration
+def m005_active_learning(db: sqlite_utils.Database) -> None:
+    """The active-learning loop (issue 20): datasets get a kind ('labelled', or 'pool': unlabelled rows to
+    suggest from) and a parent (a labelled version's previous version; a pool's labelled dataset); jobs
+    get a kind ('train' or 'suggest'); pool_marks records each pool row labelled or skipped, and in which
+    dataset version, so suggestions leave them out."""
+    db.execute("ALTER TABLE datasets ADD COLUMN kind TEXT NOT NULL DEFAULT 'labelled'")
+    db.execute("ALTER TABLE datasets ADD COLUMN parent INTEGER")  # no foreign key: deleting a parent is allowed
+    db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'")
+    db.execute("DROP INDEX jobs_claim")
+    db.execute("CREATE INDEX jobs_claim ON jobs(status, kind, priority DESC, id)")
+    db.execute(
+        "CREATE TABLE pool_marks ("
+        " pool INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,"
+        " row_index INTEGER NOT NULL,"
+        " owner INTEGER NOT NULL REFERENCES users(id),"
+        " label TEXT,"  # NULL: skipped
+        " dataset INTEGER REFERENCES datasets(id) ON DELETE CASCADE,"  # the version that added it (NULL: skipped)
+        " created REAL NOT NULL,"
+        " PRIMARY KEY (pool, row_index))"
+    )
