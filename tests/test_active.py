@@ -173,6 +173,9 @@ def test_a_round_suggests_saves_a_new_version_and_retrains_from_the_previous_vec
     marks = repo.pool_marks(ctx.db(), pool_id, alice)
     assert marks[skipped] is None and len(marks) == 6
 
+    pending = A.rounds(ctx, alice, job_id)[-1]
+    assert (pending["status"], pending["labels added"], pending["version"]) == ("not trained yet", 5, "v2")
+
     # the next suggestions leave out what was labelled or skipped
     again = A.start_suggest(ctx, alice, job_id, pool_id, 8)
     run_worker(ctx)

@@ -188,4 +188,12 @@ def rounds(ctx: AppContext, uid: int, job_id: Any) -> list[dict[str, Any]]:
                     "rows": version.row_count, "labels added": version.row_count - before if before is not None else 0,
                     "start": "previous round's vectors" if j.request.spec.init_adapter else "fresh",
                     "accuracy (95 % CI)": accuracy})
+    trained = {j.request.data.dataset_id for j in jobs}
+    for version in chain:  # a saved version no run has trained on yet: the next round's data
+        if version.id not in trained:
+            before = previous[version.id]
+            out.append({"round": "next", "job": "", "status": "not trained yet", "version": f"v{number[version.id]}",
+                        "rows": version.row_count,
+                        "labels added": version.row_count - before if before is not None else 0,
+                        "start": "", "accuracy (95 % CI)": "—"})
     return out

@@ -239,7 +239,7 @@ def wire_active_page(page: ActivePage, ctx: AppContext, shared: Shared, open_job
 
     page.cancel.click(on_cancel, page.suggest_job, page.status, api_visibility="private")
 
-    def on_save(suggest_id, job_id, *picked, request: gr.Request):
+    def on_save(request: gr.Request, suggest_id, job_id, *picked):  # gr.Request first: the pickers are *picked
         try:
             uid = ctx.user_id(request)
             job = A.suggest_job(ctx, uid, suggest_id)
