@@ -282,3 +282,25 @@ def test_the_ray_dispatcher_leaves_suggest_jobs_to_a_local_worker(ctx, users):
     assert queue.claim(ctx.db(), "ray", kinds=("train",)) is None
     claimed = queue.claim(ctx.db(), "local")
     assert claimed.id == suggest_id and claimed.kind == "suggest" and isinstance(claimed.request, SuggestRequest)
+
+
+def test_m005_keeps_existing_datasets_and_jobs_as_labelled_and_training(tmp_path):
+    import sqlite_utils
+
+    from jobfactory import request
+    from ia3app.jobtypes import dumps
+    from storage.migrations import MIGRATIONS, migrate
+
+    db = sqlite_utils.Database(memory=True)
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    for fn in MIGRATIONS[:4]:  # a database from before the loop, with a dataset and a queued job
+        fn(db)
+        db.execute("INSERT INTO _migrations VALUES (?, 0)", [fn.__name__])
+    db.execute("INSERT INTO users (name, password_hash, created) VALUES ('a', 'x', 0)")
+    db.execute("INSERT INTO datasets (owner, name, filename, file_path, rows_path, columns, row_count, bytes, sha256,"
+               " created) VALUES (1, 'd', 'd.csv', 'u/1', 'u/1.rows', '[]', 3, 10, '', 0)")
+    db.execute("INSERT INTO jobs (owner, config, created, job_key) VALUES (1, ?, 0, 'k')", [dumps(request())])
+    assert migrate(db) == ["m005_active_learning"]
+    assert db.execute("SELECT kind, parent FROM datasets").fetchall() == [("labelled", None)]
+    job = queue.claim(db, "w", kinds=("train",))
+    assert job.kind == "train" and job.request == request()
