@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ia3app.errors import UserError
-from ia3app.jobtypes import JobRequest, JobResult, JobSpec, ProgressEvent, SuggestResult
+from ia3app.jobtypes import JOB_KINDS, JobRequest, JobResult, JobSpec, ProgressEvent, SuggestResult
 from jobs import queue
 from jobs.progress import Heartbeat, JobInterrupted, ProgressWriter
 from storage import repo
@@ -59,6 +59,8 @@ class WorkerConfig:
     """A job with no progress event for this long is failed ('stalled') and its lease let go."""
     cancel_grace_s: float = 2.0
     """After a cancel (or shutdown) the job may stop by itself this long before it is interrupted."""
+    kinds: tuple[str, ...] = JOB_KINDS
+    """Which kinds of job this worker claims (with the Ray backend the app runs one for 'suggest' only)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -92,7 +94,7 @@ class Worker:
                 self._check_db_file()
                 for job_id in queue.requeue_stale(self.db):
                     log.warning("job %s: its worker stopped responding; requeued", job_id)
-                job = queue.claim(self.db, cfg.worker_id, cfg.lease_s)
+                job = queue.claim(self.db, cfg.worker_id, cfg.lease_s, kinds=cfg.kinds)
             except (sqlite3.DatabaseError, StorageError) as exc:
                 self._storage_fault(exc)
                 self.shutdown.wait(max(cfg.poll_s, 1.0))
@@ -356,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fail a job that reports no progress for this many seconds (default 900)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if available)")
     parser.add_argument("--worker-id", default="")
+    parser.add_argument("--kinds", nargs="+", choices=JOB_KINDS, default=list(JOB_KINDS),
+                        help="the kinds of job to claim (default: all): train, suggest")
     parser.add_argument("--exit-with-parent", type=int, default=None, metavar="PID",
                         help="stop (giving the running job back) when process PID is gone (the web app)")
     args = parser.parse_args(argv)
@@ -368,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         worker = Worker(WorkerConfig(
             data_dir=args.data_dir or data_dir(), worker_id=worker_id, lease_s=args.lease_s,
             heartbeat_s=args.heartbeat_s, poll_s=args.poll_s, progress_interval_s=args.progress_interval_s,
-            once=args.once, until_empty=args.until_empty, device=args.device, stall_s=args.stall_s))
+            once=args.once, until_empty=args.until_empty, device=args.device, stall_s=args.stall_s,
+            kinds=tuple(args.kinds)))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -304,3 +304,17 @@ def test_m005_keeps_existing_datasets_and_jobs_as_labelled_and_training(tmp_path
     assert db.execute("SELECT kind, parent FROM datasets").fetchall() == [("labelled", None)]
     job = queue.claim(db, "w", kinds=("train",))
     assert job.kind == "train" and job.request == request()
+
+
+def test_a_suggest_only_worker_leaves_training_jobs_queued(ctx, users):
+    """With the Ray backend the app runs a local worker for suggest jobs only (--kinds suggest)."""
+    from jobfactory import request
+
+    alice, _ = users
+    train_id = queue.submit(ctx.db(), alice, request())
+    suggest_id = queue.submit(ctx.db(), alice, SuggestRequest(adapter_job=train_id, pool_id=1))
+    Worker(WorkerConfig(data_dir=ctx.data_dir, device="cpu", until_empty=True, poll_s=0.1,
+                        kinds=("suggest",))).serve()
+    assert queue.get_job(ctx.db(), train_id, alice).status == "queued"
+    done = queue.get_job(ctx.db(), suggest_id, alice, kind="suggest")
+    assert done.status == "failed" and f"job #{train_id} is not one of your finished training jobs" in done.error_message

@@ -133,3 +133,21 @@ def test_suggest_result_round_trips_through_json():
     result = SuggestResult.from_dict({"suggestions": [{"index": 2, "row": {"s": "x"}, "margin": 0.1, "top": []}],
                                       "scored": 5})
     assert SuggestResult.from_dict(json.loads(dumps(result))) == result
+
+
+def test_cli_train_starts_from_an_adapters_vectors(adapter, tiny_model_dir, tmp_path):
+    """The CLI's next round: train --init-adapter (lr 1e-6: the vectors stay where they started)."""
+    import torch
+
+    from ia3app.adapters.files import load_adapter
+
+    csv = tmp_path / "train.csv"
+    csv.write_text("sentence,label\n" + "".join(f"{w},{'positive' if i % 2 else 'negative'}\n"
+                                               for i, w in enumerate(WORDS) if "," not in w))
+    args = ["train", "--csv", str(csv), "--template", "sentiment", "--column", "text=sentence", "--model",
+            str(tiny_model_dir("t0")), "--steps", "1", "--batch-size", "2", "--lr", "1e-6", "--quiet", "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "warm"), "--init-adapter", str(adapter)]) == 0
+    start, _ = load_adapter(adapter)
+    warm, _ = load_adapter(tmp_path / "warm")
+    assert all(torch.allclose(warm[k], start[k], atol=1e-3) for k in start)
+    assert any(not torch.allclose(start[k], torch.ones_like(start[k]), atol=0.1) for k in start)

@@ -12,39 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from test_browser_trust import ARGS, CHROMIUM, free_port
+from test_browser_trust import app, browser  # noqa: F401  (the app with a real worker, Chromium)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NOTES = Path("/work/notes/screens")
 ARTIFACTS = NOTES if NOTES.is_dir() else Path(__file__).resolve().parent / "artifacts"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is absent: install Debian's chromium (make chromium) to run browser tests")
-    pytest.importorskip("playwright")
-    import os
-
-    from jobs.local import start_local_worker
-    from ui.context import AppContext
-    from ui.main import launch
-
-    data_dir = tmp_path_factory.mktemp("browser-active")
-    before = os.environ.get("IA3APP_DATA_DIR")
-    os.environ["IA3APP_DATA_DIR"] = str(data_dir)
-    ctx = AppContext(data_dir)
-    worker = start_local_worker(data_dir, poll_s=0.3)
-    demo, url = launch(ctx, port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield url, ctx
-    demo.close()
-    worker.stop()
-    if before is None:
-        os.environ.pop("IA3APP_DATA_DIR", None)
-    else:
-        os.environ["IA3APP_DATA_DIR"] = before
 
 
 def shot(page, name: str, full: bool = False) -> None:
@@ -74,9 +48,7 @@ def first_round(ctx, tmp_path, wait_for) -> int:
     return job_id
 
 
-def test_one_round_suggest_label_save_retrain(app, tmp_path, wait_for):
-    from playwright.sync_api import sync_playwright
-
+def test_one_round_suggest_label_save_retrain(app, browser, tmp_path, wait_for):  # noqa: F811
     from ia3app import tables
     from jobs import queue
     from storage import repo, users
@@ -87,45 +59,43 @@ def test_one_round_suggest_label_save_retrain(app, tmp_path, wait_for):
     pool = tmp_path / "unlabelled.csv"
     pool.write_bytes(tables.write_csv([{"sentence": r["sentence"], "label": ""} for r in source.rows],
                                       ["sentence", "label"]))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        try:
-            page.goto(url)
-            page.get_by_role("tab", name="6 · Label next").click()
-            page.get_by_label("Finished run (its adapter scores the pool)").click()
-            page.get_by_role("option", name=re.compile(f"#{job_id} ")).click()
-            page.locator("#ia3-pool-file input[type=file]").set_input_files(str(pool))
-            page.locator("#ia3-pool-upload").click()
-            page.get_by_text(re.compile(r"Unlabelled pool #\d+ stored")).wait_for(timeout=60_000)
-            n = page.get_by_label(re.compile("Rows to suggest"))
-            n.fill("4")
-            n.press("Tab")
-            page.locator("#ia3-suggest").click()
-            page.get_by_text(re.compile(r"4 rows to label, picked from 32 unlabelled rows")).wait_for(timeout=300_000)
-            page.get_by_text("Label for pool row").first.wait_for(timeout=30_000)
-            shot(page, "1_suggestions", full=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="6 · Label next").click()
+        page.get_by_label("Finished run (its adapter scores the pool)").click()
+        page.get_by_role("option", name=re.compile(f"#{job_id} ")).click()
+        page.locator("#ia3-pool-file input[type=file]").set_input_files(str(pool))
+        page.locator("#ia3-pool-upload").click()
+        page.get_by_text(re.compile(r"Unlabelled pool #\d+ stored")).wait_for(timeout=60_000)
+        n = page.get_by_label(re.compile("Rows to suggest"))
+        n.fill("4")
+        n.press("Tab")
+        page.locator("#ia3-suggest").click()
+        page.get_by_text(re.compile(r"4 rows to label, picked from 32 unlabelled rows")).wait_for(timeout=300_000)
+        page.get_by_text("Label for pool row").first.wait_for(timeout=30_000)
+        shot(page, "1_suggestions", full=True)
 
-            for i, label in enumerate(["positive", "negative", "positive", "skip"]):
-                picker = page.locator(f"#ia3-pick-{i}")
-                picker.locator("input").click()
-                picker.get_by_role("option", name=label, exact=True).click()
-                page.locator(f"#ia3-pick-{i} input").evaluate("e => e.blur()")
-            page.locator("#ia3-save-labels").click()
-            page.get_by_text(re.compile(r"Saved 3 labelled rows as dataset #\d+ \(a new version")).wait_for(
-                timeout=60_000)
-            page.locator("#ia3-rounds").get_by_test_id("cell-1-2").get_by_text("not trained yet").wait_for(
-                timeout=30_000)  # the rounds table shows the new version, not trained yet
-            shot(page, "2_saved", full=True)
+        for i, label in enumerate(["positive", "negative", "positive", "skip"]):
+            picker = page.locator(f"#ia3-pick-{i}")
+            picker.locator("input").click()
+            picker.get_by_role("option", name=label, exact=True).click()
+            page.locator(f"#ia3-pick-{i} input").evaluate("e => e.blur()")
+        page.locator("#ia3-save-labels").click()
+        page.get_by_text(re.compile(r"Saved 3 labelled rows as dataset #\d+ \(a new version")).wait_for(
+            timeout=60_000)
+        page.locator("#ia3-rounds").get_by_test_id("cell-1-2").get_by_text("not trained yet").wait_for(
+            timeout=30_000)  # the rounds table shows the new version, not trained yet
+        shot(page, "2_saved", full=True)
 
-            page.locator("#ia3-retrain").click()
-            page.get_by_text(re.compile(r"Job #\d+")).first.wait_for(timeout=60_000)
-            shot(page, "3_next_round_started")
-        except Exception:
-            shot(page, "debug", full=True)
-            raise
-        finally:
-            browser.close()
+        page.locator("#ia3-retrain").click()
+        page.get_by_text(re.compile(r"Job #\d+: (queued|running|succeeded)")).first.wait_for(timeout=60_000)
+        shot(page, "3_next_round_started")
+    except Exception:
+        shot(page, "debug", full=True)
+        raise
+    finally:
+        page.close()
 
     uid = users.ensure_local_user(ctx.db())
     jobs = queue.list_jobs(ctx.db(), uid)

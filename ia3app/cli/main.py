@@ -130,7 +130,8 @@ def cmd_train(args) -> int:
     extra = [template_from_args(argparse.Namespace(**{**vars(args), "template": t}), table) for t in args.train_template or []]
     spec = JobSpec(
         model=args.model, template=template, recipe=recipe, revision=args.revision,
-        init_vectors=args.init_vectors, eval_methods=args.methods, train_templates=extra, cv_folds=args.cv,
+        init_vectors=args.init_vectors, init_adapter=args.init_adapter, eval_methods=args.methods,
+        train_templates=extra, cv_folds=args.cv,
     )
     out = Path(args.out)
     work = Path(args.work_dir) if args.work_dir else out / ".work"
@@ -398,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another template (built-in name or file) to train with: as in T-Few, each example "
                         "uses a random one of the templates at each step (repeatable; --template serves)")
     p.add_argument("--init-vectors", help="T-Few's released vectors (path or URL; T0-3B only)")
+    p.add_argument("--init-adapter", metavar="DIR", help="start from this adapter's vectors (the next round of "
+                                                         "the active-learning loop: after suggest, label, train)")
     p.add_argument("--work-dir", help="checkpoints (default OUT/.work, removed after success)")
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--quiet", action="store_true")
