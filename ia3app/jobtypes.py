@@ -26,7 +26,11 @@ EVAL_METHODS = ("zero-shot", "in-context", "t-few")
 LOSS_CURVE_POINTS = 200
 MIN_FOLDS, MAX_FOLDS = 2, 10
 """Cross-validation folds a job may ask for (JobSpec.cv_folds)."""
-PHASES = ("prepare", "validate", "load", "train", "evaluate", "export", "done")
+PHASES = ("prepare", "validate", "load", "train", "evaluate", "export", "score", "done")
+""""score": a suggest job scoring an unlabelled pool (step = rows scored, total_steps = rows to score)."""
+JOB_KINDS = ("train", "suggest")
+"""What a queued job does: train an adapter (JobRequest) or suggest pool rows to label (SuggestRequest)."""
+DEFAULT_SUGGEST_N, MAX_SUGGEST_N = 8, 200
 
 T = TypeVar("T")
 
@@ -78,6 +82,9 @@ class JobSpec:
     cv_folds: int | None = None
     """k-fold cross-validation over the training rows (no held-out data): k training runs, each
     evaluated on the rows it did not see, then the adapter trained on every row (k + 1 runs)."""
+    init_adapter: str | None = None
+    """Folder of an earlier adapter of the same model whose vectors training starts from (the next round of
+    the active-learning loop, warm-started) instead of ones; applied after init_vectors when both are set."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,7 +93,7 @@ class JobSpec:
             problems.append(f"cv_folds must be a whole number from {MIN_FOLDS} to {MAX_FOLDS} (got {self.cv_folds!r})")
         if not isinstance(self.model, str) or not self.model.strip():
             problems.append("model must name a hub id or a local folder")
-        for name in ("revision", "init_vectors"):
+        for name in ("revision", "init_vectors", "init_adapter"):
             if not _text_or_none(getattr(self, name)):
                 problems.append(f"{name} must be text or absent")
         if not isinstance(self.eval_methods, (list, tuple)) or any(m not in EVAL_METHODS for m in self.eval_methods):
@@ -110,7 +117,8 @@ class JobSpec:
         return {"model": self.model, "template": self.template.to_dict(), "recipe": self.recipe.to_dict(),
                 "revision": self.revision, "init_vectors": self.init_vectors, "eval_methods": list(self.eval_methods),
                 "train_templates": [t.to_dict() for t in self.train_templates],
-                **({"cv_folds": self.cv_folds} if self.cv_folds else {})}
+                **({"cv_folds": self.cv_folds} if self.cv_folds else {}),
+                **({"init_adapter": self.init_adapter} if self.init_adapter else {})}
 
     @classmethod
     def from_dict(cls, data: Any) -> "JobSpec":
@@ -408,3 +416,85 @@ class JobResult:
         kwargs["metrics"] = data.get("metrics") or {}
         kwargs["warnings"] = list(data.get("warnings") or [])
         return cls(**kwargs)
+
+
+# ----- the active-learning loop: which pool rows to label next ------------------------------------
+@dataclass(frozen=True)
+class SuggestRequest:
+    """A suggest job: score one of the owner's unlabelled pools with a finished job's adapter and propose
+    the ``n`` rows to label next (ia3app.serving.suggest). Stored as the job's config (kind "suggest")."""
+
+    adapter_job: int
+    """The succeeded training job whose adapter scores the pool."""
+    pool_id: int
+    """The unlabelled pool (a dataset of kind 'pool'); rows already labelled or skipped are left out."""
+    n: int = DEFAULT_SUGGEST_N
+
+    def __post_init__(self) -> None:
+        for name in ("adapter_job", "pool_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"a suggest job's {name} must be an id (got {value!r})")
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or not 1 <= self.n <= MAX_SUGGEST_N:
+            raise UserError(f"the number of rows to suggest must be a whole number from 1 to {MAX_SUGGEST_N} "
+                            f"(got {self.n!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "SuggestRequest":
+        if not isinstance(data, dict):
+            raise UserError("a suggest request must be a JSON object")
+        check_keys(cls, data, "suggest request field", required=("adapter_job", "pool_id"))
+        return cls(**data)
+
+
+@dataclass
+class Suggestion:
+    """One pool row proposed for labelling, and why: its top two choices and their probabilities."""
+
+    index: int
+    """The row's position in the pool (0-based, file order)."""
+    row: dict[str, Any]
+    margin: float
+    """p(top choice) − p(second choice): the smaller, the less sure the adapter is."""
+    top: list[dict[str, Any]]
+    """The two most likely answers, each {"label": as the data writes it, "choice": the words, "probability"}."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SuggestResult:
+    """What a suggest job leaves behind (its stored result), also the CLI's and the API's answer."""
+
+    suggestions: list[Suggestion]
+    scored: int
+    """Pool rows scored (the pool less the rows already labelled or skipped)."""
+    excluded: int = 0
+    """Pool rows left out because they were labelled or skipped in an earlier round."""
+    rows_per_s: float = 0.0
+    """Pool scoring throughput (rows, each with all its choices and its representation, per second)."""
+    candidates: int = 0
+    """How many of the least sure rows the diversity rule chose among (CANDIDATE_FACTOR × n)."""
+    method: str = ""
+    """The ranking and diversity rule, in words."""
+    adapter_job: int | None = None
+    pool_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "suggestions": [s.to_dict() for s in self.suggestions]}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "SuggestResult":
+        if not isinstance(data, dict):
+            raise UserError("a suggest result must be a JSON object")
+        check_keys(cls, data, "suggest result field", required=("suggestions", "scored"))
+        items = data["suggestions"]
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise UserError("a suggest result's suggestions must be a list of objects")
+        for item in items:
+            check_keys(Suggestion, item, "suggestion field", required=("index", "row", "margin", "top"))
+        return cls(**{**data, "suggestions": [Suggestion(**i) for i in items]})

@@ -409,6 +409,28 @@ def sample_per_class(data: Union[Table, Rows], label_column: str, k: int, seed: 
     return replace(data, rows=picked) if isinstance(data, Table) else picked
 
 
+def pool_rows(table: Table, columns: list[str], label_column: str | None) -> Rows:
+    """The rows of an unlabelled pool meant to go with a dataset of these columns: every column of the
+    dataset but its label column must be there (extra columns are dropped); a label column may be
+    present only if it is empty on every row. UserError saying what does not fit."""
+    needed = [c for c in columns if c != label_column]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise UserError(f"the unlabelled file lacks column(s) {', '.join(missing)} that the dataset has; "
+                        f"it has: {', '.join(table.columns)}")
+    if label_column and label_column in table.columns:
+        filled = [n for n, r in enumerate(table.rows, start=1) if str(r.get(label_column, "")).strip()]
+        if filled:
+            raise UserError(f"the unlabelled file has labels in column '{label_column}' on {len(filled)} "
+                            f"{'row' if len(filled) == 1 else 'rows'} ({_rows(filled)}); leave it empty or drop it "
+                            "(labelled rows belong in the dataset itself)")
+    empty = [n for n, r in enumerate(table.rows, start=1) if not any(str(r.get(c, "")).strip() for c in needed)]
+    if empty:
+        raise UserError(f"{_rows(empty)} of the unlabelled file {'have' if len(empty) > 1 else 'has'} no text in "
+                        f"any of {', '.join(needed)}")
+    return [{c: r.get(c, "") for c in needed} for r in table.rows]
+
+
 def split_holdout(rows: Rows, label_column: str, fraction: float, seed: int = 0) -> tuple[Rows, Rows]:
     """Stratified split -> (train, held-out), each in file order. Each label keeps ≥ 1 training row and,
     when it has ≥ 2 rows, gives ≥ 1 held-out row."""

@@ -25,7 +25,8 @@ from typing import Any
 import sqlite_utils
 
 from ia3app.errors import UserError
-from ia3app.jobtypes import JobRequest, JobResult, ProgressEvent, TrainingStats, dumps, loads
+from ia3app.jobtypes import (JOB_KINDS, JobRequest, JobResult, ProgressEvent, SuggestRequest, SuggestResult,
+                             TrainingStats, dumps, loads)
 from storage import repo
 from storage.db import fetch_one, row_dict, transaction
 
@@ -45,8 +46,9 @@ class Job:
     id: int
     owner: int
     status: str
-    request: JobRequest | None
-    """What was asked (None only when the stored config cannot be read: see request_error)."""
+    request: JobRequest | SuggestRequest | None
+    """What was asked (None only when the stored config cannot be read: see request_error); a
+    SuggestRequest for a job of kind 'suggest'."""
     priority: int
     attempts: int
     max_attempts: int
@@ -59,20 +61,23 @@ class Job:
     finished: float | None
     error_kind: str | None
     error_message: str | None
-    result: JobResult | None
+    result: JobResult | SuggestResult | None
     request_error: str | None = None
     job_key: str | None = None
     """Random, set at submit: the job's folders carry it (storage.files.FileStore.bind_job_dirs)."""
+    kind: str = "train"
+    """'train' (a JobRequest, JobResult) or 'suggest' (a SuggestRequest, SuggestResult)."""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Job":
         row = dict(row)
         text = row.pop("config")
+        request_cls, result_cls = _TYPES.get(row.get("kind", "train"), (JobRequest, JobResult))
         try:
-            row["request"] = loads(JobRequest, text)
+            row["request"] = loads(request_cls, text)
         except UserError as exc:  # written by another version, or by hand: the worker fails the job with this
             row["request"], row["request_error"] = None, f"the stored job cannot be read: {exc}"
-        row["result"] = loads(JobResult, row["result"]) if row["result"] is not None else None
+        row["result"] = loads(result_cls, row["result"]) if row["result"] is not None else None
         row["cancel_requested"] = bool(row["cancel_requested"])
         return cls(**row)
 
@@ -81,31 +86,38 @@ class Job:
         return self.status in TERMINAL
 
 
+_TYPES = {"train": (JobRequest, JobResult), "suggest": (SuggestRequest, SuggestResult)}
+"""Per job kind: what its config and its result are."""
+
+
 # ----- web side ----------------------------------------------------------------------------------
-def submit(db: sqlite_utils.Database, owner: int, request: JobRequest, priority: int = 0,
+def submit(db: sqlite_utils.Database, owner: int, request: JobRequest | SuggestRequest, priority: int = 0,
            max_attempts: int = MAX_ATTEMPTS) -> int:
-    """Queue a job for ``owner``; returns its id."""
-    if not isinstance(request, JobRequest):
-        raise TypeError(f"submit takes a JobRequest (ia3app.jobtypes), got {type(request).__name__}")
+    """Queue a job for ``owner`` (a training job, or a suggest job given a SuggestRequest); returns its id."""
+    kind = next((k for k, (req, _) in _TYPES.items() if isinstance(request, req)), None)
+    if kind is None:
+        raise TypeError(f"submit takes a JobRequest or SuggestRequest (ia3app.jobtypes), got {type(request).__name__}")
     text = dumps(request)
     with transaction(db):
         cursor = db.execute(
-            "INSERT INTO jobs (owner, status, config, priority, max_attempts, created, job_key)"
-            " VALUES (?, 'queued', ?, ?, ?, ?, ?)",
-            [owner, text, int(priority), int(max_attempts), time.time(), uuid.uuid4().hex],
+            "INSERT INTO jobs (owner, status, config, priority, max_attempts, created, job_key, kind)"
+            " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+            [owner, text, int(priority), int(max_attempts), time.time(), uuid.uuid4().hex, kind],
         )
         return int(cursor.lastrowid)
 
 
-def get_job(db: sqlite_utils.Database, job_id: int, owner: int) -> Job | None:
-    """One of ``owner``'s jobs, or None (also for another user's id)."""
-    row = fetch_one(db, "SELECT * FROM jobs WHERE id = ? AND owner = ?", [job_id, owner])
+def get_job(db: sqlite_utils.Database, job_id: int, owner: int, kind: str | None = "train") -> Job | None:
+    """One of ``owner``'s jobs of this kind (None: any kind), or None (also for another user's id)."""
+    row = fetch_one(db, "SELECT * FROM jobs WHERE id = ? AND owner = ? AND (? IS NULL OR kind = ?)",
+                    [job_id, owner, kind, kind])
     return Job.from_row(row) if row else None
 
 
-def list_jobs(db: sqlite_utils.Database, owner: int, limit: int = 100) -> list[Job]:
-    """``owner``'s jobs, newest first."""
-    cursor = db.execute("SELECT * FROM jobs WHERE owner = ? ORDER BY id DESC LIMIT ?", [owner, limit])
+def list_jobs(db: sqlite_utils.Database, owner: int, limit: int = 100, kind: str | None = "train") -> list[Job]:
+    """``owner``'s jobs of this kind (None: every kind), newest first."""
+    cursor = db.execute("SELECT * FROM jobs WHERE owner = ? AND (? IS NULL OR kind = ?) ORDER BY id DESC LIMIT ?",
+                        [owner, kind, kind, limit])
     return [Job.from_row(row_dict(cursor, r)) for r in cursor.fetchall()]
 
 
@@ -114,7 +126,8 @@ def finished_training(db: sqlite_utils.Database, model: str, batch_size: int, pr
     """The training figures of the latest succeeded jobs (any owner's) of `model` at this batch size and
     precision: what a step of that model costs on this machine (ui.time_estimate). Nothing else of the jobs."""
     out = []
-    for row in db.execute("SELECT config, result FROM jobs WHERE status = 'succeeded' AND result IS NOT NULL"
+    for row in db.execute("SELECT config, result FROM jobs WHERE status = 'succeeded' AND kind = 'train'"
+                          " AND result IS NOT NULL"
                           " ORDER BY id DESC LIMIT 500").fetchall():
         try:
             request, result = loads(JobRequest, row[0]), loads(JobResult, row[1])
@@ -138,7 +151,7 @@ def running_count(db: sqlite_utils.Database) -> int:
 
 def queue_position(db: sqlite_utils.Database, job_id: int, owner: int) -> int | None:
     """How many queued jobs (anyone's) will be claimed before this queued job; None if not queued."""
-    job = get_job(db, job_id, owner)
+    job = get_job(db, job_id, owner, kind=None)
     if job is None or job.status != "queued":
         return None
     row = db.execute(
@@ -184,8 +197,9 @@ def cancel(db: sqlite_utils.Database, job_id: int, owner: int) -> str | None:
 
 
 # ----- worker side -------------------------------------------------------------------------------
-def claim(db: sqlite_utils.Database, worker_id: str, lease_s: float = DEFAULT_LEASE_S) -> Job | None:
-    """Take the next queued job (highest priority, then oldest) for ``worker_id``, or None.
+def claim(db: sqlite_utils.Database, worker_id: str, lease_s: float = DEFAULT_LEASE_S,
+          kinds: tuple[str, ...] = JOB_KINDS) -> Job | None:
+    """Take the next queued job of one of ``kinds`` (highest priority, then oldest) for ``worker_id``, or None.
 
     One ``BEGIN IMMEDIATE`` transaction: the select and the update happen under the write lock,
     so two workers can never claim the same job.
@@ -193,7 +207,8 @@ def claim(db: sqlite_utils.Database, worker_id: str, lease_s: float = DEFAULT_LE
     now = time.time()
     with transaction(db):
         row = db.execute(
-            "SELECT id FROM jobs WHERE status = 'queued' AND cancel_requested = 0 ORDER BY priority DESC, id LIMIT 1"
+            f"SELECT id FROM jobs WHERE status = 'queued' AND cancel_requested = 0"
+            f" AND kind IN ({', '.join('?' * len(kinds))}) ORDER BY priority DESC, id LIMIT 1", list(kinds)
         ).fetchone()
         if row is None:
             return None
@@ -274,12 +289,12 @@ def report_progress(db: sqlite_utils.Database, job_id: int, worker_id: str, even
             raise LeaseLost(f"job {job_id} is no longer held by worker {worker_id}")
 
 
-def complete(db: sqlite_utils.Database, job_id: int, worker_id: str, result: JobResult,
+def complete(db: sqlite_utils.Database, job_id: int, worker_id: str, result: JobResult | SuggestResult,
              adapter_dir: str | None = None) -> None:
     """Mark the job succeeded with its result (the one place a job's results are stored) and, given
     its adapter folder (relative to the data directory), register the adapter; atomically."""
-    if not isinstance(result, JobResult):
-        raise TypeError(f"complete takes a JobResult, got {type(result).__name__}")
+    if not isinstance(result, (JobResult, SuggestResult)):
+        raise TypeError(f"complete takes a JobResult or SuggestResult, got {type(result).__name__}")
     text = dumps(result)
     with transaction(db):
         owner = _held_owner(db, job_id, worker_id)

@@ -198,7 +198,7 @@ class Dispatcher:
                 return  # one job at a time waits for a place in Ray, the others stay in the queue
             if not fits(self._smallest_job(), ray.available_resources()):
                 return
-            job = queue.claim(self.db, cfg.worker_id, cfg.lease_s)
+            job = queue.claim(self.db, cfg.worker_id, cfg.lease_s, kinds=("train",))  # suggest jobs: a local worker
             if job is None:
                 return
             self._launch(job)

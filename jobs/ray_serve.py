@@ -99,9 +99,9 @@ class AdapterServer:
         await asyncio.get_running_loop().run_in_executor(None, self.engine.preload, folder)
         return adapter
 
-    async def predict(self, rows: list[dict]) -> list:
+    async def predict(self, rows: list[dict], embed: bool = False) -> list:
         adapter = await self.adapter(serve.get_multiplexed_model_id())
-        return await asyncio.wrap_future(self.engine.submit(adapter.folder, rows))
+        return await asyncio.wrap_future(self.engine.submit(adapter.folder, rows, embed))
 
     async def where(self) -> dict[str, Any]:
         """Which replica answered, and the adapters it holds (for tests and operators)."""
@@ -182,11 +182,12 @@ class RayServing:
                 raise exc.cause from None
             raise
 
-    def predict(self, adapter_dir: str | Path, rows: list[dict], timeout: float | None = None) -> list:
-        return self.submit(adapter_dir, rows).result(timeout)
+    def predict(self, adapter_dir: str | Path, rows: list[dict], timeout: float | None = None,
+                embed: bool = False) -> list:
+        return self.submit(adapter_dir, rows, embed).result(timeout)
 
-    def submit(self, adapter_dir: str | Path, rows: list[dict]) -> Future:
-        return self._pool.submit(self._call, "predict", adapter_dir, rows)
+    def submit(self, adapter_dir: str | Path, rows: list[dict], embed: bool = False) -> Future:
+        return self._pool.submit(self._call, "predict", adapter_dir, rows, embed)
 
     def where(self, adapter_dir: str | Path) -> dict[str, Any]:
         return self._call("where", adapter_dir)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ia3app.errors import UserError
-from ia3app.jobtypes import JobResult, JobSpec
+from ia3app.jobtypes import JOB_KINDS, JobRequest, JobResult, JobSpec, ProgressEvent, SuggestResult
 from jobs import queue
 from jobs.progress import Heartbeat, JobInterrupted, ProgressWriter
 from storage import repo
@@ -59,6 +59,8 @@ class WorkerConfig:
     """A job with no progress event for this long is failed ('stalled') and its lease let go."""
     cancel_grace_s: float = 2.0
     """After a cancel (or shutdown) the job may stop by itself this long before it is interrupted."""
+    kinds: tuple[str, ...] = JOB_KINDS
+    """Which kinds of job this worker claims (with the Ray backend the app runs one for 'suggest' only)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -79,6 +81,9 @@ class Worker:
         self.models = None
         """ia3app.backbones.cache.ModelCache: the last job's loaded (compiled) backbone, reused by the next
         job of the same model (created on the first job: importing it here would load torch early)."""
+        self.engine = None
+        """ia3app.serving.engine.ServingEngine that scores pools for suggest jobs (created on the first one,
+        kept for the next: its backbone and the adapters stay loaded)."""
 
     def serve(self) -> int:
         """Claim and run jobs until told to stop; returns how many jobs it ran."""
@@ -89,7 +94,7 @@ class Worker:
                 self._check_db_file()
                 for job_id in queue.requeue_stale(self.db):
                     log.warning("job %s: its worker stopped responding; requeued", job_id)
-                job = queue.claim(self.db, cfg.worker_id, cfg.lease_s)
+                job = queue.claim(self.db, cfg.worker_id, cfg.lease_s, kinds=cfg.kinds)
             except (sqlite3.DatabaseError, StorageError) as exc:
                 self._storage_fault(exc)
                 self.shutdown.wait(max(cfg.poll_s, 1.0))
@@ -165,7 +170,7 @@ class Worker:
         """Run one claimed job to a final (or requeued) state; returns what became of it."""
         cfg = self.config
         log.info("job %s: claimed (attempt %s/%s)", job.id, job.attempts, job.max_attempts)
-        steps = job.request.spec.recipe.steps if job.request else None
+        steps = job.request.spec.recipe.steps if isinstance(job.request, JobRequest) else None
         progress = ProgressWriter(self.db, job.id, cfg.worker_id, steps, cfg.progress_interval_s)
         heart = Heartbeat(cfg.data_dir / DB_FILENAME, job.id, cfg.worker_id, cfg.lease_s, cfg.heartbeat_s,
                           grace_s=cfg.cancel_grace_s, stall_s=cfg.stall_s, last_progress=lambda: progress.last_event,
@@ -188,7 +193,10 @@ class Worker:
 
         try:
             with heart.interruptible():
-                result = self._run_recipe(job, progress, should_stop)
+                if job.kind == "suggest":
+                    result = self._run_suggest(job, progress, should_stop)
+                else:
+                    result = self._run_recipe(job, progress, should_stop)
             self._finish(job, result)
             return "succeeded"
         except (Cancelled, JobInterrupted):
@@ -231,7 +239,30 @@ class Worker:
                        progress=progress, should_stop=should_stop, device=self.config.device, models=self.models,
                        compile_cache_dir=self.config.data_dir / "cache" / "compile")
 
-    def _finish(self, job: queue.Job, result: JobResult) -> None:
+    def _run_suggest(self, job: queue.Job, progress: ProgressWriter, should_stop) -> SuggestResult:
+        """Score the job's pool with its adapter through the serving engine and pick the rows to label next."""
+        from ia3app.serving.engine import ServingEngine
+        from ia3app.serving.suggest import suggest
+
+        progress.last_event = time.monotonic()
+        folder, rows, exclude = suggest_inputs(self.db, self.store, job)
+        request = job.request
+        progress(ProgressEvent("load", f"loading the adapter of job #{request.adapter_job}"))
+        self.engine = self.engine or ServingEngine(device=self.config.device, max_models=1)
+
+        def scored(done: int, total: int) -> None:
+            progress(ProgressEvent("score", f"scored {done}/{total} pool rows", step=done, total_steps=total))
+
+        result = suggest(self.engine, folder, rows, request.n, exclude=exclude, progress=scored,
+                         should_stop=should_stop)
+        result.adapter_job, result.pool_id = request.adapter_job, request.pool_id
+        progress(ProgressEvent("done", f"{len(result.suggestions)} rows suggested from {result.scored}"))
+        return result
+
+    def _finish(self, job: queue.Job, result: JobResult | SuggestResult) -> None:
+        if isinstance(result, SuggestResult):
+            queue.complete(self.db, job.id, self.config.worker_id, result)
+            return
         finish(self.db, self.store, job, self.config.worker_id, result)
 
 
@@ -253,9 +284,26 @@ def load_inputs(db, store: FileStore, job: queue.Job) -> tuple[JobSpec, list[dic
     elif data.holdout is not None:
         train_rows, eval_rows = data.holdout.split(train_rows, spec.template.label_column or dataset.label_column)
     check_vectors_source(spec.init_vectors, store.root)
+    check_init_adapter(db, spec.init_adapter, store, job.owner)
     for folder in store.bind_job_dirs(job.id, job.job_key):  # never resume another job's state
         log.warning("job %s: its folder held another job's files (a replaced database?); moved to %s", job.id, folder)
     return spec, train_rows, eval_rows
+
+
+def suggest_inputs(db, store: FileStore, job: queue.Job) -> tuple[Path, list[dict], set[int]]:
+    """(adapter folder, pool rows, pool rows already labelled or skipped) of a claimed suggest job, every
+    id owner-checked: the adapter's job and the pool must both be the job owner's."""
+    if job.request is None:
+        raise UserError(job.request_error or "the stored job cannot be read")
+    request = job.request
+    adapter_job = queue.get_job(db, request.adapter_job, job.owner)
+    if adapter_job is None or adapter_job.status != "succeeded":
+        raise UserError(f"job #{request.adapter_job} is not one of your finished training jobs")
+    folder = store.adapter_dir(adapter_job.id)
+    if not (folder / "adapter.safetensors").is_file():
+        raise UserError(f"job #{adapter_job.id}'s adapter files are missing from the data directory")
+    pool = repo.require_pool(db, request.pool_id, job.owner)
+    return folder, store.read_json(pool.rows_path), set(repo.pool_marks(db, pool.id, job.owner))
 
 
 def check_vectors_source(init_vectors: str | None, data_dir: Path) -> None:
@@ -264,6 +312,12 @@ def check_vectors_source(init_vectors: str | None, data_dir: Path) -> None:
         from ia3app.adapters.vector_sources import check_source
 
         check_source(init_vectors, allowed_dirs=[data_dir])
+
+
+def check_init_adapter(db, init_adapter: str | None, store: FileStore, owner: int) -> None:
+    """In the app, a job starts from an earlier adapter only when that adapter is one of its owner's."""
+    if init_adapter and not repo.owns_adapter_dir(db, store.root, Path(init_adapter), owner):
+        raise UserError("the adapter to start from is not one of your adapters")
 
 
 def finish(db, store: FileStore, job: queue.Job, worker_id: str, result: JobResult) -> None:
@@ -333,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fail a job that reports no progress for this many seconds (default 900)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if available)")
     parser.add_argument("--worker-id", default="")
+    parser.add_argument("--kinds", nargs="+", choices=JOB_KINDS, default=list(JOB_KINDS),
+                        help="the kinds of job to claim (default: all): train, suggest")
     parser.add_argument("--exit-with-parent", type=int, default=None, metavar="PID",
                         help="stop (giving the running job back) when process PID is gone (the web app)")
     args = parser.parse_args(argv)
@@ -345,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         worker = Worker(WorkerConfig(
             data_dir=args.data_dir or data_dir(), worker_id=worker_id, lease_s=args.lease_s,
             heartbeat_s=args.heartbeat_s, poll_s=args.poll_s, progress_interval_s=args.progress_interval_s,
-            once=args.once, until_empty=args.until_empty, device=args.device, stall_s=args.stall_s))
+            once=args.once, until_empty=args.until_empty, device=args.device, stall_s=args.stall_s,
+            kinds=tuple(args.kinds)))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -224,3 +224,26 @@ def m005_speed_probes(db: sqlite_utils.Database) -> None:
         " message TEXT,"
         " UNIQUE (model, batch_size, precision))"
     )
+
+
+@migration
+def m006_active_learning(db: sqlite_utils.Database) -> None:
+    """The active-learning loop (issue 20): datasets get a kind ('labelled', or 'pool': unlabelled rows to
+    suggest from) and a parent (a labelled version's previous version; a pool's labelled dataset); jobs
+    get a kind ('train' or 'suggest'); pool_marks records each pool row labelled or skipped, and in which
+    dataset version, so suggestions leave them out."""
+    db.execute("ALTER TABLE datasets ADD COLUMN kind TEXT NOT NULL DEFAULT 'labelled'")
+    db.execute("ALTER TABLE datasets ADD COLUMN parent INTEGER")  # no foreign key: deleting a parent is allowed
+    db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'")
+    db.execute("DROP INDEX jobs_claim")
+    db.execute("CREATE INDEX jobs_claim ON jobs(status, kind, priority DESC, id)")
+    db.execute(
+        "CREATE TABLE pool_marks ("
+        " pool INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,"
+        " row_index INTEGER NOT NULL,"
+        " owner INTEGER NOT NULL REFERENCES users(id),"
+        " label TEXT,"  # NULL: skipped
+        " dataset INTEGER REFERENCES datasets(id) ON DELETE CASCADE,"  # the version that added it (NULL: skipped)
+        " created REAL NOT NULL,"
+        " PRIMARY KEY (pool, row_index))"
+    )

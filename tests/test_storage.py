@@ -22,14 +22,15 @@ def test_migrations_build_every_table_with_its_columns():
     expected = {
         "users": {"id", "name", "password_hash", "created"},
         "datasets": {"id", "owner", "name", "filename", "file_path", "rows_path", "columns", "row_count", "bytes",
-                     "sha256", "label_column", "created"},
+                     "sha256", "label_column", "created", "kind", "parent"},
         "templates": {"id", "owner", "name", "spec", "created", "updated"},
         "jobs": {"id", "owner", "status", "config", "priority", "attempts", "max_attempts", "worker_id",
                  "heartbeat_at", "lease_expires_at", "cancel_requested", "created", "started", "finished",
-                 "error_kind", "error_message", "result", "job_key"},
+                 "error_kind", "error_message", "result", "job_key", "kind"},
         "progress": {"id", "job", "attempt", "step", "total_steps", "phase", "loss", "loss_lm", "loss_ul", "loss_ln",
                      "lr", "examples_per_s", "elapsed_s", "eta_s", "message", "created"},
         "adapters": {"id", "job", "owner", "dir_path", "created"},
+        "pool_marks": {"pool", "row_index", "owner", "label", "dataset", "created"},
     }
     for table, columns in expected.items():
         assert set(db[table].columns_dict) == columns, table

@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ia3app.errors import UserError
+from ui import active_page as AC
 from ui import jobs_page as J
 from ui import library_page as L
 from ui import results_page as R
@@ -78,10 +79,12 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 jp = J.build_job_page()
             with gr.Tab("5 · Results & predictions", id="results"):
                 rp = R.build_results_page()
+            with gr.Tab("6 · Label next", id="active"):
+                ap = AC.build_active_page()
             with gr.Tab("My data & runs", id="library"):
                 lp = L.build_library_page()
         shared = Shared(demo, tabs, session, template_state, extra_templates, results_job)
-        _wire_pages(ctx, shared, hw, dp, tp, tr, jp, rp, lp)
+        _wire_pages(ctx, shared, hw, dp, tp, tr, jp, rp, lp, ap)
         def on_account(request: gr.Request) -> dict:  # annotated: Gradio passes the request only then
             return _account(ctx, request, who, sign_out)
 
@@ -91,7 +94,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
 
 def _wire_pages(ctx: AppContext, shared: Shared, hw, dp: D.DataPage, tp: T.TemplatePage, tr: TR.TrainPage,
-                jp: J.JobPage, rp: R.ResultsPage, lp: L.LibraryPage) -> None:
+                jp: J.JobPage, rp: R.ResultsPage, lp: L.LibraryPage, ap: AC.ActivePage) -> None:
     """Each page's events, with what they fill on other pages (the navigation between pages)."""
     suggest_template = Fill(tp.suggested, lambda state: T.suggest(tp, state))
     saved = D.wire_data_page(dp, ctx, shared, suggest_template)
@@ -102,6 +105,7 @@ def _wire_pages(ctx: AppContext, shared: Shared, hw, dp: D.DataPage, tp: T.Templ
                         lambda request, job_id: R.open_results(rp, ctx, request, job_id, shared))
     J.wire_job_page(jp, ctx, shared, open_results)
     R.wire_results_page(rp, ctx, shared)
+    AC.wire_active_page(ap, ctx, shared, open_job)
 
     def fill_from_job(uid: int, job_id: int, prior: dict, session: dict, spec, extra: list[str]) -> dict:
         return {**T.prefilled(tp, session, spec, extra),

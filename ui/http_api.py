@@ -9,6 +9,9 @@ Keys come from ``python -m storage.users key create NAME`` (stored hashed) and a
 their owner's finished jobs: someone else's job id gets the same 404 as a missing one. The rows of
 concurrent requests, from every user, are batched together by the app's serving engine.
 
+``POST /v1/suggest`` with {"job_id" or "adapter_id", "rows": [...] or "pool_id": N, "n": 8} answers the
+rows to label next (ia3app.serving.suggest: least sure, spread out), each with its top two answers.
+
 Status codes: 401 no or bad key · 404 not one of your jobs · 409 the job has not succeeded ·
 413 body too large · 422 bad input (the message says what) · 200 otherwise.
 Mounted on the Gradio app (:func:`add_routes`) or served alone (:func:`serve_only_app`).
@@ -28,6 +31,7 @@ from ia3app.errors import UserError
 from ui.context import AppContext
 
 PATH = "/v1/predict"
+SUGGEST_PATH = "/v1/suggest"
 
 
 class ApiError(Exception):
@@ -54,8 +58,8 @@ async def _read_json(request: Request, limit: int) -> Any:
         raise ApiError(422, f"the body is not valid JSON ({exc})") from None
 
 
-def _parse(body: Any, max_rows: int) -> tuple[str, int, list[dict]]:
-    """("job_id" or "adapter_id", id, rows) from the JSON body, or ApiError(422) saying what is wrong."""
+def _adapter_ref(body: Any) -> tuple[str, int]:
+    """("job_id" or "adapter_id", id) from the JSON body, or ApiError(422) saying what is wrong."""
     if not isinstance(body, dict):
         raise ApiError(422, 'send a JSON object: {"job_id": N, "rows": [{"column": "text", ...}, ...]}')
     kinds = [k for k in ("job_id", "adapter_id") if k in body]
@@ -64,6 +68,12 @@ def _parse(body: Any, max_rows: int) -> tuple[str, int, list[dict]]:
     ident = body[kinds[0]]
     if isinstance(ident, bool) or not isinstance(ident, int):
         raise ApiError(422, f'"{kinds[0]}" must be an integer')
+    return kinds[0], ident
+
+
+def _parse(body: Any, max_rows: int) -> tuple[str, int, list[dict]]:
+    """("job_id" or "adapter_id", id, rows) from the JSON body, or ApiError(422) saying what is wrong."""
+    kind, ident = _adapter_ref(body)
     rows = body.get("rows")
     if not isinstance(rows, list) or not rows:
         raise ApiError(422, '"rows" must be a non-empty list of objects mapping column names to texts')
@@ -74,7 +84,7 @@ def _parse(body: Any, max_rows: int) -> tuple[str, int, list[dict]]:
         if not isinstance(row, dict) or not all(isinstance(v, (str, int, float)) or v is None for v in row.values()):
             raise ApiError(422, f"row {n} must be an object mapping column names to texts (or numbers)")
         clean.append({str(k): "" if v is None else str(v) for k, v in row.items()})
-    return kinds[0], ident, clean
+    return kind, ident, clean
 
 
 def _adapter_folder(ctx: AppContext, key: str | None, kind: str, ident: int):
@@ -104,6 +114,34 @@ def _adapter_folder(ctx: AppContext, key: str | None, kind: str, ident: int):
     return job_id, folder
 
 
+def _suggest_inputs(ctx: AppContext, key: str | None, body: Any) -> tuple[int, Any, list[dict], set[int], int]:
+    """(job id, adapter folder, pool rows, rows to leave out, n) of a /v1/suggest body: the rows sent, or one of
+    the key owner's stored pools ("pool_id"; its rows labelled or skipped are left out). Runs in a worker thread."""
+    from ia3app.jobtypes import DEFAULT_SUGGEST_N
+
+    kind, ident = _adapter_ref(body)
+    n = body.get("n", DEFAULT_SUGGEST_N)
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ApiError(422, '"n" must be an integer (the number of rows to suggest)')
+    if ("rows" in body) == ("pool_id" in body):
+        raise ApiError(422, 'send the unlabelled rows as "rows" or name one of your pools with "pool_id" (one of them)')
+    pool_id = body.get("pool_id")
+    if "pool_id" in body and (isinstance(pool_id, bool) or not isinstance(pool_id, int)):
+        raise ApiError(422, '"pool_id" must be an integer')
+    rows = _parse(body, ctx.max_rows)[2] if "rows" in body else None
+    job_id, folder = _adapter_folder(ctx, key, kind, ident)
+    if rows is not None:
+        return job_id, folder, rows, set(), n
+    from storage import api_keys, repo
+
+    owner = api_keys.verify_key(ctx.db(), key)
+    try:
+        pool = repo.require_pool(ctx.db(), pool_id, owner)
+    except UserError as exc:
+        raise ApiError(404, str(exc)) from None
+    return job_id, folder, ctx.files().read_json(pool.rows_path), set(repo.pool_marks(ctx.db(), pool.id, owner)), n
+
+
 def api_router(ctx: AppContext) -> APIRouter:
     router = APIRouter()
 
@@ -121,6 +159,24 @@ def api_router(ctx: AppContext) -> APIRouter:
         except UserError as exc:
             return _error(422, str(exc))
         return JSONResponse({"job_id": job_id, "predictions": [p.as_dict() for p in predictions]})
+
+    @router.post(SUGGEST_PATH)
+    async def suggest(request: Request) -> JSONResponse:
+        """The n rows to label next (ia3app.serving.suggest), scored by the app's serving engine."""
+        from ia3app.serving.suggest import suggest as pick_rows
+
+        try:
+            auth = request.headers.get("authorization", "")
+            key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+            body = await _read_json(request, ctx.max_upload_bytes)
+            job_id, folder, rows, exclude, n = await run_in_threadpool(_suggest_inputs, ctx, key, body)
+            engine = await run_in_threadpool(ctx.engine)
+            result = await run_in_threadpool(pick_rows, engine, folder, rows, n, exclude=exclude)
+        except ApiError as exc:
+            return _error(exc.status, str(exc))
+        except UserError as exc:
+            return _error(422, str(exc))
+        return JSONResponse({"job_id": job_id, **result.to_dict()})
 
     @router.get("/v1/health")
     async def health() -> dict:

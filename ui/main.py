@@ -137,16 +137,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     if warning:
         print(warning, file=sys.stderr)
-    worker = None
+    workers = []
     if args.ray and not args.no_worker:
-        from jobs.local import start_ray_dispatcher
+        from jobs.local import start_local_worker, start_ray_dispatcher
 
-        worker = start_ray_dispatcher(ctx.data_dir, args.ray)
-        print(f"jobs run on the Ray cluster at {args.ray}; dispatcher log: {worker.log_path}", file=sys.stderr)
+        workers.append(start_ray_dispatcher(ctx.data_dir, args.ray))
+        print(f"jobs run on the Ray cluster at {args.ray}; dispatcher log: {workers[0].log_path}", file=sys.stderr)
+        # the dispatcher claims training jobs only: pool scoring for "Label next" runs on this machine
+        workers.append(start_local_worker(ctx.data_dir, extra_args=["--kinds", "suggest"]))
     elif not args.no_worker:
         from jobs.local import start_local_worker
 
-        worker = start_local_worker(ctx.data_dir)
+        workers.append(start_local_worker(ctx.data_dir))
     from ui.model_picker import prepare_bundled, prepare_log
 
     if prepare_bundled(ctx.data_dir) is not None:  # the bundled real model, converted once in the background
@@ -158,5 +160,5 @@ def main(argv: list[str] | None = None) -> None:
     try:
         launch(ctx, host=args.host, port=args.port, auth=auth)
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.stop()

@@ -130,7 +130,8 @@ def cmd_train(args) -> int:
     extra = [template_from_args(argparse.Namespace(**{**vars(args), "template": t}), table) for t in args.train_template or []]
     spec = JobSpec(
         model=args.model, template=template, recipe=recipe, revision=args.revision,
-        init_vectors=args.init_vectors, eval_methods=args.methods, train_templates=extra, cv_folds=args.cv,
+        init_vectors=args.init_vectors, init_adapter=args.init_adapter, eval_methods=args.methods,
+        train_templates=extra, cv_folds=args.cv,
     )
     out = Path(args.out)
     work = Path(args.work_dir) if args.work_dir else out / ".work"
@@ -222,6 +223,51 @@ def cmd_predict(args) -> int:
     else:
         cols, out_rows = prediction_table(info, columns, rows, predictions)
         _write_predictions(cols, out_rows, args.out, "csv")
+    return 0
+
+
+def suggestion_table(result) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of a SuggestResult for a CSV or a printout: rank, pool row (1-based), margin, the top two
+    answers with their probabilities, then the row's own columns."""
+    columns = ["rank", "pool_row", "margin", "first", "p_first", "second", "p_second"]
+    rows = []
+    for rank, s in enumerate(result.suggestions, start=1):
+        first, second = (s.top + [{"label": "", "probability": 0.0}])[:2]
+        rows.append({"rank": rank, "pool_row": s.index + 1, "margin": f"{s.margin:.4f}", "first": first["label"],
+                     "p_first": f"{first['probability']:.4f}", "second": second["label"],
+                     "p_second": f"{second['probability']:.4f}", **s.row})
+    extra = list(dict.fromkeys(k for s in result.suggestions for k in s.row))
+    return columns + extra, rows
+
+
+def cmd_suggest(args) -> int:
+    _quiet_transformers()
+    from ia3app.jobtypes import dumps
+    from ia3app.serving.engine import ServingEngine
+    from ia3app.serving.suggest import suggest
+    from ia3app.tables import pool_rows, write_csv
+
+    engine = ServingEngine(device=args.device, max_batch_rows=args.batch_size, max_wait_ms=0)
+    try:
+        template = engine.info(args.adapter).template
+        table = read_table(args.pool)
+        rows = pool_rows(table, sorted(template.columns_used(include_target=False)), template.label_column)
+        result = suggest(engine, args.adapter, rows, args.n)
+    finally:
+        engine.close()
+    print(f"scored {result.scored} pool rows ({result.rows_per_s:.1f} rows/s); suggested {len(result.suggestions)} "
+          f"by {result.method}", file=sys.stderr)
+    if args.out and args.out.endswith(".json"):
+        Path(args.out).write_text(dumps(result, indent=2), encoding="utf-8")
+        return 0
+    columns, out_rows = suggestion_table(result)
+    if args.out:
+        Path(args.out).write_bytes(write_csv(out_rows, columns))
+        return 0
+    for row in out_rows:
+        text = " | ".join(str(row[c]) for c in columns[7:])
+        print(f"{row['rank']}. pool row {row['pool_row']}: {row['first']} {row['p_first']} vs {row['second']} "
+              f"{row['p_second']} (margin {row['margin']}): {text}")
     return 0
 
 
@@ -359,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another template (built-in name or file) to train with: as in T-Few, each example "
                         "uses a random one of the templates at each step (repeatable; --template serves)")
     p.add_argument("--init-vectors", help="T-Few's released vectors (path or URL; T0-3B only)")
+    p.add_argument("--init-adapter", metavar="DIR", help="start from this adapter's vectors (the next round of "
+                                                         "the active-learning loop: after suggest, label, train)")
     p.add_argument("--work-dir", help="checkpoints (default OUT/.work, removed after success)")
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -377,6 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass")
     device_arg(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("suggest", help="which unlabelled rows to label next (least sure, spread out)")
+    p.add_argument("--adapter", required=True)
+    p.add_argument("--pool", required=True, help="CSV of unlabelled rows (the template's columns; label column "
+                                                 "absent or empty)")
+    p.add_argument("--n", type=int, default=8, help="rows to suggest (default 8)")
+    p.add_argument("--out", help="write the suggestions: .json (the full result) or .csv (default: print them)")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass")
+    device_arg(p)
+    p.set_defaults(func=cmd_suggest)
 
     p = sub.add_parser("evaluate", help="zero-shot vs in-context vs T-Few on held-out rows")
     p.add_argument("--adapter", required=True)

@@ -39,6 +39,8 @@ class Scored:
     scores: list[float]
     probs: list[float]
     pred: int
+    embedding: list[float] | None = None
+    """With ``score_choices(..., embed=True)``: the input's mean-pooled last hidden state (ChoiceLogProbs.pooled)."""
 
 
 @dataclass
@@ -50,6 +52,9 @@ class ChoiceLogProbs:
     choice_index: torch.Tensor  # (N, K) row of choice k of example n; -1 where n has < K choices
     row_example: torch.Tensor  # (R,) the example each row belongs to
     tokens_processed: int  # non-pad tokens that went through the model (for FLOPs)
+    pooled: torch.Tensor | None = None
+    """(N, D) with ``pool=True``: each input's last hidden state averaged over its (non-pad) input tokens —
+    the encoder's output for encoder-decoder models, the last layer over the prompt for decoder-only ones."""
 
     def scores(self) -> torch.Tensor:
         """β: mean token log-prob per row, (R,)."""
@@ -126,12 +131,15 @@ def choice_log_probs(
     reuse_encoder: bool = True,
     shared_prefix: bool = True,
     is_encoder_decoder: bool | None = None,
+    pool: bool = False,
 ) -> ChoiceLogProbs:
     """One forward over a batch of examples and all their choices (gradients flow if enabled).
 
     adapter_names (one per example, None = base model) needs the Ia3Model `handle`: the names
     are expanded to one per choice row for every forward that runs per choice (a forward that runs
-    per example, the encoder or a shared-prefix decoder, takes them as they are).
+    per example, the encoder or a shared-prefix decoder, takes them as they are). ``pool``: also return each
+    input's mean-pooled last hidden state (ChoiceLogProbs.pooled), from the same forward (a decoder-only
+    model then reads each input once per choice row, not through the shared prefix).
     """
     if adapter_names is not None:
         if handle is None:
@@ -146,13 +154,20 @@ def choice_log_probs(
     flat_choices = [c for ex in examples for c in ex.choices]
     if enc_dec:
         return _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
-                        adapter_names, row_names, handle, reuse_encoder, pad, device)
+                        adapter_names, row_names, handle, reuse_encoder, pad, device, pool)
+    shared_prefix = shared_prefix and not pool
     return _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
-                     adapter_names if shared_prefix else row_names, handle, shared_prefix, pad, device)
+                     adapter_names if shared_prefix else row_names, handle, shared_prefix, pad, device, pool)
+
+
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N, S, D) states averaged over the positions where mask (N, S) is 1, as fp32: (N, D)."""
+    weights = mask.to(torch.float32).unsqueeze(-1)
+    return (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 def _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
-             adapter_names, row_names, handle, reuse_encoder, pad, device) -> ChoiceLogProbs:
+             adapter_names, row_names, handle, reuse_encoder, pad, device, pool=False) -> ChoiceLogProbs:
     inputs = tokenizer([e.input for e in examples], truncation=True, max_length=max_length)["input_ids"]
     enc_ids, enc_mask = _pad(inputs, pad, device)  # (N, S)
     targets, tmask = _pad(choice_token_ids(tokenizer, flat_choices, True, max_length), pad, device)  # (R, T)
@@ -160,10 +175,13 @@ def _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, 
     start = pad if start is None else start
     dec_in = torch.cat([torch.full_like(targets[:, :1], start), targets[:, :-1]], dim=1)  # (R, T) shift right
     row_mask = enc_mask.index_select(0, row_example)  # (R, S)
-    if reuse_encoder:
+    pooled = None
+    if reuse_encoder or pool:
         with _mixed(handle, adapter_names):
-            hidden = model.get_encoder()(input_ids=enc_ids, attention_mask=enc_mask).last_hidden_state  # (N, S, D)
-        hidden = hidden.index_select(0, row_example)  # (R, S, D): each input's states, once per choice
+            encoded = model.get_encoder()(input_ids=enc_ids, attention_mask=enc_mask).last_hidden_state  # (N, S, D)
+        pooled = _mean_pool(encoded, enc_mask) if pool else None
+    if reuse_encoder:
+        hidden = encoded.index_select(0, row_example)  # (R, S, D): each input's states, once per choice
         with _mixed(handle, row_names):
             logits = model(
                 encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
@@ -182,7 +200,7 @@ def _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, 
             ).logits  # (R, T, V)
         processed = int(row_mask.sum()) + int(tmask.sum())
     mask = tmask.to(torch.float32)
-    return ChoiceLogProbs(gather_logprobs(logits, targets, mask), mask, choice_index, row_example, processed)
+    return ChoiceLogProbs(gather_logprobs(logits, targets, mask), mask, choice_index, row_example, processed, pooled)
 
 
 def as_continuation(text: str, choice: str) -> str:
@@ -210,7 +228,7 @@ def decoder_input_ids(tokenizer, examples, max_length: int) -> list[list[int]]:
 
 
 def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
-              names, handle, shared_prefix, pad, device) -> ChoiceLogProbs:
+              names, handle, shared_prefix, pad, device, pool=False) -> ChoiceLogProbs:
     inputs = decoder_input_ids(tokenizer, examples, max_length)
     texts = [as_continuation(examples[n].input, c) for n, c in zip(row_example.tolist(), flat_choices)]
     targets, tmask = _pad(choice_token_ids(tokenizer, texts, False, max_length), pad, device)  # (R, T)
@@ -229,13 +247,20 @@ def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example,
     attn = torch.cat([in_mask.index_select(0, row_example), tmask], dim=1)  # (R, S + T)
     positions = (attn.cumsum(-1) - 1).clamp(min=0)  # (R, S + T): real tokens count from 0
     keep = targets.shape[1] + 1
+    extra = {"output_hidden_states": True} if pool else {}
     with _mixed(handle, names):
         if accepts_logits_to_keep(model):
-            logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep).logits
+            out = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep, **extra)
+            logits = out.logits
         else:
-            logits = model(input_ids=ids, attention_mask=attn, position_ids=positions).logits[:, -keep:]
+            out = model(input_ids=ids, attention_mask=attn, position_ids=positions, **extra)
+            logits = out.logits[:, -keep:]
+    pooled = None
+    if pool:  # the prompt's positions of each example's first choice row (the prompt is the same in every row)
+        pooled = _mean_pool(out.hidden_states[-1].index_select(0, choice_index[:, 0])[:, :width], in_mask)
     picked = logits[:, :-1]  # (R, T, V): the logit before each choice token
-    return ChoiceLogProbs(gather_logprobs(picked, targets, mask), mask, choice_index, row_example, int(attn.sum()))
+    return ChoiceLogProbs(gather_logprobs(picked, targets, mask), mask, choice_index, row_example, int(attn.sum()),
+                          pooled)
 
 
 def _slot_mask(prompt: int, slot: int):
@@ -304,12 +329,14 @@ def score_choices(
     shared_prefix: bool = True,
     is_encoder_decoder: bool | None = None,
     on_batch: Callable[[int], None] | None = None,
+    embed: bool = False,
 ) -> list[Scored]:
     """Rank classification of `examples` in batches of `batch_size` examples (all their choices).
 
     Examples are batched in order of input length (less padding) and returned in input order.
     With adapter_names (one per example; None = base model) each row uses its own adapter from
     the handle's bank in one mixed batch. on_batch(rows scored so far) is called after each batch.
+    ``embed``: each Scored also carries the input's representation.
     """
     if adapter_names is not None and len(adapter_names) != len(examples):
         raise ValueError(f"{len(adapter_names)} adapter names for {len(examples)} examples")
@@ -322,14 +349,17 @@ def score_choices(
         out = choice_log_probs(
             model, tokenizer, batch, max_length=max_length, adapter_names=names, handle=handle,
             reuse_encoder=reuse_encoder, shared_prefix=shared_prefix, is_encoder_decoder=is_encoder_decoder,
+            pool=embed,
         )
+        pooled = out.pooled.cpu() if out.pooled is not None else None
         beta = out.scores().cpu()  # (R,): one copy to the host per batch
         choice_index = out.choice_index.cpu()  # (N, K)
         for j, i in enumerate(idx):
             rows = choice_index[j]
             scores = beta[rows[rows >= 0]]  # (K,)
             probs = torch.softmax(scores, dim=0)
-            results[i] = Scored(scores.tolist(), probs.tolist(), int(scores.argmax()))
+            results[i] = Scored(scores.tolist(), probs.tolist(), int(scores.argmax()),
+                                pooled[j].tolist() if pooled is not None else None)
         if on_batch is not None:
             on_batch(begin + len(idx))
     return results  # type: ignore[return-value]

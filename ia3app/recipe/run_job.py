@@ -156,17 +156,25 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
         warnings += [w for w in [cut_warning(fitted, recipe.max_length, "held-out")] if w]
     from ia3app.adapters.tfew_vectors import apply_tfew_vectors, resolve_tfew_vectors
 
-    if spec.init_vectors:
-        progress(ProgressEvent("load", "starting from T-Few's released (IA)^3 vectors"))
-        apply_tfew_vectors(handle, resolve_tfew_vectors(spec.init_vectors, cache_dir=work_dir / "cache"))
-    _check_stop(should_stop)
+    from ia3app.adapters.files import apply_adapter
 
     def start_vectors() -> None:
-        """Every training run starts where a single job would: ones, or T-Few's released vectors."""
+        """Every training run starts where a single job would: ones, T-Few's released vectors, and/or an
+        earlier adapter's vectors (the active-learning loop's warm start)."""
         handle.restore()
         handle.reset()
         if spec.init_vectors:
             apply_tfew_vectors(handle, resolve_tfew_vectors(spec.init_vectors, cache_dir=work_dir / "cache"))
+        if spec.init_adapter:
+            apply_adapter(handle, spec.init_adapter)
+
+    if spec.init_vectors:
+        progress(ProgressEvent("load", "starting from T-Few's released (IA)^3 vectors"))
+    if spec.init_adapter:
+        progress(ProgressEvent("load", "starting from the previous round's (IA)^3 vectors"))
+    if spec.init_vectors or spec.init_adapter:
+        start_vectors()
+    _check_stop(should_stop)
 
     def run_training(items, checkpoint_dir: Path, label: str = ""):
         def on_step(event: ProgressEvent) -> None:

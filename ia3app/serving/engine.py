@@ -185,8 +185,9 @@ class ServingEngine:
                 self._loading.pop(key, None)
             return lane
 
-    def submit(self, adapter_dir: str | Path, rows: list[dict]) -> Future:
-        """Queue rows for an adapter; the Future gives one Prediction per row (or this request's error)."""
+    def submit(self, adapter_dir: str | Path, rows: list[dict], embed: bool = False) -> Future:
+        """Queue rows for an adapter; the Future gives one Prediction per row (or this request's error).
+        ``embed``: each Prediction also carries the input's representation (Prediction.embedding)."""
         try:
             info = self.info(adapter_dir)
             examples = render_rows(info, rows)
@@ -200,7 +201,7 @@ class ServingEngine:
                     future: Future = Future()
                     future.set_result([])
                     return future
-                future = lane.submit(info, examples)
+                future = lane.submit(info, examples, embed)
                 if future is not None:
                     return future
         except Exception as exc:  # the caller's Future carries it, as for failures inside a batch
@@ -215,9 +216,10 @@ class ServingEngine:
         self._lane(info).check_fit(info)
         return info
 
-    def predict(self, adapter_dir: str | Path, rows: list[dict], timeout: float | None = None) -> list[Prediction]:
+    def predict(self, adapter_dir: str | Path, rows: list[dict], timeout: float | None = None,
+                embed: bool = False) -> list[Prediction]:
         """One Prediction per row (blocks until its batch has run)."""
-        return self.submit(adapter_dir, rows).result(timeout)
+        return self.submit(adapter_dir, rows, embed).result(timeout)
 
     def predict_csv(self, adapter_dir: str | Path, data: bytes, *, max_bytes: int = 5_000_000,
                     max_rows: int = 10_000) -> bytes:

@@ -20,10 +20,12 @@ class Serving(Protocol):
     def info(self, adapter_dir: str | Path) -> "AdapterInfo":
         """The adapter's template, choices, model and calibration (read from its folder; UserError if none)."""
 
-    def submit(self, adapter_dir: str | Path, rows: list[dict]) -> "Future[list[Prediction]]":
-        """Queue rows for an adapter; the Future gives one Prediction per row (or the request's error)."""
+    def submit(self, adapter_dir: str | Path, rows: list[dict], embed: bool = False) -> "Future[list[Prediction]]":
+        """Queue rows for an adapter; the Future gives one Prediction per row (or the request's error);
+        with ``embed`` each carries the input's representation (Prediction.embedding)."""
 
-    def predict(self, adapter_dir: str | Path, rows: list[dict], timeout: float | None = None) -> "list[Prediction]":
+    def predict(self, adapter_dir: str | Path, rows: list[dict], timeout: float | None = None,
+                embed: bool = False) -> "list[Prediction]":
         """One Prediction per row (blocks until they are answered)."""
 
     def predict_csv(self, adapter_dir: str | Path, data: bytes, *, max_bytes: int = 5_000_000,

@@ -38,6 +38,9 @@ class Prediction:
     unsure: bool = False
     """The top probability is below the adapter's abstain threshold: the answer is "unsure"
     (label and choice still hold the model's best guess, for callers that want it)."""
+    embedding: list[float] | None = field(default=None, repr=False)
+    """Asked for with ``embed=True``: the input's mean-pooled last hidden state under this adapter
+    (ia3app.evaluation.scoring.ChoiceLogProbs.pooled); not part of as_dict()."""
 
     @property
     def confidence(self) -> float:
@@ -92,8 +95,9 @@ def length_chunks(lengths: list[int], slack: float = PAD_SLACK) -> list[list[int
 class _Request:
     """One caller's rows and Future; its parts complete it together (or the first failure fails it)."""
 
-    def __init__(self, info: AdapterInfo, n_rows: int, n_parts: int) -> None:
+    def __init__(self, info: AdapterInfo, n_rows: int, n_parts: int, embed: bool = False) -> None:
         self.info = info
+        self.embed = embed
         self.future: Future = Future()
         self._results: list[Prediction | None] = [None] * n_rows
         self._left = n_parts
@@ -160,10 +164,10 @@ class Lane:
         if problems:
             raise UserError(f"the adapter in {info.path} does not fit {info.base_model!r}: " + "; ".join(problems))
 
-    def submit(self, info: AdapterInfo, examples: list[Example]) -> Future | None:
+    def submit(self, info: AdapterInfo, examples: list[Example], embed: bool = False) -> Future | None:
         """Queue the rows; None when the lane has been closed (the engine then opens a new one)."""
         size = self.config.max_batch_rows
-        request = _Request(info, len(examples), (len(examples) + size - 1) // size)
+        request = _Request(info, len(examples), (len(examples) + size - 1) // size, embed)
         now = time.monotonic()
         with self._cond:
             if self._closed:
@@ -267,12 +271,14 @@ class Lane:
         examples = [ex for p in parts for ex in p.examples]
         names = None if rows is None else [rows[p.info.key] for p in parts for _ in p.examples]
         scored: list = [None] * len(examples)
+        embed = any(p.request.embed for p in parts)
         try:
             for chunk in length_chunks([len(ex.input) for ex in examples]):
                 out = score_choices(
                     self.loaded.model, self.loaded.tokenizer, [examples[i] for i in chunk], batch_size=len(chunk),
                     max_length=max_length, adapter_names=None if names is None else [names[i] for i in chunk],
                     handle=None if names is None else self.bank, is_encoder_decoder=self.loaded.is_encoder_decoder,
+                    embed=embed,
                 )
                 self.counts.update(forwards=1)
                 for i, s in zip(chunk, out):
@@ -293,7 +299,8 @@ class Lane:
                 probs = apply_temperature([s.probs], temperature)[0] if temperature != 1.0 else s.probs
                 out.append(Prediction(label_for_choice(part.info, s.pred, choice), choice,
                                       {c: float(p) for c, p in zip(ex.choices, probs)}, list(s.scores),
-                                      unsure=abstain(probs, threshold)))
+                                      unsure=abstain(probs, threshold),
+                                      embedding=s.embedding if part.request.embed else None))
             at += len(part.examples)
             part.request.deliver(part.start, out)
 
