@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,9 @@ class RayServing:
     def predict(self, adapter_dir: str | Path, rows: list[dict], timeout: float | None = None) -> list:
         return self.submit(adapter_dir, rows).result(timeout)
 
-    def submit(self, adapter_dir: str | Path, rows: list[dict]) -> Future:
+    def submit(self, adapter_dir: str | Path, rows: list[dict], client: Hashable | None = None) -> Future:
+        """``client`` is not sent: on a replica each call is its own client, served in turn with the others
+        (the replica's engine), which keeps one caller's many rows from holding it too."""
         return self._pool.submit(self._call, "predict", adapter_dir, rows)
 
     def where(self, adapter_dir: str | Path) -> dict[str, Any]:

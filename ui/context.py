@@ -28,6 +28,10 @@ class AppContext:
     """Largest CSV accepted from a browser."""
     max_rows: int = 10_000
     """Most data rows accepted in one CSV."""
+    api_max_rows: int = 1_000
+    """Most rows in one POST /v1/predict (--api-max-rows; more is refused with 413)."""
+    api_max_render_s: float = 10.0
+    """CPU seconds one POST /v1/predict's rows may spend rendering in all (--api-max-render-s; 422 past it)."""
     auth_required: bool = False
     """True when users must sign in; False for the single-user 127.0.0.1 mode (user 'local')."""
     _local: threading.local = field(default_factory=threading.local, repr=False)

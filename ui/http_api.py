@@ -9,8 +9,15 @@ Keys come from ``python -m storage.users key create NAME`` (stored hashed) and a
 their owner's finished jobs: someone else's job id gets the same 404 as a missing one. The rows of
 concurrent requests, from every user, are batched together by the app's serving engine.
 
-Status codes: 401 no or bad key · 404 not one of your jobs · 409 the job has not succeeded ·
-413 body too large · 422 bad input (the message says what) · 200 otherwise.
+Status codes: 401 no or bad key (checked before the body is read) · 404 not one of your jobs ·
+409 the job has not succeeded · 413 body or row count over its limit · 422 bad input, or rows
+that take more than the request's render time (the message says what) · 200 otherwise.
+
+Nothing heavy runs on the server's event loop: the key, the body's JSON, rendering, tokenizing
+and scoring all run in worker threads, so one request never stalls other users' pages. Each
+request is bounded: ``AppContext.api_max_rows`` rows, ``max_upload_bytes`` of body and
+``api_max_render_s`` CPU seconds of template rendering in all; the serving engine serves users
+in turn, so one user's many rows wait for the others' few.
 Mounted on the Gradio app (:func:`add_routes`) or served alone (:func:`serve_only_app`).
 """
 
@@ -41,17 +48,28 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The body as JSON, refusing it (413) as soon as it passes `limit` bytes."""
+MAX_ID = 2**63 - 1
+"""Largest id SQLite stores; a larger one is no job of anyone's."""
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing it (413) as soon as it passes `limit` bytes."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise ApiError(413, f"the request body is over {limit / 1e6:g} MB; send fewer rows per request")
+    return bytes(body)
+
+
+def _json(body: bytes) -> Any:
+    """The body as JSON, or ApiError(422) saying why not. Runs in a worker thread."""
     try:
         return json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(422, f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ApiError(422, "the body's JSON is nested too deeply; send {\"job_id\": N, \"rows\": [...]}") from None
 
 
 def _parse(body: Any, max_rows: int) -> tuple[str, int, list[dict]]:
@@ -68,7 +86,8 @@ def _parse(body: Any, max_rows: int) -> tuple[str, int, list[dict]]:
     if not isinstance(rows, list) or not rows:
         raise ApiError(422, '"rows" must be a non-empty list of objects mapping column names to texts')
     if len(rows) > max_rows:
-        raise ApiError(422, f"{len(rows)} rows in one request; the limit is {max_rows}")
+        raise ApiError(413, f"{len(rows):,} rows in one request; the limit is {max_rows:,} rows per request "
+                            "(--api-max-rows): send them in several requests")
     clean = []
     for n, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or not all(isinstance(v, (str, int, float)) or v is None for v in row.values()):
@@ -77,16 +96,25 @@ def _parse(body: Any, max_rows: int) -> tuple[str, int, list[dict]]:
     return kinds[0], ident, clean
 
 
-def _adapter_folder(ctx: AppContext, key: str | None, kind: str, ident: int):
-    """(job id, adapter folder) for the key's owner; ApiError otherwise. Runs in a worker thread (SQLite)."""
-    from jobs import queue
+def _owner(ctx: AppContext, key: str | None) -> int:
+    """The key's owner, or ApiError(401). Runs in a worker thread (SQLite, argon2)."""
     from storage import api_keys
-    from ui.results_page import owned_adapter_dir
 
-    owner = api_keys.verify_key(ctx.db(), key)
+    owner = api_keys.verify_key(ctx.db(), key) if key else None
     if owner is None:
         raise ApiError(401, "a valid API key is needed: Authorization: Bearer ia3_... "
                             "(create one with python -m storage.users key create NAME)")
+    return owner
+
+
+def _adapter_folder(ctx: AppContext, owner: int, kind: str, ident: int):
+    """(job id, adapter folder) of the owner's adapter; ApiError otherwise. Runs in a worker thread (SQLite)."""
+    from jobs import queue
+    from ui.results_page import owned_adapter_dir
+
+    if not 0 < ident <= MAX_ID:
+        raise ApiError(404, f"{'adapter' if kind == 'adapter_id' else 'job'} #{ident} is not one of your "
+                            f"{'adapters' if kind == 'adapter_id' else 'jobs'}")
     job_id = ident
     if kind == "adapter_id":
         from storage import repo
@@ -95,7 +123,7 @@ def _adapter_folder(ctx: AppContext, key: str | None, kind: str, ident: int):
         if found is None:
             raise ApiError(404, f"adapter #{ident} is not one of your adapters")
         job_id = found
-    if job_id <= 0 or queue.get_job(ctx.db(), job_id, owner) is None:
+    if queue.get_job(ctx.db(), job_id, owner) is None:
         raise ApiError(404, f"job #{job_id} is not one of your jobs")
     try:
         _, folder = owned_adapter_dir(ctx, owner, job_id)
@@ -107,15 +135,24 @@ def _adapter_folder(ctx: AppContext, key: str | None, kind: str, ident: int):
 def api_router(ctx: AppContext) -> APIRouter:
     router = APIRouter()
 
+    def start(owner: int, folder, rows: list[dict]):
+        """Render, tokenize and queue the rows (in a worker thread), within the request's render budget."""
+        from ia3app.templates.render_limits import total_budget
+
+        engine = ctx.engine()  # the first call imports torch
+        with total_budget(ctx.api_max_render_s):
+            return engine.submit(folder, rows, client=("user", owner))  # batched with everyone's, users in turn
+
     @router.post(PATH)
     async def predict(request: Request) -> JSONResponse:
         try:
             auth = request.headers.get("authorization", "")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-            kind, ident, rows = _parse(await _read_json(request, ctx.max_upload_bytes), ctx.max_rows)
-            job_id, folder = await run_in_threadpool(_adapter_folder, ctx, key, kind, ident)
-            engine = await run_in_threadpool(ctx.engine)  # the first call imports torch
-            predictions = await asyncio.wrap_future(engine.submit(folder, rows))  # batched with everyone's rows
+            owner = await run_in_threadpool(_owner, ctx, key)  # before the body is read
+            body = await run_in_threadpool(_json, await _read_body(request, ctx.max_upload_bytes))
+            kind, ident, rows = _parse(body, ctx.api_max_rows)
+            job_id, folder = await run_in_threadpool(_adapter_folder, ctx, owner, kind, ident)
+            predictions = await asyncio.wrap_future(await run_in_threadpool(start, owner, folder, rows))
         except ApiError as exc:
             return _error(exc.status, str(exc))
         except UserError as exc:

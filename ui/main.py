@@ -39,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="allow listening on a non-local address without authentication (everyone is user 'local')")
     p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest CSV accepted (MB, default 5)")
     p.add_argument("--max-rows", type=int, default=10_000, help="most rows accepted in one CSV (default 10000)")
+    p.add_argument("--api-max-rows", type=int, default=1_000,
+                   help="most rows in one POST /v1/predict (default 1000; more is refused with 413)")
+    p.add_argument("--api-max-render-s", type=float, default=10.0,
+                   help="CPU seconds one POST /v1/predict's rows may spend rendering the template in all "
+                   "(default 10; past it the request is refused with 422)")
     p.add_argument("--serve-only", action="store_true",
                    help="a predictions-only server: the JSON API (POST /v1/predict with an API key) without the "
                    "pages or a training worker, for a machine that only serves")
@@ -68,9 +73,11 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
     check_database(data_dir)  # a damaged database stops the start with the steps to recover it
     serving = {"device": args.serve_device, "max_wait_ms": args.serve_max_wait_ms,
                "max_batch_rows": args.serve_batch_rows, "adapter_budget_mb": args.adapter_budget_mb}
+    if args.api_max_rows < 1 or args.api_max_render_s <= 0:
+        raise UserError("--api-max-rows must be at least 1 and --api-max-render-s above 0")
     ctx = AppContext(data_dir, max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_rows=args.max_rows,
-                     serving=serving, ray_address=args.ray,
-                     ray_serve_replicas=args.ray_serve_replicas, model_dirs=[Path(d) for d in args.model_dir])
+                     api_max_rows=args.api_max_rows, api_max_render_s=args.api_max_render_s, serving=serving,
+                     ray_address=args.ray, ray_serve_replicas=args.ray_serve_replicas, model_dirs=[Path(d) for d in args.model_dir])
     policy = decide_auth(args.host, user_count=users.count_login_users(ctx.db()),
                          insecure_no_auth=args.insecure_no_auth, force_auth=args.auth)
     ctx.auth_required = policy.required
