@@ -45,6 +45,8 @@ class AppContext:
     """Replicas of the Ray Serve app when this app deploys it (the first prediction with --ray)."""
     model_dirs: list[Path] = field(default_factory=list)
     """Folders whose models users may pick by path (--model-dir, repeatable)."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Addresses (or networks) whose X-Forwarded-For names the client (--trusted-proxy); none by default."""
     _db_ident: tuple[int, int] | None = field(default=None, repr=False)
     """(device, inode) of the database file this process opened: a missing or other file is a fault."""
     _engine: Any = field(default=None, repr=False)

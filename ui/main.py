@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-dir", action="append", default=[], metavar="DIR",
                    help="a folder whose models users may pick by path (repeatable); without it the path field is "
                    "hidden when users sign in, and open to any folder for the single local user")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                   help="a reverse proxy's address or network (repeatable) whose X-Forwarded-For header names the "
+                   "client, for sign-in limits per address; without it the header is ignored from everyone")
     p.add_argument("--auth", action="store_true", help="require signing in even on 127.0.0.1")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow listening on a non-local address without authentication (everyone is user 'local')")
@@ -77,7 +80,8 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
         raise UserError("--api-max-rows must be at least 1 and --api-max-render-s above 0")
     ctx = AppContext(data_dir, max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_rows=args.max_rows,
                      api_max_rows=args.api_max_rows, api_max_render_s=args.api_max_render_s, serving=serving,
-                     ray_address=args.ray, ray_serve_replicas=args.ray_serve_replicas, model_dirs=[Path(d) for d in args.model_dir])
+                     ray_address=args.ray, ray_serve_replicas=args.ray_serve_replicas,
+                     model_dirs=[Path(d) for d in args.model_dir], trusted_proxies=list(args.trusted_proxy))
     policy = decide_auth(args.host, user_count=users.count_login_users(ctx.db()),
                          insecure_no_auth=args.insecure_no_auth, force_auth=args.auth)
     ctx.auth_required = policy.required
@@ -93,19 +97,22 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
 
     from starlette.middleware import Middleware
 
-    from ui.auth import LoginRateLimit
+    from ui.auth import LoginRateLimit, trust_proxies
 
     from ui.faults import name_storage_faults
 
     demo = build_app(ctx)
     name_storage_faults(demo, ctx.data_dir)  # a database or disk fault says so, in words
     demo.queue(default_concurrency_limit=4)
+    trust_proxies(ctx.trusted_proxies)  # uvicorn reads X-Forwarded-For only from these (default: nobody)
     _, url, _ = demo.launch(
         server_name=host,
         server_port=port,
         share=False,  # never a public link, whatever GRADIO_SHARE says
         auth=auth,
-        app_kwargs={"middleware": [Middleware(LoginRateLimit)]},  # failed sign-ins per address
+        # failed sign-ins per (name, address) and per address on every login route; no schema without sign-in
+        app_kwargs={"middleware": [Middleware(LoginRateLimit)],
+                    **({"openapi_url": None} if ctx.auth_required else {})},
         auth_message="Sign in with the account your administrator created (python -m storage.users add NAME).",
         max_file_size=ctx.max_upload_bytes * 2,  # the CSV checker states the exact limit; this stops abuse early
         blocked_paths=[str(ctx.data_dir)],  # stored data leaves only through handlers that check the owner
@@ -129,7 +136,8 @@ def serve_only(ctx: AppContext, host: str, port: int) -> None:
     from ui.http_api import serve_only_app
 
     print(f"ia3app predictions on http://{host}:{port}/v1/predict (API keys: python -m storage.users key create NAME)")
-    uvicorn.run(serve_only_app(ctx), host=host, port=port, log_level="warning")
+    uvicorn.run(serve_only_app(ctx), host=host, port=port, log_level="warning",
+                proxy_headers=bool(ctx.trusted_proxies), forwarded_allow_ips=",".join(ctx.trusted_proxies))
 
 
 def main(argv: list[str] | None = None) -> None:
