@@ -275,3 +275,21 @@ def trust_proxies(addresses: list[str]) -> str:
     value = ",".join(addresses)
     os.environ["FORWARDED_ALLOW_IPS"] = value  # "" trusts nobody
     return value
+
+
+def session_user_id(ctx, scope: dict) -> int | None:
+    """The id of the user a request to the Gradio app comes from (its sign-in cookie, as Gradio reads
+    it); the single local user without sign-in; None when nobody is signed in. Touches SQLite: call it
+    in a worker thread."""
+    from starlette.requests import Request
+
+    from storage import users
+
+    if not ctx.auth_required:
+        return ctx.user_id(None)
+    app = scope.get("app")
+    cookies = Request(scope).cookies
+    cookie_id = getattr(app, "cookie_id", None)
+    token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
+    name = getattr(app, "tokens", {}).get(token) if token else None
+    return users.user_id(ctx.db(), name) if name else None

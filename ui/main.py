@@ -97,10 +97,12 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
 
     from starlette.middleware import Middleware
 
-    from ui.auth import LoginRateLimit, trust_proxies
+    from ui.auth import LoginRateLimit, session_user_id, trust_proxies
 
     from ui.faults import name_storage_faults
+    from ui.tempfiles import GRADIO_CACHE, DownloadGuard, use_data_dir
 
+    use_data_dir(ctx.data_dir)  # Gradio's cache (uploads, copies of downloads) owner-only, in the data dir
     demo = build_app(ctx)
     name_storage_faults(demo, ctx.data_dir)  # a database or disk fault says so, in words
     demo.queue(default_concurrency_limit=4)
@@ -111,11 +113,14 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
         share=False,  # never a public link, whatever GRADIO_SHARE says
         auth=auth,
         # failed sign-ins per (name, address) and per address on every login route; no schema without sign-in
-        app_kwargs={"middleware": [Middleware(LoginRateLimit)],
+        app_kwargs={"middleware": [Middleware(LoginRateLimit),
+                                   Middleware(DownloadGuard, data_dir=ctx.data_dir,
+                                              user_of=lambda scope: session_user_id(ctx, scope))],
                     **({"openapi_url": None} if ctx.auth_required else {})},
         auth_message="Sign in with the account your administrator created (python -m storage.users add NAME).",
         max_file_size=ctx.max_upload_bytes * 2,  # the CSV checker states the exact limit; this stops abuse early
-        blocked_paths=[str(ctx.data_dir)],  # stored data leaves only through handlers that check the owner
+        # stored data leaves only through handlers that check the owner; DownloadGuard blocks the rest too
+        blocked_paths=[str(p) for p in ctx.data_dir.iterdir() if p.name != GRADIO_CACHE],
         prevent_thread_lock=True,  # the API routes go in before anyone is told the address
         quiet=quiet,
         theme=THEME,
@@ -169,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr)
     from ui.tempfiles import sweep
 
-    sweep()  # download folders a previous run left behind
+    sweep(ctx.data_dir)  # download folders a previous run left behind
     try:
         launch(ctx, host=args.host, port=args.port, auth=auth)
     finally:
