@@ -102,6 +102,9 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
     from ui.faults import name_storage_faults
     from ui.tempfiles import GRADIO_CACHE, DownloadGuard, use_data_dir
 
+    # a thread rendering or tokenizing a request's rows hands the interpreter back to the event loop every
+    # 1 ms (Python's default is 5 ms): other users' page loads wait less behind one heavy request
+    sys.setswitchinterval(0.001)
     use_data_dir(ctx.data_dir)  # Gradio's cache (uploads, copies of downloads) owner-only, in the data dir
     demo = build_app(ctx)
     name_storage_faults(demo, ctx.data_dir)  # a database or disk fault says so, in words
@@ -140,6 +143,7 @@ def serve_only(ctx: AppContext, host: str, port: int) -> None:
 
     from ui.http_api import serve_only_app
 
+    sys.setswitchinterval(0.001)  # as in launch(): the event loop gets the interpreter back every 1 ms
     print(f"ia3app predictions on http://{host}:{port}/v1/predict (API keys: python -m storage.users key create NAME)")
     uvicorn.run(serve_only_app(ctx), host=host, port=port, log_level="warning",
                 proxy_headers=bool(ctx.trusted_proxies), forwarded_allow_ips=",".join(ctx.trusted_proxies))

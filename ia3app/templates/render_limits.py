@@ -79,14 +79,15 @@ def _total_message(seconds: float) -> str:
 
 @contextmanager
 def total_budget(seconds: float | None) -> Iterator[None]:
-    """One CPU-time budget for every row rendered inside on this thread (one API request's rows):
-    each row's own budget ends no later than the total's, and a row started after it is spent is
+    """One CPU-time budget for the rendering of every row rendered inside on this thread (one API
+    request's rows; only the time inside row renders counts, not what the caller does between them):
+    each row's own budget ends no later than the total's, and a row started once it is spent is
     refused with TotalSpent. None: no total budget."""
     outer = getattr(_local, "total", None)
     if seconds is None:
         yield
         return
-    _local.total = (cpu_clock() + seconds, seconds)
+    _local.total = [seconds, 0.0]  # [budget, CPU seconds spent rendering so far]
     try:
         yield
     finally:
@@ -99,13 +100,15 @@ def deadline(seconds: float | None = None) -> Iterator[None]:
     Nested budgets never extend an outer one, nor a request's total budget."""
     limit = MAX_RENDER_SECONDS if seconds is None else seconds
     outer = _deadline()
-    now = cpu_clock()
-    mine = (now + limit, limit, False)
+    start = cpu_clock()
+    mine = (start + limit, limit, False)
     total = getattr(_local, "total", None)
-    if total is not None and total[0] < mine[0]:
-        if total[0] <= now:
-            raise TotalSpent(_total_message(total[1]))
-        mine = (total[0], total[1], True)
+    if total is not None:
+        left = total[0] - total[1]
+        if left <= 0:
+            raise TotalSpent(_total_message(total[0]))
+        if left < limit:
+            mine = (start + left, total[0], True)
     if outer is not None and outer[0] <= mine[0]:
         yield
         return
@@ -114,6 +117,8 @@ def deadline(seconds: float | None = None) -> Iterator[None]:
         yield
     finally:
         _local.deadline = outer
+        if total is not None and outer is None:  # an outer row budget counts its own time
+            total[1] += cpu_clock() - start
 
 
 def current_limit() -> float:
