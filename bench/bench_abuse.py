@@ -16,7 +16,8 @@ in its own process and prints:
 4. the web process's memory after 10,000 failed sign-ins with unique 15 kB names from 10 addresses
    (and what the limiter's bound of 10,000 keys costs at most, measured in this process);
 5. jobs whose worker process is paused (SIGSTOP, then SIGCONT) for 2 s and for 40 s during validation
-   and during training, the worker running with --stall-s 20: each must succeed.
+   and during training, the worker running with --stall-s 30 (the 40 s pause is longer): each must
+   succeed, on its first attempt.
 
     python -m bench.bench_abuse            # about 5 minutes on 2 cores (sections: serving sign-in pauses)
     python -m bench.bench_abuse serving    # one section
@@ -291,13 +292,13 @@ def pause_section(world: World) -> None:
     from jobs import queue
     from storage import repo
 
-    n = slow_n(0.25)
+    n = slow_n(0.25)  # 16 rows: ~4 CPU s of validation, well inside the 30 s stall limit even at load 10
     rows = [{"text": f"{'a fine' if i % 2 else 'a dull'} film {i}", "label": "good" if i % 2 else "bad",
-             "n": str(n)} for i in range(40)]
+             "n": str(n)} for i in range(16)]
     dataset = repo.save_dataset(world.db, world.store, world.alice, "bench", "bench.csv", b"raw",
                                 ["text", "label", "n"], rows, "label")
     log = open(world.data.parent / "worker.log", "w")
-    worker = subprocess.Popen([sys.executable, "-m", "jobs.worker", "--data-dir", str(world.data), "--stall-s", "20",
+    worker = subprocess.Popen([sys.executable, "-m", "jobs.worker", "--data-dir", str(world.data), "--stall-s", "30",
                                "--poll-s", "0.2", "--device", "cpu"], cwd=ROOT, stdout=log, stderr=log,
                               env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     try:

@@ -227,7 +227,8 @@ class Heartbeat(threading.Thread):
         self.stalled.set()
         try:
             self.stall_outcome = queue.fail(db, self.job_id, self.worker_id, "stalled", self.stall_message
-                                            + "; it went back to the queue to resume from its last checkpoint",
+                                            + "; it goes back to the queue while attempts remain and resumes "
+                                            "from its last checkpoint",
                                             retry=True)
         except (queue.LeaseLost, sqlite3.OperationalError) as exc:
             log.error("job %s: could not record the stall (%s)", self.job_id, exc)

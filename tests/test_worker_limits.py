@@ -74,7 +74,7 @@ def test_a_job_without_progress_is_requeued_as_stalled_then_fails_after_its_last
     job = env.job(job_id)
     assert job.status == "queued" and job.error_kind == "stalled" and job.attempts == 1
     assert "s during 'validate' (the limit without a progress event is 3 s)" in job.error_message
-    assert "went back to the queue to resume from its last checkpoint" in job.error_message
+    assert "goes back to the queue while attempts remain and resumes from its last checkpoint" in job.error_message
     assert job.lease_expires_at is None
     assert elapsed < scaled(10), f"{elapsed:.1f} s at load factor {load_factor():.1f}"
     assert env.worker(stall_s=3.0, heartbeat_s=0.5).serve() == job.max_attempts - 1  # until the queue is empty
