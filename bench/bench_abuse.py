@@ -190,7 +190,7 @@ def words(r: httpx.Response) -> str:
     except json.JSONDecodeError:
         return r.text[:120]
     if "error" in body:
-        return f'"{body["error"][:150]}"'
+        return f'"{body["error"][:260]}"'
     return f'{len(body.get("predictions", []))} predictions'
 
 
