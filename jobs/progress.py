@@ -81,23 +81,35 @@ class Heartbeat(threading.Thread):
     ``stop_requested()``, the worker shutting down) and the job has not stopped by itself within
     ``grace_s``, the job's thread is interrupted (JobInterrupted, raised between two Python
     bytecodes: the validate and load phases have no should_stop checks of their own). When
-    ``last_progress()`` is older than ``stall_s``, the job is failed here with the reason, the
-    lease is no longer renewed, and the job's thread is interrupted too.
+    ``last_progress()`` is older than ``stall_s``, the job goes back to the queue with the reason (it
+    resumes from its last checkpoint; after its last attempt it fails as 'stalled'), the lease is no
+    longer renewed, and the job's thread is interrupted too.
+
+    The stall clock is pause-aware: when two ticks of this thread are more than ``pause_s`` apart the
+    whole process was not running (SIGSTOP, a suspended VM or laptop, a machine swapping), so the job
+    could not report anything either; the idle time counts again from the moment it resumed.
     """
 
     def __init__(self, db_path: Path, job_id: int, worker_id: str, lease_s: float, interval_s: float, *,
                  tick_s: float = 1.0, grace_s: float = 2.0, stall_s: float | None = None,
                  last_progress: Callable[[], float] | None = None, phase: Callable[[], str] | None = None,
-                 stop_requested: Callable[[], bool] = lambda: False):
+                 stop_requested: Callable[[], bool] = lambda: False, pause_s: float = 5.0):
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
         self.db_path, self.job_id, self.worker_id = db_path, job_id, worker_id
         self.lease_s, self.interval_s = lease_s, interval_s
         self.tick_s, self.grace_s, self.stall_s = min(tick_s, interval_s), grace_s, stall_s
         self.last_progress, self.phase, self.stop_requested = last_progress, phase, stop_requested
+        self.pause_s = pause_s
+        self.resumed_at: float | None = None
+        """When the process last came back from a pause (see the class doc); None: never paused."""
+        self.paused_s = 0.0
+        """Seconds the process was seen paused while this job ran."""
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self.stalled = threading.Event()
         self.stall_message = ""
+        self.stall_outcome = ""
+        """What the stall made of the job: 'queued' (resumes from its checkpoint), 'failed' (its last attempt)."""
         self.reason = ""
         """Why the job's thread was interrupted ('cancelled', 'lost', 'shutdown', 'stalled'); '' if it was not."""
         self._halt = threading.Event()
@@ -149,9 +161,12 @@ class Heartbeat(threading.Thread):
         db = open_db(self.db_path)
         ident = file_identity(self.db_path)
         next_beat = time.monotonic() + self.interval_s
+        last_tick = time.monotonic()
         try:
             while not self._halt.wait(self.tick_s):
                 now = time.monotonic()
+                self.notice_pause(now - last_tick, now)
+                last_tick = now
                 if file_identity(self.db_path) != ident:  # deleted or replaced: stop writing into it
                     log.error("job %s: the database %s was deleted or replaced while the job ran; stopping it "
                               "(restore the data directory and restart the worker)", self.job_id, self.db_path)
@@ -187,14 +202,34 @@ class Heartbeat(threading.Thread):
         elif now - self._stop_since >= self.grace_s:
             self._interrupt(reason)
 
+    def notice_pause(self, gap: float, now: float) -> None:
+        if gap - self.tick_s > self.pause_s:
+            paused = gap - self.tick_s
+            self.paused_s += paused
+            self.resumed_at = now
+            log.warning("job %s: this process did not run for %.0f s (paused or starved); the stall clock "
+                        "restarts now", self.job_id, paused)
+
+    def idle_s(self, now: float) -> float:
+        """Seconds without a progress event, not counting a pause of the whole process."""
+        if self.last_progress is None:
+            return 0.0
+        since = self.last_progress()
+        if self.resumed_at is not None:
+            since = max(since, self.resumed_at)
+        return now - since
+
     def _stalled(self, db: Any, now: float) -> bool:
-        if self.stall_s is None or self.last_progress is None or now - self.last_progress() < self.stall_s:
+        if self.stall_s is None or self.last_progress is None or self.idle_s(now) < self.stall_s:
             return False
-        self.stall_message = stall_message(now - self.last_progress(), self.phase() if self.phase else "?", self.stall_s)
+        self.stall_message = stall_message(self.idle_s(now), self.phase() if self.phase else "?", self.stall_s)
         log.error("job %s: %s", self.job_id, self.stall_message)
         self.stalled.set()
         try:
-            queue.fail(db, self.job_id, self.worker_id, "stalled", self.stall_message, retry=False)
+            self.stall_outcome = queue.fail(db, self.job_id, self.worker_id, "stalled", self.stall_message
+                                            + "; it goes back to the queue while attempts remain and resumes "
+                                            "from its last checkpoint",
+                                            retry=True)
         except (queue.LeaseLost, sqlite3.OperationalError) as exc:
             log.error("job %s: could not record the stall (%s)", self.job_id, exc)
         self._interrupt("stalled")

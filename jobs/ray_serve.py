@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,10 @@ class RayServing:
                 embed: bool = False) -> list:
         return self.submit(adapter_dir, rows, embed).result(timeout)
 
-    def submit(self, adapter_dir: str | Path, rows: list[dict], embed: bool = False) -> Future:
+    def submit(self, adapter_dir: str | Path, rows: list[dict], embed: bool = False,
+               client: Hashable | None = None) -> Future:
+        """``client`` is not sent: on a replica each call is its own client, served in turn with the others
+        (the replica's engine), which keeps one caller's many rows from holding it too."""
         return self._pool.submit(self._call, "predict", adapter_dir, rows, embed)
 
     def where(self, adapter_dir: str | Path) -> dict[str, Any]:

@@ -56,7 +56,8 @@ class WorkerConfig:
     device: str | None = None
     """Passed to the recipe's model loader (None: GPU if there is one, else CPU)."""
     stall_s: float = 900.0
-    """A job with no progress event for this long is failed ('stalled') and its lease let go."""
+    """A job with no progress event for this long (a pause of the whole process not counted) goes back to
+    the queue ('stalled'; it resumes from its checkpoint, and fails after its last attempt)."""
     cancel_grace_s: float = 2.0
     """After a cancel (or shutdown) the job may stop by itself this long before it is interrupted."""
     kinds: tuple[str, ...] = JOB_KINDS
@@ -201,7 +202,7 @@ class Worker:
             return "succeeded"
         except (Cancelled, JobInterrupted):
             if heart.stalled.is_set():
-                return f"failed (stalled: {heart.stall_message})"
+                return f"{heart.stall_outcome or 'stopped'} (stalled: {heart.stall_message})"
             if heart.lost.is_set():
                 return "abandoned (another worker holds it)"
             if heart.cancelled.is_set():
@@ -384,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat-s", type=float, default=None, help="default: lease / 3")
     parser.add_argument("--progress-interval-s", type=float, default=0.5)
     parser.add_argument("--stall-s", type=float, default=900.0,
-                        help="fail a job that reports no progress for this many seconds (default 900)")
+                        help="requeue a job that reports no progress for this many seconds, a pause of the whole "
+                        "process not counted (default 900; it resumes from its checkpoint, and fails after its "
+                        "last attempt)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if available)")
     parser.add_argument("--worker-id", default="")
     parser.add_argument("--kinds", nargs="+", choices=JOB_KINDS, default=list(JOB_KINDS),

@@ -59,7 +59,7 @@ def assert_matches(predictions, reference, choices=("bad", "good")) -> None:
             assert pred.choice == choices[ref.pred]
 
 
-def finished_jobs(ctx, owner: int, base: Path, n: int, seed0: int = 0) -> list[int]:
+def finished_jobs(ctx, owner: int, base: Path, n: int, seed0: int = 0, template: TemplateSpec = TEMPLATE) -> list[int]:
     """n succeeded jobs of `owner`, each with its own adapter folder in the file store (no training:
     the queue's own claim/complete, adapters made by make_adapter), for API and load tests."""
     from jobs import queue
@@ -70,8 +70,8 @@ def finished_jobs(ctx, owner: int, base: Path, n: int, seed0: int = 0) -> list[i
         job_id = queue.submit(ctx.db(), owner, replace(request(), labels=JobLabels(model="tiny")))
         claimed = queue.claim(ctx.db(), "test-worker")
         assert claimed is not None and claimed.id == job_id
-        folder = make_adapter(base, ctx.files().adapter_dir(job_id), seed=seed0 + i, handle=handle)
+        folder = make_adapter(base, ctx.files().adapter_dir(job_id), seed=seed0 + i, template=template, handle=handle)
         assert folder.is_dir()
-        queue.complete(ctx.db(), job_id, "test-worker", result(template=TEMPLATE), adapter_dir=str(folder))
+        queue.complete(ctx.db(), job_id, "test-worker", result(template=template), adapter_dir=str(folder))
         ids.append(job_id)
     return ids

@@ -108,14 +108,29 @@ def test_page_events_turn_storage_faults_into_messages(tmp_path):
     def fine(x):
         return x
 
+    def refresh():  # "Refresh list" after the database went away: a StorageError, an empty "Error" toast before
+        from storage.db import vanished_database
+
+        raise vanished_database(tmp_path)
+
+    def ticking():  # a generator handler (progress updates) failing after its first update
+        yield "first"
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "x"))
+
     with gr.Blocks() as demo:
         box = gr.Textbox()
-        for fn in (corrupt, full, fine):
+        for fn in (corrupt, full, fine, refresh, ticking):
             box.submit(fn, [] if fn is not fine else [box], [box])
-    assert name_storage_faults(demo, tmp_path) == 3
+    assert name_storage_faults(demo, tmp_path) == 5
     fns = [f.fn for f in demo.fns.values()]
     with pytest.raises(gr.Error, match=r"is damaged \(database disk image is malformed\)\. To recover"):
         fns[0]()
     with pytest.raises(gr.Error, match="No space left on device; free some disk space"):
         fns[1]()
     assert fns[2]("x") == "x"
+    with pytest.raises(gr.Error, match="is gone: the data directory .* was deleted or moved"):
+        fns[3]()
+    updates = fns[4]()
+    assert next(updates) == "first"
+    with pytest.raises(gr.Error, match="Read-only file system"):
+        next(updates)

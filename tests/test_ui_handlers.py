@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ia3app.config import RecipeConfig
@@ -430,3 +432,24 @@ def test_header_names_the_signed_in_user_with_a_way_out(ctx):
     assert "Single-user mode" in _account(ctx, Req(), who, out)[who]
     ctx.auth_required = True
     assert _account(ctx, Req(), who, out)[out]["visible"] is False
+
+
+@pytest.mark.parametrize("typed, words", [
+    ("LOOP", "cannot be followed (Symlink loop"),
+    ("LOOP/sub", "cannot be followed"),
+    ("x" * 5000, "the folder path is 5,000 characters long"),
+    ("models/a\x00b", "contains a NUL character"),
+])
+def test_a_strange_model_folder_is_refused_in_words(tmp_path, typed, words):
+    """Issue 22 item 5: a symlink loop, 5,000 characters or a NUL in the model folder field gave an empty
+    'Error' toast (RuntimeError / OSError / ValueError); the picker and Start now say what is wrong."""
+    from ui import model_picker as M
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    typed = typed.replace("LOOP", str(loop))
+    for allowed in (None, [tmp_path]):
+        assert words in M.unusable_reason(M.LOCAL, typed, allowed)
+        with pytest.raises(UserError, match=re.escape(words)):
+            M.resolve_model(M.LOCAL, typed, tmp_path, allowed)

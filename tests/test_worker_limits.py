@@ -1,10 +1,13 @@
 """A job cannot hold a worker (issue 14 item 2): a cell-dependent template that is slow only on the
-held-out file fails the job as 'stalled' once it goes without a progress event for the stall limit,
+held-out file sends the job back to the queue as 'stalled' once it goes without a progress event for the
+stall limit (issue 22 item 4: it resumes from its checkpoint; it fails after its last attempt); a pause of
+the whole process is not a stall;
 and cancel takes effect within 5 s while the worker is validating (a phase with no stop checks)."""
 
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -56,23 +59,44 @@ def env_rows(env):
 
 @pytest.fixture
 def generous_row_limit(monkeypatch):
-    """The per-row render limit (wall-clock) out of the way: these tests are about the stall rule and
+    """The per-row render limit out of the way: these tests are about the stall rule and
     cancel, and on a busy machine a row calibrated to ~0.4 s can pass the 1 s limit first."""
     from ia3app.templates import render_limits
 
     monkeypatch.setattr(render_limits, "MAX_RENDER_SECONDS", 60.0)
 
 
-def test_a_job_without_progress_fails_as_stalled_and_lets_go_of_the_lease(env, generous_row_limit):
+def test_a_job_without_progress_is_requeued_as_stalled_then_fails_after_its_last_attempt(env, generous_row_limit):
     job_id = _slow_job(env)
     start = time.monotonic()
-    assert env.worker(stall_s=3.0, heartbeat_s=0.5).serve() == 1
+    assert env.worker(stall_s=3.0, heartbeat_s=0.5, once=True).serve() == 1
     elapsed = time.monotonic() - start
     job = env.job(job_id)
-    assert job.status == "failed" and job.error_kind == "stalled"
+    assert job.status == "queued" and job.error_kind == "stalled" and job.attempts == 1
     assert "s during 'validate' (the limit without a progress event is 3 s)" in job.error_message
+    assert "goes back to the queue while attempts remain and resumes from its last checkpoint" in job.error_message
     assert job.lease_expires_at is None
     assert elapsed < scaled(10), f"{elapsed:.1f} s at load factor {load_factor():.1f}"
+    assert env.worker(stall_s=3.0, heartbeat_s=0.5).serve() == job.max_attempts - 1  # until the queue is empty
+    job = env.job(job_id)
+    assert job.status == "failed" and job.error_kind == "stalled"
+    assert f"gave up after {job.max_attempts} attempts" in job.error_message
+
+
+def test_a_pause_of_the_whole_process_does_not_count_as_a_stall():
+    """The heartbeat's ticks more than pause_s apart: the process was stopped (SIGSTOP, a suspended VM),
+    so the job could not report either; the stall clock counts from the resume (given times, no sleeping)."""
+    from jobs.progress import Heartbeat
+
+    last_event = 100.0
+    heart = Heartbeat(Path("unused.db"), 1, "w", 30.0, 1.0, stall_s=20.0, last_progress=lambda: last_event)
+    assert heart.idle_s(110.0) == 10.0
+    heart.notice_pause(1.5, 110.0)  # an ordinary late tick: not a pause
+    assert heart.resumed_at is None
+    heart.notice_pause(41.0, 151.0)  # 40 s without a tick: the process was paused
+    assert heart.resumed_at == 151.0 and heart.paused_s == 40.0
+    assert heart.idle_s(152.0) == 1.0  # not 52 s: no stall for the 20 s limit
+    assert heart.idle_s(172.0) == 21.0  # a real stall after the resume still counts
 
 
 def test_cancel_while_validating_takes_effect_within_five_seconds(env, generous_row_limit):

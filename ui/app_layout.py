@@ -55,9 +55,9 @@ def api_errors(fn):
 
 def build_app(ctx: AppContext) -> gr.Blocks:
     hw = detect_hardware()
-    # Gradio's cache (uploads, zips and CSVs handed to the browser) is readable by URL to anyone
-    # signed in who knows the hashed path; our copies live in the data dir, so purge the cache's
-    # files hourly once they are a day old to bound that window.
+    # Gradio's cache (uploads, zips and CSVs handed to the browser) is <data>/gradio-cache, owner-only;
+    # downloads are served only to their owner and swept after 10 minutes (ui.tempfiles); uploads are
+    # purged hourly once they are a day old.
     with gr.Blocks(title="ia3app — few-shot T-Few adapters", delete_cache=(3600, 86400)) as demo:
         with gr.Row(equal_height=False):
             gr.Markdown("# ia3app · teach a language model your task from a few labelled examples\n"

@@ -28,6 +28,10 @@ class AppContext:
     """Largest CSV accepted from a browser."""
     max_rows: int = 10_000
     """Most data rows accepted in one CSV."""
+    api_max_rows: int = 1_000
+    """Most rows in one POST /v1/predict (--api-max-rows; more is refused with 413)."""
+    api_max_render_s: float = 10.0
+    """CPU seconds one POST /v1/predict's rows may spend rendering in all (--api-max-render-s; 422 past it)."""
     auth_required: bool = False
     """True when users must sign in; False for the single-user 127.0.0.1 mode (user 'local')."""
     _local: threading.local = field(default_factory=threading.local, repr=False)
@@ -41,6 +45,8 @@ class AppContext:
     """Replicas of the Ray Serve app when this app deploys it (the first prediction with --ray)."""
     model_dirs: list[Path] = field(default_factory=list)
     """Folders whose models users may pick by path (--model-dir, repeatable)."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Addresses (or networks) whose X-Forwarded-For names the client (--trusted-proxy); none by default."""
     _db_ident: tuple[int, int] | None = field(default=None, repr=False)
     """(device, inode) of the database file this process opened: a missing or other file is a fault."""
     _engine: Any = field(default=None, repr=False)

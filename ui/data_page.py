@@ -359,7 +359,7 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
                                            local_ok=not ctx.auth_required)
         except UserError as e:
             return {page.summary: f"✗ **This dataset cannot be used:** {e}"}
-        path = new_download("ia3app-data-", filename)
+        path = new_download(ctx.data_dir, filename)
         path.write_bytes(raw)
         return {page.file: str(path)}
 

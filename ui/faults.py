@@ -1,15 +1,20 @@
-"""Storage faults reach the person as words: every page event that fails on the database or the data
-directory raises gr.Error with what happened and what to do (never Gradio's empty "Error" toast)."""
+"""Faults reach the person as words: every page event that fails on the database or the data directory,
+or with a UserError its handler did not turn into words itself, raises gr.Error with what happened and
+what to do (never Gradio's empty "Error" toast: Gradio shows only a gr.Error's message)."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
+
+from ia3app.errors import UserError
 
 from storage.db import corrupt_database
 from storage.files import StorageError, is_disk_error, storage_error
@@ -32,27 +37,55 @@ def storage_message(exc: BaseException, data_dir: Path) -> str | None:
     return None
 
 
+@contextmanager
+def _words(data_dir: Path) -> Iterator[None]:
+    try:
+        yield
+    except gr.Error:
+        raise
+    except UserError as exc:
+        raise gr.Error(str(exc)) from None
+    except (sqlite3.DatabaseError, OSError) as exc:
+        message = storage_message(exc, data_dir)
+        if message is None:
+            raise
+        raise gr.Error(message) from None
+
+
 def _named(fn: Callable, data_dir: Path) -> Callable:
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def agen(*args: Any, **kwargs: Any) -> Any:
+            with _words(data_dir):
+                async for item in fn(*args, **kwargs):
+                    yield item
+        return agen
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def coro(*args: Any, **kwargs: Any) -> Any:
+            with _words(data_dir):
+                return await fn(*args, **kwargs)
+        return coro
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args: Any, **kwargs: Any) -> Any:
+            with _words(data_dir):
+                return (yield from fn(*args, **kwargs))
+        return gen
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with _words(data_dir):
             return fn(*args, **kwargs)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            message = storage_message(exc, data_dir)
-            if message is None:
-                raise
-            raise gr.Error(message) from None
 
     return wrapper
 
 
 def name_storage_faults(demo: gr.Blocks, data_dir: Path) -> int:
-    """Wrap every plain (synchronous, non-generator) event function of ``demo``; returns how many."""
+    """Wrap every event function of ``demo`` (plain, generator or async); returns how many."""
     wrapped = 0
     for block_fn in demo.fns.values():
-        fn = block_fn.fn
-        if fn is None or inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-            continue
-        block_fn.fn = _named(fn, data_dir)
-        wrapped += 1
+        if block_fn.fn is not None:
+            block_fn.fn = _named(block_fn.fn, data_dir)
+            wrapped += 1
     return wrapped

@@ -12,8 +12,15 @@ concurrent requests, from every user, are batched together by the app's serving 
 ``POST /v1/suggest`` with {"job_id" or "adapter_id", "rows": [...] or "pool_id": N, "n": 8} answers the
 rows to label next (ia3app.serving.suggest: least sure, spread out), each with its top two answers.
 
-Status codes: 401 no or bad key · 404 not one of your jobs · 409 the job has not succeeded ·
-413 body too large · 422 bad input (the message says what) · 200 otherwise.
+Status codes: 401 no or bad key (checked before the body is read) · 404 not one of your jobs ·
+409 the job has not succeeded · 413 body or row count over its limit · 422 bad input, or rows
+that take more than the request's render time (the message says what) · 200 otherwise.
+
+Nothing heavy runs on the server's event loop: the key, the body's JSON, rendering, tokenizing
+and scoring all run in worker threads, so one request never stalls other users' pages. Each
+request is bounded: ``AppContext.api_max_rows`` rows, ``max_upload_bytes`` of body and
+``api_max_render_s`` CPU seconds of template rendering in all; the serving engine serves users
+in turn, so one user's many rows wait for the others' few.
 Mounted on the Gradio app (:func:`add_routes`) or served alone (:func:`serve_only_app`).
 """
 
@@ -45,17 +52,28 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The body as JSON, refusing it (413) as soon as it passes `limit` bytes."""
+MAX_ID = 2**63 - 1
+"""Largest id SQLite stores; a larger one is no job of anyone's."""
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing it (413) as soon as it passes `limit` bytes."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise ApiError(413, f"the request body is over {limit / 1e6:g} MB; send fewer rows per request")
+    return bytes(body)
+
+
+def _json(body: bytes) -> Any:
+    """The body as JSON, or ApiError(422) saying why not. Runs in a worker thread."""
     try:
         return json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(422, f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ApiError(422, "the body's JSON is nested too deeply; send {\"job_id\": N, \"rows\": [...]}") from None
 
 
 def _adapter_ref(body: Any) -> tuple[str, int]:
@@ -78,7 +96,8 @@ def _parse(body: Any, max_rows: int) -> tuple[str, int, list[dict]]:
     if not isinstance(rows, list) or not rows:
         raise ApiError(422, '"rows" must be a non-empty list of objects mapping column names to texts')
     if len(rows) > max_rows:
-        raise ApiError(422, f"{len(rows)} rows in one request; the limit is {max_rows}")
+        raise ApiError(413, f"{len(rows):,} rows in one request; the limit is {max_rows:,} rows per request "
+                            "(--api-max-rows): send them in several requests")
     clean = []
     for n, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or not all(isinstance(v, (str, int, float)) or v is None for v in row.values()):
@@ -87,16 +106,25 @@ def _parse(body: Any, max_rows: int) -> tuple[str, int, list[dict]]:
     return kind, ident, clean
 
 
-def _adapter_folder(ctx: AppContext, key: str | None, kind: str, ident: int):
-    """(job id, adapter folder) for the key's owner; ApiError otherwise. Runs in a worker thread (SQLite)."""
-    from jobs import queue
+def _owner(ctx: AppContext, key: str | None) -> int:
+    """The key's owner, or ApiError(401). Runs in a worker thread (SQLite, argon2)."""
     from storage import api_keys
-    from ui.results_page import owned_adapter_dir
 
-    owner = api_keys.verify_key(ctx.db(), key)
+    owner = api_keys.verify_key(ctx.db(), key) if key else None
     if owner is None:
         raise ApiError(401, "a valid API key is needed: Authorization: Bearer ia3_... "
                             "(create one with python -m storage.users key create NAME)")
+    return owner
+
+
+def _adapter_folder(ctx: AppContext, owner: int, kind: str, ident: int):
+    """(job id, adapter folder) of the owner's adapter; ApiError otherwise. Runs in a worker thread (SQLite)."""
+    from jobs import queue
+    from ui.results_page import owned_adapter_dir
+
+    if not 0 < ident <= MAX_ID:
+        raise ApiError(404, f"{'adapter' if kind == 'adapter_id' else 'job'} #{ident} is not one of your "
+                            f"{'adapters' if kind == 'adapter_id' else 'jobs'}")
     job_id = ident
     if kind == "adapter_id":
         from storage import repo
@@ -105,7 +133,7 @@ def _adapter_folder(ctx: AppContext, key: str | None, kind: str, ident: int):
         if found is None:
             raise ApiError(404, f"adapter #{ident} is not one of your adapters")
         job_id = found
-    if job_id <= 0 or queue.get_job(ctx.db(), job_id, owner) is None:
+    if queue.get_job(ctx.db(), job_id, owner) is None:
         raise ApiError(404, f"job #{job_id} is not one of your jobs")
     try:
         _, folder = owned_adapter_dir(ctx, owner, job_id)
@@ -114,7 +142,7 @@ def _adapter_folder(ctx: AppContext, key: str | None, kind: str, ident: int):
     return job_id, folder
 
 
-def _suggest_inputs(ctx: AppContext, key: str | None, body: Any) -> tuple[int, Any, list[dict], set[int], int]:
+def _suggest_inputs(ctx: AppContext, owner: int, body: Any) -> tuple[int, Any, list[dict], set[int], int]:
     """(job id, adapter folder, pool rows, rows to leave out, n) of a /v1/suggest body: the rows sent, or one of
     the key owner's stored pools ("pool_id"; its rows labelled or skipped are left out). Runs in a worker thread."""
     from ia3app.jobtypes import DEFAULT_SUGGEST_N
@@ -128,13 +156,12 @@ def _suggest_inputs(ctx: AppContext, key: str | None, body: Any) -> tuple[int, A
     pool_id = body.get("pool_id")
     if "pool_id" in body and (isinstance(pool_id, bool) or not isinstance(pool_id, int)):
         raise ApiError(422, '"pool_id" must be an integer')
-    rows = _parse(body, ctx.max_rows)[2] if "rows" in body else None
-    job_id, folder = _adapter_folder(ctx, key, kind, ident)
+    rows = _parse(body, ctx.api_max_rows)[2] if "rows" in body else None
+    job_id, folder = _adapter_folder(ctx, owner, kind, ident)
     if rows is not None:
         return job_id, folder, rows, set(), n
-    from storage import api_keys, repo
+    from storage import repo
 
-    owner = api_keys.verify_key(ctx.db(), key)
     try:
         pool = repo.require_pool(ctx.db(), pool_id, owner)
     except UserError as exc:
@@ -145,15 +172,24 @@ def _suggest_inputs(ctx: AppContext, key: str | None, body: Any) -> tuple[int, A
 def api_router(ctx: AppContext) -> APIRouter:
     router = APIRouter()
 
+    def start(owner: int, folder, rows: list[dict]):
+        """Render, tokenize and queue the rows (in a worker thread), within the request's render budget."""
+        from ia3app.templates.render_limits import total_budget
+
+        engine = ctx.engine()  # the first call imports torch
+        with total_budget(ctx.api_max_render_s):
+            return engine.submit(folder, rows, client=("user", owner))  # batched with everyone's, users in turn
+
     @router.post(PATH)
     async def predict(request: Request) -> JSONResponse:
         try:
             auth = request.headers.get("authorization", "")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-            kind, ident, rows = _parse(await _read_json(request, ctx.max_upload_bytes), ctx.max_rows)
-            job_id, folder = await run_in_threadpool(_adapter_folder, ctx, key, kind, ident)
-            engine = await run_in_threadpool(ctx.engine)  # the first call imports torch
-            predictions = await asyncio.wrap_future(engine.submit(folder, rows))  # batched with everyone's rows
+            owner = await run_in_threadpool(_owner, ctx, key)  # before the body is read
+            body = await run_in_threadpool(_json, await _read_body(request, ctx.max_upload_bytes))
+            kind, ident, rows = _parse(body, ctx.api_max_rows)
+            job_id, folder = await run_in_threadpool(_adapter_folder, ctx, owner, kind, ident)
+            predictions = await asyncio.wrap_future(await run_in_threadpool(start, owner, folder, rows))
         except ApiError as exc:
             return _error(exc.status, str(exc))
         except UserError as exc:
@@ -168,8 +204,9 @@ def api_router(ctx: AppContext) -> APIRouter:
         try:
             auth = request.headers.get("authorization", "")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-            body = await _read_json(request, ctx.max_upload_bytes)
-            job_id, folder, rows, exclude, n = await run_in_threadpool(_suggest_inputs, ctx, key, body)
+            owner = await run_in_threadpool(_owner, ctx, key)  # before the body is read
+            body = await run_in_threadpool(_json, await _read_body(request, ctx.max_upload_bytes))
+            job_id, folder, rows, exclude, n = await run_in_threadpool(_suggest_inputs, ctx, owner, body)
             engine = await run_in_threadpool(ctx.engine)
             result = await run_in_threadpool(pick_rows, engine, folder, rows, n, exclude=exclude)
         except ApiError as exc:

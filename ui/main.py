@@ -34,11 +34,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-dir", action="append", default=[], metavar="DIR",
                    help="a folder whose models users may pick by path (repeatable); without it the path field is "
                    "hidden when users sign in, and open to any folder for the single local user")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                   help="a reverse proxy's address or network (repeatable) whose X-Forwarded-For header names the "
+                   "client, for sign-in limits per address; without it the header is ignored from everyone")
     p.add_argument("--auth", action="store_true", help="require signing in even on 127.0.0.1")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow listening on a non-local address without authentication (everyone is user 'local')")
     p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest CSV accepted (MB, default 5)")
     p.add_argument("--max-rows", type=int, default=10_000, help="most rows accepted in one CSV (default 10000)")
+    p.add_argument("--api-max-rows", type=int, default=1_000,
+                   help="most rows in one POST /v1/predict (default 1000; more is refused with 413)")
+    p.add_argument("--api-max-render-s", type=float, default=10.0,
+                   help="CPU seconds one POST /v1/predict's rows may spend rendering the template in all "
+                   "(default 10; past it the request is refused with 422)")
     p.add_argument("--serve-only", action="store_true",
                    help="a predictions-only server: the JSON API (POST /v1/predict with an API key) without the "
                    "pages or a training worker, for a machine that only serves")
@@ -68,9 +76,12 @@ def prepare(args: argparse.Namespace) -> tuple[AppContext, object | None, str | 
     check_database(data_dir)  # a damaged database stops the start with the steps to recover it
     serving = {"device": args.serve_device, "max_wait_ms": args.serve_max_wait_ms,
                "max_batch_rows": args.serve_batch_rows, "adapter_budget_mb": args.adapter_budget_mb}
+    if args.api_max_rows < 1 or args.api_max_render_s <= 0:
+        raise UserError("--api-max-rows must be at least 1 and --api-max-render-s above 0")
     ctx = AppContext(data_dir, max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_rows=args.max_rows,
-                     serving=serving, ray_address=args.ray,
-                     ray_serve_replicas=args.ray_serve_replicas, model_dirs=[Path(d) for d in args.model_dir])
+                     api_max_rows=args.api_max_rows, api_max_render_s=args.api_max_render_s, serving=serving,
+                     ray_address=args.ray, ray_serve_replicas=args.ray_serve_replicas,
+                     model_dirs=[Path(d) for d in args.model_dir], trusted_proxies=list(args.trusted_proxy))
     policy = decide_auth(args.host, user_count=users.count_login_users(ctx.db()),
                          insecure_no_auth=args.insecure_no_auth, force_auth=args.auth)
     ctx.auth_required = policy.required
@@ -86,22 +97,33 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
 
     from starlette.middleware import Middleware
 
-    from ui.auth import LoginRateLimit
+    from ui.auth import LoginRateLimit, session_user_id, trust_proxies
 
     from ui.faults import name_storage_faults
+    from ui.tempfiles import GRADIO_CACHE, DownloadGuard, use_data_dir
 
+    # a thread rendering or tokenizing a request's rows hands the interpreter back to the event loop every
+    # 1 ms (Python's default is 5 ms): other users' page loads wait less behind one heavy request
+    sys.setswitchinterval(0.001)
+    use_data_dir(ctx.data_dir)  # Gradio's cache (uploads, copies of downloads) owner-only, in the data dir
     demo = build_app(ctx)
     name_storage_faults(demo, ctx.data_dir)  # a database or disk fault says so, in words
     demo.queue(default_concurrency_limit=4)
+    trust_proxies(ctx.trusted_proxies)  # uvicorn reads X-Forwarded-For only from these (default: nobody)
     _, url, _ = demo.launch(
         server_name=host,
         server_port=port,
         share=False,  # never a public link, whatever GRADIO_SHARE says
         auth=auth,
-        app_kwargs={"middleware": [Middleware(LoginRateLimit)]},  # failed sign-ins per address
+        # failed sign-ins per (name, address) and per address on every login route; no schema without sign-in
+        app_kwargs={"middleware": [Middleware(LoginRateLimit),
+                                   Middleware(DownloadGuard, data_dir=ctx.data_dir,
+                                              user_of=lambda scope: session_user_id(ctx, scope))],
+                    **({"openapi_url": None} if ctx.auth_required else {})},
         auth_message="Sign in with the account your administrator created (python -m storage.users add NAME).",
         max_file_size=ctx.max_upload_bytes * 2,  # the CSV checker states the exact limit; this stops abuse early
-        blocked_paths=[str(ctx.data_dir)],  # stored data leaves only through handlers that check the owner
+        # stored data leaves only through handlers that check the owner; DownloadGuard blocks the rest too
+        blocked_paths=[str(p) for p in ctx.data_dir.iterdir() if p.name != GRADIO_CACHE],
         prevent_thread_lock=True,  # the API routes go in before anyone is told the address
         quiet=quiet,
         theme=THEME,
@@ -121,8 +143,10 @@ def serve_only(ctx: AppContext, host: str, port: int) -> None:
 
     from ui.http_api import serve_only_app
 
+    sys.setswitchinterval(0.001)  # as in launch(): the event loop gets the interpreter back every 1 ms
     print(f"ia3app predictions on http://{host}:{port}/v1/predict (API keys: python -m storage.users key create NAME)")
-    uvicorn.run(serve_only_app(ctx), host=host, port=port, log_level="warning")
+    uvicorn.run(serve_only_app(ctx), host=host, port=port, log_level="warning",
+                proxy_headers=bool(ctx.trusted_proxies), forwarded_allow_ips=",".join(ctx.trusted_proxies))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr)
     from ui.tempfiles import sweep
 
-    sweep()  # download folders a previous run left behind
+    sweep(ctx.data_dir)  # download folders a previous run left behind
     try:
         launch(ctx, host=args.host, port=args.port, auth=auth)
     finally:

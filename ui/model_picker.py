@@ -190,14 +190,41 @@ def can_load(key: str) -> bool:
     return is_cached(key) or hub_reachable()
 
 
+MAX_PATH_CHARS = 4_096
+"""Longest model folder path accepted (Linux's PATH_MAX); a name in it may have at most 255 characters."""
+
+
+def local_folder(local_path: str | None) -> Path:
+    """The typed model folder, or UserError saying what is wrong with what was typed (before it is looked at)."""
+    text = (local_path or "").strip()
+    if not text:
+        raise UserError("type the folder of a model saved with save_pretrained")
+    if "\x00" in text:
+        raise UserError("the folder path contains a NUL character, which no path can hold; type the folder's path")
+    if len(text) > MAX_PATH_CHARS or any(len(part) > 255 for part in Path(text).parts):
+        raise UserError(f"the folder path is {len(text):,} characters long, or has a name over 255 characters; "
+                        f"no folder is named so (at most {MAX_PATH_CHARS:,} characters, 255 per name)")
+    return Path(text).expanduser()
+
+
+def real_path(path: Path) -> Path:
+    """``path`` with its symbolic links followed, or UserError when they cannot be (a loop)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Python 3.11's "Symlink loop"
+        raise UserError(f"{path} cannot be followed ({exc}): a symbolic link that leads back to itself?") from None
+
+
 def unusable_reason(key: str, local_path: str, allowed_dirs: list[Path] | None = None) -> str | None:
     """Why Start cannot work with this choice, in words a person acts on; None when it can. A folder
     outside ``allowed_dirs`` is refused before it is looked at (see resolve_model)."""
     if key == LOCAL:
-        path = Path((local_path or "").strip()).expanduser()
-        if not (local_path or "").strip():
-            return "type the folder of a model saved with save_pretrained"
-        if allowed_dirs is not None and not any(path.resolve().is_relative_to(Path(d).resolve()) for d in allowed_dirs):
+        try:
+            path = local_folder(local_path)
+            real = real_path(path)
+        except UserError as exc:
+            return str(exc)
+        if allowed_dirs is not None and not any(real.is_relative_to(Path(d).resolve()) for d in allowed_dirs):
             where = ", ".join(str(d) for d in allowed_dirs) or "none (the administrator allowed no folders)"
             return f"model folders must be inside a folder the administrator allowed (--model-dir): {where}"
         if not (path / "config.json").is_file():
@@ -277,18 +304,18 @@ def resolve_model(key: str, local_path: str, data_dir: Path, allowed_dirs: list[
     if is_bundled(key):
         return B.get(key).short  # the worker turns it into the converted folder (converting first if needed)
     if key == LOCAL:
-        path = Path((local_path or "").strip()).expanduser()
-        if not str(path) or str(path) == ".":
+        path = local_folder(local_path)
+        if str(path) == ".":
             raise UserError("type the folder of a model saved with save_pretrained, or pick a listed model")
+        real = real_path(path)
         if allowed_dirs is not None:
-            real = path.resolve()
             if not any(real.is_relative_to(Path(d).resolve()) for d in allowed_dirs):
                 where = ", ".join(str(d) for d in allowed_dirs) or "none (the administrator allowed no folders)"
                 raise UserError(f"model folders must be inside a folder the administrator allowed (--model-dir): {where}")
         if not (path / "config.json").is_file():
             raise UserError(f"{path} has no config.json: pick a folder written by save_pretrained, "
                             "or one of the listed models")
-        return str(path.resolve())
+        return str(real)
     if key not in BY_KEY:
         raise UserError(f"unknown model choice {key!r}; pick one from the list")
     return key

@@ -22,7 +22,7 @@ from ia3app.evaluation.in_context import shots_note
 from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text, headline, intervals_for
 from ia3app.jobtypes import JobLabels, JobResult, dumps
 from ui.context import AppContext
-from ui.tempfiles import new_download
+from ui.tempfiles import hand_out, new_download
 from ui.shared import Shared
 
 METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "T-Few"}
@@ -264,7 +264,7 @@ def template_columns(result: JobResult) -> list[str]:
 def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
     """adapter.safetensors, ia3_config.json, README.md, results.json, plots/ and peft/ in a fresh temp zip."""
     job, folder = owned_adapter_dir(ctx, uid, job_id)
-    out = new_download("ia3app-zip-", f"ia3-adapter-job{int(job_id)}.zip")  # swept after 10 minutes
+    out = new_download(ctx.data_dir, f"ia3-adapter-job{int(job_id)}.zip")  # swept after 10 minutes
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in ZIP_MEMBERS:
             if (folder / name).is_file():
@@ -278,7 +278,7 @@ def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
         for path in sorted(peft.rglob("*")) if peft.is_dir() else []:
             if path.is_file() and not path.is_symlink():
                 zf.write(path, path.relative_to(folder).as_posix())
-    return str(out)
+    return hand_out(out, uid)  # Gradio's copy is served to this user only
 
 
 def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> dict[str, float] | str:
@@ -308,9 +308,9 @@ def predict_batch(ctx: AppContext, uid: int, job_id: Any, csv_path: str | None) 
 
     _, folder = owned_adapter_dir(ctx, uid, job_id)
     raw = read_upload(csv_path, ctx, "CSV to predict")
-    out = new_download("ia3app-pred-", f"predictions-job{int(job_id)}.csv")  # swept after 10 minutes
+    out = new_download(ctx.data_dir, f"predictions-job{int(job_id)}.csv")  # swept after 10 minutes
     out.write_bytes(ctx.engine().predict_csv(folder, raw, max_bytes=ctx.max_upload_bytes, max_rows=ctx.max_rows))
-    return str(out)
+    return hand_out(out, uid)  # Gradio's copy is served to this user only
 
 
 @dataclass

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -185,9 +186,12 @@ class ServingEngine:
                 self._loading.pop(key, None)
             return lane
 
-    def submit(self, adapter_dir: str | Path, rows: list[dict], embed: bool = False) -> Future:
+    def submit(self, adapter_dir: str | Path, rows: list[dict], embed: bool = False,
+               client: Hashable | None = None) -> Future:
         """Queue rows for an adapter; the Future gives one Prediction per row (or this request's error).
-        ``embed``: each Prediction also carries the input's representation (Prediction.embedding)."""
+        ``embed``: each Prediction also carries the input's representation (Prediction.embedding).
+        The rows are rendered and tokenized in the calling thread (call it off an event loop); the
+        batcher serves ``client``s (e.g. users) in turn, so one client's many rows wait for the others."""
         try:
             info = self.info(adapter_dir)
             examples = render_rows(info, rows)
@@ -201,7 +205,7 @@ class ServingEngine:
                     future: Future = Future()
                     future.set_result([])
                     return future
-                future = lane.submit(info, examples, embed)
+                future = lane.submit(info, examples, embed, client)
                 if future is not None:
                     return future
         except Exception as exc:  # the caller's Future carries it, as for failures inside a batch

@@ -6,6 +6,7 @@ ServingEngine). ``ui.context.AppContext.engine()`` returns one of them. Torch-fr
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -20,9 +21,11 @@ class Serving(Protocol):
     def info(self, adapter_dir: str | Path) -> "AdapterInfo":
         """The adapter's template, choices, model and calibration (read from its folder; UserError if none)."""
 
-    def submit(self, adapter_dir: str | Path, rows: list[dict], embed: bool = False) -> "Future[list[Prediction]]":
+    def submit(self, adapter_dir: str | Path, rows: list[dict], embed: bool = False,
+               client: Hashable | None = None) -> "Future[list[Prediction]]":
         """Queue rows for an adapter; the Future gives one Prediction per row (or the request's error);
-        with ``embed`` each carries the input's representation (Prediction.embedding)."""
+        with ``embed`` each carries the input's representation (Prediction.embedding). ``client`` (e.g. a
+        user) is served in turn with the other clients waiting, never behind one's many rows."""
 
     def predict(self, adapter_dir: str | Path, rows: list[dict], timeout: float | None = None,
                 embed: bool = False) -> "list[Prediction]":

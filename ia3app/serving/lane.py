@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
+from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -145,7 +146,8 @@ class Lane:
         self.merged = MergedWeights(self.handle)
         self.counts: Counter = Counter()
         self._fits: dict[tuple, list[str]] = {}
-        self._queue: deque[_Part] = deque()
+        self._queues: OrderedDict[Hashable, deque[_Part]] = OrderedDict()
+        """Queued parts per client (a user, or one request when no client is named), served in turn."""
         self._queued_rows = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -164,17 +166,23 @@ class Lane:
         if problems:
             raise UserError(f"the adapter in {info.path} does not fit {info.base_model!r}: " + "; ".join(problems))
 
-    def submit(self, info: AdapterInfo, examples: list[Example], embed: bool = False) -> Future | None:
-        """Queue the rows; None when the lane has been closed (the engine then opens a new one)."""
+    def submit(self, info: AdapterInfo, examples: list[Example], embed: bool = False,
+               client: Hashable | None = None) -> Future | None:
+        """Queue the rows; None when the lane has been closed (the engine then opens a new one).
+
+        Parts are served per ``client`` in turn (round robin: a client's next part waits until every
+        other waiting client has had one), so one caller's thousands of rows cannot hold the engine for
+        everyone; within a client, first come first served. No client: the request is its own."""
         size = self.config.max_batch_rows
         request = _Request(info, len(examples), (len(examples) + size - 1) // size, embed)
         now = time.monotonic()
         with self._cond:
             if self._closed:
                 return None
+            queue = self._queues.setdefault(("request", id(request)) if client is None else client, deque())
             for start in range(0, len(examples), size):
-                self._queue.append(_Part(request, start, examples[start : start + size], now))
-                self._queued_rows += len(self._queue[-1].examples)
+                queue.append(_Part(request, start, examples[start : start + size], now))
+                self._queued_rows += len(queue[-1].examples)
             self._cond.notify()
         return request.future
 
@@ -187,15 +195,16 @@ class Lane:
 
     # -- batcher side ---------------------------------------------------------------------------
     def _take(self) -> tuple[list[_Part], bool] | None:
-        """The next batch (FIFO) and whether requests for other adapters stay queued; None: closed."""
+        """The next batch (clients in turn, each client's parts in order) and whether requests for other
+        adapters stay queued; None: closed."""
         cfg = self.config
         with self._cond:
-            while not self._queue and not self._closed:
+            while not self._queues and not self._closed:
                 self._cond.wait()
-            if not self._queue:
+            if not self._queues:
                 return None
             if self._concurrent and cfg.max_wait_ms > 0:
-                deadline = self._queue[0].arrived + cfg.max_wait_ms / 1000
+                deadline = min(q[0].arrived for q in self._queues.values()) + cfg.max_wait_ms / 1000
                 while not self._closed and self._queued_rows < cfg.max_batch_rows:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -203,17 +212,26 @@ class Lane:
                     self._cond.wait(remaining)
             batch: list[_Part] = []
             rows, keys = 0, {}  # keys: adapter path -> file key in this batch
-            while self._queue:
-                part, n = self._queue[0], len(self._queue[0].examples)
-                path, key = part.info.path, part.info.key
-                if batch and (rows + n > cfg.max_batch_rows or keys.get(path, key) != key
-                              or (path not in keys and len(keys) >= self.bank.max_slots)):
-                    break
-                batch.append(self._queue.popleft())
-                rows += n
-                self._queued_rows -= n
-                keys[path] = key
-            others = any(p.info.key != batch[0].info.key for p in self._queue)
+            took = True
+            while took:  # one part per client per round, until the batch is full
+                took = False
+                for client in list(self._queues):
+                    queue = self._queues[client]
+                    part, n = queue[0], len(queue[0].examples)
+                    path, key = part.info.path, part.info.key
+                    if batch and (rows + n > cfg.max_batch_rows or keys.get(path, key) != key
+                                  or (path not in keys and len(keys) >= self.bank.max_slots)):
+                        continue
+                    batch.append(queue.popleft())
+                    rows += n
+                    self._queued_rows -= n
+                    keys[path] = key
+                    took = True
+                    if queue:
+                        self._queues.move_to_end(client)  # its next part waits for the others' turn
+                    else:
+                        del self._queues[client]
+            others = any(p.info.key != batch[0].info.key for q in self._queues.values() for p in q)
         return batch, others
 
     def _run(self) -> None:

@@ -3,21 +3,22 @@ held-out), so a template that fails or is slow only on some rows is refused now,
 
 The sample is spread over each file (first row, last row, evenly between); every sampled row runs
 under the same per-row limits as training (ia3app.templates.render_limits). From the sample's time per row
-the whole file's rendering time is estimated and refused above MAX_FILE_RENDER_SECONDS.
+the whole file's rendering time is estimated and refused above MAX_FILE_RENDER_SECONDS. Times are the
+rendering thread's CPU time, so a busy machine does not make a template look slow.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ia3app.errors import UserError
+from ia3app.templates.render_limits import cpu_clock
 from ia3app.templates.spec import TemplateSpec, render
 
 SAMPLE_ROWS = 24
 """Rows rendered per file at most."""
 SAMPLE_SECONDS = 2.0
-"""Time spent sampling one file at most (the estimate uses the rows done by then)."""
+"""CPU time spent sampling one file at most (the estimate uses the rows done by then)."""
 MAX_FILE_RENDER_SECONDS = 120.0
 """Longest the template may take to render one whole file (estimated from the sample)."""
 
@@ -34,16 +35,16 @@ def check_files(spec: TemplateSpec, files: dict[str, list[dict[str, Any]]]) -> d
     template refusal or misfit) or when the file would take too long. Returns seconds per row by file."""
     per_row: dict[str, float] = {}
     for name, rows in files.items():
-        start, done = time.monotonic(), 0
+        start, done = cpu_clock(), 0
         for i in sample_rows(len(rows)):
             try:
                 render(spec, rows[i])
             except UserError as e:
                 raise UserError(f"{name}, row {i + 1}: {e}") from None
             done += 1
-            if time.monotonic() - start > SAMPLE_SECONDS:
+            if cpu_clock() - start > SAMPLE_SECONDS:
                 break
-        seconds = (time.monotonic() - start) / max(done, 1)
+        seconds = (cpu_clock() - start) / max(done, 1)
         per_row[name] = seconds
         total = seconds * len(rows)
         if total > MAX_FILE_RENDER_SECONDS:

@@ -12,7 +12,12 @@ Two mechanisms do, and together they hold without the template producing any out
 - **Time.** `deadline()` opens a per-row time budget; `run_bounded()` runs rendering under a
   `sys.settrace` hook that checks it on every Python line and call of that thread (template code,
   Jinja's runtime, filters), so a loop with no output is interrupted too. The hook is installed only
-  while a template renders and only on the rendering thread.
+  while a template renders and only on the rendering thread. The budget is the rendering thread's
+  own CPU time (`time.thread_time`), not the wall clock: a loaded or paused machine (SIGSTOP, a
+  suspended VM, other processes on the CPUs) never makes an ordinary template look slow. The hook
+  reads the cheap monotonic clock on every event and the thread's CPU clock only once that much
+  wall time has passed (CPU time never runs ahead of wall time), then moves its wall mark on by
+  the CPU budget left.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
+from ia3app.errors import UserError
+
 T = TypeVar("T")
 
 MAX_RENDER_SECONDS = 1.0
-"""Longest one row may spend rendering (input, answer choices and target together)."""
+"""Most CPU time (of the rendering thread) one row may spend rendering (input, answer choices and target together)."""
 MAX_VALUE_SIZE = 100_000
 """Largest value a template may build: characters of text plus items of lists/tuples/dicts, nested."""
 MAX_INT_BITS = 4_096
@@ -50,17 +57,58 @@ STOP_REQUESTS: dict[int, type[BaseException]] = {}
 raising from the trace function is synchronous and clean, unlike an asynchronous exception)."""
 
 
-def _deadline() -> tuple[float, float] | None:
+def _deadline() -> tuple[float, float, bool] | None:
+    """(the rendering thread's CPU-time deadline, the budget in seconds, whether a request's total budget
+    set it) of the row being rendered."""
     return getattr(_local, "deadline", None)
+
+
+def cpu_clock() -> float:
+    """The calling thread's CPU time (seconds): what a render's budget is measured in."""
+    return time.thread_time()
+
+
+class TotalSpent(UserError):
+    """A request's rows took more than its total render budget (see :func:`total_budget`)."""
+
+
+def _total_message(seconds: float) -> str:
+    return (f"the rows of this request take more than {seconds:g} s in all to render (the limit for one request); "
+            "send fewer rows per request or simplify the template")
+
+
+@contextmanager
+def total_budget(seconds: float | None) -> Iterator[None]:
+    """One CPU-time budget for the rendering of every row rendered inside on this thread (one API
+    request's rows; only the time inside row renders counts, not what the caller does between them):
+    each row's own budget ends no later than the total's, and a row started once it is spent is
+    refused with TotalSpent. None: no total budget."""
+    outer = getattr(_local, "total", None)
+    if seconds is None:
+        yield
+        return
+    _local.total = [seconds, 0.0]  # [budget, CPU seconds spent rendering so far]
+    try:
+        yield
+    finally:
+        _local.total = outer
 
 
 @contextmanager
 def deadline(seconds: float | None = None) -> Iterator[None]:
-    """One time budget for everything rendered inside (one row's input, choices and target).
-    Nested budgets never extend an outer one."""
+    """One CPU-time budget for everything rendered inside (one row's input, choices and target).
+    Nested budgets never extend an outer one, nor a request's total budget."""
     limit = MAX_RENDER_SECONDS if seconds is None else seconds
     outer = _deadline()
-    mine = (time.monotonic() + limit, limit)
+    start = cpu_clock()
+    mine = (start + limit, limit, False)
+    total = getattr(_local, "total", None)
+    if total is not None:
+        left = total[0] - total[1]
+        if left <= 0:
+            raise TotalSpent(_total_message(total[0]))
+        if left < limit:
+            mine = (start + left, total[0], True)
     if outer is not None and outer[0] <= mine[0]:
         yield
         return
@@ -69,28 +117,51 @@ def deadline(seconds: float | None = None) -> Iterator[None]:
         yield
     finally:
         _local.deadline = outer
+        if total is not None and outer is None:  # an outer row budget counts its own time
+            total[1] += cpu_clock() - start
 
 
 def current_limit() -> float:
-    """The time budget (seconds) of the row being rendered."""
+    """The time budget (CPU seconds) of the row being rendered."""
     d = _deadline()
     return MAX_RENDER_SECONDS if d is None else d[1]
 
 
+def timeout_message(what: str) -> str:
+    """Why a render that ran out of time was stopped: its row's limit, or its request's total."""
+    d = _deadline()
+    if d is not None and d[2]:
+        return _total_message(d[1])
+    return (f"template refused: {what} takes more than {current_limit():g} s to render one row "
+            "(the per-row time limit); simplify it")
+
+
 def run_bounded(fn: Callable[[], T]) -> T:
-    """fn() with the current row's deadline enforced on every Python line/call of this thread
+    """fn() with the current row's CPU-time deadline enforced on every Python line/call of this thread
     (raises RenderTimeout). Opens a fresh budget when none is open."""
     if _deadline() is None:
         with deadline():
             return run_bounded(fn)
-    end = _deadline()[0]  # type: ignore[index]
-    clock = time.monotonic
+    cpu_end = _deadline()[0]  # type: ignore[index]
+    wall, cpu = time.monotonic, cpu_clock
+    left = cpu_end - cpu()
+    mark = [wall() + max(left, 0.0)]  # before this wall time the thread cannot have spent its CPU budget
+
+    def spent() -> bool:
+        now = wall()
+        if now <= mark[0]:
+            return False
+        left = cpu_end - cpu()
+        if left <= 0:
+            return True
+        mark[0] = now + left
+        return False
 
     me = threading.get_ident()
     stops = STOP_REQUESTS
 
     def lines(frame: Any, event: str, arg: Any) -> Any:
-        if clock() > end:
+        if spent():
             raise RenderTimeout
         if stops and me in stops:
             raise stops.pop(me)
@@ -99,7 +170,7 @@ def run_bounded(fn: Callable[[], T]) -> T:
     def calls(frame: Any, event: str, arg: Any) -> Any:
         # every Python call (and generator resume) checks the clock; lines are traced only in the
         # template's own code, where a loop can spin without calling anything
-        if clock() > end:
+        if spent():
             raise RenderTimeout
         if stops and me in stops:
             raise stops.pop(me)
@@ -107,7 +178,7 @@ def run_bounded(fn: Callable[[], T]) -> T:
 
     previous = sys.gettrace()
     outer_sizes = getattr(_local, "sizes", None)
-    if clock() > end:
+    if left <= 0:
         raise RenderTimeout
     _local.sizes = {} if outer_sizes is None else outer_sizes
     sys.settrace(calls)

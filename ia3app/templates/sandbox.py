@@ -376,10 +376,7 @@ def render_text(text: str, what: str, context: dict[str, Any], limit: int) -> st
     try:
         return run_bounded(run)
     except RenderTimeout:
-        raise UserError(
-            f"template refused: {what} takes more than {render_limits.current_limit():g} s to render one row "
-            "(the per-row time limit); simplify it"
-        ) from None
+        raise UserError(render_limits.timeout_message(what)) from None
     except TooLarge as e:
         raise UserError(f"template refused: {what} builds {e}") from None
     except MemoryError:
