@@ -42,14 +42,15 @@ def run(argv, capsys):
 def test_templates_shows_the_shape_and_the_fitting_builtin(capsys):
     code, out, _ = run(["templates", "--csv", str(DATA / "winogrande_like.csv"), "--rows", "1"], capsys)
     assert code == 0 and "label column 'answer'; the model reads: multiple choice" in out
-    assert "fitting built-ins: multiple_choice;" in out and "* Sarah" in out
+    assert "fitting built-ins: multiple_choice, multiple_choice_fill, multiple_choice_pick;" in out and "* Sarah" in out
     code, out, _ = run(["templates", "--csv", str(DATA / "spam_like.csv"), "--rows", "1"], capsys)
-    assert "fitting built-ins: text_label, sentiment;" in out
+    assert "fitting built-ins: text_label, text_label_pick, text_label_after, sentiment, sentiment_said, " \
+        "sentiment_following;" in out  # three wordings of each fitting task (issue 23 item 10)
 
 
 def test_text_column_picks_what_the_model_reads(capsys):
     code, out, _ = run(["templates", "--csv", str(DATA / "wsc_like.csv"), "--text-column", "text"], capsys)
-    assert code == 0 and "fitting built-ins: text_label, sentiment" in out
+    assert code == 0 and "fitting built-ins: text_label, text_label_pick, text_label_after, sentiment" in out
     assert "is marked as text" not in out
     code, _, err = run(["templates", "--csv", str(DATA / "wsc_like.csv"), "--text-column", "nope"], capsys)
     assert code == 2 and "--text-column nope: no such column" in err
