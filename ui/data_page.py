@@ -32,6 +32,12 @@ FEW_HELD_OUT = 50
 """Below this many held-out rows the page suggests cross-validation (one accuracy on them is mostly noise)."""
 
 
+def shown(frame: pd.DataFrame | None, **more) -> dict:
+    """A table's update: hidden while it has nothing to show (Gradio draws an empty one with placeholder
+    headers "1 2 3", issue 23)."""
+    return gr.update(value=frame, visible=frame is not None, **more)
+
+
 _PARSED: "OrderedDict[tuple, data.Table]" = OrderedDict()
 _PARSED_LOCK = threading.Lock()
 PARSED_CACHE = 8
@@ -224,10 +230,10 @@ def stored_values(page: "DataPage", ctx: AppContext, uid: int, session: dict, wh
     return {page.file: None,
             page.summary: f"**{html.escape(session['filename'])}**, stored: **{len(rows)} rows**, columns: "
                           f"{', '.join(f'`{c}`' for c in columns)} ({where}; upload a file to use other data)",
-            page.preview: gr.update(value=pd.DataFrame(rows[:8], columns=columns), column_widths=preview_widths(columns)),
+            page.preview: shown(pd.DataFrame(rows[:8], columns=columns), column_widths=preview_widths(columns)),
             page.label_column: gr.update(choices=columns, value=label),
             page.text_columns: gr.update(choices=[c for c in columns if c != label], value=session["text_columns"]),
-            page.counts: pd.DataFrame({"label": list(counts), "rows": list(counts.values())}),
+            page.counts: shown(pd.DataFrame({"label": list(counts), "rows": list(counts.values())})),
             page.checks: f"**The model will read:** {shape.description}.",
             page.eval_mode: mode, page.fraction: (holdout or {}).get("fraction", 0.25),
             page.seed: (holdout or {}).get("seed", 0), page.split_info: split,
@@ -280,13 +286,14 @@ def build_data_page(ctx: AppContext) -> DataPage:
             summary = gr.Markdown()
             label_column = gr.Dropdown(label="Which column holds the label?", choices=[], interactive=True)
             text_columns = gr.CheckboxGroup(label="Which column(s) hold the text the model reads?", choices=[])
-            counts = gr.Dataframe(label="Rows per label", interactive=False, max_height=200)
+            counts = gr.Dataframe(label="Rows per label", interactive=False, max_height=200, visible=False)
             checks = gr.Markdown()
             with gr.Row():
                 sample = gr.Checkbox(label="Use only some rows per label", value=False)
                 sample_k = gr.Number(label="rows per label", value=32, precision=0, minimum=2)
         with gr.Column(scale=2):
-            preview = gr.Dataframe(label="First rows of your file", interactive=False, wrap=True, max_height=320)
+            preview = gr.Dataframe(label="First rows of your file", interactive=False, wrap=True, max_height=320,
+                                   visible=False)
             gr.Markdown("#### How should the result be checked?")
             eval_mode = gr.Radio([AUTO, SEPARATE, CV, NONE], value=AUTO, label="Held-out rows measure accuracy "
                                  "(zero-shot vs in-context vs T-Few)")
@@ -313,21 +320,21 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
     template page can check its freshly filled editor after it."""
 
     def on_file(path, session):
-        closed = {page.label_column: gr.update(choices=[], value=None), page.counts: None, page.checks: "",
+        closed = {page.label_column: gr.update(choices=[], value=None), page.counts: shown(None), page.checks: "",
                   page.save: gr.update(interactive=False), page.message: "",
                   page.text_columns: gr.update(choices=[], value=[]), page.split_info: ""}
         if not path and (session or {}).get("stored_from"):
             return gr.skip()  # the box was emptied by "Run again": the page shows that job's stored data
         if not path:
-            return {**closed, page.summary: "", page.preview: None}
+            return {**closed, page.summary: "", page.preview: shown(None)}
         try:
             info = describe_file(path, ctx)
         except UserError as e:
-            return {**closed, page.summary: f"✗ **This file cannot be used:** {e}", page.preview: None}
+            return {**closed, page.summary: f"✗ **This file cannot be used:** {e}", page.preview: shown(None)}
         return {page.summary: info["summary"] + "\n" + warnings_md(info["warnings"]),
-                page.preview: gr.update(value=info["preview"], column_widths=preview_widths(info["columns"])),
+                page.preview: shown(info["preview"], column_widths=preview_widths(info["columns"])),
                 page.label_column: gr.update(choices=info["columns"], value=info["label_column"]),
-                page.counts: None, page.checks: "", page.save: gr.update(interactive=True), page.message: ""}
+                page.counts: shown(None), page.checks: "", page.save: gr.update(interactive=True), page.message: ""}
 
     page.file.change(on_file, [page.file, shared.session],
                      [page.summary, page.preview, page.label_column, page.counts, page.checks, page.save, page.message,
@@ -352,7 +359,8 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
         if not path:
             return gr.skip()  # as in on_label_text
         if not label_column:
-            return {page.counts: None, page.checks: "", page.split_info: "", page.save: gr.update(interactive=False)}
+            return {page.counts: shown(None), page.checks: "", page.split_info: "",
+                    page.save: gr.update(interactive=False)}
         try:
             table = parse(path, ctx)
             frame, warnings = label_report(table, label_column, text_columns)
@@ -360,9 +368,11 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
             split = (split_summary(rows, label_column, fraction, seed) if eval_mode == AUTO
                      else cv_summary(rows, label_column, folds) if eval_mode == CV else "")
         except UserError as e:
-            return {page.counts: None, page.checks: f"✗ **Label column `{label_column}`:** {e}", page.split_info: "",
+            return {page.counts: shown(None), page.checks: f"✗ **Label column `{label_column}`:** {e}",
+                    page.split_info: "",
                     page.save: gr.update(interactive=False)}
-        return {page.counts: frame, page.checks: shape_md(table, label_column, text_columns) + warnings_md(warnings),
+        return {page.counts: shown(frame),
+                page.checks: shape_md(table, label_column, text_columns) + warnings_md(warnings),
                 page.split_info: split, page.save: gr.update(interactive=True)}
 
     inputs = [page.file, page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k,

@@ -29,6 +29,10 @@ METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "
 METHODS_EXPLAINED = ("**zero-shot**: the base model with no training · **in-context**: the training rows pasted into "
                      "every prompt as examples · **T-Few**: the model with your trained (IA)³ adapter merged in.")
 MAX_FIELDS = 6
+METRIC_WIDTHS = ["25%", "10%", "15%", "10%", "15%", "11%", "14%"]
+"""metrics_frame's columns: sized by their content, a narrow column broke its header inside a word ("accura cy")."""
+NO_JOB = ("Results appear here when a job has finished: open one from *4 · Progress & jobs* (See results →) or "
+          "pick a finished run under *My data & runs*.")
 ZIP_MEMBERS = ("adapter.safetensors", "ia3_config.json", "README.md")
 
 
@@ -315,6 +319,8 @@ def predict_batch(ctx: AppContext, uid: int, job_id: Any, csv_path: str | None) 
 
 @dataclass
 class ResultsPage:
+    body: gr.Column
+    """Everything below the header: shown only while one of the user's finished jobs is open."""
     header: gr.Markdown
     metrics: gr.Dataframe
     confusion: gr.Plot
@@ -344,58 +350,61 @@ class ResultsPage:
 
 
 def build_results_page() -> ResultsPage:
-    header = gr.Markdown("Results appear here when a job has finished. Open one from the job page.")
-    with gr.Row():
-        with gr.Column(scale=3):
-            gr.Markdown("#### Accuracy on the held-out rows")
-            metrics = gr.Dataframe(interactive=False, wrap=True, elem_id="results-metrics")
-            gr.Markdown(METHODS_EXPLAINED)
-        with gr.Column(scale=2):
-            gr.Markdown("#### How small is the adapter?")
-            params = gr.Markdown()
-    gr.Markdown("#### How sure is this? (95 % intervals, paired differences)")
-    with gr.Row():
-        intervals = gr.Plot(show_label=False, elem_id="results-intervals")
-    sureness = gr.Markdown(elem_id="results-sureness")
-    folds = gr.Plot(show_label=False, visible=False, elem_id="results-folds")
-    gr.Markdown("#### Confidence you can use: calibration and an abstain threshold")
-    calibration = gr.Markdown(elem_id="results-calibration")
-    with gr.Row():
-        reliability = gr.Plot(show_label=False, elem_id="results-reliability")
-        coverage = gr.Plot(show_label=False, elem_id="results-coverage")
-    with gr.Row():
-        threshold = gr.Slider(0, 0.99, value=0, step=0.01, scale=3, elem_id="results-threshold",
-                              label="Answer only when the top probability is at least (0: always answer)")
-        save_threshold = gr.Button("Save threshold with the adapter", scale=1, elem_id="results-save-threshold")
-    coverage_text = gr.Markdown(elem_id="results-coverage-text")
-    threshold_message = gr.Markdown(elem_id="results-threshold-message")
-    gr.Markdown("#### Confusion matrices (rows: true label, columns: predicted label)")
-    confusion = gr.Plot(show_label=False)
-    per_class = gr.Dataframe(label="Per-class scores (T-Few)", interactive=False)
-    loss = gr.Plot(show_label=False, elem_id="results-loss")
-    gr.Markdown("#### Speed against in-context learning")
-    with gr.Row():
-        speed = gr.Markdown()
-        speed_chart = gr.BarPlot(x="method", y="latency (ms)", title="Latency per prediction (ms)", height=240)
-    gr.Markdown("#### Try it: type an example")
-    with gr.Row():
-        with gr.Column(scale=3):
-            fields = [gr.Textbox(visible=False, lines=2) for _ in range(MAX_FIELDS)]
-            predict = gr.Button("Predict", variant="primary")
-        with gr.Column(scale=2):
-            prediction = gr.Label(label="Predicted answer and probabilities", num_top_classes=10,
-                                  elem_id="results-prediction")
-            prediction_note = gr.Markdown(elem_id="results-prediction-note")
-    gr.Markdown("#### Predict a whole CSV, or take the adapter with you")
-    with gr.Row():
-        batch_file = gr.File(label="CSV with the same text columns", file_types=[".csv", ".tsv", ".txt"],
-                             type="filepath", height=110)
-        batch_out = gr.File(label="Your CSV with predicted labels and probabilities", interactive=False, height=110)
-        download = gr.DownloadButton("⬇ Download adapter (.zip: safetensors, PEFT folder, model card)")
-    message = gr.Markdown()
-    return ResultsPage(header, metrics, confusion, per_class, params, speed, speed_chart, fields, predict, prediction,
-                       batch_file, batch_out, download, message, intervals, sureness, calibration, reliability,
-                       coverage, threshold, coverage_text, save_threshold, threshold_message, folds, loss,
+    header = gr.Markdown(NO_JOB, elem_id="results-header")
+    # Hidden until a finished job is open: empty, the tables showed "1 2 3" placeholder headers and the
+    # Predict and Download buttons looked live with nothing behind them (issue 23).
+    with gr.Column(visible=False, elem_id="results-body") as body:
+        gr.Markdown("#### Accuracy on the held-out rows")  # the full width: beside the adapter's size it was clipped
+        metrics = gr.Dataframe(interactive=False, wrap=True, elem_id="results-metrics", column_widths=METRIC_WIDTHS)
+        with gr.Row():
+            with gr.Column(scale=3):
+                gr.Markdown(METHODS_EXPLAINED)
+            with gr.Column(scale=2):
+                gr.Markdown("#### How small is the adapter?")
+                params = gr.Markdown()
+        gr.Markdown("#### How sure is this? (95 % intervals, paired differences)")
+        with gr.Row():
+            intervals = gr.Plot(show_label=False, elem_id="results-intervals")
+        sureness = gr.Markdown(elem_id="results-sureness")
+        folds = gr.Plot(show_label=False, visible=False, elem_id="results-folds")
+        gr.Markdown("#### Confidence you can use: calibration and an abstain threshold")
+        calibration = gr.Markdown(elem_id="results-calibration")
+        with gr.Row():
+            reliability = gr.Plot(show_label=False, elem_id="results-reliability")
+            coverage = gr.Plot(show_label=False, elem_id="results-coverage")
+        with gr.Row():
+            threshold = gr.Slider(0, 0.99, value=0, step=0.01, scale=3, elem_id="results-threshold",
+                                  label="Answer only when the top probability is at least (0: always answer)")
+            save_threshold = gr.Button("Save threshold with the adapter", scale=1, elem_id="results-save-threshold")
+        coverage_text = gr.Markdown(elem_id="results-coverage-text")
+        threshold_message = gr.Markdown(elem_id="results-threshold-message")
+        gr.Markdown("#### Confusion matrices (rows: true label, columns: predicted label)")
+        confusion = gr.Plot(show_label=False)
+        per_class = gr.Dataframe(label="Per-class scores (T-Few)", interactive=False)
+        loss = gr.Plot(show_label=False, elem_id="results-loss")
+        gr.Markdown("#### Speed against in-context learning")
+        with gr.Row():
+            speed = gr.Markdown()
+            speed_chart = gr.BarPlot(x="method", y="latency (ms)", title="Latency per prediction (ms)", height=240)
+        gr.Markdown("#### Try it: type an example")
+        with gr.Row():
+            with gr.Column(scale=3):
+                fields = [gr.Textbox(visible=False, lines=2) for _ in range(MAX_FIELDS)]
+                predict = gr.Button("Predict", variant="primary")
+            with gr.Column(scale=2):
+                prediction = gr.Label(label="Predicted answer and probabilities", num_top_classes=10,
+                                      elem_id="results-prediction")
+                prediction_note = gr.Markdown(elem_id="results-prediction-note")
+        gr.Markdown("#### Predict a whole CSV, or take the adapter with you")
+        with gr.Row():
+            batch_file = gr.File(label="CSV with the same text columns", file_types=[".csv", ".tsv", ".txt"],
+                                 type="filepath", height=110)
+            batch_out = gr.File(label="Your CSV with predicted labels and probabilities", interactive=False, height=110)
+            download = gr.DownloadButton("⬇ Download adapter (.zip: safetensors, PEFT folder, model card)")
+        message = gr.Markdown()
+    return ResultsPage(body, header, metrics, confusion, per_class, params, speed, speed_chart, fields, predict,
+                       prediction, batch_file, batch_out, download, message, intervals, sureness, calibration,
+                       reliability, coverage, threshold, coverage_text, save_threshold, threshold_message, folds, loss,
                        prediction_note)
 
 
@@ -436,10 +445,10 @@ def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
 
 def filled_by_open(page: ResultsPage) -> list:
     """The components open_results fills (besides the shared job state and tabs)."""
-    return [page.header, page.metrics, page.confusion, page.per_class, page.params, page.speed, page.speed_chart,
-            page.download, *page.fields, page.intervals, page.sureness, page.calibration, page.reliability,
-            page.coverage, page.threshold, page.coverage_text, page.threshold_message, page.folds, page.loss,
-            page.prediction_note]
+    return [page.body, page.header, page.metrics, page.confusion, page.per_class, page.params, page.speed,
+            page.speed_chart, page.download, *page.fields, page.intervals, page.sureness, page.calibration,
+            page.reliability, page.coverage, page.threshold, page.coverage_text, page.threshold_message, page.folds,
+            page.loss, page.prediction_note]
 
 
 def open_results(page: ResultsPage, ctx: AppContext, request: Any, job_id: Any, shared: Shared) -> dict:
@@ -450,11 +459,13 @@ def open_results(page: ResultsPage, ctx: AppContext, request: Any, job_id: Any, 
         view = results_view(ctx, uid, job_id)
         zip_path = build_zip(ctx, uid, job_id)
     except UserError as e:
-        return {**opened, page.header: f"✗ {e}", **{f: gr.update(visible=False) for f in page.fields}}
+        return {**opened, page.header: f"✗ {e}", page.body: gr.update(visible=False),
+                **{f: gr.update(visible=False) for f in page.fields}}
     cols = view["columns"]
     fields = {f: gr.update(visible=i < len(cols), label=cols[i] if i < len(cols) else "", value="")
               for i, f in enumerate(page.fields)}
-    return {**opened, page.header: view["header"], page.metrics: view["metrics"], page.confusion: view["confusion"],
+    return {**opened, page.body: gr.update(visible=True), page.header: view["header"], page.metrics: view["metrics"],
+            page.confusion: view["confusion"],
             page.per_class: view["per_class"], page.params: view["params"], page.speed: view["speed"],
             page.speed_chart: view["speed_chart"], page.download: zip_path, **fields,
             page.intervals: view["intervals"], page.sureness: view["sureness"], page.calibration: view["calibration"],
