@@ -76,6 +76,7 @@ def label_report(table: "data.Table", label_column: str,
     unusable label column."""
     text_columns = [c for c in text_columns or [] if c in table.columns and c != label_column] or None
     warnings = list(data.check_labels(table, label_column, text_columns=text_columns))
+    data.check_text_columns(table, text_columns or [])
     counts = data.label_counts(table.rows, label_column)
     frame = pd.DataFrame({"label": list(counts), "rows": list(counts.values())})
     return frame, warnings
@@ -139,12 +140,15 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
     table = parse(path, ctx, "training file")
     if label_column not in table.columns:
         raise UserError(f"pick the label column; the file has: {', '.join(table.columns)}")
+    given = bool(text_columns)
     text_columns = [c for c in (text_columns or table.columns) if c != label_column]
     unknown = [c for c in text_columns if c not in table.columns]
     if unknown or not text_columns:
         raise UserError("tick at least one text column other than the label column; the file has: "
                         + ", ".join(table.columns))
     data.check_labels(table, label_column)
+    if given:  # a ticked column empty in every row: a warning alone let it be saved (issue 23)
+        data.check_text_columns(table, text_columns)
     rows = table.rows
     if sample_k:
         rows = data.sample_per_class(table.rows, label_column, int(sample_k), int(seed))
@@ -161,9 +165,11 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
         if not 0.05 <= float(fraction) <= 0.5:
             raise UserError("the held-out share must be between 5% and 50%")
         split = Holdout(float(fraction), int(seed))
-        split.split(rows, label_column)  # raises if it cannot split
+        held_out = len(split.split(rows, label_column)[1])  # raises if it cannot split
         holdout = split.to_dict()  # the session keeps it as JSON; build_job_config makes it a Holdout again
     cv_folds = None
+    if eval_mode != AUTO:
+        held_out = None
     if eval_mode == CV:
         cv_summary(rows, label_column, int(folds or 5))  # raises if there are too few rows
         cv_folds = int(folds or 5)
@@ -188,6 +194,7 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
         "dataset_id": dataset_id,
         "eval_dataset_id": eval_id,
         "holdout": holdout,
+        **({"held_out": held_out} if held_out is not None else {}),  # the rows the split holds out, as counted here
         **({"cv_folds": cv_folds} if cv_folds else {}),
         "columns": table.columns,
         "label_column": label_column,
@@ -368,7 +375,7 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
             split = (split_summary(rows, label_column, fraction, seed) if eval_mode == AUTO
                      else cv_summary(rows, label_column, folds) if eval_mode == CV else "")
         except UserError as e:
-            return {page.counts: shown(None), page.checks: f"✗ **Label column `{label_column}`:** {e}",
+            return {page.counts: shown(None), page.checks: f"✗ **This data cannot be saved yet:** {e}",
                     page.split_info: "",
                     page.save: gr.update(interactive=False)}
         return {page.counts: shown(frame),

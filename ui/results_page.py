@@ -250,16 +250,21 @@ def confusion_figure(result: JobResult):
     return P.confusion_figure(result, label_display(result, [str(lb) for lb in first["labels"]]))
 
 
+def column_use(source: str, column: str):
+    """Where a template source names a column (a match), or None."""
+    import re
+
+    return re.search(rf"(?<![\w.]){re.escape(column)}(?!\w)", source)
+
+
 def template_columns(result: JobResult) -> list[str]:
     """The template's columns in the order the template reads them (premise before hypothesis), so the
     "Try it" boxes follow the prompt a person wrote, not the alphabet."""
-    import re
-
     spec = result.template
     text = "\n".join(spec.sources().values())
 
     def first_use(column: str) -> tuple[int, str]:
-        found = re.search(rf"(?<![\w.]){re.escape(column)}(?!\w)", text)
+        found = column_use(text, column)
         return (found.start() if found else len(text), column)
 
     return sorted(spec.columns_used(), key=first_use)
@@ -294,6 +299,16 @@ def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> 
     return {str(k): float(v) for k, v in out.probabilities.items()}
 
 
+def check_options_typed(template: Any, row: dict[str, str]) -> None:
+    """A typed example's per-row answers must be typed too: UserError naming the empty boxes (the template's
+    check said "an answer choice renders to empty text in rows 1", of a box that has no rows, issue 23)."""
+    answers = "\n".join(template.choice_templates or [])
+    options = [c for c, v in row.items() if not v.strip() and column_use(answers, c)]
+    if options:
+        they = "they hold answers" if len(options) > 1 else "it holds an answer"
+        raise UserError(f"type something in {', '.join(options)} too: {they} for the model to choose from")
+
+
 def predict_row(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]):
     """The serving engine's Prediction for one row: label (as the data writes it), choice, probabilities."""
     job, folder = owned_adapter_dir(ctx, uid, job_id)
@@ -301,6 +316,7 @@ def predict_row(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]):
     clean = {c: str(row.get(c) or "") for c in columns}
     if not any(v.strip() for v in clean.values()):
         raise UserError(f"type something in {', '.join(columns)} first")
+    check_options_typed(job.result.template, clean)
     label_column = job.result.template.label_column
     clean.setdefault(label_column, "")
     return ctx.engine().predict(folder, [clean])[0]

@@ -200,6 +200,10 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
     holdout = session.get("holdout")
     data = DataRef(int(session["dataset_id"]), session.get("eval_dataset_id"),
                    Holdout.from_dict(holdout) if holdout else None)
+    if (data.has_eval or session.get("cv_folds")) and not any(m in METHODS for m in eval_methods or []):
+        raise UserError("tick at least one method under “Compare on the held-out rows” (T-Few at least): with none "
+                        "ticked, rows would be held out of training and measured by nothing. To train on every row, "
+                        "choose “No evaluation (train on every row)” on 1 · Data")
     main = TemplateSpec.from_dict(template)
     spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir, ctx.allowed_model_dirs()), template=main,
                    train_templates=[TemplateSpec.from_dict(t) for t in train_templates or []
