@@ -102,7 +102,9 @@ def metrics_frame(result: JobResult) -> pd.DataFrame:
     rows = []
     for key, m in methods.items():
         rows.append({
-            "method": METHOD_NAMES.get(key, key) + (f" ({shots_note(m)})" if key == "in-context" and shots_note(m) else ""),
+            # the count only: the whole note did not fit the column (it is under the header, results_view)
+            "method": METHOD_NAMES.get(key, key) + (f" ({m['shots']:g} shots)" if key == "in-context" and shots_note(m)
+                                                    else ""),
             "accuracy": f"{m['accuracy']:.1%}",
             "accuracy 95 % CI": _ci_cell(m, "accuracy"),
             "macro-F1": f"{m['macro_f1']:.3f}",
@@ -444,6 +446,8 @@ def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     if "tiny-t0" in str(result.model):
         head += ("\n\n**Note:** the tiny demo model has random weights, so accuracy near chance is expected; "
                  "train a real model (e.g. the bundled SmolLM2-135M-Instruct) for meaningful numbers.")
+    if shots_note(result.methods.get("in-context") or {}):
+        head += f"\n\nIn-context prompts held {shots_note(result.methods['in-context'])}."
     if result.warnings:
         head += "\n" + "".join(f"\n- ⚠ {w}" for w in result.warnings)
     evaluation = result.evaluation or {}
