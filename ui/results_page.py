@@ -31,8 +31,8 @@ METHODS_EXPLAINED = ("**zero-shot**: the base model with no training · **in-con
 MAX_FIELDS = 6
 METRIC_WIDTHS = ["25%", "10%", "15%", "10%", "15%", "11%", "14%"]
 """metrics_frame's columns: sized by their content, a narrow column broke its header inside a word ("accura cy")."""
-NO_JOB = ("Results appear here when a job has finished: open one from *4 · Progress & jobs* (See results →) or "
-          "pick a finished run under *My data & runs*.")
+NO_JOB = ("Results appear here when a job has finished: pick it on *4 · Progress & jobs* and press "
+          "*See results →*.")
 ZIP_MEMBERS = ("adapter.safetensors", "ia3_config.json", "README.md")
 
 
