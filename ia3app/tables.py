@@ -82,6 +82,12 @@ def _read(source: Union[bytes, str, Path], max_bytes: int) -> bytes:
     return raw
 
 
+COMPRESSED = ((b"\x1f\x8b", "gzip", "e.g. gunzip FILE.gz"), (b"BZh", "bzip2", "e.g. bunzip2 FILE.bz2"),
+              (b"\xfd7zXZ\x00", "xz", "e.g. unxz FILE.xz"), (b"(\xb5/\xfd", "zstd", "e.g. unzstd FILE.zst"),
+              (b"7z\xbc\xaf\x27\x1c", "7-Zip", "e.g. 7z x FILE.7z"))
+"""Magic bytes of compressed files: named as such, not as binary files with NUL bytes (issue 23)."""
+
+
 def _decode(raw: bytes) -> tuple[str, str]:
     save_as = "save it from your spreadsheet as 'CSV UTF-8' and upload that"
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -90,6 +96,10 @@ def _decode(raw: bytes) -> tuple[str, str]:
         raise UserError(f"this is a zip or Excel (.xlsx) file, not CSV text; {save_as}")
     if raw.startswith(b"\xd0\xcf\x11\xe0"):
         raise UserError(f"this is an old Excel (.xls) file, not CSV text; {save_as}")
+    for magic, kind, undo in COMPRESSED:
+        if raw.startswith(magic):
+            raise UserError(f"this is a {kind}-compressed file, not CSV text; decompress it first ({undo}) and "
+                            "upload the CSV inside")
     if b"\x00" in raw:
         first = raw.index(b"\x00")
         raise UserError(f"this is a binary file, not CSV text (it contains NUL bytes, first at byte {first}); {save_as}")
@@ -205,6 +215,9 @@ def load_csv(
         raise UserError("the file is empty; it needs a header row of column names and at least one row")
     start = text.lstrip("\r\n")
     first_line = start[: start.find("\n") + 1 or len(start)]
+    if not first_line.strip():  # the reader skips it, and the first data row became the header (issue 23)
+        raise UserError("the first line holds only spaces where the column names belong; the first line must name "
+                        "the columns (e.g. text,label) with your rows below it")
     if max(first_line.count(d) for d in DELIMITERS) >= max_columns:  # refuse a very wide file before sniffing it
         _check_header(_parse(first_line, max(DELIMITERS, key=first_line.count), limit=1, strict=False)[0][1],
                       max_columns)
@@ -320,6 +333,16 @@ def _label_value_warnings(counts: dict[str, int], label_column: str, n_rows: int
             "row: it can be trained on or held out for checking, not both; add rows for it or remove it"
         )
     return warnings
+
+
+def check_text_columns(table: Table, text_columns: list[str]) -> None:
+    """UserError when a column picked as text the model reads is empty (or only spaces) in every row."""
+    empty = [c for c in text_columns if c in table.columns and not any(str(r.get(c, "")).strip() for r in table.rows)]
+    if empty:
+        names, many = ", ".join(f"'{c}'" for c in empty), len(empty) > 1
+        raise UserError(f"column{'s' if many else ''} {names} {'are' if many else 'is'} empty (or only spaces) in "
+                        f"every row: the model would read nothing from {'them' if many else 'it'}; untick "
+                        f"{'them' if many else 'it'} as text the model reads, or fill {'them' if many else 'it'} in")
 
 
 def _empty_text_warnings(table: Table, text_columns: list[str]) -> list[str]:

@@ -242,14 +242,20 @@ def cancel_requests(db: sqlite_utils.Database, worker_id: str) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
-def active_jobs_using(db: sqlite_utils.Database, owner: int, dataset_id: int) -> list[int]:
-    """Ids of ``owner``'s queued or running jobs that read this dataset (training or held-out)."""
+def jobs_using(db: sqlite_utils.Database, owner: int, dataset_id: int,
+               statuses: tuple[str, ...] = STATUSES) -> list[int]:
+    """Ids of ``owner``'s jobs in ``statuses`` that read this dataset (training or held-out), oldest first."""
     out = []
     for job in list_jobs(db, owner, limit=10_000):
-        if job.status in ("queued", "running") and job.request is not None and dataset_id in (
+        if job.status in statuses and job.request is not None and dataset_id in (
                 job.request.data.dataset_id, job.request.data.eval_dataset_id):
             out.append(job.id)
-    return out
+    return sorted(out)
+
+
+def active_jobs_using(db: sqlite_utils.Database, owner: int, dataset_id: int) -> list[int]:
+    """Ids of ``owner``'s queued or running jobs that read this dataset (training or held-out)."""
+    return jobs_using(db, owner, dataset_id, ("queued", "running"))
 
 
 def delete_job(db: sqlite_utils.Database, job_id: int, owner: int) -> str | None:

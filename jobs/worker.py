@@ -62,6 +62,9 @@ class WorkerConfig:
     """After a cancel (or shutdown) the job may stop by itself this long before it is interrupted."""
     kinds: tuple[str, ...] = JOB_KINDS
     """Which kinds of job this worker claims (with the Ray backend the app runs one for 'suggest' only)."""
+    cancel_poll_s: float = 0.2
+    """Seconds between reads of the job's cancel flag (one indexed SQLite read): a cancel waited up to a
+    whole second here before the job even heard of it (bench/bench_cancel.py measures both)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -174,8 +177,9 @@ class Worker:
         steps = job.request.spec.recipe.steps if isinstance(job.request, JobRequest) else None
         progress = ProgressWriter(self.db, job.id, cfg.worker_id, steps, cfg.progress_interval_s)
         heart = Heartbeat(cfg.data_dir / DB_FILENAME, job.id, cfg.worker_id, cfg.lease_s, cfg.heartbeat_s,
-                          grace_s=cfg.cancel_grace_s, stall_s=cfg.stall_s, last_progress=lambda: progress.last_event,
-                          phase=lambda: progress.phase, stop_requested=self.shutdown.is_set)
+                          tick_s=cfg.cancel_poll_s, grace_s=cfg.cancel_grace_s, stall_s=cfg.stall_s,
+                          last_progress=lambda: progress.last_event, phase=lambda: progress.phase,
+                          stop_requested=self.shutdown.is_set)
 
         def should_stop() -> bool:
             return heart.cancelled.is_set() or heart.lost.is_set() or self.shutdown.is_set()

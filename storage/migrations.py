@@ -227,7 +227,34 @@ def m005_speed_probes(db: sqlite_utils.Database) -> None:
 
 
 @migration
-def m006_active_learning(db: sqlite_utils.Database) -> None:
+def m006_dataset_ids_never_reused(db: sqlite_utils.Database) -> None:
+    """Dataset ids are never handed out twice. A job names its data by dataset id; without AUTOINCREMENT,
+    SQLite gave the next upload the id of the newest dataset once that was deleted, so "Run again" of a
+    run whose data had been deleted silently filled in another file of the same user (issue 23)."""
+    db.execute(
+        "CREATE TABLE datasets_new ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " owner INTEGER NOT NULL REFERENCES users(id),"
+        " name TEXT NOT NULL,"
+        " filename TEXT NOT NULL,"
+        " file_path TEXT NOT NULL,"
+        " rows_path TEXT NOT NULL,"
+        " columns TEXT NOT NULL,"
+        " row_count INTEGER NOT NULL,"
+        " bytes INTEGER NOT NULL,"
+        " sha256 TEXT NOT NULL,"
+        " label_column TEXT,"
+        " created REAL NOT NULL)"
+    )
+    db.execute("INSERT INTO datasets_new SELECT id, owner, name, filename, file_path, rows_path, columns, row_count,"
+               " bytes, sha256, label_column, created FROM datasets")
+    db.execute("DROP TABLE datasets")
+    db.execute("ALTER TABLE datasets_new RENAME TO datasets")
+    db.execute("CREATE INDEX datasets_owner ON datasets(owner, id)")
+
+
+@migration
+def m007_active_learning(db: sqlite_utils.Database) -> None:
     """The active-learning loop (issue 20): datasets get a kind ('labelled', or 'pool': unlabelled rows to
     suggest from) and a parent (a labelled version's previous version; a pool's labelled dataset); jobs
     get a kind ('train' or 'suggest'); pool_marks records each pool row labelled or skipped, and in which

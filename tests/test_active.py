@@ -284,7 +284,7 @@ def test_the_ray_dispatcher_leaves_suggest_jobs_to_a_local_worker(ctx, users):
     assert claimed.id == suggest_id and claimed.kind == "suggest" and isinstance(claimed.request, SuggestRequest)
 
 
-def test_m006_keeps_existing_datasets_and_jobs_as_labelled_and_training(tmp_path):
+def test_m007_keeps_existing_datasets_and_jobs_as_labelled_and_training(tmp_path):
     import sqlite_utils
 
     from jobfactory import request
@@ -293,14 +293,14 @@ def test_m006_keeps_existing_datasets_and_jobs_as_labelled_and_training(tmp_path
 
     db = sqlite_utils.Database(memory=True)
     db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    for fn in MIGRATIONS[:5]:  # a database from before the loop, with a dataset and a queued job
+    for fn in MIGRATIONS[:6]:  # a database from before the loop, with a dataset and a queued job
         fn(db)
         db.execute("INSERT INTO _migrations VALUES (?, 0)", [fn.__name__])
     db.execute("INSERT INTO users (name, password_hash, created) VALUES ('a', 'x', 0)")
     db.execute("INSERT INTO datasets (owner, name, filename, file_path, rows_path, columns, row_count, bytes, sha256,"
                " created) VALUES (1, 'd', 'd.csv', 'u/1', 'u/1.rows', '[]', 3, 10, '', 0)")
     db.execute("INSERT INTO jobs (owner, config, created, job_key) VALUES (1, ?, 0, 'k')", [dumps(request())])
-    assert migrate(db) == ["m006_active_learning"]
+    assert migrate(db) == ["m007_active_learning"]
     assert db.execute("SELECT kind, parent FROM datasets").fetchall() == [("labelled", None)]
     job = queue.claim(db, "w", kinds=("train",))
     assert job.kind == "train" and job.request == request()

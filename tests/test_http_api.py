@@ -66,7 +66,8 @@ def test_someone_elses_job_is_answered_like_a_missing_one(site):
     ("alice", {"job_id": "1", "rows": [{"sentence": "x"}]}, 422, "integer"),
     ("alice", {"job_id": 1, "rows": []}, 422, "non-empty"),
     ("alice", {"job_id": 1, "rows": [{"sentence": {"nested": 1}}]}, 422, "row 1"),
-    ("alice", {"job_id": 1, "rows": [{"review": "x"}]}, 422, "column 'sentence'"),
+    ("alice", {"job_id": 1, "rows": [{"review": "x"}]}, 422,
+     "column 'sentence' used by the template is not in the rows sent; the rows sent have: review"),  # no "file"
     ("alice", [1, 2], 422, "JSON object"),
 ])
 def test_bad_requests_get_clear_errors(site, key, body, status, words):
@@ -75,6 +76,7 @@ def test_bad_requests_get_clear_errors(site, key, body, status, words):
         body = {**body, "job_id": jobs[0]}
     r = post(http, keys.get(key, key), body)
     assert r.status_code == status and words in r.json()["error"], r.text
+    assert "file" not in r.json()["error"], r.text  # a JSON request has no file (issue 23)
 
 
 def test_body_size_limit(site):

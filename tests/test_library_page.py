@@ -96,3 +96,30 @@ def test_runs_compare_side_by_side(ctx, users, csv_path):
         L.compare(ctx, alice, [a])
     with pytest.raises(UserError, match="not one of your jobs"):
         L.compare(ctx, bob, [a, b])
+
+
+def test_deletes_are_asked_first_naming_the_runs_a_dataset_delete_affects(ctx, users, csv_path):
+    alice, bob = users
+    state = U.save_upload(ctx, alice, csv_path, "label", None, U.AUTO, None, 0.25, 0)
+    first, second = submit(ctx, alice, state), submit(ctx, alice, state)
+    with pytest.raises(UserError, match=f"used by job\\(s\\) #{first}, #{second}"):  # queued: not even asked
+        L.dataset_delete_question(ctx, alice, state["dataset_id"])
+    with pytest.raises(UserError, match="cancel it first"):
+        L.job_delete_question(ctx, alice, first)
+    for job in (first, second):
+        assert queue.cancel(ctx.db(), job, alice) == "cancelled"
+    question = L.dataset_delete_question(ctx, alice, state["dataset_id"])
+    assert f"2 runs used it: #{first}, #{second}" in question and "Run again with changes" in question
+    assert "reviews.csv" in question and count(ctx, "datasets") == 1  # asking deletes nothing
+    assert "Delete run" in L.job_delete_question(ctx, alice, first) and count(ctx, "jobs") == 2
+    with pytest.raises(UserError, match="not one of your datasets"):
+        L.dataset_delete_question(ctx, bob, state["dataset_id"])
+    L.delete_dataset(ctx, alice, state["dataset_id"])
+    with pytest.raises(UserError, match=f"job #{first}'s training data \\(dataset #{state['dataset_id']}\\) was "
+                                        "deleted, so Run again cannot fill it in: upload the file again"):
+        L.run_again(ctx, alice, first)
+    other = U.save_upload(ctx, alice, csv_path, "label", 2, U.AUTO, None, 0.25, 0)
+    assert other["dataset_id"] > state["dataset_id"]  # never the deleted one's id: its runs would name this file
+    with pytest.raises(UserError, match="was deleted"):
+        L.run_again(ctx, alice, first)
+    assert "No run used it" in L.dataset_delete_question(ctx, alice, other["dataset_id"])

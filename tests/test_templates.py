@@ -185,7 +185,8 @@ def test_validate_unmapped_labels_and_empty_inputs_with_row_numbers():
         validate(spec, RTE_COLUMNS, RTE_ROWS)
     message = str(info.value)
     assert ("label value(s) 'entailment', 'not_entailment' have no answer choice; the choices are 'yes', 'no' "
-            "(add a label_map from label values to choices)") in message
+            "(say which answer each label value means: a line such as “entailment = yes” under “Label value = "
+            "answer” on the template page, or label_map in a template file)") in message
     assert "the input renders to empty text in row 3" in message
 
 
@@ -197,8 +198,8 @@ def test_validate_too_few_choices_syntax_error_and_per_row_collisions():
     rows = [COPA_ROW, COPA_ROW | {"choice2": "He slipped. "}, COPA_ROW | {"choice1": ""}]
     with pytest.raises(UserError) as info:
         validate(COPA, list(COPA_ROW), rows)
-    assert "answer choices collide (two identical choices) in rows 2" in str(info.value)
-    assert "an answer choice renders to empty text in rows 3" in str(info.value)
+    assert "answer choices collide (two identical choices) in row 2" in str(info.value)
+    assert "an answer choice renders to empty text in row 3" in str(info.value)
 
 
 def test_validate_label_map_to_a_non_choice_and_warnings():

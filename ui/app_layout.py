@@ -53,12 +53,28 @@ def api_errors(fn):
     return wrapper
 
 
+class AppBlocks(gr.Blocks):
+    """The app's Blocks, without Gradio's per-tab heartbeat connection.
+
+    Gradio opens one long-lived heartbeat stream per browser tab whenever the app has a gr.State (to
+    mark the tab's state closed, deleted an hour later). Chromium allows 6 connections per host over
+    HTTP/1.1, and each tab also needs short-lived ones (the queue's event stream, its POSTs): with 5 tabs
+    open a sixth stayed on "Loading…" until another closed (issue 23). Without the heartbeat, a tab's
+    state is dropped by Gradio's state store when it is full (least recently used first) instead of an
+    hour after the tab closed; nothing of a user's lives only in it (data, jobs and results are stored)."""
+
+    def get_config_file(self):
+        config = super().get_config_file()
+        config["connect_heartbeat"] = False
+        return config
+
+
 def build_app(ctx: AppContext) -> gr.Blocks:
     hw = detect_hardware()
     # Gradio's cache (uploads, zips and CSVs handed to the browser) is <data>/gradio-cache, owner-only;
     # downloads are served only to their owner and swept after 10 minutes (ui.tempfiles); uploads are
     # purged hourly once they are a day old.
-    with gr.Blocks(title="ia3app — few-shot T-Few adapters", delete_cache=(3600, 86400)) as demo:
+    with AppBlocks(title="ia3app — few-shot T-Few adapters", delete_cache=(3600, 86400)) as demo:
         with gr.Row(equal_height=False):
             gr.Markdown("# ia3app · teach a language model your task from a few labelled examples\n"
                         "Upload a small CSV → pick how the model reads a row → train a tiny (IA)³ adapter with the "

@@ -33,6 +33,12 @@ FEW_HELD_OUT = 50
 """Below this many held-out rows the page suggests cross-validation (one accuracy on them is mostly noise)."""
 
 
+def shown(frame: pd.DataFrame | None, **more) -> dict:
+    """A table's update: hidden while it has nothing to show (Gradio draws an empty one with placeholder
+    headers "1 2 3", issue 23)."""
+    return gr.update(value=frame, visible=frame is not None, **more)
+
+
 _PARSED: "OrderedDict[tuple, data.Table]" = OrderedDict()
 _PARSED_LOCK = threading.Lock()
 PARSED_CACHE = 8
@@ -76,6 +82,7 @@ def label_report(table: "data.Table", label_column: str,
     unusable label column."""
     text_columns = [c for c in text_columns or [] if c in table.columns and c != label_column] or None
     warnings = list(data.check_labels(table, label_column, text_columns=text_columns))
+    data.check_text_columns(table, text_columns or [])
     counts = data.label_counts(table.rows, label_column)
     frame = pd.DataFrame({"label": list(counts), "rows": list(counts.values())})
     return frame, warnings
@@ -139,12 +146,15 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
     table = parse(path, ctx, "training file")
     if label_column not in table.columns:
         raise UserError(f"pick the label column; the file has: {', '.join(table.columns)}")
+    given = bool(text_columns)
     text_columns = [c for c in (text_columns or table.columns) if c != label_column]
     unknown = [c for c in text_columns if c not in table.columns]
     if unknown or not text_columns:
         raise UserError("tick at least one text column other than the label column; the file has: "
                         + ", ".join(table.columns))
     data.check_labels(table, label_column)
+    if given:  # a ticked column empty in every row: a warning alone let it be saved (issue 23)
+        data.check_text_columns(table, text_columns)
     rows = table.rows
     if sample_k:
         rows = data.sample_per_class(table.rows, label_column, int(sample_k), int(seed))
@@ -161,9 +171,11 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
         if not 0.05 <= float(fraction) <= 0.5:
             raise UserError("the held-out share must be between 5% and 50%")
         split = Holdout(float(fraction), int(seed))
-        split.split(rows, label_column)  # raises if it cannot split
+        held_out = len(split.split(rows, label_column)[1])  # raises if it cannot split
         holdout = split.to_dict()  # the session keeps it as JSON; build_job_config makes it a Holdout again
     cv_folds = None
+    if eval_mode != AUTO:
+        held_out = None
     if eval_mode == CV:
         cv_summary(rows, label_column, int(folds or 5))  # raises if there are too few rows
         cv_folds = int(folds or 5)
@@ -188,6 +200,7 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
         "dataset_id": dataset_id,
         "eval_dataset_id": eval_id,
         "holdout": holdout,
+        **({"held_out": held_out} if held_out is not None else {}),  # the rows the split holds out, as counted here
         **({"cv_folds": cv_folds} if cv_folds else {}),
         "columns": table.columns,
         "label_column": label_column,
@@ -230,10 +243,10 @@ def stored_values(page: "DataPage", ctx: AppContext, uid: int, session: dict, wh
     return {page.file: None,
             page.summary: f"**{html.escape(session['filename'])}**, stored: **{len(rows)} rows**, columns: "
                           f"{', '.join(f'`{c}`' for c in columns)} ({where}; upload a file to use other data)",
-            page.preview: gr.update(value=pd.DataFrame(rows[:8], columns=columns), column_widths=preview_widths(columns)),
+            page.preview: shown(pd.DataFrame(rows[:8], columns=columns), column_widths=preview_widths(columns)),
             page.label_column: gr.update(choices=columns, value=label),
             page.text_columns: gr.update(choices=[c for c in columns if c != label], value=session["text_columns"]),
-            page.counts: pd.DataFrame({"label": list(counts), "rows": list(counts.values())}),
+            page.counts: shown(pd.DataFrame({"label": list(counts), "rows": list(counts.values())})),
             page.checks: f"**The model will read:** {shape.description}.",
             page.eval_mode: mode, page.fraction: (holdout or {}).get("fraction", 0.25),
             page.seed: (holdout or {}).get("seed", 0), page.split_info: split,
@@ -299,13 +312,14 @@ def build_data_page(ctx: AppContext) -> DataPage:
             summary = gr.Markdown()
             label_column = gr.Dropdown(label="Which column holds the label?", choices=[], interactive=True)
             text_columns = gr.CheckboxGroup(label="Which column(s) hold the text the model reads?", choices=[])
-            counts = gr.Dataframe(label="Rows per label", interactive=False, max_height=200)
+            counts = gr.Dataframe(label="Rows per label", interactive=False, max_height=200, visible=False)
             checks = gr.Markdown()
             with gr.Row():
                 sample = gr.Checkbox(label="Use only some rows per label", value=False)
                 sample_k = gr.Number(label="rows per label", value=32, precision=0, minimum=2)
         with gr.Column(scale=2):
-            preview = gr.Dataframe(label="First rows of your file", interactive=False, wrap=True, max_height=320)
+            preview = gr.Dataframe(label="First rows of your file", interactive=False, wrap=True, max_height=320,
+                                   visible=False)
             gr.Markdown("#### How should the result be checked?")
             eval_mode = gr.Radio([AUTO, SEPARATE, CV, NONE], value=AUTO, label="Held-out rows measure accuracy "
                                  "(zero-shot vs in-context vs T-Few)")
@@ -333,21 +347,21 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
     template page can check its freshly filled editor after it."""
 
     def on_file(path, session):
-        closed = {page.label_column: gr.update(choices=[], value=None), page.counts: None, page.checks: "",
+        closed = {page.label_column: gr.update(choices=[], value=None), page.counts: shown(None), page.checks: "",
                   page.save: gr.update(interactive=False), page.message: "",
                   page.text_columns: gr.update(choices=[], value=[]), page.split_info: ""}
         if not path and (session or {}).get("stored_from"):
             return gr.skip()  # the box was emptied by "Run again": the page shows that job's stored data
         if not path:
-            return {**closed, page.summary: "", page.preview: None}
+            return {**closed, page.summary: "", page.preview: shown(None)}
         try:
             info = describe_file(path, ctx)
         except UserError as e:
-            return {**closed, page.summary: f"✗ **This file cannot be used:** {e}", page.preview: None}
+            return {**closed, page.summary: f"✗ **This file cannot be used:** {e}", page.preview: shown(None)}
         return {page.summary: info["summary"] + "\n" + warnings_md(info["warnings"]),
-                page.preview: gr.update(value=info["preview"], column_widths=preview_widths(info["columns"])),
+                page.preview: shown(info["preview"], column_widths=preview_widths(info["columns"])),
                 page.label_column: gr.update(choices=info["columns"], value=info["label_column"]),
-                page.counts: None, page.checks: "", page.save: gr.update(interactive=True), page.message: ""}
+                page.counts: shown(None), page.checks: "", page.save: gr.update(interactive=True), page.message: ""}
 
     def on_dataset(name, config, split):
         """A named dataset, read through `datasets` into a CSV that fills the file box: from there on it is
@@ -388,7 +402,8 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
         if not path:
             return gr.skip()  # as in on_label_text
         if not label_column:
-            return {page.counts: None, page.checks: "", page.split_info: "", page.save: gr.update(interactive=False)}
+            return {page.counts: shown(None), page.checks: "", page.split_info: "",
+                    page.save: gr.update(interactive=False)}
         try:
             table = parse(path, ctx)
             frame, warnings = label_report(table, label_column, text_columns)
@@ -396,9 +411,11 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
             split = (split_summary(rows, label_column, fraction, seed) if eval_mode == AUTO
                      else cv_summary(rows, label_column, folds) if eval_mode == CV else "")
         except UserError as e:
-            return {page.counts: None, page.checks: f"✗ **Label column `{label_column}`:** {e}", page.split_info: "",
+            return {page.counts: shown(None), page.checks: f"✗ **This data cannot be saved yet:** {e}",
+                    page.split_info: "",
                     page.save: gr.update(interactive=False)}
-        return {page.counts: frame, page.checks: shape_md(table, label_column, text_columns) + warnings_md(warnings),
+        return {page.counts: shown(frame),
+                page.checks: shape_md(table, label_column, text_columns) + warnings_md(warnings),
                 page.split_info: split, page.save: gr.update(interactive=True)}
 
     inputs = [page.file, page.label_column, page.eval_mode, page.fraction, page.seed, page.sample, page.sample_k,

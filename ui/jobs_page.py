@@ -91,7 +91,8 @@ def job_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     if job.status in ("failed", "cancelled") and job.error_message:
         head.append(f"**What happened:** {html.escape(job.error_message)}")
     if job.cancel_requested and job.status == "running":
-        head.append("Cancelling: the worker stops within a second or two.")
+        head.append("Cancelling: the worker stops before its next step (a phase without stop checks, such as "
+                    "loading the model, is interrupted within about 3 s).")
     stats = []
     if total:
         stats.append(f"step **{step} / {total}**")
@@ -131,16 +132,31 @@ def chart_value(frame: pd.DataFrame) -> pd.DataFrame | None:
     return frame if len(frame) else None
 
 
-def cancel_job(ctx: AppContext, uid: int, job_id: Any) -> str:
+CANCEL_WAIT_S = 5.0
+"""How long Cancel waits for a running job's worker to stop before answering (it polls the store): the
+page then shows "cancelled" at once instead of on a later timer tick."""
+
+
+def cancel_job(ctx: AppContext, uid: int, job_id: Any, wait_s: float = CANCEL_WAIT_S) -> str:
+    """Cancel one of the caller's jobs: a queued one at once; a running one is asked to stop, and this waits
+    up to `wait_s` for its worker to record it (the worker reads the flag every 0.2 s and stops before its
+    next training step)."""
     from jobs import queue
 
     try:
-        status = queue.cancel(ctx.db(), int(job_id), uid)
+        jid = int(job_id)
+        status = queue.cancel(ctx.db(), jid, uid)
     except (TypeError, ValueError):
         status = None
     if status is None:
         return "No such job among yours."
-    return {"cancelled": "Cancelled.", "running": "Asked the worker to stop; it does so within a second or two."}.get(
+    deadline = time.monotonic() + wait_s
+    while status == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        job = queue.get_job(ctx.db(), jid, uid)
+        status = job.status if job is not None else "deleted"
+    return {"cancelled": "Cancelled.", "running": "Asked the worker to stop; it has not yet (a step or a "
+            "phase without stop checks is finishing); the page shows it when it does."}.get(
         status, f"The job already {status}; nothing to cancel.")
 
 

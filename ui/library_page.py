@@ -37,8 +37,8 @@ def dataset_choices(ctx: AppContext, uid: int) -> list[tuple[str, int]]:
     return [(f"#{d.id} · {d.filename} · {d.row_count} rows", d.id) for d in repo.list_datasets(ctx.db(), uid)]
 
 
-def delete_dataset(ctx: AppContext, uid: int, dataset_id: Any) -> str:
-    """Delete one of the caller's datasets (row and files); refused while a queued or running job reads it."""
+def _deletable_dataset(ctx: AppContext, uid: int, dataset_id: Any):
+    """One of the caller's datasets that no queued or running job reads (UserError otherwise)."""
     from jobs import queue
     from storage import repo
 
@@ -46,14 +46,53 @@ def delete_dataset(ctx: AppContext, uid: int, dataset_id: Any) -> str:
         did = int(dataset_id)
     except (TypeError, ValueError):
         raise UserError("pick one of your datasets first") from None
-    if repo.get_dataset(ctx.db(), did, uid) is None:
+    dataset = repo.get_dataset(ctx.db(), did, uid)
+    if dataset is None:
         raise UserError(f"dataset #{did} is not one of your datasets")
     busy = queue.active_jobs_using(ctx.db(), uid, did)
     if busy:
         raise UserError(f"dataset #{did} is used by job(s) {', '.join(f'#{j}' for j in busy)} that are queued or "
                         "running; cancel them or wait until they finish, then delete it")
-    repo.delete_dataset(ctx.db(), ctx.files(), did, uid)
-    return f"✓ Deleted dataset #{did} (its stored file and rows)."
+    return dataset
+
+
+def dataset_delete_question(ctx: AppContext, uid: int, dataset_id: Any) -> str:
+    """What deleting a dataset would do, asked before it is done: the runs that used it keep their results
+    and adapters, but "Run again with changes" cannot refill their data any more."""
+    from jobs import queue
+
+    dataset = _deletable_dataset(ctx, uid, dataset_id)
+    runs = queue.jobs_using(ctx.db(), uid, dataset.id)
+    text = (f"**Delete dataset #{dataset.id}** ({html.escape(dataset.filename)}, {dataset.row_count} rows)? Its "
+            "stored file and rows are removed; this cannot be undone.")
+    if runs:
+        names = ", ".join(f"#{j}" for j in runs)
+        text += (f"\n\n⚠ **{len(runs)} run{'s' if len(runs) > 1 else ''} used it: {names}.** Their results, adapters "
+                 f"and predictions stay, but *Run again with changes* on {'them' if len(runs) > 1 else 'it'} will no "
+                 "longer fill in the data: you would upload the file again.")
+    else:
+        text += "\n\nNo run used it."
+    return text
+
+
+def delete_dataset(ctx: AppContext, uid: int, dataset_id: Any) -> str:
+    """Delete one of the caller's datasets (row and files); refused while a queued or running job reads it."""
+    from storage import repo
+
+    dataset = _deletable_dataset(ctx, uid, dataset_id)
+    repo.delete_dataset(ctx.db(), ctx.files(), dataset.id, uid)
+    return f"✓ Deleted dataset #{dataset.id} (its stored file and rows)."
+
+
+def job_delete_question(ctx: AppContext, uid: int, job_id: Any) -> str:
+    """What deleting a run would remove, asked before it is done (a queued or running one is refused)."""
+    from jobs import queue
+
+    (job,) = _owned_jobs(ctx, uid, [job_id])
+    if job.status not in queue.TERMINAL:
+        raise UserError(f"job #{job.id} is {job.status}; cancel it first (job page), then delete it")
+    return (f"**Delete run #{job.id}** ({job.status})? Its adapter, checkpoints, progress and results are removed, "
+            "and it can no longer answer predictions or be run again; this cannot be undone. Its dataset stays.")
 
 
 def delete_job(ctx: AppContext, uid: int, job_id: Any) -> str:
@@ -156,9 +195,11 @@ def run_again(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     if job.request is None:
         raise UserError(job.request_error or f"job #{job.id} cannot be read")
     ref, spec = job.request.data, job.request.spec
+    for did, what in ((ref.dataset_id, "training data"), (ref.eval_dataset_id, "held-out data")):
+        if did is not None and repo.get_dataset(ctx.db(), did, uid) is None:
+            raise UserError(f"job #{job.id}'s {what} (dataset #{did}) was deleted, so Run again cannot fill it in: "
+                            f"upload the file again on 1 · Data (the run used template “{spec.template.name}”)")
     dataset = repo.require_dataset(ctx.db(), ref.dataset_id, uid)
-    if ref.eval_dataset_id is not None:
-        repo.require_dataset(ctx.db(), ref.eval_dataset_id, uid)
     rows = repo.load_rows(ctx.db(), ctx.files(), dataset.id, uid)
     template = spec.template
     label = template.label_column or dataset.label_column
@@ -177,6 +218,24 @@ def run_again(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
 
 
 @dataclass
+class Confirm:
+    """A question asked before a delete: what it removes and what it affects, then Delete or Keep it."""
+    box: gr.Group
+    text: gr.Markdown
+    yes: gr.Button
+    keep: gr.Button
+
+
+def build_confirm(name: str) -> Confirm:
+    with gr.Group(visible=False, elem_id=f"library-confirm-{name}") as box:
+        text = gr.Markdown(elem_id=f"library-confirm-{name}-text")
+        with gr.Row():
+            yes = gr.Button("Delete", variant="stop", size="sm", elem_id=f"library-confirm-{name}-yes")
+            keep = gr.Button("Keep it", size="sm", elem_id=f"library-confirm-{name}-keep")
+    return Confirm(box, text, yes, keep)
+
+
+@dataclass
 class LibraryPage:
     datasets: gr.Dataframe
     dataset: gr.Dropdown
@@ -189,6 +248,8 @@ class LibraryPage:
     curves: gr.LinePlot
     message: gr.Markdown
     refresh: gr.Button
+    confirm_dataset: Confirm
+    confirm_job: Confirm
 
 
 def build_library_page() -> LibraryPage:
@@ -200,7 +261,8 @@ def build_library_page() -> LibraryPage:
     datasets = gr.Dataframe(interactive=False, wrap=True, max_height=240)
     with gr.Row():
         dataset = gr.Dropdown(label="Dataset", choices=[], value=None, scale=3)
-        delete_dataset_btn = gr.Button("Delete dataset", variant="stop", size="sm", scale=1)
+        delete_dataset_btn = gr.Button("Delete dataset…", variant="stop", size="sm", scale=1)
+    confirm_dataset = build_confirm("dataset")
     gr.Markdown("#### My runs")
     with gr.Row():
         runs = gr.Dropdown(label="Runs (pick one to run again or delete; two or more to compare)", choices=[],
@@ -208,11 +270,12 @@ def build_library_page() -> LibraryPage:
         with gr.Column(scale=1, min_width=200):
             compare_btn = gr.Button("Compare side by side", size="sm")
             again = gr.Button("Run again with changes →", size="sm", variant="primary")
-            delete_job_btn = gr.Button("Delete run", variant="stop", size="sm")
+            delete_job_btn = gr.Button("Delete run…", variant="stop", size="sm")
+    confirm_job = build_confirm("job")
     comparison = gr.Markdown()
     curves = gr.LinePlot(x="step", y="loss", color="run", title="Training loss of the compared runs", height=280)
     return LibraryPage(datasets, dataset, delete_dataset_btn, runs, compare_btn, again, delete_job_btn, comparison,
-                       curves, message, refresh)
+                       curves, message, refresh, confirm_dataset, confirm_job)
 
 
 def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, fill_from_job: Fill) -> None:
@@ -243,15 +306,36 @@ def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, fill_f
 
         return handler
 
-    page.delete_dataset.click(acting(delete_dataset), page.dataset, [page.message, *lists], api_visibility="private")
-
     def one(job_ids):
         if not job_ids or len(job_ids) != 1:
             raise UserError("pick exactly one run for this")
         return job_ids[0]
 
-    page.delete_job.click(acting(lambda c, u, ids: delete_job(c, u, one(ids))), page.runs, [page.message, *lists],
-                          api_visibility="private")
+    def ask_first(button: gr.Button, picked: gr.Dropdown, confirm: Confirm, question, delete, what: str) -> None:
+        """`button` asks `question` (or says why it cannot be deleted); Delete does `delete` on the value it
+        was asked about (checked again then), Keep it closes the question."""
+        asked = gr.State(None)
+
+        def closed() -> dict:
+            return {confirm.box: gr.update(visible=False), asked: None}
+
+        def on_ask(value, request: gr.Request):
+            try:
+                text = question(ctx, ctx.user_id(request), value)
+            except UserError as e:
+                return {page.message: f"✗ {e}", **closed()}
+            return {page.message: "", confirm.box: gr.update(visible=True), confirm.text: text, asked: value}
+
+        button.click(on_ask, picked, [page.message, confirm.box, confirm.text, asked], api_visibility="private")
+        confirm.yes.click(acting(delete), asked, [page.message, *lists], api_visibility="private").then(
+            closed, None, [confirm.box, asked], api_visibility="private")
+        confirm.keep.click(lambda: {page.message: f"Nothing deleted: the {what} is kept.", **closed()}, None,
+                           [page.message, confirm.box, asked], api_visibility="private")
+
+    ask_first(page.delete_dataset, page.dataset, page.confirm_dataset, dataset_delete_question, delete_dataset,
+              "dataset")
+    ask_first(page.delete_job, page.runs, page.confirm_job, lambda c, u, ids: job_delete_question(c, u, one(ids)),
+              lambda c, u, ids: delete_job(c, u, one(ids)), "run")
 
     def on_compare(job_ids, request: gr.Request):
         try:

@@ -29,6 +29,10 @@ METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "
 METHODS_EXPLAINED = ("**zero-shot**: the base model with no training · **in-context**: the training rows pasted into "
                      "every prompt as examples · **T-Few**: the model with your trained (IA)³ adapter merged in.")
 MAX_FIELDS = 6
+METRIC_WIDTHS = ["25%", "10%", "15%", "10%", "15%", "11%", "14%"]
+"""metrics_frame's columns: sized by their content, a narrow column broke its header inside a word ("accura cy")."""
+NO_JOB = ("Results appear here when a job has finished: pick it on *4 · Progress & jobs* and press "
+          "*See results →*.")
 ZIP_MEMBERS = ("adapter.safetensors", "ia3_config.json", "README.md")
 
 
@@ -98,7 +102,9 @@ def metrics_frame(result: JobResult) -> pd.DataFrame:
     rows = []
     for key, m in methods.items():
         rows.append({
-            "method": METHOD_NAMES.get(key, key) + (f" ({shots_note(m)})" if key == "in-context" and shots_note(m) else ""),
+            # the count only: the whole note did not fit the column (it is under the header, results_view)
+            "method": METHOD_NAMES.get(key, key) + (f" ({m['shots']:g} shots)" if key == "in-context" and shots_note(m)
+                                                    else ""),
             "accuracy": f"{m['accuracy']:.1%}",
             "accuracy 95 % CI": _ci_cell(m, "accuracy"),
             "macro-F1": f"{m['macro_f1']:.3f}",
@@ -246,16 +252,21 @@ def confusion_figure(result: JobResult):
     return P.confusion_figure(result, label_display(result, [str(lb) for lb in first["labels"]]))
 
 
+def column_use(source: str, column: str):
+    """Where a template source names a column (a match), or None."""
+    import re
+
+    return re.search(rf"(?<![\w.]){re.escape(column)}(?!\w)", source)
+
+
 def template_columns(result: JobResult) -> list[str]:
     """The template's columns in the order the template reads them (premise before hypothesis), so the
     "Try it" boxes follow the prompt a person wrote, not the alphabet."""
-    import re
-
     spec = result.template
     text = "\n".join(spec.sources().values())
 
     def first_use(column: str) -> tuple[int, str]:
-        found = re.search(rf"(?<![\w.]){re.escape(column)}(?!\w)", text)
+        found = column_use(text, column)
         return (found.start() if found else len(text), column)
 
     return sorted(spec.columns_used(), key=first_use)
@@ -290,6 +301,16 @@ def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> 
     return {str(k): float(v) for k, v in out.probabilities.items()}
 
 
+def check_options_typed(template: Any, row: dict[str, str]) -> None:
+    """A typed example's per-row answers must be typed too: UserError naming the empty boxes (the template's
+    check said "an answer choice renders to empty text in rows 1", of a box that has no rows, issue 23)."""
+    answers = "\n".join(template.choice_templates or [])
+    options = [c for c, v in row.items() if not v.strip() and column_use(answers, c)]
+    if options:
+        they = "they hold answers" if len(options) > 1 else "it holds an answer"
+        raise UserError(f"type something in {', '.join(options)} too: {they} for the model to choose from")
+
+
 def predict_row(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]):
     """The serving engine's Prediction for one row: label (as the data writes it), choice, probabilities."""
     job, folder = owned_adapter_dir(ctx, uid, job_id)
@@ -297,6 +318,7 @@ def predict_row(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]):
     clean = {c: str(row.get(c) or "") for c in columns}
     if not any(v.strip() for v in clean.values()):
         raise UserError(f"type something in {', '.join(columns)} first")
+    check_options_typed(job.result.template, clean)
     label_column = job.result.template.label_column
     clean.setdefault(label_column, "")
     return ctx.engine().predict(folder, [clean])[0]
@@ -315,6 +337,8 @@ def predict_batch(ctx: AppContext, uid: int, job_id: Any, csv_path: str | None) 
 
 @dataclass
 class ResultsPage:
+    body: gr.Column
+    """Everything below the header: shown only while one of the user's finished jobs is open."""
     header: gr.Markdown
     metrics: gr.Dataframe
     confusion: gr.Plot
@@ -344,58 +368,61 @@ class ResultsPage:
 
 
 def build_results_page() -> ResultsPage:
-    header = gr.Markdown("Results appear here when a job has finished. Open one from the job page.")
-    with gr.Row():
-        with gr.Column(scale=3):
-            gr.Markdown("#### Accuracy on the held-out rows")
-            metrics = gr.Dataframe(interactive=False, wrap=True, elem_id="results-metrics")
-            gr.Markdown(METHODS_EXPLAINED)
-        with gr.Column(scale=2):
-            gr.Markdown("#### How small is the adapter?")
-            params = gr.Markdown()
-    gr.Markdown("#### How sure is this? (95 % intervals, paired differences)")
-    with gr.Row():
-        intervals = gr.Plot(show_label=False, elem_id="results-intervals")
-    sureness = gr.Markdown(elem_id="results-sureness")
-    folds = gr.Plot(show_label=False, visible=False, elem_id="results-folds")
-    gr.Markdown("#### Confidence you can use: calibration and an abstain threshold")
-    calibration = gr.Markdown(elem_id="results-calibration")
-    with gr.Row():
-        reliability = gr.Plot(show_label=False, elem_id="results-reliability")
-        coverage = gr.Plot(show_label=False, elem_id="results-coverage")
-    with gr.Row():
-        threshold = gr.Slider(0, 0.99, value=0, step=0.01, scale=3, elem_id="results-threshold",
-                              label="Answer only when the top probability is at least (0: always answer)")
-        save_threshold = gr.Button("Save threshold with the adapter", scale=1, elem_id="results-save-threshold")
-    coverage_text = gr.Markdown(elem_id="results-coverage-text")
-    threshold_message = gr.Markdown(elem_id="results-threshold-message")
-    gr.Markdown("#### Confusion matrices (rows: true label, columns: predicted label)")
-    confusion = gr.Plot(show_label=False)
-    per_class = gr.Dataframe(label="Per-class scores (T-Few)", interactive=False)
-    loss = gr.Plot(show_label=False, elem_id="results-loss")
-    gr.Markdown("#### Speed against in-context learning")
-    with gr.Row():
-        speed = gr.Markdown()
-        speed_chart = gr.BarPlot(x="method", y="latency (ms)", title="Latency per prediction (ms)", height=240)
-    gr.Markdown("#### Try it: type an example")
-    with gr.Row():
-        with gr.Column(scale=3):
-            fields = [gr.Textbox(visible=False, lines=2) for _ in range(MAX_FIELDS)]
-            predict = gr.Button("Predict", variant="primary")
-        with gr.Column(scale=2):
-            prediction = gr.Label(label="Predicted answer and probabilities", num_top_classes=10,
-                                  elem_id="results-prediction")
-            prediction_note = gr.Markdown(elem_id="results-prediction-note")
-    gr.Markdown("#### Predict a whole CSV, or take the adapter with you")
-    with gr.Row():
-        batch_file = gr.File(label="CSV with the same text columns", file_types=[".csv", ".tsv", ".txt"],
-                             type="filepath", height=110)
-        batch_out = gr.File(label="Your CSV with predicted labels and probabilities", interactive=False, height=110)
-        download = gr.DownloadButton("⬇ Download adapter (.zip: safetensors, PEFT folder, model card)")
-    message = gr.Markdown()
-    return ResultsPage(header, metrics, confusion, per_class, params, speed, speed_chart, fields, predict, prediction,
-                       batch_file, batch_out, download, message, intervals, sureness, calibration, reliability,
-                       coverage, threshold, coverage_text, save_threshold, threshold_message, folds, loss,
+    header = gr.Markdown(NO_JOB, elem_id="results-header")
+    # Hidden until a finished job is open: empty, the tables showed "1 2 3" placeholder headers and the
+    # Predict and Download buttons looked live with nothing behind them (issue 23).
+    with gr.Column(visible=False, elem_id="results-body") as body:
+        gr.Markdown("#### Accuracy on the held-out rows")  # the full width: beside the adapter's size it was clipped
+        metrics = gr.Dataframe(interactive=False, wrap=True, elem_id="results-metrics", column_widths=METRIC_WIDTHS)
+        with gr.Row():
+            with gr.Column(scale=3):
+                gr.Markdown(METHODS_EXPLAINED)
+            with gr.Column(scale=2):
+                gr.Markdown("#### How small is the adapter?")
+                params = gr.Markdown()
+        gr.Markdown("#### How sure is this? (95 % intervals, paired differences)")
+        with gr.Row():
+            intervals = gr.Plot(show_label=False, elem_id="results-intervals")
+        sureness = gr.Markdown(elem_id="results-sureness")
+        folds = gr.Plot(show_label=False, visible=False, elem_id="results-folds")
+        gr.Markdown("#### Confidence you can use: calibration and an abstain threshold")
+        calibration = gr.Markdown(elem_id="results-calibration")
+        with gr.Row():
+            reliability = gr.Plot(show_label=False, elem_id="results-reliability")
+            coverage = gr.Plot(show_label=False, elem_id="results-coverage")
+        with gr.Row():
+            threshold = gr.Slider(0, 0.99, value=0, step=0.01, scale=3, elem_id="results-threshold",
+                                  label="Answer only when the top probability is at least (0: always answer)")
+            save_threshold = gr.Button("Save threshold with the adapter", scale=1, elem_id="results-save-threshold")
+        coverage_text = gr.Markdown(elem_id="results-coverage-text")
+        threshold_message = gr.Markdown(elem_id="results-threshold-message")
+        gr.Markdown("#### Confusion matrices (rows: true label, columns: predicted label)")
+        confusion = gr.Plot(show_label=False)
+        per_class = gr.Dataframe(label="Per-class scores (T-Few)", interactive=False)
+        loss = gr.Plot(show_label=False, elem_id="results-loss")
+        gr.Markdown("#### Speed against in-context learning")
+        with gr.Row():
+            speed = gr.Markdown()
+            speed_chart = gr.BarPlot(x="method", y="latency (ms)", title="Latency per prediction (ms)", height=240)
+        gr.Markdown("#### Try it: type an example")
+        with gr.Row():
+            with gr.Column(scale=3):
+                fields = [gr.Textbox(visible=False, lines=2) for _ in range(MAX_FIELDS)]
+                predict = gr.Button("Predict", variant="primary")
+            with gr.Column(scale=2):
+                prediction = gr.Label(label="Predicted answer and probabilities", num_top_classes=10,
+                                      elem_id="results-prediction")
+                prediction_note = gr.Markdown(elem_id="results-prediction-note")
+        gr.Markdown("#### Predict a whole CSV, or take the adapter with you")
+        with gr.Row():
+            batch_file = gr.File(label="CSV with the same text columns", file_types=[".csv", ".tsv", ".txt"],
+                                 type="filepath", height=110)
+            batch_out = gr.File(label="Your CSV with predicted labels and probabilities", interactive=False, height=110)
+            download = gr.DownloadButton("⬇ Download adapter (.zip: safetensors, PEFT folder, model card)")
+        message = gr.Markdown()
+    return ResultsPage(body, header, metrics, confusion, per_class, params, speed, speed_chart, fields, predict,
+                       prediction, batch_file, batch_out, download, message, intervals, sureness, calibration,
+                       reliability, coverage, threshold, coverage_text, save_threshold, threshold_message, folds, loss,
                        prediction_note)
 
 
@@ -419,6 +446,8 @@ def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     if "tiny-t0" in str(result.model):
         head += ("\n\n**Note:** the tiny demo model has random weights, so accuracy near chance is expected; "
                  "train a real model (e.g. the bundled SmolLM2-135M-Instruct) for meaningful numbers.")
+    if shots_note(result.methods.get("in-context") or {}):
+        head += f"\n\nIn-context prompts held {shots_note(result.methods['in-context'])}."
     if result.warnings:
         head += "\n" + "".join(f"\n- ⚠ {w}" for w in result.warnings)
     evaluation = result.evaluation or {}
@@ -436,10 +465,10 @@ def results_view(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
 
 def filled_by_open(page: ResultsPage) -> list:
     """The components open_results fills (besides the shared job state and tabs)."""
-    return [page.header, page.metrics, page.confusion, page.per_class, page.params, page.speed, page.speed_chart,
-            page.download, *page.fields, page.intervals, page.sureness, page.calibration, page.reliability,
-            page.coverage, page.threshold, page.coverage_text, page.threshold_message, page.folds, page.loss,
-            page.prediction_note]
+    return [page.body, page.header, page.metrics, page.confusion, page.per_class, page.params, page.speed,
+            page.speed_chart, page.download, *page.fields, page.intervals, page.sureness, page.calibration,
+            page.reliability, page.coverage, page.threshold, page.coverage_text, page.threshold_message, page.folds,
+            page.loss, page.prediction_note]
 
 
 def open_results(page: ResultsPage, ctx: AppContext, request: Any, job_id: Any, shared: Shared) -> dict:
@@ -450,11 +479,13 @@ def open_results(page: ResultsPage, ctx: AppContext, request: Any, job_id: Any, 
         view = results_view(ctx, uid, job_id)
         zip_path = build_zip(ctx, uid, job_id)
     except UserError as e:
-        return {**opened, page.header: f"✗ {e}", **{f: gr.update(visible=False) for f in page.fields}}
+        return {**opened, page.header: f"✗ {e}", page.body: gr.update(visible=False),
+                **{f: gr.update(visible=False) for f in page.fields}}
     cols = view["columns"]
     fields = {f: gr.update(visible=i < len(cols), label=cols[i] if i < len(cols) else "", value="")
               for i, f in enumerate(page.fields)}
-    return {**opened, page.header: view["header"], page.metrics: view["metrics"], page.confusion: view["confusion"],
+    return {**opened, page.body: gr.update(visible=True), page.header: view["header"], page.metrics: view["metrics"],
+            page.confusion: view["confusion"],
             page.per_class: view["per_class"], page.params: view["params"], page.speed: view["speed"],
             page.speed_chart: view["speed_chart"], page.download: zip_path, **fields,
             page.intervals: view["intervals"], page.sureness: view["sureness"], page.calibration: view["calibration"],

@@ -57,6 +57,18 @@ def spec_from_fields(name: str, input_text: str, mode: str, choices_text: str, l
                         choices=lines(choices_text), label_map=label_map, chat=bool(chat))
 
 
+def held_out_words(session: dict) -> str:
+    """The automatic split as the data page counted it ('8 held out'), not only its share: with 2 rows a
+    25 % share holds out none, and the pages disagreed ('0 held out' and '25 % held out', issue 23)."""
+    count = session.get("held_out")
+    share = f"{session['holdout']['fraction']:.0%} share"
+    if count is None:
+        return f"{share} of the rows held out"
+    if count == 0:
+        return f"0 held out: too few rows per label for the {share}, so nothing is measured"
+    return f"{count} held out ({share})"
+
+
 def fields_from_spec(spec: TemplateSpec) -> tuple[str, str, str, str, str]:
     """TemplateSpec → (input, mode, choices, label map, choice templates) for the editor."""
     if spec.per_row:
@@ -299,8 +311,7 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
             return gr.skip()
         more = f" + {len(extra)} more for training ({', '.join(t['name'] for t in extra)})" if extra else ""
         held = ("a separate held-out file" if session.get("eval_dataset_id") else
-                f"{session['holdout']['fraction']:.0%} of the rows held out" if session.get("holdout") else
-                "no evaluation")
+                held_out_words(session) if session.get("holdout") else "no evaluation")
         return {shared.tabs: gr.Tabs(selected="train"),
                 train_summary: f"Data: **{session['filename']}** ({session['rows']} rows; {held}) · "
                                f"template **{spec['name']}**{more}"}

@@ -39,7 +39,7 @@ HELP = {
     "eval_batch_size": "Evaluation batch size",
 }
 RECIPE_FIELDS = [f.name for f in fields(RecipeConfig)]
-OPTIONAL_INT = {"warmup_steps"}  # empty means "not set" (None), not an error
+OPTIONAL_INT = {"warmup_steps": "6 % of the steps"}  # empty means "not set" (None), not an error; the placeholder
 
 
 def recipe_from_values(values: list[Any]) -> RecipeConfig:
@@ -49,7 +49,7 @@ def recipe_from_values(values: list[Any]) -> RecipeConfig:
     for name, value in zip(RECIPE_FIELDS, values):
         default = getattr(defaults, name)
         if name in OPTIONAL_INT:
-            if value is None or value == "":
+            if value is None or str(value).strip() == "":
                 kwargs[name] = None
                 continue
             default = 0  # a whole number when given
@@ -58,9 +58,13 @@ def recipe_from_values(values: list[Any]) -> RecipeConfig:
         if isinstance(default, bool):
             kwargs[name] = bool(value)
         elif isinstance(default, int):
-            if float(value) != int(float(value)):
+            try:
+                number = float(str(value).strip())
+            except ValueError:
+                number = None
+            if number is None or number != int(number):
                 raise UserError(f"{HELP.get(name, name)} must be a whole number (got {value})")
-            kwargs[name] = int(float(value))
+            kwargs[name] = int(number)
         elif isinstance(default, float):
             kwargs[name] = float(value)
         else:
@@ -204,6 +208,10 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
     holdout = session.get("holdout")
     data = DataRef(int(session["dataset_id"]), session.get("eval_dataset_id"),
                    Holdout.from_dict(holdout) if holdout else None)
+    if (data.has_eval or session.get("cv_folds")) and not any(m in METHODS for m in eval_methods or []):
+        raise UserError("tick at least one method under “Compare on the held-out rows” (T-Few at least): with none "
+                        "ticked, rows would be held out of training and measured by nothing. To train on every row, "
+                        "choose “No evaluation (train on every row)” on 1 · Data")
     main = TemplateSpec.from_dict(template)
     spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir, ctx.allowed_model_dirs()), template=main,
                    train_templates=[TemplateSpec.from_dict(t) for t in train_templates or []
@@ -264,30 +272,36 @@ def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
         with gr.Column(scale=2):
             info = gr.Markdown()
     defaults = RecipeConfig()
-    recipe: list = []
+    made = {}
+    switches = [n for n in RECIPE_FIELDS if isinstance(getattr(defaults, n), bool)]
     with gr.Accordion("Advanced: T-Few recipe settings (prefilled with the paper's defaults)", open=False):
         with gr.Row(equal_height=True):
-            for i, name in enumerate(RECIPE_FIELDS):
+            for name in RECIPE_FIELDS:
                 default = getattr(defaults, name)
                 if name == "steps":  # beside Start (below), with what it costs in time
-                    recipe.append(None)
                     continue
                 label = HELP.get(name, name)
-                if isinstance(default, bool):
-                    comp = gr.Checkbox(label=label, value=default, min_width=160)
+                if name in switches:
+                    continue
                 elif name in CHOICES:
-                    comp = gr.Dropdown(list(CHOICES[name]), value=default, label=label, min_width=160)
-                elif isinstance(default, int) or name in OPTIONAL_INT:
-                    comp = gr.Number(label=label, value=default, precision=0, minimum=0, min_width=160)
+                    made[name] = gr.Dropdown(list(CHOICES[name]), value=default, label=label, min_width=160)
+                elif name in OPTIONAL_INT:  # a Number box shows 0 when empty: a text box shows empty as empty
+                    made[name] = gr.Textbox(label=label, value="", placeholder=OPTIONAL_INT[name], min_width=160,
+                                            elem_id=f"recipe-{name}")
+                elif isinstance(default, int):
+                    made[name] = gr.Number(label=label, value=default, precision=0, minimum=0, min_width=160)
                 else:
-                    comp = gr.Number(label=label, value=default, minimum=0, min_width=160)
-                recipe.append(comp)
+                    made[name] = gr.Number(label=label, value=default, minimum=0, min_width=160)
+        with gr.Row():  # in their own row: squeezed among the number boxes, their words were cut off
+            for name in switches:
+                made[name] = gr.Checkbox(label=HELP.get(name, name), value=getattr(defaults, name),
+                                         elem_id=f"recipe-{name}")
     with gr.Row(equal_height=True, elem_id="ia3-start-row"):
-        steps = gr.Number(label=HELP["steps"], value=defaults.steps, precision=0, minimum=1, min_width=160, scale=1,
-                          elem_id="ia3-steps")
+        made["steps"] = steps = gr.Number(label=HELP["steps"], value=defaults.steps, precision=0, minimum=1,
+                                          min_width=160, scale=1, elem_id="ia3-steps")
         start = gr.Button("Start training", variant="primary", scale=1, min_width=160)
         estimate = gr.Markdown(elem_id="ia3-estimate")
-    recipe[RECIPE_FIELDS.index("steps")] = steps
+    recipe = [made[name] for name in RECIPE_FIELDS]
     message = gr.Markdown()
     model.change(lambda k: (gr.update(visible=k == M.LOCAL), gr.update(visible=k == TFEW_MODEL)), model,
                  [local_path, tfew_row], api_visibility="private")
@@ -300,6 +314,8 @@ def prefilled(page: TrainPage, prior: dict, session: dict, spec: TemplateSpec, e
     key = prior["model"] if prior["model"] in M.BY_KEY else M.LOCAL
     defaults = RecipeConfig().to_dict()
     recipe = {comp: prior["recipe"].get(name, defaults.get(name)) for comp, name in zip(page.recipe, RECIPE_FIELDS)}
+    recipe.update({comp: "" for comp, name in zip(page.recipe, RECIPE_FIELDS)
+                   if name in OPTIONAL_INT and recipe[comp] is None})  # a text box: empty, not "None"
     return {page.model: key, page.local_path: prior["model_path"] if key == M.LOCAL else "",
             page.eval_methods: prior["eval_methods"] or METHODS,
             page.summary: f"Data: **{session['filename']}** ({session['rows']} rows) · template "

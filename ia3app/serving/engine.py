@@ -107,7 +107,7 @@ def render_rows(info: AdapterInfo, rows: Any) -> list[Example]:
         return []
     spec = info.template
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    validate(spec, columns, list(rows), require_labels=False)
+    validate(spec, columns, list(rows), require_labels=False, source="rows sent")  # an API call has no file
     return render_all(spec, [{k: v for k, v in r.items() if k != spec.label_column} for r in rows])
 
 

@@ -68,7 +68,8 @@ def _label_map(kind: str, label_values: Iterable[str] | None, choices: list[str]
     if not mapping:
         raise UserError(
             f"label values {', '.join(repr(str(v)) for v in label_values or [])} do not read as "
-            f"{' / '.join(choices)}; write a label_map from label values to choices"
+            f"{' / '.join(choices)}; say which answer each label value means (a line such as “value = "
+            f"{choices[0]}” under “Label value = answer” on the template page, or label_map in a template file)"
         )
     return mapping
 

@@ -296,12 +296,13 @@ def _duplicates(texts: list[str]) -> list[str]:
 
 def validate(
     spec: TemplateSpec, columns: list[str], rows: list[dict[str, Any]], *, require_labels: bool = True,
-    inputs: list[str] | None = None,
+    inputs: list[str] | None = None, source: str = "file",
 ) -> list[str]:
     """Check a template against a file's columns and rows. Returns warnings; raises ONE UserError listing
     every problem (missing columns, unmapped labels, empty inputs, colliding or too few choices, syntax).
     require_labels=False is for unlabelled data (predictions): the label column is neither needed nor checked.
-    inputs: the columns the person marked as text the model reads; one the template leaves out is warned of."""
+    inputs: the columns the person marked as text the model reads; one the template leaves out is warned of.
+    source: what the rows came in, as the messages name it ("file"; "rows sent" for predictions, where no file is)."""
     problems: list[str] = []
     warnings: list[str] = []
     try:
@@ -309,10 +310,11 @@ def validate(
     except UserError as e:
         raise UserError(f"template '{spec.name}': {e}") from None
     listing = ", ".join(columns) if columns else "(no columns)"
+    has = f"the {source} {'has' if source == 'file' else 'have'}"
     for col in sorted(used - set(columns)):
-        problems.append(f"column '{col}' used by the template is not in the file; the file has: {listing}")
+        problems.append(f"column '{col}' used by the template is not in the {source}; {has}: {listing}")
     if require_labels and spec.label_column not in columns:
-        problems.append(f"label column '{spec.label_column}' is not in the file; the file has: {listing}")
+        problems.append(f"label column '{spec.label_column}' is not in the {source}; {has}: {listing}")
     if not spec.per_row:
         choices = spec.choices or []
         if len(choices) < 2:
@@ -369,7 +371,9 @@ def validate(
     for message, numbers in failed.items():
         problems.append(f"{message} (row{'s' if len(numbers) > 1 else ''} {_rows_text(numbers)})")
     if unmapped:
-        hint = " (add a label_map from label values to choices)" if spec.label_map is None else " (add them to label_map)"
+        hint = (f" (say which answer each label value means: a line such as “{sorted(unmapped)[0]} = "
+                f"{(spec.choices or ['answer'])[0]}” under “Label value = answer” on the template page, or "
+                "label_map in a template file)")
         problems.append(
             f"label value(s) {_quoted(sorted(unmapped)[:MAX_LISTED])} have no answer choice; "
             f"the choices are {_quoted(spec.choices or [])}{hint}"
@@ -377,9 +381,11 @@ def validate(
     if empty:
         problems.append(f"the input renders to empty text in row{'s' if len(empty) > 1 else ''} {_rows_text(empty)}")
     if empty_choice:
-        problems.append(f"an answer choice renders to empty text in rows {_rows_text(empty_choice)}")
+        problems.append(f"an answer choice renders to empty text in row{'s' if len(empty_choice) > 1 else ''} "
+                        f"{_rows_text(empty_choice)}")
     if collide:
-        problems.append(f"answer choices collide (two identical choices) in rows {_rows_text(collide)}")
+        problems.append(f"answer choices collide (two identical choices) in row{'s' if len(collide) > 1 else ''} "
+                        f"{_rows_text(collide)}")
     if problems:
         raise UserError(f"template '{spec.name}' does not fit this data: " + "; ".join(problems))
     unused = [c for c in inputs or [] if c in columns and c != spec.label_column and c not in used]
