@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import sqlite3
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -72,19 +71,6 @@ class JobInterrupted(BaseException):
     """Raised asynchronously in the job's thread when it did not stop by itself in time (cancel,
     shutdown, lost lease) or went too long without a progress event. A BaseException so that no
     `except Exception` in the recipe or a library swallows it; the worker catches it."""
-
-
-def importing(thread_id: int) -> bool:
-    """Whether the thread is executing an import (a frame of importlib's bootstrap is on its stack). An
-    exception raised asynchronously there leaves the module half-initialised: `import torch` interrupted by
-    a cancel during a worker's first job left torch's operator registry half-filled, and every later job
-    of that worker crashed ('Trying to override a python impl ... aten::broadcast_tensors', issue 23)."""
-    frame = sys._current_frames().get(thread_id)
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            return True
-        frame = frame.f_back
-    return False
 
 
 class Heartbeat(threading.Thread):
@@ -165,17 +151,11 @@ class Heartbeat(threading.Thread):
             with self._lock:
                 if self._target is None:
                     return
-        while not self._halt.is_set():
-            with self._lock:
-                if self._target is None:
-                    return
-                if not importing(target):
-                    STOP_REQUESTS.pop(target, None)
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target),
-                                                               ctypes.py_object(JobInterrupted))
-                    self._target = None
-                    return
-            time.sleep(0.05)  # raised inside an import, it left torch half-registered for every later job
+        with self._lock:
+            if self._target is not None:
+                STOP_REQUESTS.pop(target, None)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(JobInterrupted))
+                self._target = None
 
     def run(self) -> None:
         db = open_db(self.db_path)
