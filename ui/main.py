@@ -100,12 +100,17 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
     from ui.auth import LoginRateLimit, session_user_id, trust_proxies
 
     from ui.faults import name_storage_faults
-    from ui.tempfiles import GRADIO_CACHE, DownloadGuard, use_data_dir
+    from ui.tempfiles import DOWNLOADS, GRADIO_CACHE, DownloadGuard, use_data_dir
 
     # a thread rendering or tokenizing a request's rows hands the interpreter back to the event loop every
     # 1 ms (Python's default is 5 ms): other users' page loads wait less behind one heavy request
     sys.setswitchinterval(0.001)
     use_data_dir(ctx.data_dir)  # Gradio's cache (uploads, copies of downloads) owner-only, in the data dir
+    # transformers' lazy module is not safe to import from two threads at once: the estimate (tokenizing the
+    # user's rows) and the tiny model's builder, each in a Gradio worker thread, raced into "cannot import
+    # name 'BartConfig' from 'transformers'". Import what the pages use once, here, before any thread runs.
+    import ia3app.backbones.tiny  # noqa: F401  (transformers' model classes)
+    from transformers import AutoConfig, AutoTokenizer  # noqa: F401
     demo = build_app(ctx)
     name_storage_faults(demo, ctx.data_dir)  # a database or disk fault says so, in words
     demo.queue(default_concurrency_limit=4)
@@ -123,7 +128,9 @@ def launch(ctx: AppContext, *, host: str = "127.0.0.1", port: int | None = None,
         auth_message="Sign in with the account your administrator created (python -m storage.users add NAME).",
         max_file_size=ctx.max_upload_bytes * 2,  # the CSV checker states the exact limit; this stops abuse early
         # stored data leaves only through handlers that check the owner; DownloadGuard blocks the rest too
-        blocked_paths=[str(p) for p in ctx.data_dir.iterdir() if p.name != GRADIO_CACHE],
+        # (not the downloads folder: Gradio copies a download from there into its cache, which DownloadGuard
+        # serves only to the download's owner; blocking it refused every adapter zip and prediction CSV)
+        blocked_paths=[str(p) for p in ctx.data_dir.iterdir() if p.name not in (GRADIO_CACHE, DOWNLOADS)],
         prevent_thread_lock=True,  # the API routes go in before anyone is told the address
         quiet=quiet,
         theme=THEME,
