@@ -103,7 +103,7 @@ def start_tiny_training(page, steps: int, batch: int = 4) -> None:
     model = page.get_by_label("Model", exact=True)
     model.click()
     page.get_by_role("option", name=re.compile("Tiny demo model")).click()
-    page.get_by_text("random weights").first.wait_for(timeout=30_000)
+    page.get_by_text("random weights").first.wait_for(timeout=120_000)  # the model notes; slow on a loaded machine
     page.get_by_text("Advanced: T-Few recipe settings").click()
     for label, value in (("Optimizer steps (T-Few: 1000)", steps), ("Examples per step (T-Few: 8)", batch),
                          ("Warm-up steps (empty: use the fraction)", 0), ("Checkpoint every N steps (0: never)", 0)):

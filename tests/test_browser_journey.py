@@ -133,7 +133,7 @@ def to_train_with_tiny(page) -> None:
     model = page.get_by_label("Model", exact=True)
     model.click()
     page.get_by_role("option", name=re.compile("Tiny demo model")).click()
-    page.get_by_text("random weights").first.wait_for(timeout=30_000)
+    page.get_by_text("random weights").first.wait_for(timeout=120_000)  # the model notes; slow on a loaded machine
 
 
 def set_steps(page, steps: int, batch: int = 2) -> None:

@@ -58,8 +58,8 @@ def test_seven_tabs_of_the_app_all_load_and_answer(app, browser):
     pages = []
     for _ in range(7):
         page = context.new_page()
-        page.goto(url)
-        page.get_by_text("Single-user mode").wait_for(timeout=60_000)
+        page.goto(url, timeout=180_000)  # seven heavy pages on a busy machine
+        page.get_by_text("Single-user mode").wait_for(timeout=180_000)
         pages.append(page)
     for n in (6, 0):  # the last tab opened, and the first, still answer events
         page = pages[n]
