@@ -180,13 +180,17 @@ def api_router(ctx: AppContext) -> APIRouter:
         with total_budget(ctx.api_max_render_s):
             return engine.submit(folder, rows, client=("user", owner))  # batched with everyone's, users in turn
 
+    async def _owner_and_body(request: Request) -> tuple[int, Any]:
+        """The API key's owner (checked before the body is read), then the body's JSON, both off the event loop."""
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        owner = await run_in_threadpool(_owner, ctx, key)
+        return owner, await run_in_threadpool(_json, await _read_body(request, ctx.max_upload_bytes))
+
     @router.post(PATH)
     async def predict(request: Request) -> JSONResponse:
         try:
-            auth = request.headers.get("authorization", "")
-            key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-            owner = await run_in_threadpool(_owner, ctx, key)  # before the body is read
-            body = await run_in_threadpool(_json, await _read_body(request, ctx.max_upload_bytes))
+            owner, body = await _owner_and_body(request)
             kind, ident, rows = _parse(body, ctx.api_max_rows)
             job_id, folder = await run_in_threadpool(_adapter_folder, ctx, owner, kind, ident)
             predictions = await asyncio.wrap_future(await run_in_threadpool(start, owner, folder, rows))
@@ -202,10 +206,7 @@ def api_router(ctx: AppContext) -> APIRouter:
         from ia3app.serving.suggest import suggest as pick_rows
 
         try:
-            auth = request.headers.get("authorization", "")
-            key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-            owner = await run_in_threadpool(_owner, ctx, key)  # before the body is read
-            body = await run_in_threadpool(_json, await _read_body(request, ctx.max_upload_bytes))
+            owner, body = await _owner_and_body(request)
             job_id, folder, rows, exclude, n = await run_in_threadpool(_suggest_inputs, ctx, owner, body)
             engine = await run_in_threadpool(ctx.engine)
             result = await run_in_threadpool(pick_rows, engine, folder, rows, n, exclude=exclude)
