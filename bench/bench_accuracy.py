@@ -58,10 +58,13 @@ def run_one(task: str, seed: int, args) -> dict:
     labels = sorted({r["label"] for r in train_rows})
     template = builtin(spec_task.template, label_values=labels, **spec_task.columns)
     template = replace(template, chat=not args.no_chat)
+    more = [replace(t, chat=not args.no_chat) for t in other_wordings(spec_task.template, labels, spec_task.columns)] \
+        if args.all_wordings else []
     recipe = RecipeConfig(steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
                           lr=args.lr, checkpoint_every=0, seed=args.train_seed)
-    spec = JobSpec(model=args.model, template=template, recipe=recipe, eval_methods=list(METHODS))
-    work = Path(args.work) / f"{task}-seed{seed}"
+    spec = JobSpec(model=args.model, template=template, recipe=recipe, eval_methods=list(args.methods),
+                   train_templates=more)
+    work = Path(args.work) / f"{task}-seed{seed}-{args.steps}steps-lr{args.lr}{'-all' if args.all_wordings else ''}"
     start = time.perf_counter()
     last = [0.0]
 
@@ -77,15 +80,18 @@ def run_one(task: str, seed: int, args) -> dict:
     wall = time.perf_counter() - start
     ev = result.evaluation
     row = {"task": task, "seed": seed, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
-           "steps": args.steps, "lr": args.lr, "chat": not args.no_chat, "wall_s": round(wall, 1),
+           "steps": args.steps, "lr": args.lr, "chat": not args.no_chat,
+           "train_templates": 1 + len(more), "wall_s": round(wall, 1),
            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
            "final_losses": result.training.final_losses if result.training else None}
-    for m in METHODS:
+    for m in args.methods:
         got = ev["methods"][m]
         ci = got["intervals"]["accuracy"]
         row[m] = {"accuracy": got["accuracy"], "low": ci["low"], "high": ci["high"], "macro_f1": got.get("macro_f1"),
                   "latency_s": got.get("latency_s"), **({"shots": got["shots"]} if "shots" in got else {})}
     for name in ("t-few − in-context", "t-few − zero-shot"):
+        if name not in ev["differences"]:
+            continue
         d = ev["differences"][name]["accuracy"]
         row[name] = {"difference": d["difference"], "low": d["low"], "high": d["high"], "verdict": d["verdict"]}
     cal = ev.get("calibration") or {}
@@ -96,8 +102,22 @@ def run_one(task: str, seed: int, args) -> dict:
     return row
 
 
+def other_wordings(name: str, labels: list[str], columns: dict) -> list:
+    """The task's other built-in wordings (same roles and answer choices), as the template page offers them under
+    "Also train with these templates": T-Few trains each example with a random one of a dataset's prompts."""
+    from ia3app.templates.library import BUILTINS, builtin
+
+    base = BUILTINS[name]
+    return [builtin(n, label_values=labels, **columns) for n, b in BUILTINS.items()
+            if n != name and b.description.startswith(f"{base.description} Another wording")]
+
+
 def _pct(x) -> str:
     return "  –  " if x is None else f"{100 * x:5.1f}"
+
+
+def _diff(d: dict | None) -> str:
+    return "–" if d is None else f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
 
 
 def table(rows: list[dict]) -> str:
@@ -105,13 +125,13 @@ def table(rows: list[dict]) -> str:
             " ECE before → after | wall s | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
-        acc = [f"{_pct(r[m]['accuracy'])} [{_pct(r[m]['low'])}, {_pct(r[m]['high'])}]" for m in METHODS]
-        d, z = r["t-few − in-context"], r["t-few − zero-shot"]
+        acc = [f"{_pct(r[m]['accuracy'])} [{_pct(r[m]['low'])}, {_pct(r[m]['high'])}]" if m in r else "–"
+               for m in METHODS]
+        d, z = r.get("t-few − in-context"), r.get("t-few − zero-shot")
         c = r["calibration"]
         lines.append(
             f"| {r['task']} | {r['seed']} | {r['eval_rows']} | {acc[0]} | {acc[1]} | {acc[2]} | "
-            f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | {d['verdict']} | "
-            f"{100 * z['difference']:+.1f} [{100 * z['low']:+.1f}, {100 * z['high']:+.1f}] | "
+            f"{_diff(d)} | {d['verdict'] if d else '–'} | {_diff(z)} | "
             f"{_pct(c['ece_before'])} → {_pct(c['ece_after'])} | {r['wall_s']:.0f} | {r['peak_mb']} |")
     return "\n".join(lines)
 
@@ -130,6 +150,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the model's chat template "
                    "(the built-ins wrap them when the model has one)")
     p.add_argument("--train-seed", type=int, default=42)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="which methods to evaluate (t-few alone for a sweep of steps or learning rates)")
+    p.add_argument("--all-wordings", action="store_true",
+                   help="train with every built-in wording of the task's template, as T-Few trains with all prompts")
     p.add_argument("--device", default=None)
     p.add_argument("--work", default="/tmp/bench_accuracy")
     p.add_argument("--json", help="append each task's row to this JSON-lines file")
@@ -167,9 +191,10 @@ def main(argv=None) -> int:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")
     print(table(rows))
-    wins = sum(r["t-few − in-context"]["low"] > 0 for r in rows)
-    print(f"# T-Few − ICL interval above 0 on {wins} of {len(rows)} runs; "
-          f"below 0 on {sum(r['t-few − in-context']['high'] < 0 for r in rows)}")
+    paired = [r["t-few − in-context"] for r in rows if "t-few − in-context" in r]
+    if paired:
+        print(f"# T-Few − ICL interval above 0 on {sum(d['low'] > 0 for d in paired)} of {len(paired)} runs; "
+              f"below 0 on {sum(d['high'] < 0 for d in paired)}")
     return 0 if rows else 1
 
 
