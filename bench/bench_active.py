@@ -134,10 +134,14 @@ class Simulation:
                 rows = [pool[i] for i in sets[arm]]
                 previous[arm], reports[arm] = self.train(f"s{seed}-r{rnd}-{arm.replace(', ', '-')}", rows, held,
                                                          labels, init)
-            out.append({"seed": seed, "round": rnd, "labelled": len(sets["random"]),
+            out.append({"seed": seed, "round": rnd, "labelled": len(sets["random"]), "task": a.task, "steps": a.steps,
+                        "model": a.model,
                         **{arm: {"accuracy": r["accuracy"], "low": r["intervals"]["accuracy"]["low"],
                                  "high": r["intervals"]["accuracy"]["high"], "gold": r["gold"],
                                  "predictions": r["predictions"]} for arm, r in reports.items()}})
+            if a.json:  # each round as it is done: a run stopped early keeps what it measured (--report reads it)
+                with open(a.json, "a") as f:
+                    f.write(json.dumps(out[-1]) + "\n")
             print(f"  seed {seed} round {rnd} ({len(sets['random'])} labelled): " + ", ".join(
                 f"{arm} {100 * r['accuracy']:.1f} %" for arm, r in reports.items()), file=sys.stderr, flush=True)
             if rnd == a.rounds:
@@ -205,22 +209,31 @@ def main(argv=None) -> int:
     p.add_argument("--train-seed", type=int, default=42)
     p.add_argument("--device", default=None)
     p.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
-    p.add_argument("--json", help="write every run's figures (per seed and round) to this JSON-lines file")
+    p.add_argument("--json", help="write every run's figures (per seed and round) to this JSON-lines file, "
+                   "each round as it is done")
+    p.add_argument("--first-seed", type=int, default=0, help="the first simulation seed (to split seeds over runs)")
+    p.add_argument("--report", metavar="JSON", help="print the table of the rounds saved in this file, run nothing")
     args = p.parse_args(argv)
+    if args.report:
+        rows = [json.loads(line) for line in Path(args.report).read_text().splitlines() if line.strip()]
+        done = {r["round"] for r in rows}
+        args.rounds = max(r for r in range(max(done) + 1) if all(k in done for k in range(r + 1)))
+        args.seeds = len({r["seed"] for r in rows})
+        args.task, args.steps, args.model = (rows[0].get(k, getattr(args, k)) for k in ("task", "steps", "model"))
+        print(report(rows, [], args))
+        return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_active-"))
     model = tiny_model(work) if args.model == "tiny" else args.model
     sim = Simulation(args, model, work)
     rows: list[dict] = []
     start = time.perf_counter()
+    if args.json:
+        Path(args.json).write_text("")
     try:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows += sim.run(seed)
     finally:
         sim.engine.close()
-    if args.json:
-        with open(args.json, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
     print(report(rows, sim.throughput, args))
     print(f"\n{time.perf_counter() - start:.0f} s in all; runs in {work}")
     return 0
