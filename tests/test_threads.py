@@ -8,11 +8,14 @@ from ia3app.errors import UserError
 from ia3app.serving.engine import ServingConfig
 
 
-def test_defaults_leave_a_core_for_the_rest_and_serve_with_one():
+def test_defaults_leave_a_core_for_the_rest_and_serve_with_one(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert default_threads("train", cores=2) == 1  # measured: 1 thread beat 2 on this 2-core machine
     assert default_threads("train", cores=1) == 1
     assert default_threads("train", cores=16) == 15
     assert default_threads("serve", cores=16) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a scheduler's (Ray's) sizing of this process wins
+    assert default_threads("train", cores=16) == 2
 
 
 def test_settings_are_read_and_checked(monkeypatch):

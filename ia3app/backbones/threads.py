@@ -7,6 +7,7 @@ a serving batch is too small to split). So:
 
 - **training** (the worker's job thread): ``IA3APP_TRAIN_THREADS``, default every core but one (the
   other is left to the web process, the serving batcher and the heartbeat): 1 on a 2-core machine;
+  ``OMP_NUM_THREADS`` instead where it is set (a Ray task gets its CPU count there);
 - **serving** (the batcher thread of each backbone): ``IA3APP_SERVE_THREADS``, default 1;
 - inter-op threads are left as torch sets them: nothing on these paths uses torch's inter-op pool
   (only ``torch.jit.fork`` and async ops do).
@@ -25,8 +26,13 @@ ENV = {"train": "IA3APP_TRAIN_THREADS", "serve": "IA3APP_SERVE_THREADS"}
 
 
 def default_threads(role: str, cores: int | None = None) -> int:
+    if role != "train":
+        return 1
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:  # a scheduler sized this process (Ray: its task's CPUs)
+        return int(omp)
     cores = cores or os.cpu_count() or 1
-    return max(1, cores - 1) if role == "train" else 1
+    return max(1, cores - 1)
 
 
 def cpu_threads(role: str) -> int:
