@@ -33,6 +33,8 @@ BRIEF: dict[str, list[str]] = {
     "bench_serving": ["--quick"],
     "bench_upload": [],
     "bench_estimate": ["--quick"],
+    "bench_threads": ["--model", "tiny", "--rounds", "1", "--steps", "2"],
+    "bench_merge_tolerance": ["--adapters", "1"],
 }
 """Every CPU benchmark with its brief arguments (a new benchmark belongs here too)."""
 

@@ -117,3 +117,39 @@ def test_mixed_batch_on_cuda(tiny_model_dir, kind):
             alone = handle.model(**inputs).logits
             scale = max(1.0, alone[row].abs().max().item())
             assert (mixed[row] - alone[row]).abs().max().item() <= 1e-5 * scale
+
+
+class CountIndexOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the gathers (aten.index.Tensor) a forward runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten.index.Tensor
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kind", ("t0", "gpt2", "llama"))
+def test_a_mixed_forward_gathers_the_bank_once_not_once_per_layer(tiny_model_dir, kind):
+    """All layers' vectors of a mixed batch come from one gather (and one cast), each layer a slice of it."""
+    handle = inject(load(tiny_model_dir, kind))
+    for seed, name in enumerate("abc"):
+        handle.add_adapter(name, random_vectors(handle, seed))
+    inputs = batch(kind, len(NAMES))
+    counts = {}
+    with torch.no_grad():
+        for mode, names in (("plain", None), ("mixed", NAMES)):
+            with CountIndexOps() as counter:
+                if names is None:
+                    handle.model(**inputs)
+                else:
+                    with handle.mixed_batch(names):
+                        handle.model(**inputs)
+            counts[mode] = counter.count
+    assert len(handle.layers) >= 4  # the per-layer gather of before would count one per layer
+    assert counts["mixed"] - counts["plain"] == 1
+    # and the bank is one tensor: every layer's rows are a view of it
+    assert all(layer.bank.data_ptr() == handle.state.bank[:, layer.offset:].data_ptr()
+               for layer in handle.layers.values())

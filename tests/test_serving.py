@@ -227,3 +227,36 @@ def test_length_chunks_bound_padding():
     for c in chunks:
         assert len(c) * max(lengths[i] for i in c) <= 1.25 * sum(lengths[i] for i in c)
     assert length_chunks([100] * 32) == [list(range(32))]  # similar rows: one forward
+
+
+@pytest.mark.parametrize("kind", ["t0", "llama"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_merged_and_unmerged_paths_agree_within_the_stated_tolerance(tiny_model_dir, tmp_path, kind, dtype):
+    """The engine's first batch of an adapter runs unmerged, the next ones merged: their answers differ by
+    no more than MERGED_TOLERANCE says for the dtype (and the predictions are the same)."""
+    from ia3app.serving.engine import MERGED_TOLERANCE
+
+    base = tiny_model_dir(kind)
+    folders = [make_adapter(base, tmp_path / f"a{i}", seed=i) for i in range(3)]
+    rows = [{"sentence": w} for w in WORDS]
+    tol = MERGED_TOLERANCE[dtype]
+    engine = ServingEngine(device="cpu", dtype=dtype)
+    try:
+        def merged_batches():
+            backbones = engine.stats()["backbones"]
+            return backbones[0]["merged_batches"] if backbones else 0
+
+        for folder in folders:
+            before = merged_batches()
+            unmerged = engine.predict(folder, rows)
+            assert merged_batches() == before  # a new adapter's first batch: unmerged
+            engine.predict(folder, rows)
+            before = merged_batches()
+            merged = engine.predict(folder, rows)
+            assert merged_batches() == before + 1  # its third: merged
+            for u, m in zip(unmerged, merged):
+                assert max(abs(a - b) for a, b in zip(u.scores, m.scores)) <= tol["score"]
+                assert max(abs(a - b) for a, b in zip(u.probabilities.values(), m.probabilities.values())) <= tol["probability"]
+                assert u.choice == m.choice
+    finally:
+        engine.close()

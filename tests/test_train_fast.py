@@ -221,6 +221,9 @@ def _compiled_vs_eager(tiny_model_dir, tmp_path):
     loaded, handle = fresh(tiny_model_dir)
     compiled = train(handle, loaded.tokenizer, ROWS, recipe(steps=3, compile="on"), compile_cache_dir=tmp_path)
     assert loaded.model._ia3_compiled_blocks == 4  # 2 encoder + 2 decoder blocks, compiled one by one
+    # shape-general from the first step: one graph per block flavour (first / other encoder and decoder
+    # blocks), whatever widths the later steps bring; no block fell back to eager
+    assert (compiled.setup["new_graphs"], compiled.setup["cache_limit_hits"]) == (4, 0)
     # fp32 here: equal to rounding. (bf16 on a GPU: within 2e-2 relative, bench/gpu.py checks it.)
     assert [r["loss"] for r in compiled.history] == pytest.approx([r["loss"] for r in eager.history], rel=1e-5)
     return handle

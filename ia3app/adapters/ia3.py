@@ -48,10 +48,38 @@ def _linear_shape(module: nn.Module) -> tuple[int, int]:
 
 
 class Ia3State:
-    """Shared by all layers of one model: which adapter each batch row uses (mixed batches)."""
+    """Shared by all layers of one model: the adapter bank and which adapter each batch row uses.
+
+    The bank is ONE tensor ``(A + 1, total)``: row ``a`` holds adapter ``a``'s vectors of every layer
+    side by side (layer ``l`` at columns ``[l.offset, l.offset + l.features)``; row 0 is ones, no
+    adapter). A mixed batch gathers its rows' vectors of all layers with one index and one cast
+    (:meth:`scales`), and each layer reads its slice: one gather per forward, not one per layer.
+    """
 
     def __init__(self) -> None:
-        self.row_ids: torch.Tensor | None = None  # (B,) index into each layer's bank; 0 = none
+        self.bank: torch.Tensor | None = None  # (A + 1, total) fp32
+        self._row_ids: torch.Tensor | None = None  # (B,) rows of the bank; 0 = no adapter
+        self._scales: dict[torch.dtype, torch.Tensor] = {}
+        self.gathers = 0
+        """How many times the bank was gathered (one per mixed batch and activation dtype)."""
+
+    @property
+    def row_ids(self) -> torch.Tensor | None:
+        return self._row_ids
+
+    @row_ids.setter
+    def row_ids(self, ids: torch.Tensor | None) -> None:
+        self._row_ids, self._scales = ids, {}
+
+    def scales(self, dtype: torch.dtype) -> torch.Tensor:
+        """(B, total): every layer's vectors for each batch row, in `dtype`, gathered once per batch."""
+        gathered = self._scales.get(dtype)
+        if gathered is None:
+            if self.bank is None:
+                raise RuntimeError("mixed batch requested but no adapter bank is loaded")
+            gathered = self._scales[dtype] = self.bank[self._row_ids].to(dtype)
+            self.gathers += 1
+        return gathered
 
 
 class Ia3Layer(nn.Module):
@@ -78,7 +106,7 @@ class Ia3Layer(nn.Module):
         # fused_kv: ones for the query third, so one multiply scales (q|k|v) without copying q.
         self.register_buffer("_ones_q", torch.ones(self.kv_start, device=weight.device), persistent=False)
         self._state = state  # plain attribute: not a submodule, not saved
-        self.bank: torch.Tensor | None = None  # (A, features): row 0 is ones (no adapter)
+        self.offset = 0  # this layer's first column in the state's bank (set by inject)
         self._backup: tuple[torch.Tensor, torch.Tensor | None] | None = None  # original weight, bias
         self._backup_stamp: tuple | None = None
         self._merged = False
@@ -100,6 +128,12 @@ class Ia3Layer(nn.Module):
     def merged(self) -> bool:
         return self._merged
 
+    @property
+    def bank(self) -> torch.Tensor | None:
+        """(A + 1, F): this layer's columns of the shared bank (a view; None without a bank)."""
+        bank = self._state.bank
+        return None if bank is None else bank[:, self.offset : self.offset + self.features]
+
     def _scale(self, x: torch.Tensor) -> torch.Tensor:
         """The vector to multiply with: (F',) or, in a mixed batch, (B, 1, ..., 1, F').
 
@@ -109,18 +143,15 @@ class Ia3Layer(nn.Module):
         if row_ids is None:
             vec = self.ia3 if self.position != "fused_kv" else torch.cat([self._ones_q, self.ia3])  # (F',)
             return vec.to(x.dtype)
-        if self.bank is None:
-            raise RuntimeError("mixed batch requested but no adapter bank is loaded")
         if row_ids.shape[0] != x.shape[0]:
             raise RuntimeError(
                 f"mixed batch names {row_ids.shape[0]} rows but this forward has {x.shape[0]}; "
                 "expand the adapter names the same way the rows are expanded"
             )
-        scale = self.bank[row_ids]  # (B, F)
+        scale = self._state.scales(x.dtype)[:, self.offset : self.offset + self.features]  # (B, F)
         if self.position == "fused_kv":
-            scale = torch.cat([self._ones_q.expand(scale.shape[0], -1), scale], dim=-1)  # (B, F')
-        scale = scale.to(x.dtype)
-        return scale.view(scale.shape[0], *([1] * (x.dim() - 2)), scale.shape[1])
+            scale = torch.cat([self._ones_q.to(x.dtype).expand(scale.shape[0], -1), scale], dim=-1)  # (B, F')
+        return scale.reshape(scale.shape[0], *([1] * (x.dim() - 2)), scale.shape[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._merged:  # vectors already folded into the weights
@@ -299,7 +330,8 @@ class Ia3Model:
                 device = layer.base.weight.device
                 if layer.ia3.device != device:  # the model moved while merged: follow it
                     layer.to(device)
-                    layer.bank = None if layer.bank is None else layer.bank.to(device)
+                    if self.state.bank is not None:
+                        self.state.bank = self.state.bank.to(device)
                 layer.restore()
 
     def release_backups(self) -> None:
@@ -325,11 +357,15 @@ class Ia3Model:
     def adapter_names(self) -> list[str]:
         return list(self._bank_names)
 
+    def flat(self, vectors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """One adapter's vectors as one bank row: (total,) fp32, in layer order (on the CPU)."""
+        return torch.cat([vectors[f"{path}.{VECTOR_SUFFIX}"].reshape(-1).to("cpu", torch.float32)
+                          for path in self.layers])
+
     def _rebuild_bank(self) -> None:
-        for path, layer in self.layers.items():
-            key = f"{path}.{VECTOR_SUFFIX}"
-            rows = [torch.ones(layer.features)] + [self._bank_vectors[n][key] for n in self._bank_names]
-            layer.bank = torch.stack(rows).to(layer.ia3.device)  # (A+1, F)
+        ones = torch.ones(self.num_added_parameters())
+        rows = [ones] + [self.flat(self._bank_vectors[n]) for n in self._bank_names]
+        self.state.bank = torch.stack(rows).to(next(iter(self.layers.values())).ia3.device)  # (A+1, total)
 
     def row_ids(self, names: Sequence[str | None]) -> torch.Tensor:
         """Bank indices for per-row adapter names (None = the base model)."""
@@ -396,10 +432,12 @@ def inject(model: nn.Module, spec: Ia3Spec | None = None, freeze: bool = True) -
             "look at model.named_modules() for the names to use"
         )
     layers: dict[str, Ia3Layer] = {}
+    offset = 0
     for name, position in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         layer = Ia3Layer(getattr(parent, child), position, state)
+        layer.offset, offset = offset, offset + layer.features
         setattr(parent, child, layer)
         layers[name] = layer
     if freeze:

@@ -91,8 +91,10 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
     from ia3app.adapters.ia3 import inject
     from ia3app.adapters.model_card import model_card
     from ia3app.backbones.loading import default_device, load_model, weights_dtype
+    from ia3app.backbones.threads import use_threads
     from ia3app.adapters.params import parameter_report
     from ia3app.adapters.peft_export import export_peft
+    from ia3app.recipe.device_plan import eager_blocks
     from ia3app.recipe.train import train
 
     work_dir, out_dir = Path(work_dir), Path(out_dir)
@@ -121,6 +123,7 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
 
     progress(ProgressEvent("load", f"loading {spec.model}" + (f" @ {spec.revision}" if spec.revision else "")))
     device = device or default_device()
+    use_threads("train")  # this (the job's) thread: ia3app.backbones.threads
     key = (spec.model, spec.revision, device, str(weights_dtype(recipe.precision, device)))
 
     def load():
@@ -222,18 +225,19 @@ def _run_job(spec, train_rows, eval_rows, *, work_dir, out_dir, progress, should
 
     if eval_examples and spec.eval_methods:
         _check_stop(should_stop)
-        evaluation = evaluate_methods(
-            loaded,
-            handle,
-            train_examples,
-            eval_examples,
-            methods=spec.eval_methods,
-            batch_size=recipe.eval_batch_size,
-            max_length=recipe.max_length,
-            names=names,
-            progress=progress,
-            chat=template.chat,
-        )
+        with eager_blocks():  # compiled blocks run eager here: no recompile for the merged, no-grad model
+            evaluation = evaluate_methods(
+                loaded,
+                handle,
+                train_examples,
+                eval_examples,
+                methods=spec.eval_methods,
+                batch_size=recipe.eval_batch_size,
+                max_length=recipe.max_length,
+                names=names,
+                progress=progress,
+                chat=template.chat,
+            )
     elif eval_rows is not None and not eval_examples:
         warnings.append("no labelled held-out rows: evaluation skipped")
 
@@ -285,6 +289,7 @@ def _cross_validate(spec, train_items, train_examples, names, work_dir, loaded, 
     work_dir/fold-i/evaluation.json, its checkpoints in work_dir/fold-i/checkpoints: a resumed job
     skips finished folds and continues the interrupted one from its last checkpoint."""
     from ia3app.evaluation.compare import evaluate_methods, pool_folds
+    from ia3app.recipe.device_plan import eager_blocks
     from ia3app.tables import stratified_folds
 
     k = spec.cv_folds
@@ -307,9 +312,10 @@ def _cross_validate(spec, train_items, train_examples, names, work_dir, loaded, 
         run_training(items, where / "checkpoints", f"fold {i + 1}/{k}: ")
         handle.model.eval()
         _check_stop(should_stop)
-        report = evaluate_methods(loaded, handle, seen, held, methods=spec.eval_methods or ["t-few"],
-                                  batch_size=spec.recipe.eval_batch_size, max_length=spec.recipe.max_length,
-                                  names=names, progress=progress, warmup=i == 0, chat=spec.template.chat)
+        with eager_blocks():
+            report = evaluate_methods(loaded, handle, seen, held, methods=spec.eval_methods or ["t-few"],
+                                      batch_size=spec.recipe.eval_batch_size, max_length=spec.recipe.max_length,
+                                      names=names, progress=progress, warmup=i == 0, chat=spec.template.chat)
         where.mkdir(parents=True, exist_ok=True)
         tmp = where / "evaluation.json.tmp"
         tmp.write_text(json.dumps(report), encoding="utf-8")

@@ -45,7 +45,7 @@ from ia3app.errors import Cancelled, UserError
 from ia3app.example import Example
 from ia3app.recipe.batches import TokenCache, forward
 from ia3app.recipe.losses import tfew_losses
-from ia3app.recipe.device_plan import buckets, compile_wanted, prepare_for_training
+from ia3app.recipe.device_plan import buckets, compile_stats, compile_wanted, prepare_for_training
 
 
 @dataclass
@@ -68,6 +68,15 @@ class TrainResult:
     resumed_from_step: int = 0
     setup: dict = field(default_factory=dict)
     """How the run used the device: compiled, checkpointing, grad_accumulation, memory estimate."""
+
+
+def _compiles_since(before: dict | None) -> dict:
+    """A compiled run's new dynamo graphs and cache-limit hits (blocks fallen back to eager), for its setup."""
+    if before is None:
+        return {}
+    now = compile_stats()
+    return {"new_graphs": now["graphs"] - before["graphs"],
+            "cache_limit_hits": now["cache_limit_hits"] - before["cache_limit_hits"]}
 
 
 class EpochSampler:
@@ -238,6 +247,7 @@ def train(
         history, tokens, start = list(state.history), state.tokens_processed, state.step
 
     compiled = compile_wanted(recipe, accelerator.device)
+    compiles_before = compile_stats() if compiled else None
     cache = TokenCache(examples, tokenizer, max_length=recipe.max_length, enc_dec=enc_dec,
                        device=accelerator.device, bucket=buckets(compiled), shared_prefix=shared_prefix)
     setup = prepare_for_training(model, recipe, accelerator.device, cache, compiled=compiled,
@@ -345,5 +355,5 @@ def train(
         work_tokens=work,
         attention_pairs=pairs,
         resumed_from_step=start,
-        setup=asdict(setup),
+        setup={**asdict(setup), **_compiles_since(compiles_before)},
     )

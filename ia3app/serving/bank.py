@@ -6,12 +6,13 @@ Three pieces, each used by :mod:`ia3app.serving.engine`:
   model, template, choices, max length), keyed by the folder and the (mtime, size, inode) of both
   of its files, so a rewritten adapter (``atomic_write`` replaces the file) is read again.
   The info holds no vectors: those live only in the bank.
-- :class:`AdapterBank`: the vectors of up to ``max_slots`` adapters in ONE tensor per (IA)^3
-  layer, ``(capacity + 1, F)`` on the model's device (row 0 is ones: no adapter). Adapters are
+- :class:`AdapterBank`: the vectors of up to ``max_slots`` adapters in ONE tensor for all (IA)^3
+  layers, ``(capacity + 1, total)`` on the model's device (the handle's ``state.bank``; row 0 is
+  ones: no adapter). Adapters are
   written into a free row on first use, the least recently used one is overwritten when the
   bytes budget is full, and a changed file rewrites its row in place. The bank is also the
   ``handle`` that :func:`ia3app.evaluation.scoring.score_choices` needs for ``adapter_names=``: the names
-  are bank rows, so a mixed-task batch gathers each row's vectors with one index.
+  are bank rows, so a mixed-task batch gathers each row's vectors of every layer with one index.
 - :class:`MergedWeights`: a second copy of every wrapped linear layer with ONE adapter folded
   into its weights. Switching the model between the mixed path (the (IA)^3 layers over the
   untouched original weights) and the merged path is a module swap, never a restore copy; loading
@@ -133,33 +134,33 @@ class AdapterBank:
         self.grow = grow
         self.capacity = 0
         self.device = next(iter(handle.layers.values())).ia3.device
+        self.state = handle.state
         self._resident: OrderedDict[str, tuple[tuple, int]] = OrderedDict()  # path -> (key, row); LRU first
         self._free: list[int] = []
         self.loads = 0
         """Adapters written into the bank (first use, reload after eviction or a file change)."""
         self.evictions = 0
-        for _, layer in self.layers:
-            layer.bank = torch.ones(1, layer.features, device=self.device)  # (1, F): row 0, no adapter
+        total = handle.num_added_parameters()
+        self.state.bank = torch.ones(1, total, device=self.device)  # (1, total): row 0, no adapter
 
     def __len__(self) -> int:
         return len(self._resident)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the bank tensors (capacity rows + the ones row)."""
-        return sum(layer.bank.numel() * layer.bank.element_size() for _, layer in self.layers)
+        """Bytes of the bank tensor (capacity rows + the ones row)."""
+        return self.state.bank.numel() * self.state.bank.element_size()
 
     def resident(self, info: AdapterInfo) -> bool:
         entry = self._resident.get(info.path)
         return entry is not None and entry[0] == info.key
 
     def _grow(self, need: int) -> None:
-        """Room for `need` rows (never beyond max_slots): new tensors, old rows copied."""
+        """Room for `need` rows (never beyond max_slots): a new tensor, old rows copied."""
         new = min(self.max_slots, max(need, self.capacity + self.grow))
-        for _, layer in self.layers:
-            bank = torch.ones(new + 1, layer.features, device=self.device)  # (capacity + 1, F)
-            bank[: self.capacity + 1] = layer.bank
-            layer.bank = bank
+        bank = torch.ones(new + 1, self.state.bank.shape[1], device=self.device)  # (capacity + 1, total)
+        bank[: self.capacity + 1] = self.state.bank
+        self.state.bank = bank
         self._free.extend(range(self.capacity + 1, new + 1))
         self.capacity = new
 
@@ -189,10 +190,8 @@ class AdapterBank:
         _, vectors = read_adapter(info.path)
         self.handle.check_vectors(vectors)
         row = entry[1] if entry is not None else self._row_for(info.path, set(pinned) | {info.path})
-        # One host-to-device copy for the whole adapter (not one per layer), then device-side copies.
-        flat = torch.cat([vectors[key].reshape(-1).to(torch.float32) for key in self.keys]).to(self.device)
-        for part, (_, layer) in zip(flat.split([layer.features for _, layer in self.layers]), self.layers):
-            layer.bank[row].copy_(part)
+        # One host-to-device copy for the whole adapter into its bank row (not one per layer).
+        self.state.bank[row].copy_(self.handle.flat(vectors))
         self._resident[info.path] = (info.key, row)
         self._resident.move_to_end(info.path)
         self.loads += 1
@@ -200,7 +199,8 @@ class AdapterBank:
 
     def vectors(self, row: int) -> dict[str, torch.Tensor]:
         """The vectors of one bank row, {"<module>.ia3": (F,)} (views, on the device)."""
-        return {key: layer.bank[row] for key, (_, layer) in zip(self.keys, self.layers)}
+        parts = self.state.bank[row].split([layer.features for _, layer in self.layers])
+        return dict(zip(self.keys, parts))
 
     # The handle protocol of ia3app.evaluation.scoring: adapter names are bank rows here.
     @contextmanager

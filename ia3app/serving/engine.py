@@ -34,7 +34,8 @@ Serve replica's request handlers). What happens to a request:
 4. Each caller gets exactly its rows back. If a batch fails, its requests are re-run one by one so
    the failure stays with the request that caused it.
 
-Scores equal scoring the adapter alone with a merged model up to float rounding (<= 1e-5).
+Scores equal scoring the adapter alone with a merged model up to float rounding: the merged and
+unmerged paths differ by at most :data:`MERGED_TOLERANCE` for the backbone's dtype.
 """
 
 from __future__ import annotations
@@ -53,9 +54,23 @@ from ia3app.example import Example
 from ia3app.serving.lane import Lane as _Lane
 from ia3app.evaluation.calibration import UNSURE
 from ia3app.serving.interface import Serving
+from ia3app.backbones.threads import cpu_threads
 from ia3app.serving.lane import Prediction, label_for_choice
 
-__all__ = ["Prediction", "ServingConfig", "ServingEngine", "prediction_table", "render_rows"]
+__all__ = ["MERGED_TOLERANCE", "Prediction", "ServingConfig", "ServingEngine", "prediction_table", "render_rows"]
+
+
+MERGED_TOLERANCE = {
+    "fp32": {"score": 5e-5, "probability": 1e-5},
+    "bf16": {"score": 0.3, "probability": 0.06},
+}
+"""The most a row's answers may differ between the merged path (the adapter folded into the weights) and
+the unmerged one (the layers multiply by the gathered vectors): |score| (mean log-probability per answer
+token) and |probability|. Both compute the same function and round differently; in bf16 the merged weights
+round once more (W·v to 8 bits of mantissa) and the unmerged path rounds each product. Set from
+bench/bench_merge_tolerance.py (bench/RESULTS.md): largest differences over 192 rows × 3 adapters on tiny T0-
+and Llama-shaped models, fp32 1.3e-5 / 1.9e-6, bf16 0.14 / 0.029, with every prediction the same;
+tests/test_serving.py checks the engine's two paths against these bounds."""
 
 
 @dataclass
@@ -78,8 +93,12 @@ class ServingConfig:
     """auto: the merged fast path for single-adapter traffic (see the module doc); never: always unmerged."""
     merge_after: int = 2
     """Consecutive single-adapter batches before an adapter not yet merged gets merged."""
+    threads: int = 0
+    """torch threads of each batcher thread; 0: the IA3APP_SERVE_THREADS setting, else 1 (ia3app.backbones.threads)."""
 
     def __post_init__(self) -> None:
+        if self.threads == 0:
+            self.threads = cpu_threads("serve")
         problems = []
         if self.max_wait_ms < 0:
             problems.append(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
@@ -93,6 +112,8 @@ class ServingConfig:
             problems.append(f"merge must be 'auto' or 'never', got {self.merge!r}")
         if self.merge_after < 1:
             problems.append(f"merge_after must be >= 1, got {self.merge_after}")
+        if self.threads < 1:
+            problems.append(f"threads must be >= 1, got {self.threads}")
         if problems:
             raise UserError("serving settings: " + "; ".join(problems))
 

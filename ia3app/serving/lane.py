@@ -235,6 +235,9 @@ class Lane:
         return batch, others
 
     def _run(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.config.threads)  # this thread's own setting (bench/bench_threads.py)
         while (taken := self._take()) is not None:
             batch, others = taken
             try:
