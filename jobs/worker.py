@@ -141,7 +141,7 @@ class Worker:
             log.warning("speed probe %s failed: %s", probe.id, exc)
             probes.fail(self.db, probe.id, str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
         else:
-            probes.finish(self.db, probe.id, measured.cost, measured.points)
+            probes.finish(self.db, probe.id, measured.cost, measured.points, measured.load_s, measured.score_points)
         finally:
             _free_memory()
         return True

@@ -103,13 +103,15 @@ def model_info(ctx: AppContext, key: str, local_path: str, steps: Any, batch_siz
 
 def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, batch_size: Any, max_length: Any,
                      rows: list[dict] | None, hw: M.Hardware, *, template: dict | None = None,
+                     eval_rows: list[dict] | None = None, methods: list[str] | tuple = (),
                      wait: bool = False) -> tuple[str, str, bool]:
     """(the model notes as markdown, the time estimate shown beside Start, whether a worker's probe is still
     pending). Nothing trains here: when no step of this model was measured here yet, a worker is asked to
-    time a few (ui.time_estimate); wait=True waits for it (polling) before estimating."""
+    time a few (ui.time_estimate); wait=True waits for it (polling) before estimating. rows: the training
+    rows; eval_rows: the held-out rows `methods` are evaluated on."""
     notes, model_path, params = model_notes(ctx, key, local_path, hw)
     return (notes, *estimate_and_pending(ctx, key, model_path, params, steps, batch_size, max_length, rows, hw,
-                                         template=template, wait=wait))
+                                         template=template, eval_rows=eval_rows, methods=methods, wait=wait))
 
 
 def model_notes(ctx: AppContext, key: str, local_path: str, hw: M.Hardware) -> tuple[str, str | None, float | None]:
@@ -151,7 +153,8 @@ def model_notes(ctx: AppContext, key: str, local_path: str, hw: M.Hardware) -> t
 
 def estimate_and_pending(ctx: AppContext, key: str, model_path: str | None, params: float | None, steps: Any,
                          batch_size: Any, max_length: Any, rows: list[dict] | None, hw: M.Hardware, *,
-                         template: dict | None = None, wait: bool = False) -> tuple[str, bool]:
+                         template: dict | None = None, eval_rows: list[dict] | None = None,
+                         methods: list[str] | tuple = (), wait: bool = False) -> tuple[str, bool]:
     """(the estimate beside Start, whether a worker's probe is still pending): see info_and_pending."""
     try:
         recipe = RecipeConfig(steps=int(steps), batch_size=int(batch_size), max_length=int(max_length),
@@ -159,10 +162,11 @@ def estimate_and_pending(ctx: AppContext, key: str, model_path: str | None, para
     except (TypeError, ValueError, UserError):
         return "", False
     guess = tokens_per_example(rows, recipe.max_length)
-    est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw)
+    data = dict(eval_rows=eval_rows, methods=[m for m in METHODS if m in (methods or ())])
+    est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw, **data)
     if est.pending and wait:
         ended = T_E.wait_for_probe(ctx, model_path, recipe)
-        est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw, ask=False,
+        est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw, **data, ask=False,
                            gave_up=not ended)
     return T_E.describe(est, recipe.steps) if est.seconds is not None or est.pending else "", est.pending
 
@@ -335,29 +339,32 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
 
     steps, batch, length = (page.recipe[RECIPE_FIELDS.index(n)] for n in ("steps", "batch_size", "max_length"))
 
-    def on_info(key, local_path, s, b, m, session, template, request: gr.Request):
+    def on_info(key, local_path, s, b, m, session, template, methods, request: gr.Request):
         """The notes and estimate at once; when a worker is timing this model's steps, again once it has."""
-        rows = None
+        rows = held_out = None
         try:
             uid = ctx.user_id(request)
             if session and session.get("dataset_id"):
                 from storage import repo
 
                 rows = repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), uid)
+                if template:  # trained on and evaluated on as the job will split them
+                    rows, held_out = T_E.job_rows(ctx, uid, session, template["label_column"], rows)
         except UserError:
-            rows = None
+            rows = held_out = None
         start = gr.update(interactive=M.unusable_reason(key, local_path, ctx.allowed_model_dirs()) is None)
         notes, model_path, params = model_notes(ctx, key, local_path, hw)
         yield {page.info: notes, page.start: start}  # at once; the estimate reads the data's tokens first
-        estimate, pending = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, template=template)
+        data = dict(template=template, eval_rows=held_out, methods=methods or ())
+        estimate, pending = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, **data)
         yield {page.estimate: estimate + cv_cost(session)}
         if pending:
-            estimate, _ = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, template=template,
-                                               wait=True)
+            estimate, _ = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, **data, wait=True)
             yield {page.estimate: estimate + cv_cost(session)}
 
-    info_inputs = [page.model, page.local_path, steps, batch, length, shared.session, shared.template]
-    for comp in (page.model, page.local_path, steps, batch, length, page.summary):
+    info_inputs = [page.model, page.local_path, steps, batch, length, shared.session, shared.template,
+                   page.eval_methods]
+    for comp in (page.model, page.local_path, steps, batch, length, page.summary, page.eval_methods):
         comp.change(on_info, info_inputs, [page.info, page.estimate, page.start], api_visibility="private",
                     trigger_mode="always_last")
     shared.demo.load(on_info, info_inputs, [page.info, page.estimate, page.start], api_visibility="private")
