@@ -7,7 +7,8 @@ pairs, passage + question, per-row options, word sense) is stored as the Data pa
 out), its first fitting built-in template picked, and the estimate read from ui.time_estimate exactly as the
 train page reads it, with the three comparisons the page ticks by default. The estimate comes from the
 worker's probe (jobs.probes, run by a real jobs.worker.Worker, fresh before each dataset: the machine's
-load changes, so it is measured beside the run it estimates) — the probe alone, as a new user sees it.
+load changes, so it is measured beside the run it estimates; --probe-once: one per model, as the app keeps
+it) and the earlier datasets' jobs of the model, as the page combines them.
 Then the job is queued and run by that worker; its progress events' times split the actual run into
 loading (+ checking the template), training, evaluation and the rest (export).
 
@@ -54,8 +55,8 @@ def _phases(events, started: float, finished: float) -> dict[str, float]:
     """Seconds of each phase of a run, from the times of its first event of each phase."""
     first: dict[str, float] = {}
     for e in events:
-        first.setdefault(e.phase, e.created)
-    train = first.get("train", finished)
+        first.setdefault(e.phase, e.created - (e.elapsed_s or 0.0) if e.phase == "train" else e.created)
+    train = first.get("train", finished)  # when training began: its first event less the seconds it reports
     evaluate = first.get("evaluate", first.get("export", finished))
     export = first.get("export", finished)
     return {"load": train - started, "train": evaluate - train, "evaluate": export - evaluate,
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=48, help="rows per dataset (a third held out)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--datasets", default="", help="comma-separated file names (default: all five)")
+    parser.add_argument("--methods", default="", help="comparisons evaluated, comma-separated (default: the "
+                        "page's, all three; in-context prompts fill the model's input: with SmolLM2 on a CPU, "
+                        "seconds per row)")
+    parser.add_argument("--probe-once", action="store_true", help="one probe per model, before its first dataset "
+                        "(as the app does: later estimates add the earlier jobs), not a fresh one per dataset")
     parser.add_argument("--quick", action="store_true", help="tiny model, 10 steps, two datasets (bench.run_all)")
     args = parser.parse_args(argv)
     datasets = [d for d in DATASETS if not args.datasets or d[0] in args.datasets.split(",")]
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     uid = users.create_user(ctx.db(), "bench", "bench password 1")
     cpu = M.Hardware("cpu", "CPU", 0)
     recipe = RecipeConfig(steps=args.steps, batch_size=args.batch_size, warmup_steps=0)
-    methods = list(TR.METHODS)
+    methods = args.methods.split(",") if args.methods else list(TR.METHODS)
     worker = Worker(WorkerConfig(data_dir, device="cpu", until_empty=True))
     prepared = []
     for name, shape in datasets:
@@ -114,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'dataset':11} {'shape':28} {'rows':>4} {'tok/step':>8} | {'est load':>8} {'train':>6} "
               f"{'eval':>6} {'total':>7} | {'act load':>8} {'train':>6} {'eval':>6} {'total':>7} | "
               f"{'ratio':>5} {'train':>5} {'eval':>5} | {'load avg':>8}")
-        for name, shape, state, template_name, template, rows in prepared:
-            ctx.db().execute("DELETE FROM speed_probes")
-            probes.request(ctx.db(), model, recipe)  # what the page asks when nothing is measured yet
-            worker.run_probe()
+        for number, (name, shape, state, template_name, template, rows) in enumerate(prepared):
+            if number == 0 or not args.probe_once:
+                ctx.db().execute("DELETE FROM speed_probes")
+                probes.request(ctx.db(), model, recipe)  # what the page asks when nothing is measured yet
+                worker.run_probe()
             train_rows, held_out = T_E.job_rows(ctx, uid, state, "label", rows)
             est = T_E.estimate(ctx, key, model, recipe, train_rows, template, None, 64, cpu, eval_rows=held_out,
                                methods=methods, ask=False)

@@ -47,13 +47,14 @@ class ProbeRow:
     """Seconds the worker took to load the model."""
     score_points: tuple[Point, ...] = ()
     """Measured scoring batches (evaluation's forward pass)."""
+    requested: float | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> "ProbeRow":
         cost = StepCost(row["overhead_s"], row["per_token_s"], row["per_pair_s"]) if row["status"] == "done" else None
         return cls(row["id"], row["model"], row["batch_size"], row["precision"], row["max_length"], row["status"],
                    cost, _points(row["points"]), row["message"], row["finished"], row.get("load_s"),
-                   tuple(_points(row.get("score_points"))))
+                   tuple(_points(row.get("score_points"))), row.get("requested"))
 
     @property
     def score_cost(self) -> StepCost | None:
@@ -108,6 +109,14 @@ def claim(db: sqlite_utils.Database, worker_id: str) -> ProbeRow | None:
         db.execute("UPDATE speed_probes SET status = 'running', worker_id = ?, started = ? WHERE id = ?",
                    [worker_id, now, row["id"]])
     return ProbeRow.from_row({**row, "status": "running"})
+
+
+def newer_waiting(db: sqlite_utils.Database, probe: ProbeRow) -> bool:
+    """Whether a probe asked for after this one waits (the user picked another model meanwhile): this one
+    then gives way to it (the page shows the model the user looks at now)."""
+    row = db.execute("SELECT 1 FROM speed_probes WHERE status = 'queued' AND id != ? AND requested >"
+                     " (SELECT requested FROM speed_probes WHERE id = ?) LIMIT 1", [probe.id, probe.id]).fetchone()
+    return row is not None
 
 
 def finish(db: sqlite_utils.Database, probe_id: int, cost: StepCost, points: list[Point], load_s: float,

@@ -132,9 +132,11 @@ class Worker:
         from ia3app.errors import Cancelled
 
         log.info("speed probe %s: timing steps of %s (batch %s)", probe.id, probe.model, probe.batch_size)
-        try:  # a job comes first: one queued meanwhile stops the probe, which waits for the next idle moment
+        try:  # a job comes first: one queued meanwhile stops the probe, which waits for the next idle moment; so
+            # does a probe asked for later (the user picked another model: the page waits for that one)
             measured = probe_step_cost(probe.model, probe.recipe(), device=self.config.device,
-                                       should_stop=lambda: self.shutdown.is_set() or queue.has_queued(self.db))
+                                       should_stop=lambda: self.shutdown.is_set() or queue.has_queued(self.db)
+                                       or probes.newer_waiting(self.db, probe))
         except Cancelled:
             probes.release(self.db, probe.id)
         except Exception as exc:  # recorded for the page, which then says why it shows a rough guide

@@ -240,8 +240,8 @@ def estimate(ctx: AppContext, key: str, model_path: str | None, recipe: RecipeCo
         from jobs import probes
 
         measured = measured_cost(ctx, model_path, recipe)
-        try:
-            shape = data_shape(model_path, template, rows, recipe) if rows and template else None
+        try:  # (weighed only when a cost is measured: the page looks again every few seconds while one is not)
+            shape = data_shape(model_path, template, rows, recipe) if rows and template and measured else None
         except UserError:  # a template the rows do not render with: the template page says why
             shape = None
         evaluates = bool(shape is not None and eval_rows and methods)
@@ -309,6 +309,14 @@ def from_cost(measured: Measured, shape: DataShape | None, recipe: RecipeConfig,
     evaluate_s, held_out, methods = evaluation
     parts = Parts(measured.load_s, train_s, evaluate_s, shape, held_out, methods)
     return Estimate(parts.load_s + train_s + evaluate_s, source, parts=parts)
+
+
+def probe_waited_s(ctx: AppContext, model_path: str, recipe: RecipeConfig) -> float:
+    """Seconds since this model's probe was asked for (0 when there is none)."""
+    from jobs import probes
+
+    probe = probes.latest(ctx.db(), model_path, recipe)
+    return time.time() - probe.requested if probe is not None and probe.requested else 0.0
 
 
 def wait_for_probe(ctx: AppContext, model_path: str, recipe: RecipeConfig, timeout_s: float = 120.0,

@@ -33,7 +33,7 @@ PROBE_ROUNDS = 3
 SCORE_INPUT_TOKENS = (16, 96, 256, 1024)
 """The input lengths at which the probe times scoring (evaluation's forward pass, no gradients), capped at the
 model's input limit: up to in-context prompts' length (their demonstrations fill the model's input)."""
-SCORE_BATCH_TOKENS = 4096
+SCORE_BATCH_TOKENS = 2048
 """A scoring batch at a long length holds fewer rows (at most the recipe's evaluation batch): the probe stays
 short, and the fitted cost per batch does not depend on how the tokens are split into rows."""
 
@@ -188,9 +188,10 @@ def probe_step_cost(model: str, recipe: RecipeConfig, *, steps: int = 2, warmup:
     for length in sorted({min(limit, n) for n in SCORE_INPUT_TOKENS}):
         examples, inputs, choices = rows_of(length, max(1, min(recipe.eval_batch_size, SCORE_BATCH_TOKENS // length)),
                                             length)
-        _stop(should_stop)
-        _scoring_seconds(loaded, examples, length)  # untimed: first calls pay one-off allocations
         scoring[length] = (examples, batch_load(inputs, choices, enc_dec), [])
+    _stop(should_stop)
+    shortest = min(scoring)
+    _scoring_seconds(loaded, scoring[shortest][0], shortest)  # untimed: the first call pays one-off costs
     started = time.perf_counter()
     for round_ in range(rounds):
         for length, (examples, _, seconds) in scoring.items():
