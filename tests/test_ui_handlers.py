@@ -400,6 +400,9 @@ def test_estimate_is_measured_by_a_worker_probe_never_in_the_web_process(ctx, us
     longer = [{**r, "sentence": r["sentence"] * 20} for r in rows]  # 20× the tokens per row: a heavier step
     (short_s, short_tokens), (long_s, long_tokens) = weighed(rows), weighed(longer)
     assert long_tokens > 3 * short_tokens and long_s >= short_s  # (cut at 256 tokens) the costs are never negative
+    alone = T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=64), rows, spec, None,
+                         64, cpu)  # nothing held out: loading + training, said so
+    assert alone.parts.evaluate_s == 0 and "(no evaluation: no held-out rows" in T_E.describe(alone, 100)
     held_out = rows[:4]  # evaluation is its own term: loading + training + evaluating the held-out rows
     est = T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=64), rows, spec, None,
                        64, cpu, eval_rows=held_out, methods=["zero-shot", "in-context", "t-few"])

@@ -271,8 +271,10 @@ def estimate(ctx: AppContext, key: str, model_path: str | None, recipe: RecipeCo
 
 def _evaluation(model_path, template, rows, eval_rows, recipe, methods, measured: Measured,
                 evaluates: bool) -> tuple[float, int, tuple[str, ...]] | None:
-    if not evaluates or measured.score_cost is None:
+    if measured.score_cost is None:  # no probe measured loading and scoring: training alone is said
         return None
+    if not evaluates:  # no held-out rows or no comparison ticked: nothing to evaluate
+        return 0.0, 0, ()
     try:
         seconds, held_out = evaluation_seconds(model_path, template, rows, eval_rows, recipe, methods,
                                                measured.score_cost)
@@ -345,6 +347,10 @@ def describe(est: Estimate, steps: int) -> str:
         return (f"Estimated training time: **{_said(est.seconds)}** for {steps} steps "
                 f"({est.source}; loading the model and evaluating add to it).")
     p = est.parts
+    if not p.methods or not p.held_out:
+        return (f"Estimated time: **{_said(est.seconds)}** for {steps} steps (no evaluation: no held-out rows or "
+                f"no comparison ticked) — training {_said(p.train_s)}, loading the model {_said(p.load_s)} "
+                f"({est.source}).")
     methods = [METHOD_WORDS.get(m, m) for m in p.methods]
     named = methods[0] if len(methods) == 1 else ", ".join(methods[:-1]) + " and " + methods[-1]
     return (f"Estimated time: **{_said(est.seconds)}** for {steps} steps and the evaluation — training "
