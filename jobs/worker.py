@@ -132,16 +132,18 @@ class Worker:
         from ia3app.errors import Cancelled
 
         log.info("speed probe %s: timing steps of %s (batch %s)", probe.id, probe.model, probe.batch_size)
-        try:  # a job comes first: one queued meanwhile stops the probe, which waits for the next idle moment
+        try:  # a job comes first: one queued meanwhile stops the probe, which waits for the next idle moment; so
+            # does a probe asked for later (the user picked another model: the page waits for that one)
             measured = probe_step_cost(probe.model, probe.recipe(), device=self.config.device,
-                                       should_stop=lambda: self.shutdown.is_set() or queue.has_queued(self.db))
+                                       should_stop=lambda: self.shutdown.is_set() or queue.has_queued(self.db)
+                                       or probes.newer_waiting(self.db, probe))
         except Cancelled:
             probes.release(self.db, probe.id)
         except Exception as exc:  # recorded for the page, which then says why it shows a rough guide
             log.warning("speed probe %s failed: %s", probe.id, exc)
             probes.fail(self.db, probe.id, str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
         else:
-            probes.finish(self.db, probe.id, measured.cost, measured.points)
+            probes.finish(self.db, probe.id, measured.cost, measured.points, measured.load_s, measured.score_points)
         finally:
             _free_memory()
         return True

@@ -274,3 +274,12 @@ def m007_active_learning(db: sqlite_utils.Database) -> None:
         " created REAL NOT NULL,"
         " PRIMARY KEY (pool, row_index))"
     )
+
+
+@migration
+def m008_probe_scoring(db: sqlite_utils.Database) -> None:
+    """The speed probe also measures what a job pays besides training steps (issue 23): the model's load time
+    and the cost of a scoring batch (evaluation), from points at several lengths (JSON, as `points`).
+    Probes done before have neither and are taken again."""
+    db.execute("ALTER TABLE speed_probes ADD COLUMN load_s REAL")
+    db.execute("ALTER TABLE speed_probes ADD COLUMN score_points TEXT")

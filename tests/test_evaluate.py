@@ -124,5 +124,7 @@ def test_evaluation_reports_rows_scored_for_each_method(tiny_model_dir):
                      progress=events.append)
     scored = [e.message for e in events if "rows scored" in e.message]
     assert all(e.phase == "evaluate" for e in events)
-    assert scored[-1] == "t-few (method 2 of 2): 9 of 9 rows scored"
-    assert "zero-shot (method 1 of 2): 9 of 9 rows scored" in scored
+    done = "9 of 9 rows scored; timing 2 more runs over 9 rows for the latency"
+    assert scored[-1] == f"t-few (method 2 of 2): {done}"
+    assert f"zero-shot (method 1 of 2): {done}" in scored
+    assert "zero-shot (method 1 of 2): 4 of 9 rows scored" in scored  # the first batch is always reported

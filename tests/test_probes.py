@@ -27,3 +27,18 @@ def test_a_waiting_job_stops_the_probe_which_runs_at_the_next_idle_moment(tmp_pa
     assert done.status == "done" and len(done.points) == 2  # 16 and 64 tokens (96 and 256 capped at 64)
     assert done.cost.step_seconds(done.points[1].load) > 0
     assert probes.latest(db, model, RecipeConfig(batch_size=4)) is None  # another batch size is another probe
+
+
+def test_a_probe_gives_way_to_one_asked_for_later(tmp_path, tiny_model_dir):
+    """The user picked another model while the worker timed the first: the page waits for the second."""
+    db = open_db(tmp_path)
+    model = str(tiny_model_dir("t0"))
+    first = probes.request(db, model, RecipeConfig(batch_size=2, max_length=64))
+    taken = probes.claim(db, "w1")
+    assert taken.id == first.id and not probes.newer_waiting(db, taken)
+    later = probes.request(db, model, RecipeConfig(batch_size=4, max_length=64))
+    assert probes.newer_waiting(db, taken)
+    probes.release(db, taken.id)  # as Worker.run_probe does when newer_waiting stops its probe
+    assert probes.claim(db, "w2").id == later.id  # the one asked for last goes first
+    assert not probes.newer_waiting(db, later)
+    assert probes.claim(db, "w3").id == first.id  # then the first, at the next idle moment

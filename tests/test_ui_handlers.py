@@ -392,12 +392,27 @@ def test_estimate_is_measured_by_a_worker_probe_never_in_the_web_process(ctx, us
     notes, text, pending = TR.info_and_pending(*args, template=spec, wait=True)
     assert not pending and "measured here from a short probe the worker ran" in text
     assert "s per step for your 12 rows" in text and "2 answer choices" in text and "tokens per padded batch of 2" in text
-    def seconds(data):
-        return T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=256), data, spec,
-                            None, 64, cpu).seconds
+    def weighed(data):
+        est = T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=256), data, spec,
+                           None, 64, cpu)
+        return est.seconds, int(re.search(r"([\d,]+) tokens per padded batch", est.source).group(1).replace(",", ""))
 
-    longer = [{**r, "sentence": r["sentence"] * 20} for r in rows]  # 20× the tokens per row: a longer step
-    assert seconds(longer) > seconds(rows)
+    longer = [{**r, "sentence": r["sentence"] * 20} for r in rows]  # 20× the tokens per row: a heavier step
+    (short_s, short_tokens), (long_s, long_tokens) = weighed(rows), weighed(longer)
+    assert long_tokens > 3 * short_tokens and long_s >= short_s  # (cut at 256 tokens) the costs are never negative
+    alone = T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=64), rows, spec, None,
+                         64, cpu)  # nothing held out: loading + training, said so
+    assert alone.parts.evaluate_s == 0 and "(no evaluation: no held-out rows" in T_E.describe(alone, 100)
+    held_out = rows[:4]  # evaluation is its own term: loading + training + evaluating the held-out rows
+    est = T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=64), rows, spec, None,
+                       64, cpu, eval_rows=held_out, methods=["zero-shot", "in-context", "t-few"])
+    assert est.parts is not None and est.parts.held_out == 4 and est.parts.evaluate_s > 0 and est.parts.load_s > 0
+    assert est.seconds == pytest.approx(est.parts.load_s + est.parts.train_s + est.parts.evaluate_s)
+    text = T_E.describe(est, 100)
+    assert "for 100 steps and the evaluation" in text and "zero-shot, in-context and T-Few on 4 held-out rows" in text
+    fewer = T_E.estimate(ctx, M.TINY, model, RecipeConfig(steps=100, batch_size=2, max_length=64), rows, spec, None,
+                         64, cpu, eval_rows=held_out, methods=["t-few"])
+    assert fewer.parts.evaluate_s < est.parts.evaluate_s  # in-context's long prompts and a third method cost more
 
 
 def test_several_templates_can_be_ticked_for_training(ctx, users, tmp_path):

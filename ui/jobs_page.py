@@ -179,7 +179,7 @@ def build_job_page() -> JobPage:
     with gr.Row():
         job = gr.Dropdown(label="Job", choices=[], value=None, scale=4, allow_custom_value=False)
         refresh = gr.Button("↻ Refresh list", scale=1, size="sm")
-    header = gr.Markdown("Pick a job from the list, or start one in step 3.")
+    header = gr.Markdown("Pick a job from the list, or start one in step 3.", elem_id="ia3-job-header")
     bar = gr.HTML()
     with gr.Row():
         loss = gr.LinePlot(x="step", y="loss", color="term", title="Training loss (total and the three T-Few terms)",

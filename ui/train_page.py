@@ -103,13 +103,15 @@ def model_info(ctx: AppContext, key: str, local_path: str, steps: Any, batch_siz
 
 def info_and_pending(ctx: AppContext, key: str, local_path: str, steps: Any, batch_size: Any, max_length: Any,
                      rows: list[dict] | None, hw: M.Hardware, *, template: dict | None = None,
+                     eval_rows: list[dict] | None = None, methods: list[str] | tuple = (),
                      wait: bool = False) -> tuple[str, str, bool]:
     """(the model notes as markdown, the time estimate shown beside Start, whether a worker's probe is still
     pending). Nothing trains here: when no step of this model was measured here yet, a worker is asked to
-    time a few (ui.time_estimate); wait=True waits for it (polling) before estimating."""
+    time a few (ui.time_estimate); wait=True waits for it (polling) before estimating. rows: the training
+    rows; eval_rows: the held-out rows `methods` are evaluated on."""
     notes, model_path, params = model_notes(ctx, key, local_path, hw)
     return (notes, *estimate_and_pending(ctx, key, model_path, params, steps, batch_size, max_length, rows, hw,
-                                         template=template, wait=wait))
+                                         template=template, eval_rows=eval_rows, methods=methods, wait=wait))
 
 
 def model_notes(ctx: AppContext, key: str, local_path: str, hw: M.Hardware) -> tuple[str, str | None, float | None]:
@@ -151,7 +153,8 @@ def model_notes(ctx: AppContext, key: str, local_path: str, hw: M.Hardware) -> t
 
 def estimate_and_pending(ctx: AppContext, key: str, model_path: str | None, params: float | None, steps: Any,
                          batch_size: Any, max_length: Any, rows: list[dict] | None, hw: M.Hardware, *,
-                         template: dict | None = None, wait: bool = False) -> tuple[str, bool]:
+                         template: dict | None = None, eval_rows: list[dict] | None = None,
+                         methods: list[str] | tuple = (), wait: bool = False) -> tuple[str, bool]:
     """(the estimate beside Start, whether a worker's probe is still pending): see info_and_pending."""
     try:
         recipe = RecipeConfig(steps=int(steps), batch_size=int(batch_size), max_length=int(max_length),
@@ -159,12 +162,23 @@ def estimate_and_pending(ctx: AppContext, key: str, model_path: str | None, para
     except (TypeError, ValueError, UserError):
         return "", False
     guess = tokens_per_example(rows, recipe.max_length)
-    est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw)
-    if est.pending and wait:
-        ended = T_E.wait_for_probe(ctx, model_path, recipe)
-        est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw, ask=False,
-                           gave_up=not ended)
-    return T_E.describe(est, recipe.steps) if est.seconds is not None or est.pending else "", est.pending
+    data = dict(eval_rows=eval_rows, methods=[m for m in METHODS if m in (methods or ())])
+    est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw, **data)
+    pending = est.pending
+    if pending and wait:
+        pending = not T_E.wait_for_probe(ctx, model_path, recipe)
+        est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw, **data, ask=False)
+    if pending and T_E.probe_waited_s(ctx, model_path, recipe) > PROBE_PATIENCE_S:  # the rough guide meanwhile
+        est = T_E.estimate(ctx, key, model_path, recipe, rows, template, params, guess, hw, **data, ask=False,
+                           gave_up=True)
+    return T_E.describe(est, recipe.steps) if est.seconds is not None or est.pending else "", pending
+
+
+PROBE_PATIENCE_S = 120.0
+"""A probe asked for longer ago than this (a worker busy with a job, or with another model's probe) is waited
+for with the rough guide shown, saying so; the measured figure replaces it once the probe ends."""
+ESTIMATE_POLL_S = 3.0
+"""While a probe is pending, the page looks again this often (a timer: no request is held open meanwhile)."""
 
 
 def cv_cost(session: dict | None) -> str:
@@ -250,7 +264,9 @@ class TrainPage:
     start: gr.Button
     message: gr.Markdown
     estimate: gr.Markdown
-    """Beside Start and the step count: the measured training time and what it is based on."""
+    """Beside Start and the step count: the measured time of the run and what it is based on."""
+    estimate_timer: gr.Timer
+    """Active while a worker's probe is pending: the estimate is looked at again."""
 
 
 def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
@@ -301,12 +317,13 @@ def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
                                           min_width=160, scale=1, elem_id="ia3-steps")
         start = gr.Button("Start training", variant="primary", scale=1, min_width=160)
         estimate = gr.Markdown(elem_id="ia3-estimate")
+    estimate_timer = gr.Timer(ESTIMATE_POLL_S, active=False)
     recipe = [made[name] for name in RECIPE_FIELDS]
     message = gr.Markdown()
     model.change(lambda k: (gr.update(visible=k == M.LOCAL), gr.update(visible=k == TFEW_MODEL)), model,
                  [local_path, tfew_row], api_visibility="private")
     return TrainPage(summary, model, local_path, info, recipe, init_tfew, tfew_path, eval_methods, start, message,
-                     estimate)
+                     estimate, estimate_timer)
 
 
 def prefilled(page: TrainPage, prior: dict, session: dict, spec: TemplateSpec, extra: list[str], job_id: int) -> dict:
@@ -335,32 +352,42 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
 
     steps, batch, length = (page.recipe[RECIPE_FIELDS.index(n)] for n in ("steps", "batch_size", "max_length"))
 
-    def on_info(key, local_path, s, b, m, session, template, request: gr.Request):
-        """The notes and estimate at once; when a worker is timing this model's steps, again once it has."""
-        rows = None
+    def data_of(session, template, request: gr.Request):
+        """(training rows, held-out rows) of the user's data as the job will split them; None, None before any."""
         try:
             uid = ctx.user_id(request)
             if session and session.get("dataset_id"):
                 from storage import repo
 
                 rows = repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), uid)
+                return T_E.job_rows(ctx, uid, session, template["label_column"], rows) if template else (rows, None)
         except UserError:
-            rows = None
-        start = gr.update(interactive=M.unusable_reason(key, local_path, ctx.allowed_model_dirs()) is None)
-        notes, model_path, params = model_notes(ctx, key, local_path, hw)
-        yield {page.info: notes, page.start: start}  # at once; the estimate reads the data's tokens first
-        estimate, pending = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, template=template)
-        yield {page.estimate: estimate + cv_cost(session)}
-        if pending:
-            estimate, _ = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, template=template,
-                                               wait=True)
-            yield {page.estimate: estimate + cv_cost(session)}
+            pass
+        return None, None
 
-    info_inputs = [page.model, page.local_path, steps, batch, length, shared.session, shared.template]
-    for comp in (page.model, page.local_path, steps, batch, length, page.summary):
-        comp.change(on_info, info_inputs, [page.info, page.estimate, page.start], api_visibility="private",
-                    trigger_mode="always_last")
-    shared.demo.load(on_info, info_inputs, [page.info, page.estimate, page.start], api_visibility="private")
+    def estimate_now(key, local_path, s, b, m, session, template, methods, request: gr.Request) -> dict:
+        """The estimate beside Start; the timer looks again while a worker's probe is pending."""
+        rows, held_out = data_of(session, template, request)
+        _, model_path, params = model_notes(ctx, key, local_path, hw)
+        estimate, pending = estimate_and_pending(ctx, key, model_path, params, s, b, m, rows, hw, template=template,
+                                                 eval_rows=held_out, methods=methods or ())
+        return {page.estimate: estimate + cv_cost(session), page.estimate_timer: gr.Timer(active=pending)}
+
+    def on_info(key, local_path, s, b, m, session, template, methods, request: gr.Request):
+        """The notes at once, then the estimate (it reads the data's tokens first)."""
+        start = gr.update(interactive=M.unusable_reason(key, local_path, ctx.allowed_model_dirs()) is None)
+        notes, _, _ = model_notes(ctx, key, local_path, hw)
+        yield {page.info: notes, page.start: start}
+        yield estimate_now(key, local_path, s, b, m, session, template, methods, request)
+
+    info_inputs = [page.model, page.local_path, steps, batch, length, shared.session, shared.template,
+                   page.eval_methods]
+    info_outputs = [page.info, page.estimate, page.start, page.estimate_timer]
+    for comp in (page.model, page.local_path, steps, batch, length, page.summary, page.eval_methods):
+        comp.change(on_info, info_inputs, info_outputs, api_visibility="private", trigger_mode="always_last")
+    shared.demo.load(on_info, info_inputs, info_outputs, api_visibility="private")
+    page.estimate_timer.tick(estimate_now, info_inputs, [page.estimate, page.estimate_timer], api_visibility="private",
+                             trigger_mode="always_last")
 
     def on_start(v: dict, request: gr.Request):
         try:

@@ -25,6 +25,9 @@ from ia3app.jobtypes import EVAL_METHODS, ProgressEvent
 from ia3app.evaluation.metrics import classification_report
 from ia3app.evaluation.scoring import score_choices
 from ia3app.evaluation.uncertainty import annotate
+# timed runs per method (the latency is their median) and the rows each run after the first scores: defined
+# beside the time estimate that counts these passes
+from ia3app.recipe.step_cost import LATENCY_RUNS, REPEAT_ROWS
 from ia3app.templates.chat import overhead_tokens, wrap_examples
 
 METHODS = EVAL_METHODS
@@ -65,11 +68,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-LATENCY_RUNS = 3
-"""Timed runs per method; the reported latency is their median."""
-REPEAT_ROWS = 16
-"""Rows scored by each timed run after the first (the first scores every held-out row); few, since a real
-model on a CPU scores a few rows a second and the repeats must not cost as much as the evaluation."""
 
 
 def _timed_scores(loaded, examples, *, batch_size, max_length, warmup, repeats: int = LATENCY_RUNS,
@@ -107,7 +105,10 @@ def _rows_scored(progress, method: str, number: int, methods: int, rows: int) ->
         now = time.monotonic()
         if done == rows or now - last[0] >= ROWS_SCORED_EVERY_S:
             last[0] = now
-            progress(ProgressEvent("evaluate", f"{method} (method {number} of {methods}): {done} of {rows} rows scored"))
+            timing = (f"; timing {LATENCY_RUNS - 1} more runs over {min(rows, REPEAT_ROWS)} rows for the latency"
+                      if done == rows and LATENCY_RUNS > 1 else "")
+            progress(ProgressEvent("evaluate", f"{method} (method {number} of {methods}): {done} of {rows} rows scored"
+                                               + timing))
 
     return report
 

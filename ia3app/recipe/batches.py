@@ -180,7 +180,7 @@ class TokenCache:
         else:  # each choice row carries its input again
             tokens += sum(self.input_len[r] * len(self.tokenized[r].choice_ids) for r in rend)
         s, t = _round_up(s, self.bucket[0], self.max_input), _round_up(t, self.bucket[1], self.max_target)
-        load = padded_load(len(rend), s, len(rows), t, self.enc_dec)  # what the padded batch carries
+        load = padded_load(len(rend), s, len(rows), t, self.enc_dec, k if self.shared_prefix else 0)  # padded, as carried
         return MicroBatch(
             slice(start_n, start_n + len(rend)), slice(start_r, start_r + len(rows)),
             slice(start_c, start_c + len(rend) * k), k, s, t, tokens, int(load.tokens), int(load.pairs),

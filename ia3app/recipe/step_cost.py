@@ -4,8 +4,14 @@ A step's time on a given machine and model has a fixed part (the optimizer, kern
 what dominates a small model), a part that grows with the tokens the forward and backward pass carry,
 padding included, and a part that grows with attention's token pairs (quadratic in the padded lengths:
 for a small model at a few hundred tokens it is most of the step). For an encoder-decoder batch of n
-inputs padded to S tokens and R choice rows padded to T: tokens = n·S + R·T, pairs = n·S² + R·T·(T + S);
-for a decoder-only model each choice row carries its input again: tokens = R·(S + T), pairs = R·(S + T)².
+inputs padded to S tokens and R choice rows padded to T: tokens = n·S + R·T, pairs = n·S² + R·T·(T + S).
+A decoder-only model reads each input once with its K choices in slots after it (the shared prefix of
+ia3app.evaluation.scoring): n rows of W = S + K·T tokens, tokens = n·W, pairs = n·W²; without the shared
+prefix each choice row carries its input again: tokens = R·(S + T), pairs = R·(S + T)².
+
+Scoring (evaluation) is the same forward pass without the backward one: a batch of it costs
+overhead + per_token × tokens + per_pair × pairs too, with its own coefficients (:func:`evaluation_batches`
+lists the batches an evaluation scores, in the order ia3app.evaluation.compare scores them).
 
 :func:`shape_of` computes a dataset's mean figures per step for the recipe's batch size, drawing
 batches at random as training does; :class:`StepCost` is fitted (:func:`fit`) to measured points:
@@ -107,17 +113,24 @@ class DataShape:
     """Padded tokens and attention pairs one step carries (see the module docstring)."""
 
 
-def padded_load(n: int, s: int, r: int, t: int, enc_dec: bool) -> Load:
-    """What a batch of n inputs padded to s tokens and r choice rows padded to t tokens carries."""
+def padded_load(n: int, s: int, r: int, t: int, enc_dec: bool, k: int = 0) -> Load:
+    """What a batch of n inputs padded to s tokens and r choice rows padded to t tokens carries. k: for a
+    decoder-only model reading each input once (the shared prefix), the slots per row (the most choices of
+    an example in the batch); 0: one row per choice, the input repeated."""
     if enc_dec:
         return Load(n * s + r * t, n * s * s + r * t * (t + s))
+    if k:
+        width = s + k * t
+        return Load(n * width, n * width * width)
     return Load(r * (s + t), r * (s + t) ** 2)
 
 
 def batch_load(input_lens: Sequence[int], choice_lens: Sequence[Sequence[int]], enc_dec: bool) -> Load:
-    """What one batch of these rows carries once padded (batches.TokenCache pads a micro-batch so)."""
+    """What one batch of these rows carries once padded, as training and scoring pad it (batches.TokenCache,
+    scoring.choice_log_probs; a decoder-only model with the shared prefix)."""
     return padded_load(len(input_lens), max(input_lens), sum(len(lens) for lens in choice_lens),
-                       max(max(lens, default=1) for lens in choice_lens), enc_dec)
+                       max(max(lens, default=1) for lens in choice_lens), enc_dec,
+                       k=max(len(lens) for lens in choice_lens))
 
 
 def shape_of(input_lens: Sequence[int], choice_lens: Sequence[Sequence[int]], batch_size: int, enc_dec: bool, *,
@@ -137,3 +150,37 @@ def shape_of(input_lens: Sequence[int], choice_lens: Sequence[Sequence[int]], ba
     return DataShape(rows=n, mean_input_tokens=sum(input_lens) / n,
                      mean_answer_tokens=sum(answers) / len(answers) if answers else 0.0,
                      choices=len(answers) / n, load=Load(tokens / draws, pairs / draws))
+
+
+LATENCY_RUNS = 3
+"""Timed scoring runs per evaluated method (ia3app.evaluation.compare; its latency is their median): the
+first over every held-out row,"""
+REPEAT_ROWS = 16
+"""the others over at most this many rows (few, since a real model on a CPU scores a few rows a second and
+the repeats must not cost as much as the evaluation)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One example as scoring sees it: its input's length in characters (scoring batches rows in that order),
+    its input's tokens and its choices' tokens."""
+
+    chars: int
+    input_tokens: int
+    choice_tokens: tuple[int, ...]
+
+
+def _batches(rows: Sequence[Row], batch_size: int, enc_dec: bool) -> list[Load]:
+    ordered = sorted(rows, key=lambda r: r.chars)  # evaluation.scoring.score_choices: by input length
+    return [batch_load([r.input_tokens for r in ordered[b: b + batch_size]],
+                       [r.choice_tokens for r in ordered[b: b + batch_size]], enc_dec)
+            for b in range(0, len(ordered), batch_size)]
+
+
+def evaluation_passes(rows: Sequence[Row], batch_size: int, enc_dec: bool, *,
+                      warmup: bool = True) -> tuple[list[Load], list[Load]]:
+    """The batches one method's evaluation scores (ia3app.evaluation.compare._timed_scores), as (every row
+    once, the rest: a warm-up batch of the first rows and LATENCY_RUNS - 1 timed repeats over the first
+    REPEAT_ROWS rows); each pass sorted by input length and cut into batches, as scoring does."""
+    rest = ([rows[:batch_size]] if warmup else []) + [rows[:REPEAT_ROWS]] * (LATENCY_RUNS - 1)
+    return _batches(rows, batch_size, enc_dec), [load for part in rest for load in _batches(part, batch_size, enc_dec)]
