@@ -92,3 +92,62 @@ def wait_for():
     from timing import wait_for as wait
 
     return wait
+
+
+# ----- launched apps and Chromium (tests/apps.py) ------------------------------------------------------------
+def skip_without_browser(request) -> None:
+    """A module marked `browser` is skipped before its app starts where Chromium is absent."""
+    from apps import need_browser
+
+    if request.node.get_closest_marker("browser"):
+        need_browser()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, request):
+    """(url, ctx) of the app in single-user mode with one local worker, on a fresh data directory, for the module."""
+    from apps import launched
+    from ui.context import AppContext
+
+    skip_without_browser(request)
+    ctx = AppContext(tmp_path_factory.mktemp("app-data"))
+    with launched(ctx, worker=True) as (_, url, _):
+        yield url, ctx
+
+
+@pytest.fixture(scope="module")
+def signed_in_site(tmp_path_factory, request):
+    """The app with sign-in required and the accounts of apps.USERS (alice, bob), no worker, for the module:
+    ``.ctx``, ``.url``, ``.demo``, ``.users`` (name -> user id)."""
+    from types import SimpleNamespace
+
+    from apps import USERS, launched
+    from ui.context import AppContext
+
+    skip_without_browser(request)
+    ctx = AppContext(tmp_path_factory.mktemp("signed-in-data"), auth_required=True)
+    with launched(ctx, users=USERS) as (demo, url, ids):
+        yield SimpleNamespace(ctx=ctx, url=url, demo=demo, users=ids)
+
+
+@pytest.fixture
+def proxied_site(tmp_path, monkeypatch, request):
+    """(ctx, demo, url) of the app with sign-in (alice, bob) behind a proxy on 127.0.0.1 that the operator named
+    (--trusted-proxy): X-Forwarded-For says who the client is. One per test (sign-in limits are counted)."""
+    from apps import USERS, launched
+    from ui.context import AppContext
+
+    skip_without_browser(request)
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1")  # restored after the test (launch sets it)
+    ctx = AppContext(tmp_path / "data", auth_required=True, trusted_proxies=["127.0.0.1"])
+    with launched(ctx, users=USERS) as (demo, url, _):
+        yield ctx, demo, url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium (Playwright, Debian's /usr/bin/chromium) for the module; skips the test where it is absent."""
+    from apps import chromium
+
+    with chromium() as b:
+        yield b

@@ -5,33 +5,23 @@ checked before the body is read, 4xx (never 500) for malformed requests."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 
 import httpx
 import pytest
+from apps import served
 from serving_helpers import finished_jobs
 
 from ia3app.templates.spec import TemplateSpec
-from timing import wait_for
 
 SLOW = TemplateSpec(
     name="slow", choices=["bad", "good"],
     input="{% for i in range(1000) %}{% for j in range(200) %}{% endfor %}{% endfor %}{{ sentence }} Good or bad?")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     """The predictions-only app on a real server (uvicorn, one event loop), alice with a fast and a slow adapter."""
-    import uvicorn
-
     from storage import api_keys, users
     from ui.context import AppContext
     from ui.http_api import serve_only_app
@@ -42,15 +32,8 @@ def server(tiny_model_dir, tmp_path_factory):
     fast = finished_jobs(ctx, alice, tiny_model_dir("t0"), 1)[0]
     slow = finished_jobs(ctx, alice, tiny_model_dir("t0"), 1, seed0=5, template=SLOW)[0]
     key = api_keys.create_key(ctx.db(), "alice")[1]
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(serve_only_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: srv.started, "the API server is up")
-    yield ctx, url, key, fast, slow
-    srv.should_exit = True
-    thread.join(30)
+    with served(serve_only_app(ctx)) as url:
+        yield ctx, url, key, fast, slow
     ctx.engine().close()
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from test_browser_journey import VIEW, browser, free_port, sign_in  # noqa: F401  (browser: a fixture)
+from apps import USERS, VIEW
+from test_browser_journey import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -23,43 +24,27 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"22-{name}.png"))
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    """Sign-in on, behind a proxy on 127.0.0.1 the operator named: each browser context says its address."""
-    from storage import users
-    from ui.auth import make_auth_check
-    from ui.context import AppContext
-    from ui.main import launch
-
-    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1")
-    ctx = AppContext(tmp_path / "data", auth_required=True, trusted_proxies=["127.0.0.1"])
-    users.create_user(ctx.db(), "alice", "alice-password-1")
-    demo, url = launch(ctx, port=free_port(), auth=make_auth_check(ctx.db), prevent_thread_lock=True, quiet=True)
-    yield ctx, url
-    demo.close()
-
-
-def test_too_many_attempts_are_told_in_words_and_never_lock_out_the_user(site, browser):  # noqa: F811
-    _, url = site
+def test_too_many_attempts_are_told_in_words_and_never_lock_out_the_user(proxied_site, browser):
+    _, _, url = proxied_site
     attacker = browser.new_context(viewport=VIEW, extra_http_headers={"X-Forwarded-For": "10.6.6.6"}).new_page()
     for _ in range(5):
         sign_in(attacker, url, "alice", "wrong guess")
         attacker.get_by_text(re.compile("incorrect credentials", re.I)).wait_for(timeout=60_000)
-    sign_in(attacker, url, "alice", "alice-password-1")  # even the right password, from this address
+    sign_in(attacker, url, "alice", USERS["alice"])  # even the right password, from this address
     notice = attacker.locator("#ia3-login-notice")
     notice.wait_for(timeout=60_000)
     assert re.fullmatch(r"too many attempts, try again in \d+ s", notice.inner_text().strip())
     shot(attacker, "1-too-many-attempts")
     alice = browser.new_context(viewport=VIEW, extra_http_headers={"X-Forwarded-For": "10.0.0.7"}).new_page()
-    sign_in(alice, url, "alice", "alice-password-1")
+    sign_in(alice, url, "alice", USERS["alice"])
     alice.get_by_text("Signed in as alice").wait_for(timeout=60_000)
     shot(alice, "2-alice-signs-in-meanwhile")
 
 
-def test_refresh_list_after_the_database_went_away_says_so(site, browser):  # noqa: F811
-    ctx, url = site
+def test_refresh_list_after_the_database_went_away_says_so(proxied_site, browser):
+    ctx, _, url = proxied_site
     page = browser.new_context(viewport=VIEW, extra_http_headers={"X-Forwarded-For": "10.0.0.7"}).new_page()
-    sign_in(page, url, "alice", "alice-password-1")
+    sign_in(page, url, "alice", USERS["alice"])
     page.get_by_text("Signed in as alice").wait_for(timeout=60_000)
     page.get_by_role("tab", name=re.compile("Progress & jobs")).click()
     refresh = page.get_by_role("button", name=re.compile("Refresh list"))

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from test_browser_trust import app, browser  # noqa: F401  (the app with a real worker, Chromium)
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NOTES = Path("/work/notes/screens")
@@ -48,7 +46,7 @@ def first_round(ctx, tmp_path, wait_for) -> int:
     return job_id
 
 
-def test_one_round_suggest_label_save_retrain(app, browser, tmp_path, wait_for):  # noqa: F811
+def test_one_round_suggest_label_save_retrain(app, browser, tmp_path, wait_for):
     from ia3app import tables
     from jobs import queue
     from storage import repo, users

@@ -9,64 +9,20 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
+from apps import USERS, VIEW
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("IA3APP_SHOTS") or Path(__file__).resolve().parent / "artifacts")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-VIEW = {"width": 1280, "height": 800}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"23-{name}.png"))
-
-
-def _need_browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is absent: install Debian's chromium (make chromium) to run browser tests")
-    pytest.importorskip("playwright")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def signed_in_app(tmp_path_factory):
-    """The app with sign-in required and two users (no worker: nothing here trains)."""
-    _need_browser()
-    from storage import users
-    from ui.auth import make_auth_check
-    from ui.context import AppContext
-    from ui.main import launch
-
-    ctx = AppContext(tmp_path_factory.mktemp("signin-data"))
-    users.create_user(ctx.db(), "alice", "alice-password-1")
-    users.create_user(ctx.db(), "bob", "bob-password-22")
-    ctx.auth_required = True
-    demo, url = launch(ctx, port=free_port(), auth=make_auth_check(ctx.db), prevent_thread_lock=True, quiet=True)
-    yield url
-    demo.close()
 
 
 def sign_in(page, url: str, name: str, password: str) -> None:
@@ -76,10 +32,10 @@ def sign_in(page, url: str, name: str, password: str) -> None:
     page.get_by_role("button", name=re.compile("login", re.I)).click()
 
 
-def test_header_names_who_signed_in_and_signs_out(signed_in_app, browser):
-    url = signed_in_app
+def test_header_names_who_signed_in_and_signs_out(signed_in_site, browser):
+    url = signed_in_site.url
     pages = {}
-    for name, password in (("alice", "alice-password-1"), ("bob", "bob-password-22")):
+    for name, password in USERS.items():
         page = browser.new_context(viewport=VIEW).new_page()
         sign_in(page, url, name, password)
         page.get_by_text(f"Signed in as {name}").wait_for(timeout=60_000)
@@ -94,29 +50,6 @@ def test_header_names_who_signed_in_and_signs_out(signed_in_app, browser):
     shot(pages["alice"], "1-signed-out")
     pages["bob"].reload()
     pages["bob"].get_by_text("Signed in as bob").wait_for(timeout=60_000)  # the other user is still in
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """The app in single-user mode with one local worker, on a fresh data directory."""
-    _need_browser()
-    from jobs.local import start_local_worker
-    from ui.context import AppContext
-    from ui.main import launch
-
-    data_dir = tmp_path_factory.mktemp("journey-data")
-    before = os.environ.get("IA3APP_DATA_DIR")
-    os.environ["IA3APP_DATA_DIR"] = str(data_dir)
-    ctx = AppContext(data_dir)
-    worker = start_local_worker(data_dir, poll_s=0.3)
-    demo, url = launch(ctx, port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield url, ctx
-    demo.close()
-    worker.stop()
-    if before is None:
-        os.environ.pop("IA3APP_DATA_DIR", None)
-    else:
-        os.environ["IA3APP_DATA_DIR"] = before
 
 
 def upload(page, csv: Path, rows: int) -> None:

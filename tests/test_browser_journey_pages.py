@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from test_browser_journey import (VIEW, app, browser, pick_run, set_steps, shot,  # noqa: F401  (fixtures)
-                                  to_train_with_tiny, upload)
+from apps import VIEW
+from test_browser_journey import pick_run, set_steps, shot, to_train_with_tiny, upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

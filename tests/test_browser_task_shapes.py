@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from test_browser_e2e import app, browser, shot, start_tiny_training  # noqa: F401  (module fixtures)
+from test_browser_e2e import shot, start_tiny_training
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def fields_in_page_order(page, names: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_task_shape_journey(app, browser, fewshot_dir, shape):  # noqa: F811
+def test_task_shape_journey(app, browser, fewshot_dir, shape):
     url, _ = app
     filename, boxes = SHAPES[shape]
     page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -82,7 +82,7 @@ def test_task_shape_journey(app, browser, fewshot_dir, shape):  # noqa: F811
     page.close()
 
 
-def test_a_link_to_a_job_that_is_not_mine_says_so(app, browser):  # noqa: F811
+def test_a_link_to_a_job_that_is_not_mine_says_so(app, browser):
     url, _ = app
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(url + "?job=987654")

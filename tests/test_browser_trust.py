@@ -8,60 +8,14 @@ exists (the issue's notes), else tests/artifacts/.
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
 NOTES = Path("/work/notes/shots")
 ARTIFACTS = NOTES if NOTES.is_dir() else Path(__file__).resolve().parent / "artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is absent: install Debian's chromium (make chromium) to run browser tests")
-    pytest.importorskip("playwright")
-    import os
-
-    from jobs.local import start_local_worker
-    from ui.context import AppContext
-    from ui.main import launch
-
-    data_dir = tmp_path_factory.mktemp("browser-trust")
-    before = os.environ.get("IA3APP_DATA_DIR")
-    os.environ["IA3APP_DATA_DIR"] = str(data_dir)
-    ctx = AppContext(data_dir)
-    worker = start_local_worker(data_dir, poll_s=0.3)
-    demo, url = launch(ctx, port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield url, ctx
-    demo.close()
-    worker.stop()
-    if before is None:
-        os.environ.pop("IA3APP_DATA_DIR", None)
-    else:
-        os.environ["IA3APP_DATA_DIR"] = before
-
-
-@pytest.fixture(scope="module")
-def browser(app):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
 
 
 def shot(page, name: str, full: bool = False) -> None:
@@ -101,7 +55,7 @@ def test_cross_validate_read_intervals_move_threshold_see_unsure(app, browser, f
         box = page.get_by_label(label)
         box.fill(str(value))
         box.press("Tab")
-    page.wait_for_timeout(500)
+    page.get_by_text("for 4 steps").first.wait_for(timeout=120_000)  # the estimate, for the new step count
     shot(page, "2_train_cost")
     page.get_by_role("button", name="Start training").click()
     try:  # 3 training runs and 2 three-way evaluations: minutes on a busy 2-core machine

@@ -1,23 +1,41 @@
 """Limits with clear messages (columns, header names, cells), the two fixed refusals, and the
 data-page warnings for empty text, decimal labels, labels differing only in case and one-row labels."""
 
+import csv
+
 import pytest
 
 from ia3app.errors import UserError
-from ia3app.tables import MAX_CELL_CHARS, MAX_COLUMNS, check_labels, load_csv
-from timing import ThreadCPU
+from ia3app.tables import MAX_CELL_CHARS, MAX_COLUMNS, SNIFF_CHARS, check_labels, load_csv
 
 
 def wide_csv(n: int) -> bytes:
     return (",".join(f"c{i}" for i in range(n)) + "\n" + ",".join("x" for _ in range(n)) + "\n").encode()
 
 
-def test_column_limit_refuses_a_wide_file_fast():
+@pytest.fixture
+def sniffed(monkeypatch) -> list[int]:
+    """The lengths of the samples csv.Sniffer is given (the real sniffer runs), in order."""
+    lengths: list[int] = []
+    sniff = csv.Sniffer.sniff
+
+    def noted(self, sample, delimiters=None):
+        lengths.append(len(sample))
+        return sniff(self, sample, delimiters)
+
+    monkeypatch.setattr(csv.Sniffer, "sniff", noted)
+    return lengths
+
+
+def test_column_limit_refuses_a_wide_file_from_its_first_line(sniffed):
     assert len(load_csv(wide_csv(MAX_COLUMNS)).columns) == MAX_COLUMNS
-    raw = wide_csv(20_000)
-    with ThreadCPU() as cpu, pytest.raises(UserError, match=r"the file has 20,000 columns; the limit is 200\. Keep only the text"):
+    raw = wide_csv(20_000) + b'x,"a quote never closed\n' * 100
+    sniffed.clear()
+    # refused from its first line, before the delimiter is sniffed and the rest is read (the broken rows below
+    # go unmentioned); bench/bench_upload.py measures the time: milliseconds, against seconds parsing it whole
+    with pytest.raises(UserError, match=r"^the file has 20,000 columns; the limit is 200\. Keep only the text"):
         load_csv(raw)
-    assert cpu.seconds < 0.5  # refused from the header, not after parsing 20,000 columns
+    assert sniffed == []
     with pytest.raises(UserError, match=r"the file has 201 columns; the limit is 200"):
         load_csv(wide_csv(201).replace(b",", b";"))
 
@@ -89,9 +107,10 @@ def test_one_row_labels_warn():
 
 
 @pytest.mark.parametrize("body", [',"' * 10_000, '",' * 10_000, 'a,"' * 6_666])
-def test_delimiter_detection_of_a_20kb_file_is_quick(body):
+def test_delimiter_detection_of_a_20kb_file_is_quick(body, sniffed):
     """Issue 22: csv.Sniffer's quote guessing is quadratic; a 20 kB line of ',"' held the upload 2.4 s
-    (and the other users with it). The sniffer now reads at most SNIFF_CHARS; the refusal still says why."""
-    with ThreadCPU() as cpu, pytest.raises(UserError, match="wrong number of fields|never closed|columns|not valid CSV"):
+    (and the other users with it). The sniffer now reads at most SNIFF_CHARS; the refusal still says why.
+    (bench/bench_upload.py measures the time.)"""
+    with pytest.raises(UserError, match="wrong number of fields|never closed|columns|not valid CSV"):
         load_csv(("text,label\n" + body).encode())
-    assert cpu.seconds < 1.0, f"{cpu.seconds:.2f} CPU s"
+    assert sniffed and max(sniffed) <= SNIFF_CHARS  # not the 20 kB line

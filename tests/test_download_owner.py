@@ -5,34 +5,13 @@ else in the data directory is served; /openapi.json and the pages need sign-in."
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    from storage import users
-    from ui.auth import make_auth_check
-    from ui.context import AppContext
-    from ui.main import launch
-
-    ctx = AppContext(tmp_path_factory.mktemp("dl-data"), auth_required=True)
-    alice = users.create_user(ctx.db(), "alice", "alice-pass-1")
-    bob = users.create_user(ctx.db(), "bob", "bob-pass-22")
-    demo, url = launch(ctx, port=free_port(), auth=make_auth_check(ctx.db), prevent_thread_lock=True, quiet=True)
-    yield ctx, url, alice, bob, demo
-    demo.close()
+from apps import USERS
 
 
 def signed_in(url, name, password) -> httpx.Client:
@@ -48,10 +27,11 @@ def gradio_copy(path: str) -> Path:
     return Path(save_file_to_cache(path, os.environ["GRADIO_TEMP_DIR"]))
 
 
-def test_a_download_is_served_to_its_owner_only(site):
+def test_a_download_is_served_to_its_owner_only(signed_in_site):
     from ui.tempfiles import hand_out, new_download
 
-    ctx, url, alice, _, _ = site
+    site = signed_in_site
+    ctx, url, alice = site.ctx, site.url, site.users["alice"]
     out = new_download(ctx.data_dir, "predictions-job7.csv")
     out.write_text("sentence,prediction\nfine,positive\n")
     copy = gradio_copy(hand_out(out, alice))
@@ -60,15 +40,15 @@ def test_a_download_is_served_to_its_owner_only(site):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     link = f"gradio_api/file={copy}"
-    assert signed_in(url, "alice", "alice-pass-1").get(link).text.endswith("fine,positive\n")
-    theirs = signed_in(url, "bob", "bob-pass-22").get(link)  # bob has alice's link: 200 before
+    assert signed_in(url, "alice", USERS["alice"]).get(link).text.endswith("fine,positive\n")
+    theirs = signed_in(url, "bob", USERS["bob"]).get(link)  # bob has alice's link: 200 before
     assert theirs.status_code == 404 and "this download is not yours" in theirs.json()["detail"]
     assert httpx.get(f"{url}{link}").status_code in (401, 403, 404)  # nobody signed in: not served
 
 
-def test_nothing_else_in_the_data_directory_is_served(site):
-    ctx, url, _, _, _ = site
-    http = signed_in(url, "alice", "alice-pass-1")
+def test_nothing_else_in_the_data_directory_is_served(signed_in_site):
+    ctx, url = signed_in_site.ctx, signed_in_site.url
+    http = signed_in(url, "alice", USERS["alice"])
     for target in (ctx.data_dir / "ia3app.db", ctx.data_dir / "gradio-cache"):
         r = http.get(f"gradio_api/file={target}")
         assert r.status_code == 403, (target, r.status_code)
@@ -78,10 +58,10 @@ OPEN = {"", "/", "/favicon.ico", "/theme.css", "/robots.txt", "/manifest.json", 
 """What answers without sign-in: the sign-in page and what it loads, sign-out, the API's health probe."""
 
 
-def test_openapi_and_every_other_route_need_sign_in(site):
+def test_openapi_and_every_other_route_need_sign_in(signed_in_site):
     """/openapi.json was served without sign-in; now no route (without path parameters) answers 200
     without it, except the sign-in page's own files, sign-out and the API's health probe."""
-    _, url, _, _, demo = site
+    url, demo = signed_in_site.url, signed_in_site.demo
     assert httpx.get(f"{url}openapi.json").status_code == 404  # no schema while sign-in is on
     answered = []
 
@@ -97,10 +77,10 @@ def test_openapi_and_every_other_route_need_sign_in(site):
     assert answered and all(code != 200 for _, code in answered), answered
 
 
-def test_downloads_and_their_copies_are_swept(site):
+def test_downloads_and_their_copies_are_swept(signed_in_site):
     from ui import tempfiles
 
-    ctx, _, alice, _, _ = site
+    ctx, alice = signed_in_site.ctx, signed_in_site.users["alice"]
     out = tempfiles.new_download(ctx.data_dir, "ia3-adapter-job3.zip")
     out.write_bytes(b"zip bytes")
     copy = gradio_copy(tempfiles.hand_out(out, alice))

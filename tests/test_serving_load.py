@@ -4,11 +4,10 @@ alone (merged); none lost or mixed up; failing requests leave their neighbours a
 user's job id is refused exactly like a missing one."""
 
 import random
-import socket
 import threading
-import time
 
 import pytest
+from apps import served
 from serving_helpers import WORDS, Reference, finished_jobs
 
 from ia3app.errors import UserError
@@ -108,23 +107,14 @@ def test_engine_under_load(world):
 
 def test_http_api_under_load(world):
     import httpx
-    import uvicorn
 
     from ui.http_api import serve_only_app
 
     ctx, jobs, bobs, want, keys = world
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(serve_only_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
 
     def client(i):
         answered = 0
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
+        with httpx.Client(base_url=url, timeout=300) as http:
             for n, (kind, job, idx) in enumerate(plan(100 + i, jobs)):
                 rows = [POOL[k] for k in idx]
                 key = keys["alice"]
@@ -152,10 +142,7 @@ def test_http_api_under_load(world):
             assert r.status_code == 200
         return answered
 
-    try:
+    with served(serve_only_app(ctx)) as url:  # the predictions-only app under uvicorn
         answered = run_clients(client)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
     assert answered == sum(k == "good" for i in range(CLIENTS) for k, _, _ in plan(100 + i, jobs))
     assert ctx.engine().stats()["backbones"][0]["mixed_batches"] > 0

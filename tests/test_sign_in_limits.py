@@ -6,38 +6,21 @@ database are created owner-only."""
 from __future__ import annotations
 
 import re
-import socket
 import stat
 
 import httpx
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from apps import USERS, launched
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A launched app with sign-in (alice, bob) behind a proxy on 127.0.0.1 that the operator named
-    (--trusted-proxy): X-Forwarded-For says who the client is."""
-    from storage import users
-    from ui.auth import make_auth_check
-    from ui.context import AppContext
-    from ui.main import launch
-
+def site(monkeypatch, request):
+    """(demo, url) of conftest's proxied_site (sign-in, alice and bob, behind a named proxy on 127.0.0.1), launched
+    while GRADIO_SHARE asks for a public link."""
     monkeypatch.setenv("GRADIO_SHARE", "true")
-    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1")  # restored after the test (launch sets it)
-    ctx = AppContext(tmp_path / "data", auth_required=True, trusted_proxies=["127.0.0.1"])
-    users.create_user(ctx.db(), "alice", "alice-pass-1")
-    users.create_user(ctx.db(), "bob", "bob-pass-22")
-    demo, url = launch(ctx, port=free_port(), auth=make_auth_check(ctx.db), prevent_thread_lock=True, quiet=True)
-    try:
-        yield demo, url
-    finally:
-        demo.close()
+    _, demo, url = request.getfixturevalue("proxied_site")
+    return demo, url
 
 
 def login(url, name, password, address="10.0.0.66", path="login"):
@@ -52,42 +35,34 @@ def test_failed_sign_ins_are_limited_per_name_and_address_never_for_everyone(sit
     alice signs in from her own address all along; 20 failures from one address refuse that address."""
     demo, url = site
     assert demo.share is False and demo.share_url is None
-    assert login(url, "alice", "alice-pass-1", "10.0.0.7").status_code == 200
+    assert login(url, "alice", USERS["alice"], "10.0.0.7").status_code == 200
     assert login(url, "alice", "wrong", path="login/").status_code == 400  # the trailing-slash route counts
     for name in ("alice", "alice ", "alice", " alice"):
         assert login(url, name, "wrong").status_code == 400
-    refused = login(url, "alice", "alice-pass-1")  # the right password, from the attacker's address
+    refused = login(url, "alice", USERS["alice"])  # the right password, from the attacker's address
     assert refused.status_code == 429
     assert re.fullmatch(r"too many attempts, try again in \d+ s", refused.json()["detail"])
     assert int(refused.headers["retry-after"]) > 0
-    assert login(url, "alice", "alice-pass-1", "10.0.0.7").status_code == 200  # the victim is not locked out
-    assert login(url, "bob", "bob-pass-22").status_code == 200  # another name from the same address
+    assert login(url, "alice", USERS["alice"], "10.0.0.7").status_code == 200  # the victim is not locked out
+    assert login(url, "bob", USERS["bob"]).status_code == 200  # another name from the same address
     for i in range(15):
         login(url, f"mallory{i}", "guess")
-    refused = login(url, "bob", "bob-pass-22")  # 20 failures from this address: refused before checking
+    refused = login(url, "bob", USERS["bob"])  # 20 failures from this address: refused before checking
     assert refused.status_code == 429 and "too many attempts, try again in" in refused.text
-    assert login(url, "bob", "bob-pass-22", "10.0.0.8").status_code == 200
+    assert login(url, "bob", USERS["bob"], "10.0.0.8").status_code == 200
 
 
 @pytest.mark.slow
 def test_forwarded_headers_are_ignored_unless_the_proxy_is_named(tmp_path, monkeypatch):
     """By default uvicorn believed X-Forwarded-For from 127.0.0.1: anything on the machine could pose as
     any address (and dodge the per-address limit). Without --trusted-proxy the header is ignored."""
-    from storage import users
-    from ui.auth import make_auth_check
     from ui.context import AppContext
-    from ui.main import launch
 
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1")
-    ctx = AppContext(tmp_path / "data", auth_required=True)
-    users.create_user(ctx.db(), "alice", "alice-pass-1")
-    demo, url = launch(ctx, port=free_port(), auth=make_auth_check(ctx.db), prevent_thread_lock=True, quiet=True)
-    try:
+    with launched(AppContext(tmp_path / "data", auth_required=True), users=USERS) as (_, url, _):
         for i in range(5):
             assert login(url, "alice", "wrong", f"10.1.0.{i}").status_code == 400  # posing as 5 addresses
-        assert login(url, "alice", "alice-pass-1", "10.9.9.9").status_code == 429  # all were 127.0.0.1
-    finally:
-        demo.close()
+        assert login(url, "alice", USERS["alice"], "10.9.9.9").status_code == 429  # all were 127.0.0.1
 
 
 def test_the_limiter_keeps_bounded_memory_whatever_the_names():

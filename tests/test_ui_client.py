@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from apps import USERS
 
 from ia3app.config import RecipeConfig
 from ia3app.jobtypes import JobResult, loads
@@ -19,55 +19,33 @@ CSV = "sentence,label\n" + "".join(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from storage import users
-    from ui.auth import make_auth_check
-    from ui.context import AppContext
-    from ui.main import launch
-
-    data_dir = tmp_path_factory.mktemp("client-data")
-    ctx = AppContext(data_dir, auth_required=True)
-    alice = users.create_user(ctx.db(), "alice", "alice-pass-1")
-    users.create_user(ctx.db(), "bob", "bob-pass-22")
-    demo, url = launch(ctx, port=free_port(), auth=make_auth_check(ctx.db), prevent_thread_lock=True, quiet=True)
-    yield ctx, url, alice
-    demo.close()
-
-
 def client(url, who):
     from gradio_client import Client
 
     return Client(url, auth=who, verbose=False)
 
 
-def test_sign_in_is_required(server):
-    _, url, _ = server
+def test_sign_in_is_required(signed_in_site):
+    url = signed_in_site.url
     with pytest.raises(ValueError, match="Could not login"):
         client(url, ("alice", "wrong password"))
 
 
-def test_unknown_job_answers_nothing(server):
-    _, url, _ = server
+def test_unknown_job_answers_nothing(signed_in_site):
+    url = signed_in_site.url
     with pytest.raises(Exception, match="not one of your jobs"):
-        client(url, ("bob", "bob-pass-22")).predict(job_id=999, inputs={"sentence": "hi"}, api_name="/predict")
+        client(url, ("bob", USERS["bob"])).predict(job_id=999, inputs={"sentence": "hi"}, api_name="/predict")
 
 
 @pytest.fixture(scope="module")
-def finished_job(server, tmp_path_factory):
+def finished_job(signed_in_site, tmp_path_factory):
     """A tiny job of alice's, trained for real by one worker run."""
     from jobs import queue
     from ui import template_page as T
     from ui import train_page as TR
     from ui import data_page as U
 
-    ctx, _, alice = server
+    ctx, alice = signed_in_site.ctx, signed_in_site.users["alice"]
     csv = tmp_path_factory.mktemp("csv") / "reviews.csv"
     csv.write_text(CSV)
     state = U.save_upload(ctx, alice, str(csv), "label", None, U.AUTO, None, 0.25, 0)
@@ -84,25 +62,25 @@ def finished_job(server, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_prediction_api_serves_the_owner_only(server, finished_job):
-    _, url, _ = server
-    out = client(url, ("alice", "alice-pass-1")).predict(job_id=finished_job, inputs={"sentence": "a fine film"},
+def test_prediction_api_serves_the_owner_only(signed_in_site, finished_job):
+    url = signed_in_site.url
+    out = client(url, ("alice", USERS["alice"])).predict(job_id=finished_job, inputs={"sentence": "a fine film"},
                                                          api_name="/predict")
     assert out["choice"] in out["probabilities"] and abs(sum(out["probabilities"].values()) - 1) < 1e-4
     assert out["label"] in ("negative", "positive")  # the label as the data writes it, beside the answer word
     with pytest.raises(Exception, match="not one of your jobs"):
-        client(url, ("bob", "bob-pass-22")).predict(job_id=finished_job, inputs={"sentence": "a fine film"},
+        client(url, ("bob", USERS["bob"])).predict(job_id=finished_job, inputs={"sentence": "a fine film"},
                                                     api_name="/predict")
 
 
 @pytest.mark.slow
-def test_results_and_zip_only_for_the_owner(server, finished_job):
+def test_results_and_zip_only_for_the_owner(signed_in_site, finished_job):
     from ia3app.errors import UserError
     from jobs import queue
     from storage import users
     from ui import results_page as R
 
-    ctx, _, alice = server
+    ctx, alice = signed_in_site.ctx, signed_in_site.users["alice"]
     bob = users.user_id(ctx.db(), "bob")
     view = R.results_view(ctx, alice, finished_job)
     assert "(IA)³ parameters trained and added" in view["params"] and view["columns"] == ["sentence"]
@@ -115,22 +93,22 @@ def test_results_and_zip_only_for_the_owner(server, finished_job):
             fn(ctx, bob, finished_job)
 
 
-def test_data_directory_is_never_served_as_a_file(server):
+def test_data_directory_is_never_served_as_a_file(signed_in_site):
     import httpx
 
-    ctx, url, _ = server
+    ctx, url = signed_in_site.ctx, signed_in_site.url
     with httpx.Client(base_url=url) as http:
-        assert http.post("login", data={"username": "alice", "password": "alice-pass-1"}).status_code == 200
+        assert http.post("login", data={"username": "alice", "password": USERS["alice"]}).status_code == 200
         for target in (ctx.db_path, ctx.data_dir / "uploads"):
             response = http.get(f"gradio_api/file={target}")
             assert response.status_code in (403, 404), response.status_code
 
 
 @pytest.mark.slow
-def test_batch_predictions_come_back_as_a_csv(server, finished_job, tmp_path):
+def test_batch_predictions_come_back_as_a_csv(signed_in_site, finished_job, tmp_path):
     from ui import results_page as R
 
-    ctx, _, alice = server
+    ctx, alice = signed_in_site.ctx, signed_in_site.users["alice"]
     source = tmp_path / "new.csv"
     source.write_text("sentence\na fine film\n=HYPERLINK(\"x\")\n")
     out = Path(R.predict_batch(ctx, alice, finished_job, str(source))).read_text()
@@ -140,13 +118,13 @@ def test_batch_predictions_come_back_as_a_csv(server, finished_job, tmp_path):
 
 
 @pytest.mark.slow
-def test_json_api_is_mounted_on_the_app(server, finished_job):
+def test_json_api_is_mounted_on_the_app(signed_in_site, finished_job):
     """POST /v1/predict on the Gradio app's own port (the README's curl), beside the gradio_client route."""
     import httpx
 
     from storage import api_keys
 
-    ctx, url, _ = server
+    ctx, url = signed_in_site.ctx, signed_in_site.url
     _, key = api_keys.create_key(ctx.db(), "alice")
     _, bob_key = api_keys.create_key(ctx.db(), "bob")
     body = {"job_id": finished_job, "rows": [{"sentence": "a fine film"}]}

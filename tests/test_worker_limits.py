@@ -16,7 +16,7 @@ from ia3app.templates.spec import TemplateSpec, render
 from jobs import queue as q
 from storage import repo
 from test_worker import Env
-from timing import load_factor, scaled
+from timing import load_factor, scaled, wait_for
 
 SLOW = ("{% for i in range(n|int) %}{% for j in range(1000) %}{% endfor %}{% endfor %}{{ text }} "
         "Was it good or bad?")
@@ -68,15 +68,12 @@ def generous_row_limit(monkeypatch):
 
 def test_a_job_without_progress_is_requeued_as_stalled_then_fails_after_its_last_attempt(env, generous_row_limit):
     job_id = _slow_job(env)
-    start = time.monotonic()
     assert env.worker(stall_s=3.0, heartbeat_s=0.5, once=True).serve() == 1
-    elapsed = time.monotonic() - start
     job = env.job(job_id)
     assert job.status == "queued" and job.error_kind == "stalled" and job.attempts == 1
     assert "s during 'validate' (the limit without a progress event is 3 s)" in job.error_message
     assert "goes back to the queue while attempts remain and resumes from its last checkpoint" in job.error_message
-    assert job.lease_expires_at is None
-    assert elapsed < scaled(10), f"{elapsed:.1f} s at load factor {load_factor():.1f}"
+    assert job.lease_expires_at is None  # given back mid-validation: 60 rows of ~0.4 s would have passed the 3 s
     assert env.worker(stall_s=3.0, heartbeat_s=0.5).serve() == job.max_attempts - 1  # until the queue is empty
     job = env.job(job_id)
     assert job.status == "failed" and job.error_kind == "stalled"
@@ -105,23 +102,20 @@ def test_cancel_while_validating_takes_effect_within_five_seconds(env, generous_
     thread = threading.Thread(target=worker.serve)
     thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            events = q.progress_events(env.db, job_id, env.user)
-            if events and events[-1].phase == "validate":
-                break
-            time.sleep(0.05)
-        time.sleep(0.5)
+        wait_for(lambda: (events := q.progress_events(env.db, job_id, env.user)) and events[-1].phase == "validate",
+                 "the job is validating its 60 slow held-out rows (~0.4 s each)")
         asked = time.monotonic()
         assert q.cancel(env.db, job_id, env.user) == "running"
-        while env.job(job_id).status == "running" and time.monotonic() - asked < 120:
-            time.sleep(0.05)
+        wait_for(lambda: env.job(job_id).status != "running", "the worker has stopped the job")
         took = time.monotonic() - asked
     finally:
         worker.shutdown.set()
         thread.join(30)
     assert env.job(job_id).status == "cancelled"
-    assert took < scaled(5), f"{took:.1f} s at load factor {load_factor():.1f}"
+    # stopped while validating: it never went on to load the model (a cancel read only between training steps
+    # would have let it validate every row, load and train first)
+    assert "load" not in {e.phase for e in q.progress_events(env.db, job_id, env.user)}
+    assert took < scaled(5), f"{took:.1f} s at load factor {load_factor():.1f}"  # the bound, load-scaled
     assert not thread.is_alive()
 
 
@@ -129,12 +123,10 @@ def test_a_file_url_for_the_vectors_is_a_user_error_not_a_retried_crash(env):
     request = env.config()
     request.spec.init_vectors = "file:///etc/passwd"
     job_id = q.submit(env.db, env.user, request)
-    start = time.monotonic()
     assert env.worker().serve() == 1
     job = env.job(job_id)
-    assert job.status == "failed" and job.error_kind == "user_error" and job.attempts == 1
+    assert job.status == "failed" and job.error_kind == "user_error" and job.attempts == 1  # not after retries
     assert "file:// addresses elsewhere are refused" in job.error_message
-    assert time.monotonic() - start < scaled(5)  # refused at once, not after retries
     assert not list((env.data_dir / "checkpoints").rglob("*.pt"))
 
 

@@ -2,6 +2,8 @@
 
 - ``wait_for(condition, what)``: poll a condition until it holds, with a generous deadline that only
   bounds a hang; never a fixed sleep as synchronisation, never a claim about speed.
+- ``finishes(fn, what)``: fn()'s value (or the exception it raised), run in a thread that must end within a
+  generous deadline: "it stops" (a render at its time limit) asserted without a claim about speed.
 - ``ThreadCPU``: the CPU seconds this thread used inside a ``with`` block (``time.thread_time``): the
   work done, which other processes' load does not inflate the way it inflates wall-clock time. A
   test that claims "refused quickly" or "stopped promptly" bounds this, not the wall clock.
@@ -12,6 +14,7 @@ Timing claims proper (ratios, latencies) live in ``bench/``.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, Callable
 
@@ -28,6 +31,27 @@ def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = GENEROU
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout_s:g} s waiting until {what}"
         time.sleep(every_s)
+
+
+def finishes(fn: Callable[[], Any], what: str, timeout_s: float = GENEROUS_S) -> Any:
+    """fn()'s value, or the exception it raised re-raised here; AssertionError naming `what` when fn has not
+    returned after `timeout_s` (it keeps running in its daemon thread: a hang fails the test, not the suite)."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            outcome.append((False, e))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert outcome, f"still running after {timeout_s:g} s: {what}"
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 class ThreadCPU:
