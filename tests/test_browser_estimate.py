@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from test_browser_journey import VIEW, app, browser, shot, start, to_train_with_tiny, upload  # noqa: F401
+from apps import VIEW
+from test_browser_journey import shot, start, to_train_with_tiny, upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,7 +38,7 @@ def sst2_csv(folder: Path) -> Path:
     return path
 
 
-def test_measured_estimate_of_the_whole_run_beside_start_then_rows_scored_move(app, browser, tmp_path):  # noqa: F811
+def test_measured_estimate_of_the_whole_run_beside_start_then_rows_scored_move(app, browser, tmp_path):
     url, _ = app
     page = browser.new_page(viewport=VIEW)
     page.goto(url)
