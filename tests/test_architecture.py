@@ -236,7 +236,8 @@ TORCH_FREE = [
     "ia3app.jobtypes", "ia3app.config", "ia3app.tables", "ia3app.example", "ia3app.errors",
     "ia3app.templates", "ia3app.templates.spec", "ia3app.templates.sandbox", "ia3app.templates.library",
     "ia3app.templates.promptsource", "ia3app.templates.precheck", "ia3app.templates.truncate",
-    "ia3app.templates.render_limits",
+    "ia3app.templates.render_limits", "ia3app.evaluation.report", "ia3app.evaluation.uncertainty",
+    "ia3app.adapters.folder_config",
 ]
 HEAVY = ("torch", "transformers")
 

@@ -2,7 +2,8 @@
 
 Modules: ``scoring`` (length-normalised log-probability of every answer choice), ``compare``
 (the three methods on the same rows), ``in_context`` (the in-context baseline's prompts),
-``metrics`` (accuracy, macro-F1, per-class, confusion), ``flops`` (the paper's cost model).
+``metrics`` (accuracy, macro-F1, per-class, confusion), ``flops`` (the paper's cost model),
+``report`` (the evaluation report's shape: EvaluationReport, MethodReport, ...; torch-free).
 """
 
 from ia3app.exports import lazy_exports
@@ -12,4 +13,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "evaluate_methods": "compare",
     "classification_report": "metrics",
     "inference_flops": "flops", "training_flops": "flops",
+    "EvaluationReport": "report", "MethodReport": "report",
 })

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ia3app.errors import UserError
+from ia3app.evaluation.report import EvaluationReport, Headline
 from ia3app.example import Example
 from ia3app.jobtypes import JobResult, JobSpec, Progress, ProgressEvent, TrainingStats
 from ia3app.templates.spec import checked_examples
@@ -281,7 +282,7 @@ def _train_once(run: JobRun, loaded: Loaded, items: list, checkpoint_dir: Path, 
     )
 
 
-def train_adapter(run: JobRun, loaded: Loaded, names: list[str]) -> tuple[TrainingStats, dict | None]:
+def train_adapter(run: JobRun, loaded: Loaded, names: list[str]) -> tuple[TrainingStats, EvaluationReport | None]:
     """Phase "train" (train() reports each step): the adapter trained on every training row, after the
     cross-validation folds when the job asks for them; (its TrainingStats, the folds' pooled evaluation or None)."""
     from ia3app.evaluation.flops import training_flops
@@ -313,7 +314,7 @@ def train_adapter(run: JobRun, loaded: Loaded, names: list[str]) -> tuple[Traini
     return training, evaluation
 
 
-def evaluate(run: JobRun, loaded: Loaded, names: list[str]) -> dict:
+def evaluate(run: JobRun, loaded: Loaded, names: list[str]) -> EvaluationReport:
     """Phase "evaluate": each method the job asks for on the labelled held-out rows (evaluate_methods' report)."""
     from ia3app.evaluation.compare import evaluate_methods
 
@@ -333,7 +334,7 @@ def evaluate(run: JobRun, loaded: Loaded, names: list[str]) -> dict:
 
 
 def export(run: JobRun, loaded: Loaded, names: list[str], training: TrainingStats,
-           evaluation: dict | None) -> JobResult:
+           evaluation: EvaluationReport | None) -> JobResult:
     """Phase "export": the JobResult, and the adapter folder written into out_dir/.tmp and moved into place
     (ia3_config.json last); then "done"."""
     from ia3app.adapters.files import save_adapter
@@ -382,7 +383,7 @@ def export(run: JobRun, loaded: Loaded, names: list[str], training: TrainingStat
     return results
 
 
-def _cross_validate(run: JobRun, loaded: Loaded, names: list[str]) -> dict:
+def _cross_validate(run: JobRun, loaded: Loaded, names: list[str]) -> EvaluationReport:
     """k training runs, each on the rows outside one stratified fold and evaluated (every method) on
     that fold; the pooled out-of-fold report (compare.pool_folds). A fold's report is kept in
     work_dir/fold-i/evaluation.json, its checkpoints in work_dir/fold-i/checkpoints: a resumed job
@@ -423,7 +424,7 @@ def _cross_validate(run: JobRun, loaded: Loaded, names: list[str]) -> dict:
     return pool_folds(reports)
 
 
-def adapter_confidence(evaluation: dict | None) -> dict:
+def adapter_confidence(evaluation: EvaluationReport | None) -> dict:
     """What ia3_config.json keeps so a downloaded adapter reports calibrated probabilities:
     {"calibration": {"temperature", "source", "n", "ece_before", "ece_after"}, "abstain_threshold": None}
     (the threshold is chosen later, on the results page). {} without a calibration fit."""
@@ -463,7 +464,7 @@ def _base_model_id(model: str) -> str:
     return str(path.resolve()) if path.is_dir() else model
 
 
-def _summary(evaluation: dict | None) -> dict:
+def _summary(evaluation: EvaluationReport | None) -> dict[str, Headline]:
     """The headline numbers per method: accuracy and macro-F1 (what ia3_config.json keeps)."""
     if not evaluation:
         return {}
