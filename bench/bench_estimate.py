@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     prepared = []
     for path, label, shape in datasets:
         state = U.save_upload(ctx, uid, str(ROOT / path), label, None, U.NONE, None, .25, 0)
-        name, spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], label).items()))
-        rows = repo.load_rows(ctx.db(), ctx.files(), state["dataset_id"], uid)
-        prepared.append((path, shape, state, name, spec.to_dict(), rows))
+        name, spec = next(iter(T.fitting_templates(state.columns, state.label_values, label).items()))
+        rows = repo.load_rows(ctx.db(), ctx.files(), state.dataset_id, uid)
+        prepared.append((path, shape, state, name, spec, rows))
 
     def estimate(rows, template):
         return T_E.estimate(ctx, M.TINY, model, recipe, rows, template, None, 64, cpu)

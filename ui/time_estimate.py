@@ -20,6 +20,7 @@ from typing import Any
 
 from ia3app.config import RecipeConfig
 from ia3app.errors import UserError
+from ia3app.templates.spec import TemplateSpec
 from ia3app.recipe.step_cost import DataShape, Load, Point, StepCost, fit, padded_load, shape_of
 from ui import model_picker as M
 from ui.context import AppContext
@@ -66,14 +67,13 @@ def _tokenizer(model_path: str):
         return _TOKENIZERS[model_path]
 
 
-def data_shape(model_path: str, template: dict, rows: list[dict], recipe: RecipeConfig) -> DataShape | None:
+def data_shape(model_path: str, spec: TemplateSpec, rows: list[dict], recipe: RecipeConfig) -> DataShape | None:
     """The padded tokens per step of these rows rendered with this template for this model; None when
     no row renders with a label."""
-    from ia3app.templates.spec import TemplateSpec, render_all
+    from ia3app.templates.spec import render_all
 
     from ia3app.templates.chat import wrap_examples
 
-    spec = TemplateSpec.from_dict(template)
     stride = max(1, len(rows) // SAMPLE_ROWS)
     examples = [ex for ex in render_all(spec, rows[::stride]) if ex.label is not None]
     if not examples:
@@ -131,7 +131,7 @@ def _unmeasurable(key: str, model_path: str | None, hw: M.Hardware) -> str | Non
 
 
 def estimate(ctx: AppContext, key: str, model_path: str | None, recipe: RecipeConfig, rows: list[dict] | None,
-             template: dict | None, params: float | None, tokens_per_example: int, hw: M.Hardware, *,
+             template: TemplateSpec | None, params: float | None, tokens_per_example: int, hw: M.Hardware, *,
              ask: bool = True, gave_up: bool = False) -> Estimate:
     """The best estimate available without training here; with `ask`, a probe is asked of a worker when
     nothing is measured yet (the page then waits for it: wait_for_probe). gave_up: the page waited for the
