@@ -3,7 +3,7 @@
 The web process never trains (README: "Training never runs in the web process"); when no earlier job
 of a model tells what its steps cost here, the train page files a probe request (:func:`request`),
 a worker takes it between jobs (:func:`claim`, run by jobs.worker with
-ia3app.recipe.step_timing.probe_step_cost, a few seconds for a small model) and stores the fitted
+ia3app.recipe.step_probe.probe_step_cost, a few seconds for a small model) and stores the fitted
 :class:`~ia3app.recipe.step_cost.StepCost` (:func:`finish` / :func:`fail`); :func:`latest` reads it.
 One row per (model, batch size, precision); a probe a worker took but never finished (the worker
 died) is taken again after STALE_S, a failed one is tried again after RETRY_S.

@@ -10,7 +10,7 @@ Rules (decided in issue 21):
 - ``from pkg import Name`` where ``pkg/__init__.py`` offers Name lazily (``lazy_exports``) is an
   edge to the module that defines Name, which is what runs when Name is used.
 - Importing ``a.b.c`` also runs ``a/__init__`` and ``a/b/__init__``; those package faces are lazy
-  (they import only ``ia3app.exports``), so they are counted as the modules they are.
+  (they import only ``ia3app.lazy_exports``), so they are counted as the modules they are.
 - UI pages (``ui/*_page.py``) never import one another, not even under TYPE_CHECKING: the app
   layout (``ui/app_layout.py``) owns navigation.
 - Private names are refused under TYPE_CHECKING too.

@@ -6,7 +6,7 @@ defaults), ``files`` (adapter.safetensors + ia3_config.json; ``folder_config`` n
 ``vector_sources`` (where they may come from; torch-free), ``model_card`` (the adapter's README).
 """
 
-from ia3app.exports import lazy_exports
+from ia3app.lazy_exports import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "inject": "ia3", "Ia3Model": "ia3", "VECTOR_SUFFIX": "ia3",

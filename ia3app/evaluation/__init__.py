@@ -6,7 +6,7 @@ Modules: ``scoring`` (length-normalised log-probability of every answer choice),
 ``report`` (the evaluation report's shape: EvaluationReport, MethodReport, ...; torch-free).
 """
 
-from ia3app.exports import lazy_exports
+from ia3app.lazy_exports import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "score_choices": "scoring", "choice_log_probs": "scoring",
