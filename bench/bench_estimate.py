@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, shape in datasets:
         path = _subset(FEWSHOT / name, base / name, args.rows)
         state = U.save_upload(ctx, uid, str(path), "label", None, U.AUTO, None, HOLDOUT, 0)
-        template_name, spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").items()))
-        rows = repo.load_rows(ctx.db(), ctx.files(), state["dataset_id"], uid)
-        prepared.append((name, shape, state, template_name, spec.to_dict(), rows))
+        template_name, spec = next(iter(T.fitting_templates(state.columns, state.label_values, "label").items()))
+        rows = repo.load_rows(ctx.db(), ctx.files(), state.dataset_id, uid)
+        prepared.append((name, shape, state, template_name, spec, rows))
 
     print(f"{os.cpu_count()} CPUs; {args.steps} steps, batch {args.batch_size}; {args.rows} rows per dataset, "
           f"{HOLDOUT:.0%} held out; comparisons: {', '.join(methods)}")

@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 
 from ia3app.config import RecipeConfig, check_keys
 from ia3app.errors import UserError
+from ia3app.evaluation.report import EvaluationReport, Headline, MethodReport
 from ia3app.templates.spec import TemplateSpec
 
 EVAL_METHODS = ("zero-shot", "in-context", "t-few")
@@ -369,9 +370,9 @@ class JobResult:
     params: dict[str, Any]
     """ia3app.adapters.params.ParameterReport as a dict: base, added, fraction, adapter_bytes, ..."""
     training: TrainingStats
-    evaluation: dict[str, Any] | None = None
-    """ia3app.evaluation.compare.evaluate_methods' report: {"methods": {method: {...}}, "ratios": {...}}."""
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    evaluation: EvaluationReport | None = None
+    """ia3app.evaluation.compare.evaluate_methods' report (its keys: ia3app.evaluation.report)."""
+    metrics: dict[str, Headline] = field(default_factory=dict)
     """Headline numbers per method: accuracy, macro_f1, n."""
     revision: str | None = None
     train_templates: list[TemplateSpec] = field(default_factory=list)
@@ -381,15 +382,15 @@ class JobResult:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def methods(self) -> dict[str, dict[str, Any]]:
+    def methods(self) -> dict[str, MethodReport]:
         """The evaluation report per method evaluated ({} when there was no evaluation)."""
         return (self.evaluation or {}).get("methods") or {}
 
-    def method(self, name: str) -> dict[str, Any]:
+    def method(self, name: str) -> MethodReport:
         """The evaluation report of one method ({} when it was not evaluated)."""
-        return self.methods.get(name) or {}
+        return self.methods.get(name) or {}  # type: ignore[return-value]
 
-    def ratio(self, name: str = "in-context / t-few") -> dict[str, float]:
+    def ratio(self, name: str = "in-context / t-few") -> dict[str, float | None]:
         """Cost ratios between two methods ({} when one of them was not evaluated)."""
         return ((self.evaluation or {}).get("ratios") or {}).get(name) or {}
 

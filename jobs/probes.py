@@ -3,7 +3,7 @@
 The web process never trains (README: "Training never runs in the web process"); when no earlier job
 of a model tells what its steps cost here, the train page files a probe request (:func:`request`),
 a worker takes it between jobs (:func:`claim`, run by jobs.worker with
-ia3app.recipe.step_timing.probe_step_cost, a few seconds for a small model) and stores the fitted
+ia3app.recipe.step_probe.probe_step_cost, a few seconds for a small model) and stores the fitted
 :class:`~ia3app.recipe.step_cost.StepCost` of a training step, the measured points of a scoring batch
 (evaluation) and the model's load time (:func:`finish` / :func:`fail`); :func:`latest` reads them.
 One row per (model, batch size, precision); a probe a worker took but never finished (the worker

@@ -127,7 +127,7 @@ class Worker:
         probe = probes.claim(self.db, self.config.worker_id)
         if probe is None:
             return False
-        from ia3app.recipe.step_timing import probe_step_cost
+        from ia3app.recipe.step_probe import probe_step_cost
 
         from ia3app.errors import Cancelled
 

@@ -122,9 +122,9 @@ def first_round(ctx, uid, tmp_path, lr: float = 3e-3) -> int:
     path = tmp_path / "train.csv"
     path.write_bytes(SST2.read_bytes())
     state = U.save_upload(ctx, uid, str(path), "label", None, U.AUTO, None, 0.25, 0)
-    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+    spec = next(iter(T.fitting_templates(state.columns, state.label_values, "label").values()))
     recipe = RecipeConfig(steps=2, batch_size=2, warmup_steps=0, checkpoint_every=0, lr=lr)
-    config = TR.build_job_config(ctx, uid, state, spec.to_dict(), "tiny-demo", "", recipe, False, "", ["t-few"])
+    config = TR.build_job_config(ctx, uid, state, spec, "tiny-demo", "", recipe, False, "", ["t-few"])
     job_id = queue.submit(ctx.db(), uid, config)
     run_worker(ctx)
     assert queue.get_job(ctx.db(), job_id, uid).status == "succeeded"

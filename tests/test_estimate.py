@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ia3app.config import RecipeConfig
-from ia3app.recipe.step_timing import time_steps
+from ia3app.recipe.step_probe import time_steps
 from ia3app.templates.spec import TemplateSpec, render_all
 
 SENTIMENT = TemplateSpec(name="s", input="{{sentence}} Is this review positive or negative?", label_column="label",

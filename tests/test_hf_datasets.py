@@ -88,7 +88,7 @@ def test_a_parquet_upload_is_checked_and_stored_as_the_users_dataset(tmp_path, m
     uid = users.create_user(ctx.db(), "alice", "correct horse 1")
     labelled().to_parquet(str(tmp_path / "reviews.parquet"))
     state = U.save_upload(ctx, uid, str(tmp_path / "reviews.parquet"), "label", None, U.NONE, None, .25, 0)
-    assert repo.load_rows(ctx.db(), ctx.files(), state["dataset_id"], uid) == [
+    assert repo.load_rows(ctx.db(), ctx.files(), state.dataset_id, uid) == [
         {"sentence": s, "label": ["negative", "positive"][y]} for s, y in zip(ROWS["sentence"], ROWS["label"])]
     small = AppContext(tmp_path / "data", max_upload_bytes=20_000, max_rows=3)
     with pytest.raises(UserError, match="the dataset has 4 rows; the limit is 3 rows"):

@@ -52,11 +52,11 @@ def test_an_empty_option_in_try_it_names_the_box_not_rows_1():
 
 def test_no_comparison_ticked_is_refused_instead_of_holding_rows_out_for_nothing(ctx, users, tmp_path):
     state = U.save_upload(ctx, users[0], write(tmp_path, "r.csv", SST2_HEAD), "label", None, U.AUTO, None, 0.25, 0)
-    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+    spec = next(iter(T.fitting_templates(state.columns, state.label_values, "label").values()))
     with pytest.raises(UserError, match="tick at least one method under “Compare on the held-out rows”"):
-        TR.build_job_config(ctx, users[0], state, spec.to_dict(), "tiny-demo", "", RecipeConfig(), False, "", [])
+        TR.build_job_config(ctx, users[0], state, spec, "tiny-demo", "", RecipeConfig(), False, "", [])
     none = U.save_upload(ctx, users[0], write(tmp_path, "r.csv", SST2_HEAD), "label", None, U.NONE, None, 0.25, 0)
-    assert TR.build_job_config(ctx, users[0], none, spec.to_dict(), "tiny-demo", "", RecipeConfig(), False, "", [])
+    assert TR.build_job_config(ctx, users[0], none, spec, "tiny-demo", "", RecipeConfig(), False, "", [])
 
 
 def test_a_first_line_of_spaces_is_named_not_taken_as_missing_rows():
@@ -85,10 +85,10 @@ def test_a_tiny_file_says_the_same_held_out_count_on_every_page(ctx, users, tmp_
     path = write(tmp_path, "two.csv", "text,label\ngood film,pos\nbad film,neg\n")
     state = U.save_upload(ctx, users[0], path, "label", None, U.AUTO, None, 0.25, 0)
     summary = U.split_summary(U.parse(path, ctx).rows, "label", 0.25, 0)
-    assert "0 held out" in summary and state["held_out"] == 0
+    assert "0 held out" in summary and state.held_out == 0
     assert T.held_out_words(state).startswith("0 held out: too few rows per label for the 25% share")
     big = U.save_upload(ctx, users[0], write(tmp_path, "r.csv", SST2_HEAD), "label", None, U.AUTO, None, 0.25, 0)
-    assert T.held_out_words(big) == f"{big['held_out']} held out (25% share)" and big["held_out"] > 0
+    assert T.held_out_words(big) == f"{big.held_out} held out (25% share)" and big.held_out > 0
 
 
 def test_builtin_label_words_name_the_page_box():

@@ -31,9 +31,9 @@ def count(ctx, table):
 
 
 def submit(ctx, uid, state, steps=2):
-    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+    spec = next(iter(T.fitting_templates(state.columns, state.label_values, "label").values()))
     recipe = RecipeConfig(steps=steps, batch_size=2, warmup_steps=0, checkpoint_every=0)
-    config = TR.build_job_config(ctx, uid, state, spec.to_dict(), "tiny-demo", "", recipe, False, "", TR.METHODS)
+    config = TR.build_job_config(ctx, uid, state, spec, "tiny-demo", "", recipe, False, "", TR.METHODS)
     return queue.submit(ctx.db(), uid, config)
 
 
@@ -41,13 +41,13 @@ def test_the_same_file_is_stored_once_per_user(ctx, users, csv_path):
     alice, bob = users
     first = U.save_upload(ctx, alice, csv_path, "label", None, U.AUTO, None, 0.25, 0)
     again = U.save_upload(ctx, alice, csv_path, "label", None, U.AUTO, None, 0.25, 0)
-    assert again["dataset_id"] == first["dataset_id"] and again["reused"] and not first["reused"]
+    assert again.dataset_id == first.dataset_id and again.reused and not first.reused
     assert count(ctx, "datasets") == 1
     sampled = U.save_upload(ctx, alice, csv_path, "label", 2, U.AUTO, None, 0.25, 0)  # other rows kept: a new one
-    assert sampled["dataset_id"] != first["dataset_id"]
+    assert sampled.dataset_id != first.dataset_id
     theirs = U.save_upload(ctx, bob, csv_path, "label", None, U.AUTO, None, 0.25, 0)  # never shared across users
-    assert theirs["dataset_id"] not in (first["dataset_id"], sampled["dataset_id"]) and count(ctx, "datasets") == 3
-    assert list(L.datasets_frame(ctx, alice)["dataset"]) == [sampled["dataset_id"], first["dataset_id"]]
+    assert theirs.dataset_id not in (first.dataset_id, sampled.dataset_id) and count(ctx, "datasets") == 3
+    assert list(L.datasets_frame(ctx, alice)["dataset"]) == [sampled.dataset_id, first.dataset_id]
 
 
 def test_a_dataset_in_use_is_kept_and_only_its_owner_deletes_it(ctx, users, csv_path):
@@ -55,9 +55,9 @@ def test_a_dataset_in_use_is_kept_and_only_its_owner_deletes_it(ctx, users, csv_
     state = U.save_upload(ctx, alice, csv_path, "label", None, U.AUTO, None, 0.25, 0)
     job_id = submit(ctx, alice, state)
     with pytest.raises(UserError, match=f"used by job\\(s\\) #{job_id}"):
-        L.delete_dataset(ctx, alice, state["dataset_id"])
+        L.delete_dataset(ctx, alice, state.dataset_id)
     with pytest.raises(UserError, match="not one of your datasets"):
-        L.delete_dataset(ctx, bob, state["dataset_id"])
+        L.delete_dataset(ctx, bob, state.dataset_id)
     with pytest.raises(UserError, match="cancel it first"):
         L.delete_job(ctx, alice, job_id)
     assert queue.cancel(ctx.db(), job_id, alice) == "cancelled"
@@ -65,7 +65,7 @@ def test_a_dataset_in_use_is_kept_and_only_its_owner_deletes_it(ctx, users, csv_
         L.delete_job(ctx, bob, job_id)
     files = [ctx.data_dir / p for p in ctx.db().execute("select file_path, rows_path from datasets").fetchone()]
     assert all(f.is_file() for f in files)
-    assert "Deleted dataset" in L.delete_dataset(ctx, alice, state["dataset_id"])
+    assert "Deleted dataset" in L.delete_dataset(ctx, alice, state.dataset_id)
     assert count(ctx, "datasets") == 0 and not any(f.exists() for f in files)
     ctx.files().adapter_dir(job_id)  # a folder as a finished job leaves one
     assert "Deleted job" in L.delete_job(ctx, alice, job_id)
@@ -77,9 +77,9 @@ def test_run_again_prefills_data_template_and_settings(ctx, users, csv_path):
     state = U.save_upload(ctx, alice, csv_path, "label", None, U.AUTO, None, 0.25, 0)
     job_id = submit(ctx, alice, state, steps=7)
     prior = L.run_again(ctx, alice, job_id)
-    assert prior["session"]["dataset_id"] == state["dataset_id"] and prior["session"]["holdout"] == state["holdout"]
-    assert prior["session"]["label_values"] == state["label_values"] and prior["recipe"]["steps"] == 7
-    assert prior["model"] == "tiny-demo" and prior["template"]["name"]
+    assert prior.data.dataset_id == state.dataset_id and prior.data.holdout == state.holdout
+    assert prior.data.label_values == state.label_values and prior.recipe.steps == 7
+    assert prior.model == "tiny-demo" and prior.template.name and prior.data.stored_from == job_id == prior.job_id
     with pytest.raises(UserError, match="not one of your jobs"):
         L.run_again(ctx, bob, job_id)
 
@@ -103,23 +103,23 @@ def test_deletes_are_asked_first_naming_the_runs_a_dataset_delete_affects(ctx, u
     state = U.save_upload(ctx, alice, csv_path, "label", None, U.AUTO, None, 0.25, 0)
     first, second = submit(ctx, alice, state), submit(ctx, alice, state)
     with pytest.raises(UserError, match=f"used by job\\(s\\) #{first}, #{second}"):  # queued: not even asked
-        L.dataset_delete_question(ctx, alice, state["dataset_id"])
+        L.dataset_delete_question(ctx, alice, state.dataset_id)
     with pytest.raises(UserError, match="cancel it first"):
         L.job_delete_question(ctx, alice, first)
     for job in (first, second):
         assert queue.cancel(ctx.db(), job, alice) == "cancelled"
-    question = L.dataset_delete_question(ctx, alice, state["dataset_id"])
+    question = L.dataset_delete_question(ctx, alice, state.dataset_id)
     assert f"2 runs used it: #{first}, #{second}" in question and "Run again with changes" in question
     assert "reviews.csv" in question and count(ctx, "datasets") == 1  # asking deletes nothing
     assert "Delete run" in L.job_delete_question(ctx, alice, first) and count(ctx, "jobs") == 2
     with pytest.raises(UserError, match="not one of your datasets"):
-        L.dataset_delete_question(ctx, bob, state["dataset_id"])
-    L.delete_dataset(ctx, alice, state["dataset_id"])
-    with pytest.raises(UserError, match=f"job #{first}'s training data \\(dataset #{state['dataset_id']}\\) was "
+        L.dataset_delete_question(ctx, bob, state.dataset_id)
+    L.delete_dataset(ctx, alice, state.dataset_id)
+    with pytest.raises(UserError, match=f"job #{first}'s training data \\(dataset #{state.dataset_id}\\) was "
                                         "deleted, so Run again cannot fill it in: upload the file again"):
         L.run_again(ctx, alice, first)
     other = U.save_upload(ctx, alice, csv_path, "label", 2, U.AUTO, None, 0.25, 0)
-    assert other["dataset_id"] > state["dataset_id"]  # never the deleted one's id: its runs would name this file
+    assert other.dataset_id > state.dataset_id  # never the deleted one's id: its runs would name this file
     with pytest.raises(UserError, match="was deleted"):
         L.run_again(ctx, alice, first)
-    assert "No run used it" in L.dataset_delete_question(ctx, alice, other["dataset_id"])
+    assert "No run used it" in L.dataset_delete_question(ctx, alice, other.dataset_id)

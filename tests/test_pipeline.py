@@ -199,3 +199,32 @@ def test_a_long_row_is_fitted_and_named_in_the_warnings(tiny_model_dir, tmp_path
     assert any(w.startswith("1 training row is longer than the model reads at once (about 64 word pieces): in "
                             "row 3 the end of the longest text ('text') was left out") for w in result.warnings)
     assert not any("held-out" in w for w in result.warnings)
+
+
+def test_a_job_renders_each_row_once_per_template(tiny_model_dir, tmp_path, monkeypatch):
+    """Issue 21 item 3: checking a template against the rows and rendering them are one pass — each training
+    row is rendered once by each of the job's templates and each held-out row once by the template, through a
+    whole job (validation, training, every evaluation method, export)."""
+    from collections import Counter
+
+    import ia3app.templates.spec as spec_module
+    from ia3app.recipe.run_job import run_job
+
+    inputs = Counter()
+    real = spec_module.render_text
+
+    def counting(source, what, context, limit):
+        if what == "input template":
+            inputs[(source, context["text"])] += 1
+        return real(source, what, context, limit)
+
+    monkeypatch.setattr(spec_module, "render_text", counting)
+    other = TemplateSpec.from_dict({**TEMPLATE_DICT, "name": "other", "input": "Review: {{text}} Good or bad?"})
+    spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE, train_templates=[other],
+                   recipe=RecipeConfig(steps=2, batch_size=2, warmup_steps=0, checkpoint_every=0))
+    train, held = _rows(6), _rows(4, 100)
+    result = run_job(spec, train, held, work_dir=tmp_path / "w", out_dir=tmp_path / "o", progress=lambda e: None)
+    assert set(result.methods) == {"zero-shot", "in-context", "t-few"} and result.num_eval == 4
+    expected = Counter({(TEMPLATE.input, r["text"]): 1 for r in train + held})
+    expected.update({(other.input, r["text"]): 1 for r in train})
+    assert inputs == expected

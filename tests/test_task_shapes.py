@@ -124,7 +124,7 @@ def test_template_page_per_row_lines_with_label_values_round_trip():
     assert fields[1] == T.PER_ROW and fields[4].splitlines() == ["1 = {{ option1 }}", "2 = {{ option2 }}"]
     message, html, spec = T.check_template(table.rows, table.columns, label, "mc", *fields,
                                            inputs=["sentence", "option1", "option2"])
-    assert message.startswith("✓ The template fits all 16 rows.") and spec["choice_labels"] == ["1", "2"]
+    assert message.startswith("✓ The template fits all 16 rows.") and spec.choice_labels == ["1", "2"]
     assert "✓ Sarah" in html
     message, _, spec = T.check_template(table.rows, table.columns, label, "mc", fields[0], T.PER_ROW, "", "",
                                         "1 = {{ option1 }}\n{{ option2 }}")
@@ -145,7 +145,10 @@ def test_template_page_warns_of_ticked_columns_left_out_and_literal_answers():
 def test_template_page_shape_insert_and_new_name():
     from ui import template_page as T
 
-    session = {"text_columns": ["sentence", "option1", "option2"], "label_values": ["1", "2"], "label_column": "answer"}
+    from ui.shared import DataChoice
+
+    session = DataChoice(dataset_id=1, filename="w.csv", rows=16, columns=["sentence", "option1", "option2", "answer"],
+                         label_column="answer", text_columns=["sentence", "option1", "option2"], label_values=["1", "2"])
     assert T.shape_text(session).startswith("**Your data:** multiple choice: each row has its own options")
     assert T.insert_column("Fill the blank:", "option1") == "Fill the blank: {{ option1 }}"
     assert T.insert_column("", "Review Text") == '{{ row["Review Text"] }}'

@@ -265,3 +265,63 @@ def test_the_headline_says_plainly_whether_t_few_beat_the_baselines():
     worse = headline(evaluation((-0.3, -0.05), (-0.1, 0.2)))
     assert worse.startswith("On these 40 rows T-Few is worse than in-context learning: do not use this adapter")
     assert headline({}) is None and headline(None) is None  # results stored before the differences existed
+
+
+def test_results_json_keeps_its_shape_and_the_report_types_name_it(trained_adapter):
+    """Issue 21 item 2: the evaluation report inside JobResult is typed (ia3app.evaluation.report) without
+    changing results.json: the same keys in the same order at every level, and a stored result reads back and
+    writes out byte for byte; the TypedDicts name exactly the keys a job writes."""
+    import json
+
+    from ia3app.evaluation.report import (Calibration, ClassScores, Difference, EvaluationReport, Headline,
+                                          Interval, MethodReport)
+    from ia3app.jobtypes import JobResult, dumps, loads
+
+    out, result = trained_adapter
+    text = dumps(result, indent=2)
+    assert dumps(loads(JobResult, text), indent=2) == text
+    data = json.loads(text)
+    assert list(data) == ["model", "revision", "template", "train_templates", "labels", "recipe", "init_vectors",
+                          "params", "training", "evaluation", "metrics", "num_train", "num_eval", "warnings"]
+    ev = data["evaluation"]
+    assert list(ev) == ["methods", "labels", "num_parameters", "encoder_decoder", "ratios", "gold", "differences",
+                        "calibration"]
+    assert list(ev["methods"]) == ["zero-shot", "in-context", "t-few"]
+    head = ["n", "accuracy", "macro_f1", "per_class", "confusion_matrix", "labels"]
+    tail = ["latency_s", "latency_runs", "tokens", "flops", "predictions", "probs", "intervals"]
+    icl = ["shots", "min_shots", "input_limit", "shots_per_class", "meaningful"]
+    assert list(ev["methods"]["zero-shot"]) == list(ev["methods"]["t-few"]) == head + tail
+    assert list(ev["methods"]["in-context"]) == head + icl + tail
+    assert list(ev["methods"]["t-few"]["per_class"][0]) == ["class", "precision", "recall", "f1", "support"]
+    assert list(ev["methods"]["t-few"]["intervals"]) == ["accuracy", "macro_f1"]
+    assert list(ev["methods"]["t-few"]["intervals"]["accuracy"]) == ["value", "low", "high", "level", "n", "samples"]
+    assert list(ev["ratios"]) == ["in-context / t-few"] and list(ev["ratios"]["in-context / t-few"]) == [
+        "latency_s", "flops", "tokens"]
+    assert list(ev["differences"]) == ["t-few − in-context", "t-few − zero-shot"]
+    assert list(ev["differences"]["t-few − zero-shot"]["accuracy"]) == [
+        "metric", "a", "b", "difference", "low", "high", "level", "n", "samples", "verdict"]
+    assert list(ev["calibration"]) == ["temperature", "source", "n", "ece_before", "ece_after", "ece_after_cross_fit",
+                                       "reliability_before", "reliability_after", "coverage"]
+    assert list(data["metrics"]["t-few"]) == ["accuracy", "macro_f1", "n"]
+
+    def names_exactly(typed, value):
+        assert typed.__required_keys__ <= set(value) <= typed.__required_keys__ | typed.__optional_keys__, typed
+
+    names_exactly(EvaluationReport, ev)
+    for method in ev["methods"].values():
+        names_exactly(MethodReport, method)
+        names_exactly(ClassScores, method["per_class"][0])
+        names_exactly(Interval, method["intervals"]["accuracy"])
+    names_exactly(Difference, ev["differences"]["t-few − in-context"]["macro_f1"])
+    names_exactly(Calibration, ev["calibration"])
+    names_exactly(Headline, data["metrics"]["zero-shot"])
+    assert set(icl) <= MethodReport.__optional_keys__ and {"gold", "folds"} <= EvaluationReport.__optional_keys__
+
+    from ia3app.adapters.folder_config import AdapterConfig, ModuleEntry
+
+    config = json.loads((out / "ia3_config.json").read_text(encoding="utf-8"))
+    assert list(config) == ["format", "format_version", "ia3app_version", "base_model", "revision", "architecture",
+                            "model_type", "family", "spec", "modules", "fingerprint", "num_parameters", "template",
+                            "choices", "recipe", "metrics", "calibration", "abstain_threshold"]
+    names_exactly(AdapterConfig, config)
+    names_exactly(ModuleEntry, config["modules"][0])

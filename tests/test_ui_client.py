@@ -49,9 +49,9 @@ def finished_job(signed_in_site, tmp_path_factory):
     csv = tmp_path_factory.mktemp("csv") / "reviews.csv"
     csv.write_text(CSV)
     state = U.save_upload(ctx, alice, str(csv), "label", None, U.AUTO, None, 0.25, 0)
-    spec = T.fitting_templates(state["columns"], state["label_values"], "label")["sentiment"]
+    spec = T.fitting_templates(state.columns, state.label_values, "label")["sentiment"]
     recipe = RecipeConfig(steps=2, batch_size=2, warmup_steps=0, checkpoint_every=0)
-    config = TR.build_job_config(ctx, alice, state, spec.to_dict(), "tiny-demo", "", recipe, False, "",
+    config = TR.build_job_config(ctx, alice, state, spec, "tiny-demo", "", recipe, False, "",
                                  ["t-few"])
     job_id = queue.submit(ctx.db(), alice, config)
     subprocess.run([sys.executable, "-m", "jobs.worker", "--data-dir", str(ctx.data_dir), "--once", "--poll-s",

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from ia3app.config import RecipeConfig
-from ia3app.jobtypes import Holdout
+from ia3app.jobtypes import DataRef, Holdout
 from ia3app.templates.spec import TemplateSpec
 from jobfactory import result as job_result
 from ia3app.errors import UserError
@@ -99,7 +99,8 @@ def test_upload_saves_training_data_with_an_automatic_split(ctx, users, tmp_path
     info = U.describe_file(path, ctx)
     assert info["columns"] == ["sentence", "label"] and info["label_column"] == "label"
     state = U.save_upload(ctx, users[0], path, "label", None, U.AUTO, None, 0.25, 0)
-    assert state["holdout"] == {"fraction": 0.25, "seed": 0} and state["label_values"] == ["negative", "positive"]
+    assert state.holdout == Holdout(0.25, 0) and state.label_values == ["negative", "positive"]
+    assert state.data_ref() == DataRef(state.dataset_id, None, Holdout(0.25, 0))
     assert "8 rows to train on, 4 held out" in U.split_summary(U.parse(path, ctx).rows, "label", 0.25, 0)
     assert count_datasets(ctx) == 1
 
@@ -136,7 +137,7 @@ def test_builtin_template_previews_with_the_correct_choice_marked():
     name = next(iter(fitting))
     fields = T.fields_from_spec(fitting[name])
     message, html, spec = T.check_template(rows, ["sentence", "label"], "label", name, *fields)
-    assert message.startswith("✓") and spec["name"] == name
+    assert message.startswith("✓") and isinstance(spec, TemplateSpec) and spec.name == name
     assert "&lt;b&gt;fun&lt;/b&gt;" in html  # user text is escaped
     assert html.count('class="correct"') == 2
 
@@ -170,9 +171,9 @@ def submit_tiny_job(ctx, uid, tmp_path):
 
     path = write(tmp_path, "reviews.csv", SST2_HEAD)
     state = U.save_upload(ctx, uid, path, "label", None, U.AUTO, None, 0.25, 0)
-    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+    spec = next(iter(T.fitting_templates(state.columns, state.label_values, "label").values()))
     recipe = RecipeConfig(steps=2, batch_size=2, warmup_steps=0, checkpoint_every=0)
-    config = TR.build_job_config(ctx, uid, state, spec.to_dict(), "tiny-demo", "", recipe, False, "", TR.METHODS)
+    config = TR.build_job_config(ctx, uid, state, spec, "tiny-demo", "", recipe, False, "", TR.METHODS)
     return queue.submit(ctx.db(), uid, config), config
 
 
@@ -198,9 +199,9 @@ def test_job_config_refuses_someone_elses_dataset(ctx, users, tmp_path):
     alice, bob = users
     path = write(tmp_path, "reviews.csv", SST2_HEAD)
     state = U.save_upload(ctx, alice, path, "label", None, U.NONE, None, 0.25, 0)
-    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+    spec = next(iter(T.fitting_templates(state.columns, state.label_values, "label").values()))
     with pytest.raises(UserError, match="not found among your datasets"):
-        TR.build_job_config(ctx, bob, state, spec.to_dict(), "tiny-demo", "", RecipeConfig(), False, "", [])
+        TR.build_job_config(ctx, bob, state, spec, "tiny-demo", "", RecipeConfig(), False, "", [])
 
 
 def test_submit_refuses_a_template_that_blows_up_only_on_the_held_out_file(ctx, users, tmp_path):
@@ -210,8 +211,9 @@ def test_submit_refuses_a_template_that_blows_up_only_on_the_held_out_file(ctx, 
     train = write(tmp_path, "train.csv", "text,n,label\n" + "".join(f"t{i},0,{'ab'[i % 2]}\n" for i in range(8)))
     held = write(tmp_path, "held.csv", "text,n,label\n" + "".join(f"h{i},0,a\n" for i in range(40)) + "h,1000,b\n")
     state = U.save_upload(ctx, users[0], train, "label", None, U.SEPARATE, held, 0.25, 0)
-    template = {"name": "cells", "input": "{% for i in range(n|int) %}{% for j in range(1000) %}"
-                "{% for k in range(1000) %}{% endfor %}{% endfor %}{% endfor %}{{ text }}", "choices": ["a", "b"]}
+    template = TemplateSpec.from_dict({
+        "name": "cells", "input": "{% for i in range(n|int) %}{% for j in range(1000) %}"
+        "{% for k in range(1000) %}{% endfor %}{% endfor %}{% endfor %}{{ text }}", "choices": ["a", "b"]})
     with pytest.raises(UserError, match=r"the held-out file, row 41: template refused: .*per-row time limit"):
         finishes(lambda: TR.build_job_config(ctx, users[0], state, template, "tiny-demo", "", RecipeConfig(), False,
                                              "", []), "the check of a held-out row of 10^9 loop iterations")
@@ -220,9 +222,9 @@ def test_submit_refuses_a_template_that_blows_up_only_on_the_held_out_file(ctx, 
 def test_tfew_vectors_only_for_t0_3b(ctx, users, tmp_path):
     path = write(tmp_path, "reviews.csv", SST2_HEAD)
     state = U.save_upload(ctx, users[0], path, "label", None, U.NONE, None, 0.25, 0)
-    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+    spec = next(iter(T.fitting_templates(state.columns, state.label_values, "label").values()))
     with pytest.raises(UserError, match="only for bigscience/T0_3B"):
-        TR.build_job_config(ctx, users[0], state, spec.to_dict(), "google/flan-t5-small", "", RecipeConfig(), True,
+        TR.build_job_config(ctx, users[0], state, spec, "google/flan-t5-small", "", RecipeConfig(), True,
                             "x.pt", [])
 
 
@@ -275,11 +277,11 @@ def test_shared_files_upload_and_get_a_fitting_template(ctx, users, fewshot_dir,
     path = str(fewshot_dir / name)
     info = U.describe_file(path, ctx)
     state = U.save_upload(ctx, users[0], path, info["label_column"], None, U.AUTO, None, 0.25, 0)
-    fitting = T.fitting_templates(state["columns"], state["label_values"], state["label_column"])
+    fitting = T.fitting_templates(state.columns, state.label_values, state.label_column)
     assert fitting, f"no built-in fits {name}"
     spec = next(iter(fitting.values()))
-    rows = repo.load_rows(ctx.db(), ctx.files(), state["dataset_id"], users[0])
-    message, html, checked = T.check_template(rows, state["columns"], state["label_column"], spec.name,
+    rows = repo.load_rows(ctx.db(), ctx.files(), state.dataset_id, users[0])
+    message, html, checked = T.check_template(rows, state.columns, state.label_column, spec.name,
                                               *T.fields_from_spec(spec))
     assert checked is not None, message
     assert html.count('class="correct"') == 4  # four preview rows, each with its answer marked
@@ -289,8 +291,8 @@ def test_chosen_text_columns_drive_the_built_ins(ctx, users, tmp_path):
     path = write(tmp_path, "mixed.csv", "id,review,stars\n" + "".join(
         f"{i},{'great' if i % 2 else 'awful'} film {i},{'positive' if i % 2 else 'negative'}\n" for i in range(8)))
     state = U.save_upload(ctx, users[0], path, "stars", None, U.NONE, None, 0.25, 0, ["review"])
-    assert state["text_columns"] == ["review"]
-    fitting = T.fitting_templates(state["text_columns"] + ["stars"], state["label_values"], "stars")
+    assert state.text_columns == ["review"]
+    fitting = T.fitting_templates(state.text_columns + ["stars"], state.label_values, "stars")
     assert fitting and all("id" not in spec.columns_used() for spec in fitting.values())
     with pytest.raises(UserError, match="at least one text column"):
         U.save_upload(ctx, users[0], path, "stars", None, U.NONE, None, 0.25, 0, ["stars"])
@@ -355,9 +357,9 @@ def test_offline_default_is_a_model_that_loads_and_start_says_why_not(monkeypatc
         info = TR.model_info(ctx, "google/flan-t5-small", "", 1000, 8, 256, None, cpu)
         assert "Start is off" in info
         state = U.save_upload(ctx, users[0], write(tmp_path, "r.csv", SST2_HEAD), "label", None, U.NONE, None, .25, 0)
-        spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+        spec = next(iter(T.fitting_templates(state.columns, state.label_values, "label").values()))
         with pytest.raises(UserError, match="not downloaded"):
-            TR.build_job_config(ctx, users[0], state, spec.to_dict(), "google/flan-t5-small", "", RecipeConfig(),
+            TR.build_job_config(ctx, users[0], state, spec, "google/flan-t5-small", "", RecipeConfig(),
                                 False, "", [])
     assert M.unusable_reason(M.TINY, "") is None
     assert "no config.json" in M.unusable_reason(M.LOCAL, str(tmp_path))
@@ -371,8 +373,8 @@ def test_estimate_is_measured_by_a_worker_probe_never_in_the_web_process(ctx, us
     from ui import model_picker as M
 
     state = U.save_upload(ctx, users[0], write(tmp_path, "r.csv", SST2_HEAD), "label", None, U.NONE, None, .25, 0)
-    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values())).to_dict()
-    rows = repo.load_rows(ctx.db(), ctx.files(), state["dataset_id"], users[0])
+    spec = next(iter(T.fitting_templates(state.columns, state.label_values, "label").values()))
+    rows = repo.load_rows(ctx.db(), ctx.files(), state.dataset_id, users[0])
     cpu = M.Hardware("cpu", "CPU", 0)
     args = (ctx, M.TINY, "", 100, 2, 64, rows, cpu)
     notes, text, pending = TR.info_and_pending(*args, template=spec)
@@ -415,12 +417,12 @@ def test_estimate_is_measured_by_a_worker_probe_never_in_the_web_process(ctx, us
 
 def test_several_templates_can_be_ticked_for_training(ctx, users, tmp_path):
     state = U.save_upload(ctx, users[0], write(tmp_path, "r.csv", SST2_HEAD), "label", None, U.NONE, None, .25, 0)
-    fitting = T.fitting_templates(state["columns"], state["label_values"], "label")
+    fitting = T.fitting_templates(state.columns, state.label_values, "label")
     primary, *others = list(fitting)
     assert others, "the sst2-shaped file should fit more than one built-in"
-    extra = T.train_templates(state, [primary, *others, "no-such-template"], fitting[primary].to_dict())
-    assert [t["name"] for t in extra] == others  # the primary and unknown names are not doubled in
-    config = TR.build_job_config(ctx, users[0], state, fitting[primary].to_dict(), "tiny-demo", "", RecipeConfig(),
+    extra = T.train_templates(state, [primary, *others, "no-such-template"], fitting[primary])
+    assert [t.name for t in extra] == others  # the primary and unknown names are not doubled in
+    config = TR.build_job_config(ctx, users[0], state, fitting[primary], "tiny-demo", "", RecipeConfig(),
                                  False, "", [], extra)
     assert [t.name for t in config.spec.train_templates] == others
     assert config.labels.template == f"{primary} + {len(others)} more for training"

@@ -24,7 +24,7 @@ from ui import train_page as TR
 from ui import data_page as D
 from ui.context import AppContext
 from ui.model_picker import detect_hardware
-from ui.shared import Fill, Shared
+from ui.shared import Fill, RunAgain, Shared
 
 THEME = gr.themes.Soft(primary_hue="indigo")
 CSS = """
@@ -82,8 +82,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Column(scale=1, min_width=180):
                 who = gr.Markdown(elem_id="ia3-user")
                 sign_out = gr.Button("Sign out", link="/logout", size="sm", visible=False, elem_id="ia3-sign-out")
-        session, template_state, extra_templates, results_job = gr.State({}), gr.State(None), gr.State([]), \
-            gr.State(None)
+        session, template_state, extra_templates, results_job = gr.State(None), gr.State(None), gr.State([]), \
+            gr.State(None)  # a DataChoice, a TemplateSpec, TemplateSpecs, a job id
         with gr.Tabs() as tabs:
             with gr.Tab("1 · Data", id="data"):
                 dp = D.build_data_page(ctx)
@@ -123,10 +123,11 @@ def _wire_pages(ctx: AppContext, shared: Shared, hw, dp: D.DataPage, tp: T.Templ
     R.wire_results_page(rp, ctx, shared)
     AC.wire_active_page(ap, ctx, shared, open_job)
 
-    def fill_from_job(uid: int, job_id: int, prior: dict, session: dict, spec, extra: list[str]) -> dict:
-        return {**T.prefilled(tp, session, spec, extra),
-                **D.stored_values(dp, ctx, uid, session, f"the data of job #{job_id}"),
-                **TR.prefilled(tr, prior, session, spec, extra, job_id)}
+    def fill_from_job(uid: int, prior: RunAgain) -> dict:
+        extra = [t.name for t in prior.train_templates]
+        return {**T.prefilled(tp, prior.data, prior.template, extra),
+                **D.stored_values(dp, ctx, uid, prior.data, f"the data of job #{prior.job_id}"),
+                **TR.prefilled(tr, prior)}
 
     L.wire_library_page(lp, ctx, shared, Fill([*tp.suggested, *D.filled_by_stored(dp), *TR.filled_by_prefill(tr)],
                                               fill_from_job))

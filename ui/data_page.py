@@ -22,7 +22,7 @@ from ia3app.hf_datasets import FILE_FORMATS, dataset_as_csv, is_dataset_file
 from ia3app.jobtypes import Holdout
 from ia3app.templates.library import guess_label_column as library_guess
 from ui.context import AppContext
-from ui.shared import Fill, Shared
+from ui.shared import DataChoice, Fill, Shared
 from ui.uploads import read_upload, upload_size
 
 AUTO = "Split my file automatically"
@@ -139,8 +139,8 @@ def _show_delimiter(d: str) -> str:
 
 def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, sample_k: int | None,
                 eval_mode: str, eval_path: str | None, fraction: float, seed: int,
-                text_columns: list[str] | None = None, folds: int | None = None) -> dict[str, Any]:
-    """Validate everything, then store the training (and held-out) dataset; returns the session's data state."""
+                text_columns: list[str] | None = None, folds: int | None = None) -> DataChoice:
+    """Validate everything, then store the training (and held-out) dataset; returns the session's data choice."""
     from storage import repo
 
     table = parse(path, ctx, "training file")
@@ -172,7 +172,7 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
             raise UserError("the held-out share must be between 5% and 50%")
         split = Holdout(float(fraction), int(seed))
         held_out = len(split.split(rows, label_column)[1])  # raises if it cannot split
-        holdout = split.to_dict()  # the session keeps it as JSON; build_job_config makes it a Holdout again
+        holdout = split
     cv_folds = None
     if eval_mode != AUTO:
         held_out = None
@@ -195,20 +195,10 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
             if not reused:
                 repo.delete_dataset(db, store, dataset_id, uid)  # nothing stored half-way
             raise
-    return {
-        "reused": bool(reused),
-        "dataset_id": dataset_id,
-        "eval_dataset_id": eval_id,
-        "holdout": holdout,
-        **({"held_out": held_out} if held_out is not None else {}),  # the rows the split holds out, as counted here
-        **({"cv_folds": cv_folds} if cv_folds else {}),
-        "columns": table.columns,
-        "label_column": label_column,
-        "text_columns": text_columns,
-        "label_values": sorted(data.label_counts(rows, label_column)),
-        "rows": len(rows),
-        "filename": name,
-    }
+    return DataChoice(dataset_id=dataset_id, filename=name, rows=len(rows), columns=list(table.columns),
+                      label_column=label_column, text_columns=text_columns,
+                      label_values=sorted(data.label_counts(rows, label_column)), eval_dataset_id=eval_id,
+                      holdout=holdout, cv_folds=cv_folds, held_out=held_out, reused=bool(reused))
 
 
 def shape_md(table: "data.Table", label_column: str, text_columns: list[str] | None) -> str:
@@ -221,36 +211,36 @@ def shape_md(table: "data.Table", label_column: str, text_columns: list[str] | N
     return f"**The model will read:** {shape.description}.\n\n"
 
 
-def stored_values(page: "DataPage", ctx: AppContext, uid: int, session: dict, where: str) -> dict:
+def stored_values(page: "DataPage", ctx: AppContext, uid: int, session: DataChoice, where: str) -> dict:
     """The page showing a stored dataset instead of an upload (Run again with changes): its rows, label and
     text columns, counts and held-out rows, the file box emptied; `where` says where the data comes from."""
     from ia3app.templates.library import detect_shape
     from storage import repo
 
-    rows = repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), uid)
-    label, columns = session["label_column"], list(session["columns"])
+    rows = repo.load_rows(ctx.db(), ctx.files(), session.dataset_id, uid)
+    label, columns = session.label_column, list(session.columns)
     counts = data.label_counts(rows, label)
-    holdout = session.get("holdout")
+    holdout = session.holdout
     if holdout:
-        mode, split = AUTO, split_summary(rows, label, holdout["fraction"], holdout["seed"])
-    elif session.get("eval_dataset_id"):
-        mode, split = SEPARATE, f"Held-out rows: your stored dataset #{session['eval_dataset_id']}."
-    elif session.get("cv_folds"):
-        mode, split = CV, cv_summary(rows, label, session["cv_folds"])
+        mode, split = AUTO, split_summary(rows, label, holdout.fraction, holdout.seed)
+    elif session.eval_dataset_id:
+        mode, split = SEPARATE, f"Held-out rows: your stored dataset #{session.eval_dataset_id}."
+    elif session.cv_folds:
+        mode, split = CV, cv_summary(rows, label, session.cv_folds)
     else:
         mode, split = NONE, ""
-    shape = detect_shape(session["text_columns"], session.get("label_values") or [])
+    shape = detect_shape(session.text_columns, session.label_values)
     return {page.file: None,
-            page.summary: f"**{html.escape(session['filename'])}**, stored: **{len(rows)} rows**, columns: "
+            page.summary: f"**{html.escape(session.filename)}**, stored: **{len(rows)} rows**, columns: "
                           f"{', '.join(f'`{c}`' for c in columns)} ({where}; upload a file to use other data)",
             page.preview: shown(pd.DataFrame(rows[:8], columns=columns), column_widths=preview_widths(columns)),
             page.label_column: gr.update(choices=columns, value=label),
-            page.text_columns: gr.update(choices=[c for c in columns if c != label], value=session["text_columns"]),
+            page.text_columns: gr.update(choices=[c for c in columns if c != label], value=session.text_columns),
             page.counts: shown(pd.DataFrame({"label": list(counts), "rows": list(counts.values())})),
             page.checks: f"**The model will read:** {shape.description}.",
-            page.eval_mode: mode, page.fraction: (holdout or {}).get("fraction", 0.25),
-            page.seed: (holdout or {}).get("seed", 0), page.split_info: split,
-            page.folds: gr.update(value=session.get("cv_folds") or 5, visible=mode == CV),
+            page.eval_mode: mode, page.fraction: holdout.fraction if holdout else 0.25,
+            page.seed: holdout.seed if holdout else 0, page.split_info: split,
+            page.folds: gr.update(value=session.cv_folds or 5, visible=mode == CV),
             page.save: gr.update(interactive=False), page.message: ""}
 
 
@@ -346,11 +336,11 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
     -> (names of the built-ins that fit, the template page's updates)). Returns the Save event, so the
     template page can check its freshly filled editor after it."""
 
-    def on_file(path, session):
+    def on_file(path, session: DataChoice | None):
         closed = {page.label_column: gr.update(choices=[], value=None), page.counts: shown(None), page.checks: "",
                   page.save: gr.update(interactive=False), page.message: "",
                   page.text_columns: gr.update(choices=[], value=[]), page.split_info: ""}
-        if not path and (session or {}).get("stored_from"):
+        if not path and session is not None and session.stored_from:
             return gr.skip()  # the box was emptied by "Run again": the page shows that job's stored data
         if not path:
             return {**closed, page.summary: "", page.preview: shown(None)}
@@ -433,8 +423,8 @@ def wire_data_page(page: DataPage, ctx: AppContext, shared: Shared, suggest_temp
             fitting, filled = suggest_template.values(state)
         except UserError as e:
             return {page.message: f"✗ **Not saved:** {e}"}
-        msg = (f"✓ {'Already stored (reused, not copied again):' if state.get('reused') else 'Saved'} "
-               f"**{state['filename']}** ({state['rows']} rows). "
+        msg = (f"✓ {'Already stored (reused, not copied again):' if state.reused else 'Saved'} "
+               f"**{state.filename}** ({state.rows} rows). "
                + (f"{len(fitting)} built-in template(s) fit your columns." if fitting else
                   "No built-in template uses every ticked column: write one (step 2), or untick the columns "
                   "the model need not read."))

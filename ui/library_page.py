@@ -17,7 +17,7 @@ import pandas as pd
 from ia3app.errors import UserError
 from ui.context import AppContext
 from ui.job_labels import job_choices
-from ui.shared import Fill, Shared
+from ui.shared import DataChoice, Fill, RunAgain, Shared
 
 SETTINGS = ("steps", "batch_size", "lr", "max_length", "unlikelihood", "length_norm", "seed")
 
@@ -186,7 +186,7 @@ def compare(ctx: AppContext, uid: int, job_ids: list[Any]) -> tuple[str, pd.Data
     return "\n".join(lines), frame
 
 
-def run_again(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
+def run_again(ctx: AppContext, uid: int, job_id: Any) -> RunAgain:
     """What "run again with changes" prefills: the session (data), the template and the train settings."""
     from ia3app import tables as data
     from storage import repo
@@ -204,17 +204,13 @@ def run_again(ctx: AppContext, uid: int, job_id: Any) -> dict[str, Any]:
     template = spec.template
     label = template.label_column or dataset.label_column
     text_columns = [c for c in dataset.columns if c in template.columns_used(include_target=False) and c != label]
-    # The pages' session state is JSON in a gr.State: the typed request goes back to its JSON shapes.
-    session = {"dataset_id": dataset.id, "eval_dataset_id": ref.eval_dataset_id,
-               "holdout": ref.holdout.to_dict() if ref.holdout else None, "columns": dataset.columns,
-               **({"cv_folds": spec.cv_folds} if spec.cv_folds else {}),
-               "label_column": label,
-               "text_columns": text_columns or [c for c in dataset.columns if c != label],
-               "label_values": sorted(data.label_counts(rows, label)), "rows": len(rows),
-               "filename": dataset.filename}
-    return {"session": session, "template": template.to_dict(),
-            "train_templates": [t.to_dict() for t in spec.train_templates], "recipe": spec.recipe.to_dict(),
-            "model": job.request.model_label, "model_path": spec.model, "eval_methods": list(spec.eval_methods)}
+    choice = DataChoice(dataset_id=dataset.id, filename=dataset.filename, rows=len(rows), columns=list(dataset.columns),
+                        label_column=label, text_columns=text_columns or [c for c in dataset.columns if c != label],
+                        label_values=sorted(data.label_counts(rows, label)), eval_dataset_id=ref.eval_dataset_id,
+                        holdout=ref.holdout, cv_folds=spec.cv_folds or None, stored_from=job.id)
+    return RunAgain(job_id=job.id, data=choice, template=template, train_templates=list(spec.train_templates),
+                    recipe=spec.recipe, model=job.request.model_label, model_path=spec.model,
+                    eval_methods=list(spec.eval_methods))
 
 
 @dataclass
@@ -280,7 +276,7 @@ def build_library_page() -> LibraryPage:
 
 def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, fill_from_job: Fill) -> None:
     """The page's own events; "run again with changes" fills the data, template and train pages
-    (`fill_from_job.values(uid, job_id, prior, session, spec, extra)`: their updates from a prior job)."""
+    (`fill_from_job.values(uid, prior)`: their updates from a prior job, a RunAgain)."""
 
     lists = [page.datasets, page.dataset, page.runs]
 
@@ -355,16 +351,11 @@ def wire_library_page(page: LibraryPage, ctx: AppContext, shared: Shared, fill_f
             prior = run_again(ctx, uid, job_id)
         except UserError as e:
             return {page.message: f"✗ {e}"}
-        from ia3app.templates.spec import TemplateSpec
-
-        session, spec = prior["session"], TemplateSpec.from_dict(prior["template"])
-        session["stored_from"] = job_id
-        extra = [t["name"] for t in prior["train_templates"]]
         return {page.message: f"✓ Job #{job_id}'s data, template and settings are filled in: change what you want "
                               "and press Start.",
-                shared.session: session, shared.template: prior["template"],
-                shared.train_templates: prior["train_templates"],
-                **fill_from_job.values(uid, job_id, prior, session, spec, extra), shared.tabs: gr.Tabs(selected="train")}
+                shared.session: prior.data, shared.template: prior.template,
+                shared.train_templates: prior.train_templates,
+                **fill_from_job.values(uid, prior), shared.tabs: gr.Tabs(selected="train")}
 
     page.again.click(on_again, page.runs,
                      [page.message, shared.session, shared.template, shared.train_templates, *fill_from_job.outputs,

@@ -12,7 +12,7 @@ import gradio as gr
 from ia3app.errors import UserError
 from ia3app.templates.spec import TemplateSpec, column_ref, preview, validate
 from ui.context import AppContext
-from ui.shared import Shared
+from ui.shared import DataChoice, Shared
 
 FIXED = "Fixed answers (same for every row)"
 PER_ROW = "Per-row answers (from columns, e.g. {{choice1}})"
@@ -57,11 +57,11 @@ def spec_from_fields(name: str, input_text: str, mode: str, choices_text: str, l
                         choices=lines(choices_text), label_map=label_map, chat=bool(chat))
 
 
-def held_out_words(session: dict) -> str:
+def held_out_words(session: DataChoice) -> str:
     """The automatic split as the data page counted it ('8 held out'), not only its share: with 2 rows a
     25 % share holds out none, and the pages disagreed ('0 held out' and '25 % held out', issue 23)."""
-    count = session.get("held_out")
-    share = f"{session['holdout']['fraction']:.0%} share"
+    count = session.held_out
+    share = f"{session.holdout.fraction:.0%} share"
     if count is None:
         return f"{share} of the rows held out"
     if count == 0:
@@ -100,8 +100,8 @@ def preview_html(items: list[dict[str, Any]]) -> str:
 
 def check_template(rows: list[dict], columns: list[str], label_column: str, name: str, input_text: str, mode: str,
                    choices_text: str, label_map_text: str, choice_templates_text: str,
-                   inputs: list[str] | None = None, chat: bool = False) -> tuple[str, str, dict | None]:
-    """Validate the editor's template against the data: (message markdown, preview html, spec dict or None).
+                   inputs: list[str] | None = None, chat: bool = False) -> tuple[str, str, TemplateSpec | None]:
+    """Validate the editor's template against the data: (message markdown, preview html, the spec or None).
     inputs: the columns ticked on the data page; one the template leaves out draws a warning."""
     try:
         spec = spec_from_fields(name, input_text, mode, choices_text, label_map_text, choice_templates_text,
@@ -111,17 +111,17 @@ def check_template(rows: list[dict], columns: list[str], label_column: str, name
     except UserError as e:
         return f"✗ **This template does not work yet:** {e}", "", None
     notes = "".join(f"\n- ⚠ {w}" for w in warnings)
-    return f"✓ The template fits all {len(rows)} rows.{notes}", preview_html(items), spec.to_dict()
+    return f"✓ The template fits all {len(rows)} rows.{notes}", preview_html(items), spec
 
 
-def shape_text(session: dict | None) -> str:
+def shape_text(session: DataChoice | None) -> str:
     """What the data page's ticked columns look like as a task, in words, for the top of this page."""
     from ia3app.templates.library import detect_shape
 
-    if not session or not session.get("text_columns"):
+    if session is None or not session.text_columns:
         return ""
-    shape = detect_shape(session["text_columns"], session.get("label_values") or [])
-    return f"**Your data:** {shape.description}; label column `{session['label_column']}`."
+    shape = detect_shape(session.text_columns, session.label_values)
+    return f"**Your data:** {shape.description}; label column `{session.label_column}`."
 
 
 def insert_column(input_text: str | None, column: str | None) -> str:
@@ -217,21 +217,25 @@ def editor_values(page: TemplatePage, spec: TemplateSpec | None) -> dict:
     return dict(zip(page.editor, values))
 
 
-def suggest(page: TemplatePage, state: dict) -> tuple[list[str], dict]:
+def _fitting(session: DataChoice) -> dict[str, TemplateSpec]:
+    return fitting_templates(session.text_columns + [session.label_column], session.label_values,
+                             session.label_column)
+
+
+def suggest(page: TemplatePage, state: DataChoice) -> tuple[list[str], dict]:
     """For freshly saved data: (names of the built-ins that fit, the page's updates: the list of those
     built-ins and the editor filled with the best one)."""
-    fitting = fitting_templates(state["text_columns"] + [state["label_column"]], state["label_values"],
-                                state["label_column"])
+    fitting = _fitting(state)
     names = list(fitting)
     first = fitting[names[0]] if names else None
     return names, {page.builtin: gr.update(choices=names + [CUSTOM], value=names[0] if names else CUSTOM),
                    page.shape: shape_text(state),
-                   page.insert: gr.update(choices=list(state["text_columns"]), value=None),
+                   page.insert: gr.update(choices=list(state.text_columns), value=None),
                    **editor_values(page, first), **_also_choices(page, names, names[0] if names else None)}
 
 
 
-def prefilled(page: TemplatePage, session: dict, spec: TemplateSpec, extra: list[str]) -> dict:
+def prefilled(page: TemplatePage, session: DataChoice, spec: TemplateSpec, extra: list[str]) -> dict:
     """The page showing a prior job's template (Run again with changes): the built-ins that fit its data, the
     editor filled with its template, its extra training templates ticked. Fills the components of `suggested`."""
     names, suggested = suggest(page, session)
@@ -246,14 +250,14 @@ def _also_choices(page: TemplatePage, names: list[str], chosen: str | None) -> d
     return {page.also: gr.update(choices=others, value=[], visible=bool(others))}
 
 
-def train_templates(session: dict | None, ticked: list[str] | None, primary: dict | None) -> list[dict]:
-    """The ticked built-ins (those that still fit the saved data, not the primary itself) as spec dicts."""
-    if not session or not ticked:
+def train_templates(session: DataChoice | None, ticked: list[str] | None,
+                    primary: TemplateSpec | None) -> list[TemplateSpec]:
+    """The ticked built-ins (those that still fit the saved data, not the primary itself)."""
+    if session is None or not ticked:
         return []
-    fitting = fitting_templates(session["text_columns"] + [session["label_column"]], session["label_values"],
-                                session["label_column"])
-    chosen = (primary or {}).get("name")
-    return [fitting[n].to_dict() for n in ticked if n in fitting and n != chosen]
+    fitting = _fitting(session)
+    chosen = primary.name if primary is not None else None
+    return [fitting[n] for n in ticked if n in fitting and n != chosen]
 
 
 def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, saved, train_summary: gr.Markdown) -> None:
@@ -265,10 +269,9 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
 
         if name == CUSTOM:  # a template of one's own gets its own name, not the built-in's it started from
             return {page.name: NEW_NAME} if not current_name or current_name in BUILTINS else gr.skip()
-        if not session:
+        if session is None:
             return gr.skip()
-        fitting = fitting_templates(session["text_columns"] + [session["label_column"]], session["label_values"],
-                                    session["label_column"])
+        fitting = _fitting(session)
         spec = fitting.get(name)
         return gr.skip() if spec is None else {**editor_values(page, spec), **_also_choices(page, list(fitting), name)}
 
@@ -284,17 +287,17 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
 
     def on_edit(session, name, input_text, mode, choices, label_map, choice_templates, chat, request: gr.Request):
         refused = {page.preview: "", shared.template: None, page.next: gr.update(interactive=False)}
-        if not session or not session.get("dataset_id"):
+        if session is None:
             return {**refused, page.message: "Upload your data first (step 1)."}
         from storage import repo
 
         try:
-            rows = repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), ctx.user_id(request))
+            rows = repo.load_rows(ctx.db(), ctx.files(), session.dataset_id, ctx.user_id(request))
         except UserError as e:
             return {**refused, page.message: f"✗ {e}"}
-        message, preview_box, spec = check_template(rows, session["columns"], session["label_column"], name,
+        message, preview_box, spec = check_template(rows, session.columns, session.label_column, name,
                                                     input_text, mode, choices, label_map, choice_templates,
-                                                    inputs=session.get("text_columns"), chat=chat)
+                                                    inputs=session.text_columns, chat=chat)
         return {page.message: message, page.preview: preview_box, shared.template: spec,
                 page.next: gr.update(interactive=spec is not None)}
 
@@ -306,15 +309,15 @@ def wire_template_page(page: TemplatePage, ctx: AppContext, shared: Shared, save
     gr.on([comp.change for comp in page.editor], on_edit, [shared.session, *page.editor], outputs,
           api_visibility="private", trigger_mode="always_last")
 
-    def on_next(session, spec, extra):
-        if not spec:
+    def on_next(session: DataChoice | None, spec: TemplateSpec | None, extra: list[TemplateSpec]):
+        if spec is None or session is None:
             return gr.skip()
-        more = f" + {len(extra)} more for training ({', '.join(t['name'] for t in extra)})" if extra else ""
-        held = ("a separate held-out file" if session.get("eval_dataset_id") else
-                held_out_words(session) if session.get("holdout") else "no evaluation")
+        more = f" + {len(extra)} more for training ({', '.join(t.name for t in extra)})" if extra else ""
+        held = ("a separate held-out file" if session.eval_dataset_id else
+                held_out_words(session) if session.holdout else "no evaluation")
         return {shared.tabs: gr.Tabs(selected="train"),
-                train_summary: f"Data: **{session['filename']}** ({session['rows']} rows; {held}) · "
-                               f"template **{spec['name']}**{more}"}
+                train_summary: f"Data: **{session.filename}** ({session.rows} rows; {held}) · "
+                               f"template **{spec.name}**{more}"}
 
     page.next.click(on_next, [shared.session, shared.template, shared.train_templates], [shared.tabs, train_summary],
                     api_visibility="private")

@@ -22,14 +22,18 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ia3app.config import RecipeConfig
 from ia3app.errors import UserError
+from ia3app.templates.spec import TemplateSpec
 from ia3app.recipe.step_cost import (DataShape, Load, Point, Row, StepCost, evaluation_passes, fit, padded_load,
                                      shape_of)
 from ui import model_picker as M
 from ui.context import AppContext
+
+if TYPE_CHECKING:
+    from ui.shared import DataChoice
 
 MAX_TIMED_PARAMETERS = 1.0e9
 """Larger models are not probed on a CPU (a few steps would hold the worker for minutes): rough guide."""
@@ -120,13 +124,11 @@ def _token_rows(tokenizer, enc_dec: bool, examples, max_length: int) -> list[Row
     return rows
 
 
-def data_shape(model_path: str, template: dict, rows: list[dict], recipe: RecipeConfig) -> DataShape | None:
+def data_shape(model_path: str, spec: TemplateSpec, rows: list[dict], recipe: RecipeConfig) -> DataShape | None:
     """The padded tokens per step of these rows rendered with this template for this model; None when
     no row renders with a label."""
     from ia3app.templates.chat import wrap_examples
-    from ia3app.templates.spec import TemplateSpec
 
-    spec = TemplateSpec.from_dict(template)
     examples = _labelled(spec, rows, SAMPLE_ROWS)
     if not examples:
         return None
@@ -138,7 +140,7 @@ def data_shape(model_path: str, template: dict, rows: list[dict], recipe: Recipe
     return DataShape(len(rows), shape.mean_input_tokens, shape.mean_answer_tokens, shape.choices, shape.load)
 
 
-def evaluation_seconds(model_path: str, template: dict, train_rows: list[dict], eval_rows: list[dict],
+def evaluation_seconds(model_path: str, spec: TemplateSpec, train_rows: list[dict], eval_rows: list[dict],
                        recipe: RecipeConfig, methods: Sequence[str], score_cost: StepCost) -> tuple[float, int]:
     """(seconds to evaluate `methods` on the labelled held-out rows, how many rows that is): every batch each
     method scores (ia3app.recipe.step_cost.evaluation_passes) costed by `score_cost`. Zero-shot and T-Few
@@ -146,9 +148,7 @@ def evaluation_seconds(model_path: str, template: dict, train_rows: list[dict], 
     as demonstrations, as many as fit the model's input)."""
     from ia3app.evaluation.in_context import IclConfig, build_prompts, input_limit
     from ia3app.templates.chat import overhead_tokens, wrap_examples
-    from ia3app.templates.spec import TemplateSpec
 
-    spec = TemplateSpec.from_dict(template)
     held = _labelled(spec, eval_rows, SAMPLE_EVAL_ROWS)
     if not held or not methods:
         return 0.0, 0
@@ -174,17 +174,15 @@ def evaluation_seconds(model_path: str, template: dict, train_rows: list[dict], 
     return total, labelled
 
 
-def job_rows(ctx: AppContext, uid: int, session: dict | None, label_column: str,
+def job_rows(ctx: AppContext, uid: int, session: DataChoice | None, label_column: str,
              rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """(training rows, held-out rows) of the data page's choice, as the job will split them."""
-    from ia3app.jobtypes import Holdout
     from storage import repo
 
-    session = session or {}
-    if session.get("eval_dataset_id"):
-        return rows, repo.load_rows(ctx.db(), ctx.files(), int(session["eval_dataset_id"]), uid)
-    if session.get("holdout"):
-        return Holdout.from_dict(session["holdout"]).split(rows, label_column)
+    if session is not None and session.eval_dataset_id:
+        return rows, repo.load_rows(ctx.db(), ctx.files(), int(session.eval_dataset_id), uid)
+    if session is not None and session.holdout is not None:
+        return session.holdout.split(rows, label_column)
     return rows, []
 
 
@@ -228,7 +226,7 @@ def _unmeasurable(key: str, model_path: str | None, hw: M.Hardware) -> str | Non
 
 
 def estimate(ctx: AppContext, key: str, model_path: str | None, recipe: RecipeConfig, rows: list[dict] | None,
-             template: dict | None, params: float | None, tokens_per_example: int, hw: M.Hardware, *,
+             template: TemplateSpec | None, params: float | None, tokens_per_example: int, hw: M.Hardware, *,
              eval_rows: list[dict] | None = None, methods: Sequence[str] = (), ask: bool = True,
              gave_up: bool = False) -> Estimate:
     """The best estimate available without training here, for training on `rows` and evaluating `methods` on

@@ -10,12 +10,12 @@ import gradio as gr
 
 from ia3app.config import CHOICES, RecipeConfig
 from ia3app.errors import UserError
-from ia3app.jobtypes import EVAL_METHODS, DataRef, Holdout, JobLabels, JobRequest, JobSpec
+from ia3app.jobtypes import EVAL_METHODS, JobLabels, JobRequest, JobSpec
 from ia3app.templates.spec import TemplateSpec
 from ui import model_picker as M
 from ui import time_estimate as T_E
 from ui.context import AppContext
-from ui.shared import Fill, Shared
+from ui.shared import DataChoice, Fill, RunAgain, Shared
 
 METHODS = list(EVAL_METHODS)
 TFEW_MODEL = "bigscience/T0_3B"
@@ -153,7 +153,7 @@ def model_notes(ctx: AppContext, key: str, local_path: str, hw: M.Hardware) -> t
 
 def estimate_and_pending(ctx: AppContext, key: str, model_path: str | None, params: float | None, steps: Any,
                          batch_size: Any, max_length: Any, rows: list[dict] | None, hw: M.Hardware, *,
-                         template: dict | None = None, eval_rows: list[dict] | None = None,
+                         template: TemplateSpec | None = None, eval_rows: list[dict] | None = None,
                          methods: list[str] | tuple = (), wait: bool = False) -> tuple[str, bool]:
     """(the estimate beside Start, whether a worker's probe is still pending): see info_and_pending."""
     try:
@@ -181,29 +181,28 @@ ESTIMATE_POLL_S = 3.0
 """While a probe is pending, the page looks again this often (a timer: no request is held open meanwhile)."""
 
 
-def cv_cost(session: dict | None) -> str:
+def cv_cost(session: DataChoice | None) -> str:
     """The cost of cross-validation, said before Start: k + 1 runs of the estimate above."""
-    k = (session or {}).get("cv_folds")
+    k = session.cv_folds if session is not None else None
     if not k:
         return ""
     return (f"\n\n**Cross-validation ({k} folds) trains {k + 1} times**: {k} runs to measure, one on every row "
             f"for the adapter — about {k + 1}× the time above.")
 
 
-def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: dict | None, model_key: str,
-                     local_path: str, recipe: RecipeConfig, init_tfew: bool, tfew_path: str,
-                     eval_methods: list[str], train_templates: list[dict] | None = None) -> JobRequest:
+def build_job_config(ctx: AppContext, uid: int, session: DataChoice | None, template: TemplateSpec | None,
+                     model_key: str, local_path: str, recipe: RecipeConfig, init_tfew: bool, tfew_path: str,
+                     eval_methods: list[str], train_templates: list[TemplateSpec] | None = None) -> JobRequest:
     """Everything the worker needs, checked here so a mistake is shown now, not as a failed job."""
-    from ia3app.templates.spec import TemplateSpec
     from storage import repo
 
-    if not session or not session.get("dataset_id"):
+    if session is None:
         raise UserError("upload your data first (step 1)")
-    if not template:
+    if template is None:
         raise UserError("choose a template that fits your data first (step 2)")
-    repo.require_dataset(ctx.db(), int(session["dataset_id"]), uid)
-    if session.get("eval_dataset_id"):
-        repo.require_dataset(ctx.db(), int(session["eval_dataset_id"]), uid)
+    repo.require_dataset(ctx.db(), session.dataset_id, uid)
+    if session.eval_dataset_id:
+        repo.require_dataset(ctx.db(), session.eval_dataset_id, uid)
     init_vectors = None
     if init_tfew:
         if model_key != TFEW_MODEL:
@@ -219,36 +218,32 @@ def build_job_config(ctx: AppContext, uid: int, session: dict | None, template: 
     unusable = M.unusable_reason(model_key, local_path, ctx.allowed_model_dirs())
     if unusable:
         raise UserError(unusable)
-    holdout = session.get("holdout")
-    data = DataRef(int(session["dataset_id"]), session.get("eval_dataset_id"),
-                   Holdout.from_dict(holdout) if holdout else None)
-    if (data.has_eval or session.get("cv_folds")) and not any(m in METHODS for m in eval_methods or []):
+    data = session.data_ref()
+    if (data.has_eval or session.cv_folds) and not any(m in METHODS for m in eval_methods or []):
         raise UserError("tick at least one method under “Compare on the held-out rows” (T-Few at least): with none "
                         "ticked, rows would be held out of training and measured by nothing. To train on every row, "
                         "choose “No evaluation (train on every row)” on 1 · Data")
-    main = TemplateSpec.from_dict(template)
+    main = template
     spec = JobSpec(model=M.resolve_model(model_key, local_path, ctx.data_dir, ctx.allowed_model_dirs()), template=main,
-                   train_templates=[TemplateSpec.from_dict(t) for t in train_templates or []
-                                    if t.get("name") != main.name],
-                   recipe=recipe, init_vectors=init_vectors, cv_folds=session.get("cv_folds"),
+                   train_templates=[t for t in train_templates or [] if t.name != main.name],
+                   recipe=recipe, init_vectors=init_vectors, cv_folds=session.cv_folds,
                    eval_methods=[m for m in METHODS if m in (eval_methods or [])]
-                   if data.has_eval or session.get("cv_folds") else [])
+                   if data.has_eval or session.cv_folds else [])
     more = f" + {len(spec.train_templates)} more for training" if spec.train_templates else ""
-    labels = JobLabels(model=model_key if model_key != M.LOCAL else spec.model, data=session.get("filename"),
+    labels = JobLabels(model=model_key if model_key != M.LOCAL else spec.model, data=session.filename,
                        template=main.name + more)
     return JobRequest(spec, data, labels)
 
 
-def _check_template_on_files(ctx: AppContext, uid: int, session: dict, template: dict) -> None:
+def _check_template_on_files(ctx: AppContext, uid: int, session: DataChoice, template: TemplateSpec) -> None:
     """A sample of every file the job uses renders within the limits (ia3app.templates.precheck)."""
     from ia3app.templates.precheck import check_files
-    from ia3app.templates.spec import TemplateSpec
     from storage import repo
 
-    files = {"the training file": repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), uid)}
-    if session.get("eval_dataset_id"):
-        files["the held-out file"] = repo.load_rows(ctx.db(), ctx.files(), int(session["eval_dataset_id"]), uid)
-    check_files(TemplateSpec.from_dict(template), files)
+    files = {"the training file": repo.load_rows(ctx.db(), ctx.files(), session.dataset_id, uid)}
+    if session.eval_dataset_id:
+        files["the held-out file"] = repo.load_rows(ctx.db(), ctx.files(), session.eval_dataset_id, uid)
+    check_files(template, files)
 
 
 @dataclass
@@ -326,18 +321,19 @@ def build_train_page(ctx: AppContext, hw: M.Hardware) -> TrainPage:
                      estimate, estimate_timer)
 
 
-def prefilled(page: TrainPage, prior: dict, session: dict, spec: TemplateSpec, extra: list[str], job_id: int) -> dict:
+def prefilled(page: TrainPage, prior: RunAgain) -> dict:
     """The page showing a prior job's model, evaluation and recipe (Run again with changes); see filled_by_prefill."""
-    key = prior["model"] if prior["model"] in M.BY_KEY else M.LOCAL
-    defaults = RecipeConfig().to_dict()
-    recipe = {comp: prior["recipe"].get(name, defaults.get(name)) for comp, name in zip(page.recipe, RECIPE_FIELDS)}
+    key = prior.model if prior.model in M.BY_KEY else M.LOCAL
+    defaults, session, extra = RecipeConfig().to_dict(), prior.data, [t.name for t in prior.train_templates]
+    given = prior.recipe.to_dict()
+    recipe = {comp: given.get(name, defaults.get(name)) for comp, name in zip(page.recipe, RECIPE_FIELDS)}
     recipe.update({comp: "" for comp, name in zip(page.recipe, RECIPE_FIELDS)
                    if name in OPTIONAL_INT and recipe[comp] is None})  # a text box: empty, not "None"
-    return {page.model: key, page.local_path: prior["model_path"] if key == M.LOCAL else "",
-            page.eval_methods: prior["eval_methods"] or METHODS,
-            page.summary: f"Data: **{session['filename']}** ({session['rows']} rows) · template "
-                          f"**{spec.name}**" + (f" + {len(extra)} more for training ({', '.join(extra)})"
-                                                if extra else "") + f" — prefilled from job #{job_id}",
+    return {page.model: key, page.local_path: prior.model_path if key == M.LOCAL else "",
+            page.eval_methods: prior.eval_methods or METHODS,
+            page.summary: f"Data: **{session.filename}** ({session.rows} rows) · template "
+                          f"**{prior.template.name}**" + (f" + {len(extra)} more for training ({', '.join(extra)})"
+                                                          if extra else "") + f" — prefilled from job #{prior.job_id}",
             **recipe}
 
 
@@ -356,11 +352,11 @@ def wire_train_page(page: TrainPage, ctx: AppContext, shared: Shared, hw: M.Hard
         """(training rows, held-out rows) of the user's data as the job will split them; None, None before any."""
         try:
             uid = ctx.user_id(request)
-            if session and session.get("dataset_id"):
+            if session is not None:
                 from storage import repo
 
-                rows = repo.load_rows(ctx.db(), ctx.files(), int(session["dataset_id"]), uid)
-                return T_E.job_rows(ctx, uid, session, template["label_column"], rows) if template else (rows, None)
+                rows = repo.load_rows(ctx.db(), ctx.files(), session.dataset_id, uid)
+                return T_E.job_rows(ctx, uid, session, template.label_column, rows) if template else (rows, None)
         except UserError:
             pass
         return None, None

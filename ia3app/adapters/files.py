@@ -4,7 +4,8 @@ Only safetensors are ever read: an adapter directory is user input, and a pickle
 ``.pt``) can run code when loaded. The JSON records what the vectors were trained on (base
 model id and revision, architecture, family, placement, a fingerprint of the config's shapes),
 so loading onto a different base is a clear error rather than silent nonsense. Callers add
-their own keys (template, choices, recipe, metrics) through ``extra``.
+their own keys (template, choices, recipe, metrics) through ``extra``. :class:`ia3app.adapters.folder_config.AdapterConfig` names
+every key of ia3_config.json.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from ia3app import __version__
 from ia3app.errors import UserError
+from ia3app.adapters.folder_config import AdapterConfig
 from ia3app.adapters.ia3 import VECTOR_SUFFIX, Ia3Model
 
 FORMAT = "ia3app-adapter"
@@ -60,7 +62,7 @@ def vectors_to_bytes(vectors: Mapping[str, torch.Tensor]) -> bytes:
     return save_safetensors_bytes(tensors, metadata={"format": "pt"})
 
 
-def describe(handle: Ia3Model, base_model: str, revision: str | None = None) -> dict[str, Any]:
+def describe(handle: Ia3Model, base_model: str, revision: str | None = None) -> AdapterConfig:
     """The ia3_config.json content that identifies a handle's placement and base model."""
     model = handle.model
     return {
@@ -156,7 +158,7 @@ def _adapter_dir(path: str | Path) -> Path:
     return path
 
 
-def load_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], AdapterConfig]:
     """Read an adapter folder: ({"<module>.ia3": (F,) fp32}, ia3_config dict). Safetensors only."""
     folder = _adapter_dir(path)
     try:
@@ -184,7 +186,7 @@ def load_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return {k: v.to(torch.float32) for k, v in vectors.items()}, config
 
 
-def fit_problems(handle: Ia3Model, config: Mapping[str, Any]) -> list[str]:
+def fit_problems(handle: Ia3Model, config: AdapterConfig) -> list[str]:
     """Why an adapter described by ``config`` does not fit ``handle`` (empty: it fits)."""
     mine = describe(handle, base_model="")
     problems = []
@@ -207,7 +209,7 @@ def fit_problems(handle: Ia3Model, config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def apply_adapter(handle: Ia3Model, path: str | Path) -> dict[str, Any]:
+def apply_adapter(handle: Ia3Model, path: str | Path) -> AdapterConfig:
     """Load an adapter folder into ``handle`` after checking it fits; returns its config.
 
     A merged handle stays merged: the new vectors are merged from the kept original weights
@@ -224,7 +226,7 @@ def apply_adapter(handle: Ia3Model, path: str | Path) -> dict[str, Any]:
     return config
 
 
-def set_abstain_threshold(path: str | Path, threshold: float | None) -> dict[str, Any]:
+def set_abstain_threshold(path: str | Path, threshold: float | None) -> AdapterConfig:
     """Store the abstain threshold in an adapter folder's ia3_config.json (atomically; every other key
     kept): predictions whose top probability is below it come back "unsure". None: never abstain.
     Returns the new config."""

@@ -8,6 +8,7 @@ from ia3app import __version__
 from ia3app.config import RecipeConfig
 from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text, headline, interval_text
 from ia3app.evaluation.plots import FILES as PLOT_FILES
+from ia3app.evaluation.report import EvaluationReport
 from ia3app.jobtypes import JobResult
 from ia3app.templates.spec import TemplateSpec
 
@@ -35,7 +36,7 @@ def _losses(recipe: RecipeConfig) -> str:
     return (", ".join(names[:-1]) + " and " + names[-1] + " losses") if len(names) > 1 else "LM loss"
 
 
-def _evaluation_table(evaluation: dict) -> list[str]:
+def _evaluation_table(evaluation: EvaluationReport) -> list[str]:
     lines = [
         "| method | accuracy (95 % CI) | macro-F1 (95 % CI) | latency / prediction | tokens / prediction "
         "| FLOPs / prediction |",

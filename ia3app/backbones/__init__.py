@@ -2,7 +2,7 @@
 with progress, the worker's model cache, and the tiny random models built offline.
 """
 
-from ia3app.exports import lazy_exports
+from ia3app.lazy_exports import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "load_model": "loading", "LoadedModel": "loading", "load_config": "loading",

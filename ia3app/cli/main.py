@@ -20,6 +20,7 @@ from pathlib import Path
 from ia3app import __version__
 from ia3app.cli.data_args import check_data, pairs, read_table, template_from_args, cmd_templates
 from ia3app.errors import Cancelled, UserError
+from ia3app.evaluation.report import EvaluationReport, MethodReport
 from ia3app.jobtypes import EVAL_METHODS
 
 METHODS = EVAL_METHODS
@@ -56,14 +57,14 @@ def _recipe(args):
     return RecipeConfig(**given)  # warmup: warmup_ratio (6 %) of the steps unless --warmup-steps
 
 
-def _ci(r: dict, metric: str) -> str:
+def _ci(r: MethodReport, metric: str) -> str:
     from ia3app.evaluation.uncertainty import intervals_for
 
     ci = intervals_for(r).get(metric) or {}
     return f"{ci['low']:.3f}-{ci['high']:.3f}" if ci.get("low") is not None else "-"
 
 
-def _print_evaluation(evaluation: dict, out=None) -> None:
+def _print_evaluation(evaluation: EvaluationReport, out=None) -> None:
     from ia3app.evaluation.uncertainty import calibration_text, difference_lines, folds_text, headline
 
     out = out or sys.stdout

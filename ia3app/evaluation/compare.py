@@ -23,6 +23,7 @@ from ia3app.example import Example
 from ia3app.evaluation.in_context import IclConfig, build_prompts, input_limit
 from ia3app.jobtypes import EVAL_METHODS, ProgressEvent
 from ia3app.evaluation.metrics import classification_report
+from ia3app.evaluation.report import EvaluationReport, MethodReport
 from ia3app.evaluation.scoring import score_choices
 from ia3app.evaluation.uncertainty import annotate
 # timed runs per method (the latency is their median) and the rows each run after the first scores: defined
@@ -128,8 +129,9 @@ def evaluate_methods(
     progress: Callable[[ProgressEvent], None] | None = None,
     source: str = "held-out",
     chat: bool = False,
-) -> dict:
-    """Evaluate each method on `eval_examples` (all labelled); returns a JSON-able dict.
+) -> EvaluationReport:
+    """Evaluate each method on `eval_examples` (all labelled); returns a JSON-able dict (its keys named by
+    ia3app.evaluation.report.EvaluationReport):
 
     {"methods": {name: {accuracy, macro_f1, per_class, confusion_matrix, labels, n,
     latency_s, tokens, flops, predictions, probs}}, "ratios": {"in-context / t-few": {...}},
@@ -151,7 +153,7 @@ def evaluate_methods(
     enc_dec = loaded.is_encoder_decoder
     trained = handle.vectors()  # (F,) per layer; put back at the end
     handle.restore()
-    results: dict[str, dict] = {}
+    results: dict[str, MethodReport] = {}
     try:
         for number, method in enumerate(methods, 1):
             if progress:
@@ -201,7 +203,7 @@ def evaluate_methods(
     finally:
         handle.restore()
         handle.load_vectors(trained)
-    out = {
+    out: EvaluationReport = {
         "methods": results,
         "labels": names,
         "num_parameters": loaded.num_parameters,
@@ -212,7 +214,7 @@ def evaluate_methods(
     return annotate(out, [ex.label for ex in eval_examples], source)
 
 
-def _add_ratios(out: dict) -> None:
+def _add_ratios(out: EvaluationReport) -> None:
     results = out["methods"]
     if "in-context" in results and "t-few" in results:
         icl_r, tfew = results["in-context"], results["t-few"]
@@ -224,7 +226,7 @@ def _add_ratios(out: dict) -> None:
 FOLD_KEYS = ("latency_s", "tokens", "flops")
 
 
-def pool_folds(folds: Sequence[dict]) -> dict:
+def pool_folds(folds: Sequence[EvaluationReport]) -> EvaluationReport:
     """One report from cross-validation folds' evaluate_methods reports: every row was held out by
     exactly one fold, so the pooled predictions cover each labelled row once, scored by a model that
     never trained on it. Metrics, intervals, paired differences and calibration are computed on the
@@ -235,7 +237,7 @@ def pool_folds(folds: Sequence[dict]) -> dict:
     names = folds[0]["labels"]
     gold = [g for f in folds for g in f["gold"]]
     num_classes = max(len(names), 1 + max(gold, default=0))
-    methods: dict[str, dict] = {}
+    methods: dict[str, MethodReport] = {}
     for method in folds[0]["methods"]:
         parts = [f["methods"][method] for f in folds]
         preds = [p for part in parts for p in part["predictions"]]
@@ -252,7 +254,7 @@ def pool_folds(folds: Sequence[dict]) -> dict:
                 methods[method][key] = min(part[key] for part in parts)
         if "meaningful" in parts[0]:
             methods[method]["meaningful"] = all(part["meaningful"] for part in parts)
-    out = {
+    out: EvaluationReport = {
         "methods": methods,
         "labels": names,
         "num_parameters": folds[0]["num_parameters"],

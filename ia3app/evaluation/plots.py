@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ia3app.evaluation.calibration import at_threshold
+from ia3app.evaluation.report import EvaluationReport
 from ia3app.evaluation.uncertainty import intervals_for
 
 METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "T-Few"}
@@ -137,7 +138,7 @@ def coverage_figure(calibration: dict | None, threshold: float | None = None) ->
     return fig
 
 
-def folds_figure(evaluation: dict | None) -> Any:
+def folds_figure(evaluation: EvaluationReport | None) -> Any:
     """Each fold's accuracy per method (dots) and their mean (bar): the spread across folds."""
     folds = (evaluation or {}).get("folds")
     if not folds:

@@ -15,10 +15,11 @@ Torch-free: the web page also calls :func:`intervals_for` on results stored befo
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from ia3app.evaluation.calibration import calibration_report
 from ia3app.evaluation.metrics import bootstrap_intervals, paired_difference
+from ia3app.evaluation.report import Calibration, Difference, EvaluationReport, Interval, MethodReport
 
 METRICS = ("accuracy", "macro_f1")
 PAIRS = (("t-few", "in-context"), ("t-few", "zero-shot"))
@@ -29,7 +30,7 @@ def pair_key(a: str, b: str) -> str:
     return f"{a} − {b}"
 
 
-def annotate(evaluation: dict[str, Any], gold: Sequence[int], source: str = "held-out") -> dict[str, Any]:
+def annotate(evaluation: EvaluationReport, gold: Sequence[int], source: str = "held-out") -> EvaluationReport:
     """Add intervals, paired differences and T-Few's calibration to an evaluation report (in place)."""
     gold = [int(g) for g in gold]
     methods = evaluation.get("methods") or {}
@@ -65,7 +66,7 @@ def _pairs_from_confusion(matrix: Sequence[Sequence[int]]) -> tuple[list[int], l
     return labels, preds
 
 
-def intervals_for(report: dict[str, Any]) -> dict[str, Any]:
+def intervals_for(report: MethodReport) -> dict[str, Interval]:
     """One method's intervals: stored ones, or recomputed from its confusion matrix (a result stored
     before intervals existed: the bootstrap only needs the multiset of (label, prediction) pairs).
     {} when neither is there."""
@@ -78,13 +79,13 @@ def intervals_for(report: dict[str, Any]) -> dict[str, Any]:
     return bootstrap_intervals(labels, preds, len(matrix)) if labels else {}
 
 
-def differences_for(evaluation: dict[str, Any] | None) -> dict[str, Any]:
+def differences_for(evaluation: EvaluationReport | None) -> dict[str, dict[str, Difference]]:
     """The stored paired differences ({} for results stored before they existed)."""
     return (evaluation or {}).get("differences") or {}
 
 
 # ----- words: one wording for the CLI, the model card and the results page ------------------------
-def interval_text(report: dict[str, Any], metric: str = "accuracy") -> str:
+def interval_text(report: MethodReport, metric: str = "accuracy") -> str:
     """'81.2 % (95 % CI 62.5–93.8)' for one method's metric; the bare value when there is no interval."""
     ci = intervals_for(report).get(metric) or {}
     value = report.get(metric)
@@ -95,7 +96,7 @@ def interval_text(report: dict[str, Any], metric: str = "accuracy") -> str:
     return f"{100 * value:.1f} % ({100 * ci['level']:.0f} % CI {100 * ci['low']:.1f}–{100 * ci['high']:.1f})"
 
 
-def difference_text(entry: dict[str, Any]) -> str:
+def difference_text(entry: Difference) -> str:
     """'+6.2 points (95 % CI −12.5 to +25.0): no clear difference'."""
     if entry.get("difference") is None:
         return "not measured"
@@ -106,7 +107,7 @@ def difference_text(entry: dict[str, Any]) -> str:
 BASELINE_WORDS = {"t-few − in-context": "in-context learning", "t-few − zero-shot": "the base model zero-shot"}
 
 
-def headline(evaluation: dict[str, Any] | None) -> str | None:
+def headline(evaluation: EvaluationReport | None) -> str | None:
     """One plain sentence on whether T-Few beat the baselines on these rows (by the paired accuracy intervals):
     said first, before any table, so an adapter that does not beat them is never mistaken for one that does."""
     diffs = {k: (v.get("accuracy") or {}) for k, v in differences_for(evaluation).items() if k in BASELINE_WORDS}
@@ -125,7 +126,7 @@ def headline(evaluation: dict[str, Any] | None) -> str | None:
     return f"On these {n} rows T-Few beats {' and '.join(BASELINE_WORDS[k] for k in diffs)} (intervals below)."
 
 
-def difference_lines(evaluation: dict[str, Any] | None, markdown: bool = True) -> list[str]:
+def difference_lines(evaluation: EvaluationReport | None, markdown: bool = True) -> list[str]:
     """One line per paired comparison stored in the report (accuracy, then macro-F1)."""
     lines = []
     for key, by_metric in differences_for(evaluation).items():
@@ -137,7 +138,7 @@ def difference_lines(evaluation: dict[str, Any] | None, markdown: bool = True) -
     return lines
 
 
-def calibration_text(cal: dict[str, Any] | None) -> str:
+def calibration_text(cal: Calibration | None) -> str:
     """How the probabilities were calibrated, with ECE before and after."""
     if not cal:
         return "Probabilities are not calibrated (no held-out or cross-validated rows to fit a temperature on)."
@@ -150,7 +151,7 @@ def calibration_text(cal: dict[str, Any] | None) -> str:
     return text + "."
 
 
-def folds_text(evaluation: dict[str, Any] | None) -> str:
+def folds_text(evaluation: EvaluationReport | None) -> str:
     """The spread across cross-validation folds ('' when the job did not cross-validate)."""
     folds = (evaluation or {}).get("folds")
     if not folds:

@@ -3,17 +3,17 @@
 Modules: ``train`` (the training loop), ``losses`` (L_LM + L_UL + L_LN), ``adafactor`` (the
 optimizer for many small vectors), ``batches`` (inputs tokenized once, on the device),
 ``checkpoint`` (resumable checkpoints), ``device_plan`` (compiled blocks, activation
-checkpointing, micro-batches), ``run_job`` (one job from spec to adapter), ``step_timing``
+checkpointing, micro-batches), ``run_job`` (one job from spec to adapter), ``step_probe``
 (training time measured from a few real steps).
 
 (``train.train`` and ``run_job.run_job`` are imported from their modules: a package attribute of
 the same name as a submodule would be shadowed by it.)
 """
 
-from ia3app.exports import lazy_exports
+from ia3app.lazy_exports import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "TrainResult": "train",
     "tfew_losses": "losses",
-    "time_steps": "step_timing",
+    "time_steps": "step_probe",
 })

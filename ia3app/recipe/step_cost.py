@@ -15,7 +15,7 @@ lists the batches an evaluation scores, in the order ia3app.evaluation.compare s
 
 :func:`shape_of` computes a dataset's mean figures per step for the recipe's batch size, drawing
 batches at random as training does; :class:`StepCost` is fitted (:func:`fit`) to measured points:
-a worker's short probe on synthetic rows of three lengths (ia3app.recipe.step_timing.probe_step_cost)
+a worker's short probe on synthetic rows of three lengths (ia3app.recipe.step_probe.probe_step_cost)
 and the finished jobs of the same model (their recorded tokens, pairs and wall time).
 
 No torch here: the web process computes estimates with it.

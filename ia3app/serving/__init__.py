@@ -5,7 +5,7 @@ implement), ``engine`` (ServingEngine, CSV predictions), ``lane`` (one backbone'
 ``bank`` (resident adapter vectors, LRU within a byte budget).
 """
 
-from ia3app.exports import lazy_exports
+from ia3app.lazy_exports import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "Serving": "interface",

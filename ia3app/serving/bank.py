@@ -32,7 +32,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from ia3app.adapters.files import CONFIG_NAME, WEIGHTS_NAME, load_adapter
+from ia3app.adapters.files import CONFIG_NAME, WEIGHTS_NAME, AdapterConfig, load_adapter
 from ia3app.errors import UserError
 from ia3app.adapters.ia3 import VECTOR_SUFFIX, Ia3Model, scaled_into
 from ia3app.templates.spec import TemplateSpec
@@ -53,7 +53,7 @@ class AdapterInfo:
     choices: list[str]
     """Class names: the fixed choices, or 'choice 1'... for per-row choices."""
     max_length: int
-    config: dict
+    config: AdapterConfig
     nbytes: int
     """Bytes of its vectors in the bank (fp32)."""
     temperature: float = 1.0
@@ -77,7 +77,7 @@ def adapter_key(adapter_dir: str | Path) -> tuple:
         raise UserError(f"{folder} is not an adapter folder: {WEIGHTS_NAME} or {CONFIG_NAME} is missing") from None
 
 
-def confidence_settings(config: dict, where: str) -> dict:
+def confidence_settings(config: AdapterConfig, where: str) -> dict:
     """{"temperature", "abstain_threshold"} from an adapter config, checked (a hand-edited file with a
     bad value fails with the key named, rather than serving wrong probabilities)."""
     from ia3app.evaluation.calibration import check_threshold

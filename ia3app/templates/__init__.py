@@ -8,10 +8,10 @@ the model's token budget by shortening the longest field), ``chat`` (wrap prompt
 model's chat template).
 """
 
-from ia3app.exports import lazy_exports
+from ia3app.lazy_exports import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "TemplateSpec": "spec", "render": "spec", "render_all": "spec", "validate": "spec",
+    "TemplateSpec": "spec", "render": "spec", "render_all": "spec", "validate": "spec", "checked_examples": "spec",
     "preview": "spec", "column_ref": "spec", "column_expr": "spec",
     "render_text": "sandbox",
     "builtin": "library", "templates_fitting": "library", "detect_shape": "library",

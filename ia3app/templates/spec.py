@@ -303,6 +303,22 @@ def validate(
     require_labels=False is for unlabelled data (predictions): the label column is neither needed nor checked.
     inputs: the columns the person marked as text the model reads; one the template leaves out is warned of.
     source: what the rows came in, as the messages name it ("file"; "rows sent" for predictions, where no file is)."""
+    return _check(spec, columns, rows, require_labels=require_labels, inputs=inputs, source=source, examples=None)
+
+
+def checked_examples(spec: TemplateSpec, columns: list[str], rows: list[dict[str, Any]], *,
+                     inputs: list[str] | None = None) -> tuple[list[str], list[Example]]:
+    """validate() and render_all() of labelled data in one pass, each row rendered once: (warnings, every row's
+    Example, in order — the same Examples render_all gives). Raises validate()'s one UserError listing every
+    problem (no Examples then)."""
+    examples: list[Example] = []
+    warnings = _check(spec, columns, rows, require_labels=True, inputs=inputs, source="file", examples=examples)
+    return warnings, examples
+
+
+def _check(spec: TemplateSpec, columns: list[str], rows: list[dict[str, Any]], *, require_labels: bool,
+           inputs: list[str] | None, source: str, examples: list[Example] | None) -> list[str]:
+    """validate()'s work; with `examples` (labels required), each row's Example is appended as it is checked."""
     problems: list[str] = []
     warnings: list[str] = []
     try:
@@ -362,6 +378,8 @@ def validate(
             try:
                 label = lookup_label(spec, row, choices)
                 labelled += label is not None
+                if examples is not None:  # every check of render() passed or is collected in `problems`
+                    examples.append(Example(input=text, choices=tuple(choices), label=label))
             except UserError as e:
                 key = _label_value(row, spec.label_column) or ""
                 if spec.per_row or spec.target is not None:
