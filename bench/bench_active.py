@@ -11,7 +11,8 @@ adding 8 rows and training again, in three arms:
   the top two choices, spread by greedy farthest-point on the adapter's mean-pooled last hidden state of
   the prompt), scored through the serving engine; each round trained fresh;
 - **suggest, warm**: the same labelled rows as *suggest* at every round, but each round starts from the
-  previous round's vectors (the page's default), so warm vs fresh differ only in the start.
+  previous round's vectors (the page's default until this bench measured fresh starts better), so warm vs
+  fresh differ only in the start.
 
 Printed per round: held-out accuracy per arm (mean over seeds, and every run's 95 % bootstrap interval from
 ia3app.evaluation.metrics), the paired difference suggest − random and warm − fresh on the pooled held-out

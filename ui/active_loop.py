@@ -149,9 +149,10 @@ def save_labels(ctx: AppContext, uid: int, suggest_id: Any, picks: dict[int, str
                              parent=latest.id, marks=(job.request.pool_id, labelled))
 
 
-def retrain(ctx: AppContext, uid: int, job_id: Any, warm: bool = True) -> int:
+def retrain(ctx: AppContext, uid: int, job_id: Any, warm: bool = False) -> int:
     """Queue the next round: the job's template, recipe and model on the newest version of its dataset,
-    starting from its adapter's vectors (warm) or from ones (fresh). Returns the new job's id."""
+    starting from ones (fresh, the default: measured better, bench/bench_active.py) or from its adapter's
+    vectors (warm). Returns the new job's id."""
     from jobs import queue
     from storage import repo
 
