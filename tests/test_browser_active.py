@@ -37,9 +37,9 @@ def first_round(ctx, tmp_path, wait_for) -> int:
     path = tmp_path / "sst2.csv"
     path.write_bytes((ROOT / "examples" / "sst2_16shot_seed0.csv").read_bytes())
     state = U.save_upload(ctx, uid, str(path), "label", None, U.AUTO, None, 0.25, 0)
-    spec = next(iter(T.fitting_templates(state["columns"], state["label_values"], "label").values()))
+    spec = next(iter(T.fitting_templates(state.columns, state.label_values, "label").values()))
     recipe = RecipeConfig(steps=2, batch_size=2, warmup_steps=0, checkpoint_every=0)
-    config = TR.build_job_config(ctx, uid, state, spec.to_dict(), "tiny-demo", "", recipe, False, "", ["t-few"])
+    config = TR.build_job_config(ctx, uid, state, spec, "tiny-demo", "", recipe, False, "", ["t-few"])
     job_id = queue.submit(ctx.db(), uid, config)
     wait_for(lambda: queue.get_job(ctx.db(), job_id, uid).status in queue.TERMINAL, "the first round", 600)
     assert queue.get_job(ctx.db(), job_id, uid).status == "succeeded"
