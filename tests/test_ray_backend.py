@@ -22,7 +22,7 @@ from storage import repo  # noqa: E402
 from storage.users import create_user  # noqa: E402
 from jobfactory import on_dataset  # noqa: E402
 from test_worker import ROWS, Env, adapter_vectors  # noqa: E402
-from timing import load_factor, scaled, wait_for  # noqa: E402
+from timing import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,12 +111,10 @@ def test_cancel_reaches_the_running_task_within_seconds(ray_cluster, tmp_path, t
     job_id = env.submit(steps=2000, checkpoint_every=50)
     d = dispatcher(env.data_dir)
     run_until(d, lambda: any(e.phase == "train" for e in q.progress_events(env.db, job_id, env.user)))
-    asked = time.monotonic()
     assert q.cancel(env.db, job_id, env.user) == "running"
     run_until(d, lambda: env.job(job_id).status != "running", timeout_s=120)
-    took = time.monotonic() - asked
     job = env.job(job_id)
-    assert job.status == "cancelled" and took < scaled(5), (took, load_factor())
+    assert job.status == "cancelled"  # how fast: a timing claim, for bench/ (bench_cancel, bench_ray)
     steps = [e.step for e in q.progress_events(env.db, job_id, env.user) if e.phase == "train"]
     assert steps[-1] < 2000 and not d.attempts
 
