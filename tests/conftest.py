@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # app a test starts in a fresh data directory would otherwise convert it again in the background (a CPU
 # minute and ~520 MB each). A test of the cache's location sets or clears this itself.
 os.environ.setdefault("IA3APP_MODEL_CACHE", str(ROOT / "data" / "models"))
+# One torch thread for the jobs a test runs in this process: the product's default follows how many cores
+# are idle when a job starts (ia3app.backbones.threads), and two jobs a test compares bit for bit must not
+# differ because the machine got busier in between. tests/test_threads.py checks the default itself.
+os.environ.setdefault("IA3APP_TRAIN_THREADS", "1")
 FEWSHOT = ROOT / "examples"
 TFEW_VECTORS = ROOT / "tests" / "fixtures" / "tfew" / "t03b_ia3_finish.pt"
 

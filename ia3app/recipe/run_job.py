@@ -197,7 +197,7 @@ def load(run: JobRun, examples: Examples, train_rows: list[dict], eval_rows: lis
     spec, recipe = run.spec, run.spec.recipe
     run.progress(ProgressEvent("load", f"loading {spec.model}" + (f" @ {spec.revision}" if spec.revision else "")))
     device = device or default_device()
-    use_threads("train")  # this (the job's) thread: ia3app.backbones.threads
+    use_threads("train", remember=run.work_dir)  # this (the job's) thread, chosen once per job: ia3app.backbones.threads
     key = (spec.model, spec.revision, device, str(weights_dtype(recipe.precision, device)))
 
     def fresh():
