@@ -152,10 +152,12 @@ def probe_step_cost(model: str, recipe: RecipeConfig, *, steps: int = 2, warmup:
     the same way at SCORE_INPUT_TOKENS, up to the model's input limit, for the cost of a scoring batch."""
     from ia3app.adapters.ia3 import inject
     from ia3app.backbones.loading import load_model
+    from ia3app.backbones.threads import use_threads
     from ia3app.evaluation.in_context import input_limit
     from ia3app.recipe.batches import tokenize
     from ia3app.recipe.step_cost import batch_load
 
+    use_threads("train")  # the thread count a job started now would choose: its steps are what is timed
     began = time.perf_counter()
     loaded = load_model(model, revision, device=device, precision=recipe.precision)
     load_s = time.perf_counter() - began
