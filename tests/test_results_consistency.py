@@ -8,7 +8,7 @@ from ia3app.serving.engine import prediction_table
 from ia3app.serving.lane import Prediction, label_for_choice
 from ia3app.templates.spec import TemplateSpec
 from jobfactory import result as job_result
-from ui import results_page as R
+from ui import results_display as R
 
 
 def info(template: TemplateSpec, choices: list[str]) -> AdapterInfo:

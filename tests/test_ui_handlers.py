@@ -12,6 +12,8 @@ from ia3app.templates.spec import TemplateSpec
 from jobfactory import result as job_result
 from ia3app.errors import UserError
 from ui import jobs_page as J
+from ui import owned_adapter as O
+from ui import results_display as RD
 from ui import results_page as R
 from ui import template_page as T
 from timing import finishes
@@ -189,9 +191,9 @@ def test_submitted_job_is_visible_to_its_owner_only(ctx, users, tmp_path):
     assert J.job_choices(ctx, bob) == [] and len(J.jobs_table(ctx, alice)) == 1
     assert J.cancel_job(ctx, bob, job_id) == "No such job among yours."
     with pytest.raises(UserError, match="not one of your jobs"):
-        R.build_zip(ctx, bob, job_id)
+        O.build_zip(ctx, bob, job_id)
     with pytest.raises(UserError, match="not finished"):
-        R.build_zip(ctx, alice, job_id)
+        O.build_zip(ctx, alice, job_id)
     assert J.cancel_job(ctx, alice, job_id) == "Cancelled."
 
 
@@ -300,9 +302,9 @@ def test_chosen_text_columns_drive_the_built_ins(ctx, users, tmp_path):
 
 def test_results_without_evaluation_still_render():
     result = job_result(params={"base": 1000, "added": 10, "fraction": 0.01, "adapter_bytes": 200}, evaluation=None)
-    assert R.metrics_frame(result).empty and R.confusion_figure(result) is None
-    assert "appears when the job evaluated both" in R.speed_md(result)
-    assert "**10**" in R.params_md(result) and "1.0000%" in R.params_md(result) and "20× smaller" in R.params_md(result)
+    assert RD.metrics_frame(result).empty and RD.confusion_figure(result) is None
+    assert "appears when the job evaluated both" in RD.speed_md(result)
+    assert "**10**" in RD.params_md(result) and "1.0000%" in RD.params_md(result) and "20× smaller" in RD.params_md(result)
 
 
 def test_speed_numbers_come_from_the_evaluation():
@@ -314,11 +316,11 @@ def test_speed_numbers_come_from_the_evaluation():
     }
     result = job_result(evaluation={"methods": methods,
                                     "ratios": {"in-context / t-few": {"latency_s": 10.0, "flops": 20.0, "tokens": 18}}})
-    text = R.speed_md(result)
+    text = RD.speed_md(result)
     assert "10.0× faster" in text and "20.0× fewer FLOPs" in text and "16 examples" in text
-    frame = R.metrics_frame(result)
+    frame = RD.metrics_frame(result)
     assert list(frame["accuracy"]) == ["50.0%", "75.0%"]
-    assert R.confusion_figure(result) is not None
+    assert RD.confusion_figure(result) is not None
 
 
 def test_events_that_fill_another_page_return_updates_keyed_by_its_components(ctx, users, tmp_path):
@@ -432,7 +434,7 @@ def test_try_it_fields_follow_the_template_order():
     template = {"name": "nli", "input": "{{ premise }}\nQuestion: does it follow that {{ hypothesis }}? {{ aa }}",
                 "label_column": "label", "choices": ["yes", "no"]}
     result = job_result(template=TemplateSpec.from_dict(template))
-    assert R.template_columns(result) == ["premise", "hypothesis", "aa"]
+    assert RD.template_columns(result) == ["premise", "hypothesis", "aa"]
 
 
 def test_header_names_the_signed_in_user_with_a_way_out(ctx):
