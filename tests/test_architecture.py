@@ -237,7 +237,7 @@ TORCH_FREE = [
     "ia3app.templates", "ia3app.templates.spec", "ia3app.templates.sandbox", "ia3app.templates.library",
     "ia3app.templates.promptsource", "ia3app.templates.precheck", "ia3app.templates.truncate",
     "ia3app.templates.render_limits", "ia3app.evaluation.report", "ia3app.evaluation.uncertainty",
-    "ia3app.adapters.folder_config",
+    "ia3app.adapters.folder_config", "ia3app.tables.csv_io", "ia3app.tables.checks", "ia3app.tables.splits",
 ]
 HEAVY = ("torch", "transformers")
 
