@@ -238,6 +238,7 @@ TORCH_FREE = [
     "ia3app.templates.promptsource", "ia3app.templates.precheck", "ia3app.templates.truncate",
     "ia3app.templates.render_limits", "ia3app.evaluation.report", "ia3app.evaluation.uncertainty",
     "ia3app.adapters.folder_config", "ia3app.tables.csv_io", "ia3app.tables.checks", "ia3app.tables.splits",
+    "ia3app.jobtypes.requests", "ia3app.jobtypes.progress", "ia3app.jobtypes.results", "ia3app.jobtypes.json_text",
 ]
 HEAVY = ("torch", "transformers")
 
