@@ -37,7 +37,7 @@ def read_table(path: str, args=None):
 
 
 def _label_column(args, table) -> str:
-    from ia3app.templates.library import guess_label_column
+    from ia3app.templates.task_shapes import guess_label_column
 
     return args.label_column or (guess_label_column(table.columns) if table else None) or "label"
 
@@ -77,7 +77,8 @@ def _map_columns(spec, mapping: dict[str, str], table):
 
 def template_from_args(args, table):
     """--template: a built-in name, a JSON TemplateSpec or promptsource file; absent: the best fitting built-in."""
-    from ia3app.templates.library import builtin, templates_fitting
+    from ia3app.templates.library import builtin
+    from ia3app.templates.task_shapes import templates_fitting
     from ia3app.templates.promptsource import from_promptsource
     from ia3app.templates.spec import TemplateSpec
 
@@ -128,7 +129,8 @@ def check_data(args, table, spec, out=None) -> None:
 
 
 def cmd_templates(args) -> int:
-    from ia3app.templates.library import BUILTINS, templates_fitting
+    from ia3app.templates.library import BUILTINS
+    from ia3app.templates.task_shapes import templates_fitting
     from ia3app.templates.spec import format_preview, preview
 
     if not args.csv:
@@ -136,7 +138,7 @@ def cmd_templates(args) -> int:
             print(f"{b.name:<16} {b.description}  (columns: {', '.join(b.roles)})")
         return 0
     from ia3app.tables import check_labels
-    from ia3app.templates.library import detect_shape
+    from ia3app.templates.task_shapes import detect_shape
 
     table = read_table(args.csv, args)
     if args.template:
