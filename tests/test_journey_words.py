@@ -11,7 +11,8 @@ from ia3app.config import RecipeConfig
 from ia3app.errors import UserError
 from ia3app.tables import load_csv
 from ia3app.templates.library import builtin
-from ia3app.templates.spec import TemplateSpec, validate
+from ia3app.templates.rendering import validate
+from ia3app.templates.spec import TemplateSpec
 from ui import data_page as U
 from ui import owned_adapter as O
 from ui import template_page as T

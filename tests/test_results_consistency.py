@@ -47,7 +47,7 @@ def test_matrices_show_the_users_labels_beside_the_answer_words():
 def test_latency_is_the_median_of_several_timed_runs(tiny_model_dir):
     from ia3app.evaluation.compare import LATENCY_RUNS, _timed_scores
     from ia3app.backbones.loading import load_model
-    from ia3app.templates.spec import render_all
+    from ia3app.templates.rendering import render_all
 
     loaded = load_model(str(tiny_model_dir("t0")))
     spec = TemplateSpec(name="s", input="{{s}} good?", label_column="label", choices=["no", "yes"])

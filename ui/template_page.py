@@ -10,7 +10,9 @@ from typing import Any
 import gradio as gr
 
 from ia3app.errors import UserError
-from ia3app.templates.spec import TemplateSpec, column_ref, preview, validate
+from ia3app.templates.column_refs import column_ref
+from ia3app.templates.rendering import preview, validate
+from ia3app.templates.spec import TemplateSpec
 from ui.context import AppContext
 from ui.shared import DataChoice, Shared
 

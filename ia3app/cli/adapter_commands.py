@@ -29,7 +29,7 @@ def cmd_evaluate(args) -> int:
     quiet_transformers()
     from ia3app.evaluation.compare import evaluate_methods, label_names
     from ia3app.evaluation.in_context import IclConfig
-    from ia3app.templates.spec import render_all
+    from ia3app.templates.rendering import render_all
 
     info, loaded, handle = _load_with_adapter(args.adapter, args.device)
     held = [ex for ex in render_all(info.template, read_table(args.csv).rows) if ex.label is not None]

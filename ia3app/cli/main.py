@@ -6,7 +6,7 @@ anything else is a bug and keeps its traceback.
 
 Nothing heavy is imported before a command needs it: reading and checking a CSV (`templates --csv`, or the
 first checks of `train`) never imports torch or transformers, so a bad file is refused at once. The checks
-and their words are the web app's own (ia3app.tables, ia3app.templates.spec).
+and their words are the web app's own (ia3app.tables, ia3app.templates.rendering).
 
 This module holds the parser and `main`; the commands live in `train_command`, `predict_commands`
 (predict, suggest), `adapter_commands` (evaluate, export), `model_commands` (make-tiny-model,

@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
 from ia3app.errors import UserError
-from ia3app.templates.spec import TemplateSpec, column_expr, column_ref
+from ia3app.templates.column_refs import column_expr, column_ref
+from ia3app.templates.spec import TemplateSpec
 
 # Label spellings read as the negative / positive side of a binary task (compared case-insensitively).
 NEGATIVE = ("0", "false", "no", "negative", "neg", "not_entailment", "not_equivalent", "not_duplicate",
