@@ -18,7 +18,7 @@ from ui import owned_adapter as O
 from ui import template_page as T
 from ui import train_page as TR
 
-from test_ui_handlers import SST2_HEAD, ctx, users, write  # noqa: F401  (the same app context and two users)
+from ui_calls import SST2_HEAD, ctx, users, write  # noqa: F401  (the same app context and two users)
 
 
 def test_unmapped_labels_are_explained_with_the_box_the_page_shows():
