@@ -67,7 +67,8 @@ def pct(values: list[float], q: float) -> float:
 
 def slow_n(target_s: float = 0.4) -> int:
     """Outer iterations of SLOW that take about target_s of CPU here (under the 1 s per-row limit)."""
-    from ia3app.templates.spec import TemplateSpec, render
+    from ia3app.templates.rendering import render
+    from ia3app.templates.spec import TemplateSpec
 
     spec = TemplateSpec(name="t", input=SLOW, choices=["bad", "good"])
     start = time.thread_time()

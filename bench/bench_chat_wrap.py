@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     from ia3app.evaluation.scoring import score_choices
     from ia3app.templates.chat import wrap_examples
     from ia3app.templates.library import builtin
-    from ia3app.templates.spec import render_all
+    from ia3app.templates.rendering import render_all
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")

@@ -30,7 +30,7 @@ from ia3app.adapters.ia3 import inject  # noqa: E402
 from ia3app.evaluation.in_context import IclConfig  # noqa: E402
 from ia3app.backbones.loading import load_model  # noqa: E402
 from ia3app.templates.library import builtin  # noqa: E402
-from ia3app.templates.spec import render_all  # noqa: E402
+from ia3app.templates.rendering import render_all  # noqa: E402
 from ia3app.backbones.tiny import make_tiny_model  # noqa: E402
 
 FEWSHOT = Path(__file__).resolve().parents[1] / "examples"

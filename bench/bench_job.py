@@ -26,7 +26,8 @@ from ia3app.config import RecipeConfig
 from ia3app.adapters.ia3 import inject
 from ia3app.jobtypes import DataRef, JobRequest, JobSpec
 from ia3app.backbones.loading import load_model
-from ia3app.templates.spec import TemplateSpec, render_all
+from ia3app.templates.rendering import render_all
+from ia3app.templates.spec import TemplateSpec
 from ia3app.recipe.train import train
 from jobs import queue as q
 from jobs.worker import Worker, WorkerConfig

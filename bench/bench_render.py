@@ -16,7 +16,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ia3app.errors import UserError
 from ia3app.templates.library import builtin
-from ia3app.templates.spec import TemplateSpec, _context, render
+from ia3app.templates.rendering import _context, render
+from ia3app.templates.spec import TemplateSpec
 
 CASES = [  # (builtin template, a row for it)
     ("sentiment", {"sentence": "A warm, funny and clever film about two brothers.", "label": "positive"}),

@@ -46,7 +46,8 @@ from ia3app.adapters.ia3 import inject
 from ia3app.backbones.loading import load_model
 from ia3app.evaluation.scoring import score_choices
 from ia3app.serving.engine import ServingEngine
-from ia3app.templates.spec import TemplateSpec, render_all
+from ia3app.templates.rendering import render_all
+from ia3app.templates.spec import TemplateSpec
 
 SECTION = "## Serving many adapters (bench/bench_serving.py)"
 TEMPLATE = TemplateSpec(name="bench", input="{{text}}\nIs this review positive or negative?",

@@ -146,7 +146,8 @@ def _train_direct(model_dir: str, data: str, recipe, device: str, **kw) -> tuple
     """load_model + inject + train(), as run_job does, for the sync and memory measurements."""
     from ia3app.adapters.ia3 import inject
     from ia3app.backbones.loading import load_model
-    from ia3app.templates.spec import TemplateSpec, render_all
+    from ia3app.templates.rendering import render_all
+    from ia3app.templates.spec import TemplateSpec
     from ia3app.recipe.train import train
 
     table, template = rows(data)
@@ -215,7 +216,8 @@ def t0_11b(args, device: str) -> dict:
     from ia3app.config import RecipeConfig
     from ia3app.adapters.ia3 import inject
     from ia3app.recipe.device_plan import activation_bytes
-    from ia3app.templates.spec import TemplateSpec, render_all
+    from ia3app.templates.rendering import render_all
+    from ia3app.templates.spec import TemplateSpec
     from ia3app.recipe.train import train
 
     _peak()

@@ -14,7 +14,8 @@ from ia3app.backbones.loading import load_model
 from ia3app.evaluation.scoring import score_choices
 from ia3app.jobtypes import JobLabels
 from ia3app.serving.engine import MERGED_TOLERANCE
-from ia3app.templates.spec import TemplateSpec, render_all
+from ia3app.templates.rendering import render_all
+from ia3app.templates.spec import TemplateSpec
 from jobfactory import request, result
 
 TEMPLATE = TemplateSpec(

@@ -24,7 +24,7 @@ from ui import data_page as U
 from ui import template_page as T
 from ui import train_page as TR
 
-from test_ui_handlers import ctx, users  # noqa: F401  (the same app context and two users)
+from ui_calls import ctx, users  # noqa: F401  (the same app context and two users)
 
 ROOT = Path(__file__).resolve().parent.parent
 SST2 = ROOT / "examples" / "sst2_16shot_seed0.csv"

@@ -55,7 +55,7 @@ def test_training_evaluation_and_serving_read_the_same_wrapped_inputs(tiny_model
     from ia3app.adapters.ia3 import inject
     from ia3app.recipe.run_job import run_job
     from ia3app.serving.engine import ServingEngine
-    from ia3app.templates.spec import render_all
+    from ia3app.templates.rendering import render_all
     from ia3app.templates.truncate import fit_examples
 
     model_dir = tiny_model_dir("llama", chat=True)
@@ -95,7 +95,7 @@ def test_training_evaluation_and_serving_read_the_same_wrapped_inputs(tiny_model
 def test_in_context_prompts_wrap_demonstrations_and_query_as_one_turn(tiny_model_dir, rows):
     from ia3app.adapters.ia3 import inject
     from ia3app.evaluation.compare import evaluate_methods
-    from ia3app.templates.spec import render_all
+    from ia3app.templates.rendering import render_all
 
     loaded = load_model(str(tiny_model_dir("llama", chat=True)), device="cpu")
     handle = inject(loaded.model)

@@ -7,7 +7,7 @@ from ia3app.tables import load_csv
 from ia3app.jobtypes import Holdout
 from ia3app.recipe.run_job import JobSpec, run_job
 from ia3app.serving.engine import ServingEngine
-from ia3app.templates.library import guess_label_column, templates_fitting
+from ia3app.templates.task_shapes import guess_label_column, templates_fitting
 
 CSVS = ["copa_32shot_seed0.csv", "rte_32shot_seed0.csv", "sst2_16shot_seed0.csv"]
 EXPECTED = {"copa_32shot_seed0.csv": "cause_effect", "rte_32shot_seed0.csv": "nli2", "sst2_16shot_seed0.csv": "sentiment"}

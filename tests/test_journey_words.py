@@ -11,13 +11,14 @@ from ia3app.config import RecipeConfig
 from ia3app.errors import UserError
 from ia3app.tables import load_csv
 from ia3app.templates.library import builtin
-from ia3app.templates.spec import TemplateSpec, validate
+from ia3app.templates.rendering import validate
+from ia3app.templates.spec import TemplateSpec
 from ui import data_page as U
-from ui import results_page as R
+from ui import owned_adapter as O
 from ui import template_page as T
 from ui import train_page as TR
 
-from test_ui_handlers import SST2_HEAD, ctx, users, write  # noqa: F401  (the same app context and two users)
+from ui_calls import SST2_HEAD, ctx, users, write  # noqa: F401  (the same app context and two users)
 
 
 def test_unmapped_labels_are_explained_with_the_box_the_page_shows():
@@ -44,8 +45,8 @@ def test_an_empty_option_in_try_it_names_the_box_not_rows_1():
                                    "label_column": "label"})
     typed = {"premise": "It rained.", "question": "effect", "choice1": "wet", "choice2": "  "}
     with pytest.raises(UserError, match="^type something in choice2 too: it holds an answer for the model to choose"):
-        R.check_options_typed(copa, typed)
-    R.check_options_typed(copa, {**typed, "choice2": "dry"})
+        O.check_options_typed(copa, typed)
+    O.check_options_typed(copa, {**typed, "choice2": "dry"})
     with pytest.raises(UserError, match="renders to empty text in row 1$"):  # the API's words: one row, "row"
         validate(copa, list(typed), [typed], require_labels=False)
 

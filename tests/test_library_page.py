@@ -13,7 +13,7 @@ from ui import template_page as T
 from ui import train_page as TR
 from ui import data_page as U
 
-from test_ui_handlers import ctx, users  # noqa: F401  (the same app context and two users)
+from ui_calls import ctx, users  # noqa: F401  (the same app context and two users)
 
 CSV = "sentence,label\n" + "".join(
     f"{'a fine film' if i % 2 else 'a dull mess'} number {i},{'positive' if i % 2 else 'negative'}\n" for i in range(12))

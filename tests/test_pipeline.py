@@ -207,18 +207,18 @@ def test_a_job_renders_each_row_once_per_template(tiny_model_dir, tmp_path, monk
     whole job (validation, training, every evaluation method, export)."""
     from collections import Counter
 
-    import ia3app.templates.spec as spec_module
+    import ia3app.templates.rendering as rendering_module
     from ia3app.recipe.run_job import run_job
 
     inputs = Counter()
-    real = spec_module.render_text
+    real = rendering_module.render_text
 
     def counting(source, what, context, limit):
         if what == "input template":
             inputs[(source, context["text"])] += 1
         return real(source, what, context, limit)
 
-    monkeypatch.setattr(spec_module, "render_text", counting)
+    monkeypatch.setattr(rendering_module, "render_text", counting)
     other = TemplateSpec.from_dict({**TEMPLATE_DICT, "name": "other", "input": "Review: {{text}} Good or bad?"})
     spec = JobSpec(model=str(tiny_model_dir("t0")), template=TEMPLATE, train_templates=[other],
                    recipe=RecipeConfig(steps=2, batch_size=2, warmup_steps=0, checkpoint_every=0))

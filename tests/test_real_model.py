@@ -21,7 +21,7 @@ from ia3app.example import Example
 from ia3app.recipe.losses import tfew_losses
 from ia3app.templates.chat import overhead_tokens, wrap_examples
 from ia3app.templates.library import builtin
-from ia3app.templates.spec import render_all
+from ia3app.templates.rendering import render_all
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from ia3app.serving.engine import prediction_table
 from ia3app.serving.lane import Prediction, label_for_choice
 from ia3app.templates.spec import TemplateSpec
 from jobfactory import result as job_result
-from ui import results_page as R
+from ui import results_display as R
 
 
 def info(template: TemplateSpec, choices: list[str]) -> AdapterInfo:
@@ -47,7 +47,7 @@ def test_matrices_show_the_users_labels_beside_the_answer_words():
 def test_latency_is_the_median_of_several_timed_runs(tiny_model_dir):
     from ia3app.evaluation.compare import LATENCY_RUNS, _timed_scores
     from ia3app.backbones.loading import load_model
-    from ia3app.templates.spec import render_all
+    from ia3app.templates.rendering import render_all
 
     loaded = load_model(str(tiny_model_dir("t0")))
     spec = TemplateSpec(name="s", input="{{s}} good?", label_column="label", choices=["no", "yes"])

@@ -204,7 +204,7 @@ def test_empty_rows_and_settings(engine, adapters):
 def test_a_long_row_keeps_its_question_as_in_training(engine, adapters, reference):
     """Predictions fit a long row like training does: the end of the longest field goes, not the question."""
     from ia3app.evaluation.scoring import score_choices
-    from ia3app.templates.spec import render_all
+    from ia3app.templates.rendering import render_all
     from ia3app.templates.truncate import fit_examples
 
     rows = [{"sentence": "a wonderful film " * 20}]

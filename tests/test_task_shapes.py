@@ -7,8 +7,10 @@ import pytest
 
 from ia3app.tables import label_counts, load_csv
 from ia3app.errors import UserError
-from ia3app.templates.library import BUILTINS, detect_shape, guess_label_column, index_labels, templates_fitting
-from ia3app.templates.spec import TemplateSpec, render_all, validate
+from ia3app.templates.library import BUILTINS, index_labels
+from ia3app.templates.task_shapes import detect_shape, guess_label_column, templates_fitting
+from ia3app.templates.rendering import render_all, validate
+from ia3app.templates.spec import TemplateSpec
 
 DATA = Path(__file__).parent / "data"
 

@@ -19,7 +19,8 @@ import pytest
 from ia3app.errors import UserError
 from ia3app.templates import render_limits
 from ia3app.templates.render_limits import MAX_RENDER_SECONDS
-from ia3app.templates.spec import TemplateSpec, preview, render, validate
+from ia3app.templates.rendering import preview, render, validate
+from ia3app.templates.spec import TemplateSpec
 from timing import ThreadCPU, finishes
 
 FREEZE = "{% set x = 9 ** 100 %}" + "{% set x = x * x %}" * 26 + "{{ x }}"
@@ -235,7 +236,8 @@ def test_deep_nesting_is_refused_with_words(source, message):
 
 PAUSE_CHILD = r"""
 import sys, time
-from ia3app.templates.spec import TemplateSpec, render
+from ia3app.templates.rendering import render
+from ia3app.templates.spec import TemplateSpec
 SLOW = "{% for i in range(n|int) %}{% for j in range(1000) %}{% endfor %}{% endfor %}{{ text }} Good or bad?"
 spec = TemplateSpec(name="slow", input=SLOW, choices=["bad", "good"])
 start = time.thread_time()

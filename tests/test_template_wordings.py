@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from ia3app.tables import label_counts, load_csv
-from ia3app.templates.library import BUILTINS, detect_shape, guess_label_column, templates_fitting
-from ia3app.templates.spec import render_all, validate
+from ia3app.templates.library import BUILTINS
+from ia3app.templates.task_shapes import detect_shape, guess_label_column, templates_fitting
+from ia3app.templates.rendering import render_all, validate
 
 ROOT = Path(__file__).parent.parent
 CB = ("premise,hypothesis,label\n"

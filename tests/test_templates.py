@@ -9,17 +9,12 @@ import ia3app.templates.render_limits as render_limits
 from ia3app.tables import label_counts, load_csv
 from ia3app.errors import UserError
 from ia3app.example import Example
-from ia3app.templates.library import BUILTINS, builtin, templates_fitting
+from ia3app.templates.library import BUILTINS, builtin
+from ia3app.templates.task_shapes import templates_fitting
 from ia3app.templates.promptsource import from_promptsource
-from ia3app.templates.spec import (
-    column_ref,
-    TemplateSpec,
-    format_preview,
-    preview,
-    render,
-    render_all,
-    validate,
-)
+from ia3app.templates.column_refs import column_ref
+from ia3app.templates.rendering import format_preview, preview, render, render_all, validate
+from ia3app.templates.spec import TemplateSpec
 
 SENTIMENT = TemplateSpec(
     name="s", input="{{ sentence }}\nIs this review positive or negative?", choices=["negative", "positive"]

@@ -3,7 +3,8 @@
 import pytest
 
 from ia3app.templates.library import builtin
-from ia3app.templates.spec import TemplateSpec, render_all
+from ia3app.templates.rendering import render_all
+from ia3app.templates.spec import TemplateSpec
 from ia3app.templates.truncate import fit_examples, shortenable_columns, warning
 
 

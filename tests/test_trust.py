@@ -221,7 +221,7 @@ def test_cli_cross_validation_prints_intervals_folds_and_calibration(tiny_model_
 
 
 def test_results_page_words_intervals_and_threshold(trained_adapter):
-    from ui import results_page as R
+    from ui import results_display as R
 
     _, result = trained_adapter
     frame = R.metrics_frame(result)

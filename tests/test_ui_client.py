@@ -78,17 +78,18 @@ def test_results_and_zip_only_for_the_owner(signed_in_site, finished_job):
     from ia3app.errors import UserError
     from jobs import queue
     from storage import users
+    from ui import owned_adapter as O
     from ui import results_page as R
 
     ctx, alice = signed_in_site.ctx, signed_in_site.users["alice"]
     bob = users.user_id(ctx.db(), "bob")
     view = R.results_view(ctx, alice, finished_job)
     assert "(IA)³ parameters trained and added" in view["params"] and view["columns"] == ["sentence"]
-    with zipfile.ZipFile(R.build_zip(ctx, alice, finished_job)) as zf:
+    with zipfile.ZipFile(O.build_zip(ctx, alice, finished_job)) as zf:
         assert {"adapter.safetensors", "ia3_config.json", "README.md", "results.json"} <= set(zf.namelist())
         stored = queue.get_job(ctx.db(), finished_job, alice).result
         assert loads(JobResult, zf.read("results.json")) == stored  # the job's result, as the download's file
-    for fn in (R.results_view, R.build_zip):
+    for fn in (R.results_view, O.build_zip):
         with pytest.raises(UserError, match="not one of your jobs"):
             fn(ctx, bob, finished_job)
 
@@ -106,12 +107,12 @@ def test_data_directory_is_never_served_as_a_file(signed_in_site):
 
 @pytest.mark.slow
 def test_batch_predictions_come_back_as_a_csv(signed_in_site, finished_job, tmp_path):
-    from ui import results_page as R
+    from ui import owned_adapter as O
 
     ctx, alice = signed_in_site.ctx, signed_in_site.users["alice"]
     source = tmp_path / "new.csv"
     source.write_text("sentence\na fine film\n=HYPERLINK(\"x\")\n")
-    out = Path(R.predict_batch(ctx, alice, finished_job, str(source))).read_text()
+    out = Path(O.predict_batch(ctx, alice, finished_job, str(source))).read_text()
     lines = out.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("sentence,prediction,")
     assert lines[2].startswith("'=") or lines[2].startswith("\"'=")  # formula neutralised

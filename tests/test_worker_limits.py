@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ia3app.jobtypes import DataRef
-from ia3app.templates.spec import TemplateSpec, render
+from ia3app.templates.rendering import render
+from ia3app.templates.spec import TemplateSpec
 from jobs import queue as q
 from storage import repo
 from test_worker import Env

@@ -33,7 +33,7 @@ def parse_id(value: Any, what: str) -> int:
 
 def training_job(ctx: AppContext, uid: int, job_id: Any):
     """One of the caller's succeeded training jobs with a readable request, and its adapter folder."""
-    from ui.results_page import owned_adapter_dir
+    from ui.owned_adapter import owned_adapter_dir
 
     job, folder = owned_adapter_dir(ctx, uid, parse_id(job_id, "a finished training job"))
     if job.request is None:

@@ -24,6 +24,7 @@ from ui import train_page as TR
 from ui import data_page as D
 from ui.context import AppContext
 from ui.model_picker import detect_hardware
+from ui.owned_adapter import predict_row
 from ui.shared import Fill, RunAgain, Shared
 
 THEME = gr.themes.Soft(primary_hue="indigo")
@@ -154,6 +155,6 @@ def _predict_api(ctx: AppContext):
 
         inputs maps each template column to its text. Only the signed-in user's own jobs answer.
         """
-        return R.predict_row(ctx, ctx.user_id(request), job_id, inputs or {}).as_dict()
+        return predict_row(ctx, ctx.user_id(request), job_id, inputs or {}).as_dict()
 
     return predict

@@ -20,7 +20,7 @@ from ia3app import tables as data
 from ia3app.errors import UserError
 from ia3app.hf_datasets import FILE_FORMATS, dataset_as_csv, is_dataset_file
 from ia3app.jobtypes import Holdout
-from ia3app.templates.library import guess_label_column as library_guess
+from ia3app.templates.task_shapes import guess_label_column as library_guess
 from ui.context import AppContext
 from ui.shared import DataChoice, Fill, Shared
 from ui.uploads import read_upload, upload_size
@@ -71,7 +71,7 @@ def parse(path: str | None, ctx: AppContext, what: str = "file") -> "data.Table"
 
 
 def guess_label_column(columns: list[str]) -> str:
-    """The column the page proposes as the label: the one guess_label_column (ia3app.templates.library) finds
+    """The column the page proposes as the label: the one guess_label_column (ia3app.templates.task_shapes) finds
     by name, else the last column."""
     return library_guess(columns) or columns[-1]
 
@@ -203,7 +203,7 @@ def save_upload(ctx: AppContext, uid: int, path: str | None, label_column: str, 
 
 def shape_md(table: "data.Table", label_column: str, text_columns: list[str] | None) -> str:
     """The task the ticked columns make, in words (one text, a pair, passage + question, multiple choice)."""
-    from ia3app.templates.library import detect_shape
+    from ia3app.templates.task_shapes import detect_shape
 
     inputs = [c for c in text_columns or [] if c in table.columns and c != label_column]
     inputs = inputs or [c for c in table.columns if c != label_column]
@@ -214,7 +214,7 @@ def shape_md(table: "data.Table", label_column: str, text_columns: list[str] | N
 def stored_values(page: "DataPage", ctx: AppContext, uid: int, session: DataChoice, where: str) -> dict:
     """The page showing a stored dataset instead of an upload (Run again with changes): its rows, label and
     text columns, counts and held-out rows, the file box emptied; `where` says where the data comes from."""
-    from ia3app.templates.library import detect_shape
+    from ia3app.templates.task_shapes import detect_shape
     from storage import repo
 
     rows = repo.load_rows(ctx.db(), ctx.files(), session.dataset_id, uid)

@@ -120,7 +120,7 @@ def _owner(ctx: AppContext, key: str | None) -> int:
 def _adapter_folder(ctx: AppContext, owner: int, kind: str, ident: int):
     """(job id, adapter folder) of the owner's adapter; ApiError otherwise. Runs in a worker thread (SQLite)."""
     from jobs import queue
-    from ui.results_page import owned_adapter_dir
+    from ui.owned_adapter import owned_adapter_dir
 
     if not 0 < ident <= MAX_ID:
         raise ApiError(404, f"{'adapter' if kind == 'adapter_id' else 'job'} #{ident} is not one of your "

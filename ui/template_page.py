@@ -10,7 +10,9 @@ from typing import Any
 import gradio as gr
 
 from ia3app.errors import UserError
-from ia3app.templates.spec import TemplateSpec, column_ref, preview, validate
+from ia3app.templates.column_refs import column_ref
+from ia3app.templates.rendering import preview, validate
+from ia3app.templates.spec import TemplateSpec
 from ui.context import AppContext
 from ui.shared import DataChoice, Shared
 
@@ -116,7 +118,7 @@ def check_template(rows: list[dict], columns: list[str], label_column: str, name
 
 def shape_text(session: DataChoice | None) -> str:
     """What the data page's ticked columns look like as a task, in words, for the top of this page."""
-    from ia3app.templates.library import detect_shape
+    from ia3app.templates.task_shapes import detect_shape
 
     if session is None or not session.text_columns:
         return ""
@@ -135,7 +137,7 @@ def insert_column(input_text: str | None, column: str | None) -> str:
 
 def fitting_templates(columns: list[str], label_values: list[str], label_column: str) -> dict[str, TemplateSpec]:
     """Built-ins that fit these columns and labels, by name, most specific first."""
-    from ia3app.templates.library import templates_fitting
+    from ia3app.templates.task_shapes import templates_fitting
 
     return {name: spec for name, spec in templates_fitting(columns, label_values, label_column)}
 

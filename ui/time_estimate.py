@@ -106,7 +106,7 @@ def _tokenizer(model_path: str):
 
 def _labelled(spec, rows: list[dict], sample: int) -> list:
     """The labelled examples of (at most about `sample` rows evenly spread over) these rows."""
-    from ia3app.templates.spec import render_all
+    from ia3app.templates.rendering import render_all
 
     stride = max(1, len(rows) // sample)
     return [ex for ex in render_all(spec, rows[::stride]) if ex.label is not None]

@@ -37,7 +37,7 @@ def read_table(path: str, args=None):
 
 
 def _label_column(args, table) -> str:
-    from ia3app.templates.library import guess_label_column
+    from ia3app.templates.task_shapes import guess_label_column
 
     return args.label_column or (guess_label_column(table.columns) if table else None) or "label"
 
@@ -56,7 +56,7 @@ def _map_columns(spec, mapping: dict[str, str], table):
     line before each Jinja text, so the saved template names the real column); NAME may be the label column."""
     from dataclasses import replace
 
-    from ia3app.templates.spec import column_expr
+    from ia3app.templates.column_refs import column_expr
 
     if table is not None:
         missing = [c for c in mapping.values() if c not in table.columns]
@@ -77,7 +77,8 @@ def _map_columns(spec, mapping: dict[str, str], table):
 
 def template_from_args(args, table):
     """--template: a built-in name, a JSON TemplateSpec or promptsource file; absent: the best fitting built-in."""
-    from ia3app.templates.library import builtin, templates_fitting
+    from ia3app.templates.library import builtin
+    from ia3app.templates.task_shapes import templates_fitting
     from ia3app.templates.promptsource import from_promptsource
     from ia3app.templates.spec import TemplateSpec
 
@@ -117,7 +118,7 @@ def template_from_args(args, table):
 def check_data(args, table, spec, out=None) -> None:
     """The data page's and template page's checks, same words: errors raise, warnings print."""
     from ia3app.tables import check_labels
-    from ia3app.templates.spec import validate
+    from ia3app.templates.rendering import validate
 
     label = spec.label_column
     inputs = _inputs(args, table, label) if getattr(args, "text_column", None) else None
@@ -128,15 +129,16 @@ def check_data(args, table, spec, out=None) -> None:
 
 
 def cmd_templates(args) -> int:
-    from ia3app.templates.library import BUILTINS, templates_fitting
-    from ia3app.templates.spec import format_preview, preview
+    from ia3app.templates.library import BUILTINS
+    from ia3app.templates.task_shapes import templates_fitting
+    from ia3app.templates.rendering import format_preview, preview
 
     if not args.csv:
         for b in BUILTINS.values():
             print(f"{b.name:<16} {b.description}  (columns: {', '.join(b.roles)})")
         return 0
     from ia3app.tables import check_labels
-    from ia3app.templates.library import detect_shape
+    from ia3app.templates.task_shapes import detect_shape
 
     table = read_table(args.csv, args)
     if args.template:

@@ -21,7 +21,8 @@ from ia3app.config import RecipeConfig
 from ia3app.errors import Cancelled, UserError
 from ia3app.example import Example
 from ia3app.recipe.step_cost import Point, StepCost, fit, shape_of
-from ia3app.templates.spec import TemplateSpec, render_all
+from ia3app.templates.rendering import render_all
+from ia3app.templates.spec import TemplateSpec
 
 PROBE_INPUT_TOKENS = (16, 96, 256)
 """The synthetic input lengths the probe times (capped at the recipe's max_length): three, so that the

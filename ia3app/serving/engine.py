@@ -120,7 +120,7 @@ class ServingConfig:
 
 def render_rows(info: AdapterInfo, rows: Any) -> list[Example]:
     """Validate and render rows with the adapter's template (labels in the rows are ignored)."""
-    from ia3app.templates.spec import render_all, validate
+    from ia3app.templates.rendering import render_all, validate
 
     if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
         raise UserError("rows must be a list of objects, each mapping the template's column names to texts")

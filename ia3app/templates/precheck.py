@@ -13,7 +13,8 @@ from typing import Any
 
 from ia3app.errors import UserError
 from ia3app.templates.render_limits import cpu_clock
-from ia3app.templates.spec import TemplateSpec, render
+from ia3app.templates.rendering import render
+from ia3app.templates.spec import TemplateSpec
 
 SAMPLE_ROWS = 24
 """Rows rendered per file at most."""

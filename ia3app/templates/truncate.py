@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from ia3app.example import Example
-from ia3app.templates.spec import TemplateSpec, render
+from ia3app.templates.rendering import render
+from ia3app.templates.spec import TemplateSpec
 
 ELLIPSIS = "…"
 MAX_ROUNDS = 12

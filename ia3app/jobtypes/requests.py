@@ -1,54 +1,26 @@
-"""The job contract: what a job asks for, what it reports while running, and what it leaves behind.
-
-Every layer speaks these types — the UI builds a :class:`JobRequest`, the queue stores it and hands
-it to a worker, the worker runs ``run_job(spec, rows, ...)`` which calls back with
-:class:`ProgressEvent` s and returns a :class:`JobResult`; the CLI, the model card and the results
-page read that result. JSON text is made and read in exactly one place, :func:`dumps` /
-:func:`loads` (the ``to_dict`` / ``from_dict`` of each type give the JSON-able shape). The held-out
-split is :meth:`Holdout.split`, with its one seed rule. The estimated time left of a training run
-is computed in :meth:`ProgressEvent.train_step` only.
-
-No torch here (nor storage, jobs or ui): the web process imports this module.
+"""What a job asks for: a training job's :class:`JobSpec` (validated on construction), the data it reads
+(:class:`DataRef`, with the :class:`Holdout` split and its one seed rule), the labels people see
+(:class:`JobLabels`), the queued :class:`JobRequest`, and a suggest job's :class:`SuggestRequest`.
+Each type's ``to_dict`` / ``from_dict`` give the stored JSON-able shape (ia3app.jobtypes.json_text makes
+the text).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable, TypeVar
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ia3app.config import RecipeConfig, check_keys
 from ia3app.errors import UserError
-from ia3app.evaluation.report import EvaluationReport, Headline, MethodReport
 from ia3app.templates.spec import TemplateSpec
 
 EVAL_METHODS = ("zero-shot", "in-context", "t-few")
 """What a job can compare on its held-out rows (ia3app.evaluation.compare runs them)."""
-LOSS_CURVE_POINTS = 200
 MIN_FOLDS, MAX_FOLDS = 2, 10
 """Cross-validation folds a job may ask for (JobSpec.cv_folds)."""
-PHASES = ("prepare", "validate", "load", "train", "evaluate", "export", "score", "done")
-""""score": a suggest job scoring an unlabelled pool (step = rows scored, total_steps = rows to score)."""
 JOB_KINDS = ("train", "suggest")
 """What a queued job does: train an adapter (JobRequest) or suggest pool rows to label (SuggestRequest)."""
 DEFAULT_SUGGEST_N, MAX_SUGGEST_N = 8, 200
-
-T = TypeVar("T")
-
-
-# ----- one place for JSON text -------------------------------------------------------------------
-def dumps(obj: Any, indent: int | None = None) -> str:
-    """JSON text of a JobSpec, JobRequest, ProgressEvent or JobResult (its ``to_dict()``)."""
-    return json.dumps(obj.to_dict(), indent=indent)
-
-
-def loads(cls: type[T], text: str | bytes) -> T:
-    """The ``cls`` written by :func:`dumps`; UserError when the text is not one."""
-    try:
-        data = json.loads(text)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"not a stored {cls.__name__}: {exc}") from None
-    return cls.from_dict(data)
 
 
 def _text_or_none(value: Any) -> bool:
@@ -61,7 +33,6 @@ def _check_template(value: Any, what: str) -> str | None:
     return None
 
 
-# ----- what a job asks for -----------------------------------------------------------------------
 @dataclass
 class JobSpec:
     """Everything a training job needs besides its data; validated on construction."""
@@ -269,157 +240,6 @@ class JobRequest:
                    labels=JobLabels(**display))
 
 
-# ----- what a running job reports ---------------------------------------------------------------
-@dataclass
-class ProgressEvent:
-    """One progress report. ``phase`` is one of PHASES; train events carry the step figures."""
-
-    phase: str
-    message: str | None = None
-    step: int | None = None
-    """Optimizer steps done (1-based)."""
-    total_steps: int | None = None
-    loss: float | None = None
-    loss_lm: float | None = None
-    loss_ul: float | None = None
-    loss_ln: float | None = None
-    lr: float | None = None
-    examples_per_s: float | None = None
-    elapsed_s: float | None = None
-    """Seconds since this run (attempt) of the training loop began."""
-    eta_s: float | None = None
-    # Filled in by the store when an event is read back (None on the way in):
-    id: int | None = None
-    attempt: int | None = None
-    created: float | None = None
-
-    STORE_FIELDS = ("id", "attempt", "created")
-
-    def __post_init__(self) -> None:
-        if self.phase not in PHASES:
-            raise ValueError(f"unknown progress phase {self.phase!r}; known: {', '.join(PHASES)}")
-
-    @classmethod
-    def train_step(cls, *, step: int, total_steps: int, first_step: int, elapsed_s: float, losses: dict[str, float],
-                   lr: float, batch_size: int) -> "ProgressEvent":
-        """The event after optimizer step ``step``; this run began at ``first_step`` (> 0 after a resume)
-        ``elapsed_s`` ago. Rate, examples/s and the time left are computed here and nowhere else."""
-        rate = (step - first_step) / elapsed_s if elapsed_s > 0 else 0.0  # steps per second in this run
-        return cls(phase="train", step=step, total_steps=total_steps, loss=losses["total"], loss_lm=losses["lm"],
-                   loss_ul=losses["ul"], loss_ln=losses["ln"], lr=lr, examples_per_s=rate * batch_size,
-                   elapsed_s=elapsed_s, eta_s=(total_steps - step) / rate if rate > 0 else 0.0)
-
-    @classmethod
-    def event_fields(cls) -> tuple[str, ...]:
-        """The fields a worker reports (the progress table's columns), store-assigned ones excluded."""
-        return tuple(f.name for f in fields(cls) if f.name not in cls.STORE_FIELDS)
-
-    def with_message(self, message: str) -> "ProgressEvent":
-        return replace(self, message=message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "ProgressEvent":
-        if not isinstance(data, dict):
-            raise UserError("a progress event must be an object")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-Progress = Callable[[ProgressEvent], None]
-
-
-# ----- what a finished job leaves behind --------------------------------------------------------
-@dataclass
-class TrainingStats:
-    steps: int
-    """Optimizer steps completed in total (including those before a resume)."""
-    wall_s: float
-    """Seconds spent training in the last run (attempt)."""
-    examples_per_s: float
-    tokens_processed: int
-    flops: float
-    """Training FLOPs (ia3app.evaluation.flops.training_flops)."""
-    resumed_from_step: int = 0
-    work_tokens: int = 0
-    """Padded tokens the last run's steps carried (0 in jobs stored before it was recorded): with wall_s,
-    what a step of this model costs here (ia3app.recipe.step_cost)."""
-    attention_pairs: int = 0
-    """Attention token pairs of the last run's steps (ia3app.recipe.step_cost), 0 where not recorded."""
-    setup: dict[str, Any] = field(default_factory=dict)
-    """How the loop was set up (ia3app.recipe.device_plan: compile, checkpointing, grad_accumulation, ...)."""
-    final_losses: dict[str, float] = field(default_factory=dict)
-    """The last step's losses: lm, ul, ln, total."""
-    loss_curve: list[list[float]] = field(default_factory=list)
-    """[step, total, lm, ul, ln] per recorded step (at most LOSS_CURVE_POINTS, evenly spaced)."""
-
-
-@dataclass
-class JobResult:
-    """Everything a finished job measured. Stored once, as the job's result in the queue (the CLI
-    writes it to results.json); the adapter folder's ia3_config.json keeps what the adapter needs
-    to stand alone (template, choices, recipe, headline metrics)."""
-
-    model: str
-    template: TemplateSpec
-    recipe: RecipeConfig
-    labels: list[str]
-    """The answer choices' names, in order (class names for confusion matrices)."""
-    params: dict[str, Any]
-    """ia3app.adapters.params.ParameterReport as a dict: base, added, fraction, adapter_bytes, ..."""
-    training: TrainingStats
-    evaluation: EvaluationReport | None = None
-    """ia3app.evaluation.compare.evaluate_methods' report (its keys: ia3app.evaluation.report)."""
-    metrics: dict[str, Headline] = field(default_factory=dict)
-    """Headline numbers per method: accuracy, macro_f1, n."""
-    revision: str | None = None
-    train_templates: list[TemplateSpec] = field(default_factory=list)
-    init_vectors: str | None = None
-    num_train: int = 0
-    num_eval: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def methods(self) -> dict[str, MethodReport]:
-        """The evaluation report per method evaluated ({} when there was no evaluation)."""
-        return (self.evaluation or {}).get("methods") or {}
-
-    def method(self, name: str) -> MethodReport:
-        """The evaluation report of one method ({} when it was not evaluated)."""
-        return self.methods.get(name) or {}  # type: ignore[return-value]
-
-    def ratio(self, name: str = "in-context / t-few") -> dict[str, float | None]:
-        """Cost ratios between two methods ({} when one of them was not evaluated)."""
-        return ((self.evaluation or {}).get("ratios") or {}).get(name) or {}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "revision": self.revision, "template": self.template.to_dict(),
-                "train_templates": [t.to_dict() for t in self.train_templates], "labels": list(self.labels),
-                "recipe": self.recipe.to_dict(), "init_vectors": self.init_vectors, "params": dict(self.params),
-                "training": asdict(self.training), "evaluation": self.evaluation, "metrics": self.metrics,
-                "num_train": self.num_train, "num_eval": self.num_eval, "warnings": list(self.warnings)}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "JobResult":
-        if not isinstance(data, dict):
-            raise UserError("a job result must be a JSON object")
-        check_keys(cls, data, "job result field", required=("model", "template", "recipe", "training"))
-        kwargs = dict(data)
-        kwargs["template"] = TemplateSpec.from_dict(data["template"])
-        kwargs["train_templates"] = [TemplateSpec.from_dict(t) for t in data.get("train_templates") or []]
-        kwargs["recipe"] = RecipeConfig.from_dict(data["recipe"])
-        check_keys(TrainingStats, data["training"], "training figure")
-        kwargs["training"] = TrainingStats(**data["training"])
-        kwargs.setdefault("labels", [])
-        kwargs.setdefault("params", {})
-        kwargs["metrics"] = data.get("metrics") or {}
-        kwargs["warnings"] = list(data.get("warnings") or [])
-        return cls(**kwargs)
-
-
-# ----- the active-learning loop: which pool rows to label next ------------------------------------
 @dataclass(frozen=True)
 class SuggestRequest:
     """A suggest job: score one of the owner's unlabelled pools with a finished job's adapter and propose
@@ -449,53 +269,3 @@ class SuggestRequest:
             raise UserError("a suggest request must be a JSON object")
         check_keys(cls, data, "suggest request field", required=("adapter_job", "pool_id"))
         return cls(**data)
-
-
-@dataclass
-class Suggestion:
-    """One pool row proposed for labelling, and why: its top two choices and their probabilities."""
-
-    index: int
-    """The row's position in the pool (0-based, file order)."""
-    row: dict[str, Any]
-    margin: float
-    """p(top choice) − p(second choice): the smaller, the less sure the adapter is."""
-    top: list[dict[str, Any]]
-    """The two most likely answers, each {"label": as the data writes it, "choice": the words, "probability"}."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class SuggestResult:
-    """What a suggest job leaves behind (its stored result), also the CLI's and the API's answer."""
-
-    suggestions: list[Suggestion]
-    scored: int
-    """Pool rows scored (the pool less the rows already labelled or skipped)."""
-    excluded: int = 0
-    """Pool rows left out because they were labelled or skipped in an earlier round."""
-    rows_per_s: float = 0.0
-    """Pool scoring throughput (rows, each with all its choices and its representation, per second)."""
-    candidates: int = 0
-    """How many of the least sure rows the diversity rule chose among (CANDIDATE_FACTOR × n)."""
-    method: str = ""
-    """The ranking and diversity rule, in words."""
-    adapter_job: int | None = None
-    pool_id: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "suggestions": [s.to_dict() for s in self.suggestions]}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "SuggestResult":
-        if not isinstance(data, dict):
-            raise UserError("a suggest result must be a JSON object")
-        check_keys(cls, data, "suggest result field", required=("suggestions", "scored"))
-        items = data["suggestions"]
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise UserError("a suggest result's suggestions must be a list of objects")
-        for item in items:
-            check_keys(Suggestion, item, "suggestion field", required=("index", "row", "margin", "top"))
-        return cls(**{**data, "suggestions": [Suggestion(**i) for i in items]})
