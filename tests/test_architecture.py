@@ -235,7 +235,7 @@ def test_ui_pages_do_not_import_each_other():
 TORCH_FREE = [
     "ia3app.jobtypes", "ia3app.jobtypes.requests", "ia3app.jobtypes.progress", "ia3app.jobtypes.results",
     "ia3app.jobtypes.json_text", "ia3app.config", "ia3app.example", "ia3app.errors",
-    "ia3app.tables", "ia3app.tables.csv_io", "ia3app.tables.checks", "ia3app.tables.splits",
+    "ia3app.listing", "ia3app.tables", "ia3app.tables.csv_io", "ia3app.tables.checks", "ia3app.tables.splits",
     "ia3app.templates", "ia3app.templates.spec", "ia3app.templates.rendering", "ia3app.templates.column_refs",
     "ia3app.templates.sandbox", "ia3app.templates.library", "ia3app.templates.task_shapes",
     "ia3app.templates.promptsource", "ia3app.templates.precheck", "ia3app.templates.truncate",

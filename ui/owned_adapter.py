@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from ia3app.errors import UserError
-from ia3app.evaluation.calibration import UNSURE
 from ia3app.jobtypes import dumps
 from ui.context import AppContext
 from ui.results_display import column_use, template_columns
@@ -91,15 +90,6 @@ def build_zip(ctx: AppContext, uid: int, job_id: Any) -> str:
             if path.is_file() and not path.is_symlink():
                 zf.write(path, path.relative_to(folder).as_posix())
     return hand_out(out, uid)  # Gradio's copy is served to this user only
-
-
-def predict_one(ctx: AppContext, uid: int, job_id: Any, row: dict[str, str]) -> dict[str, float] | str:
-    """{answer: probability} for one row typed by the user, through the app's serving engine; "unsure"
-    when the confidence is below the adapter's threshold."""
-    out = predict_row(ctx, uid, job_id, row)
-    if out.unsure:
-        return UNSURE
-    return {str(k): float(v) for k, v in out.probabilities.items()}
 
 
 def check_options_typed(template: Any, row: dict[str, str]) -> None:

@@ -10,10 +10,10 @@ import pandas as pd
 
 from ia3app.evaluation import plots as P
 from ia3app.evaluation.in_context import shots_note
+from ia3app.evaluation.report import METHOD_NAMES
 from ia3app.evaluation.uncertainty import difference_lines, folds_text, headline, intervals_for
 from ia3app.jobtypes import JobResult
 
-METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "T-Few"}
 METRIC_WIDTHS = ["25%", "10%", "15%", "10%", "15%", "11%", "14%"]
 """metrics_frame's columns: sized by their content, a narrow column broke its header inside a word ("accura cy")."""
 

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ia3app.evaluation.calibration import at_threshold
-from ia3app.evaluation.report import EvaluationReport
+from ia3app.evaluation.report import METHOD_NAMES, EvaluationReport
 from ia3app.evaluation.uncertainty import intervals_for
 
-METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "T-Few"}
 COLOURS = {"zero-shot": "#9aa5b1", "in-context": "#e0a03c", "t-few": "#2b6cb0"}
 FILES = {"intervals": "accuracy_intervals.png", "confusion": "confusion_matrices.png",
          "reliability": "reliability_diagram.png", "coverage": "coverage_curve.png",

@@ -12,6 +12,8 @@ NotRequired only in evaluated annotations.
 
 from typing import Any, NotRequired, TypedDict
 
+METHOD_NAMES = {"zero-shot": "zero-shot", "in-context": "in-context", "t-few": "T-Few"}
+"""How pages, plots and sentences name each method of the report."""
 
 ClassScores = TypedDict("ClassScores", {"class": str, "precision": float, "recall": float, "f1": float,
                                         "support": int})

@@ -19,11 +19,10 @@ from typing import Sequence
 
 from ia3app.evaluation.calibration import calibration_report
 from ia3app.evaluation.metrics import bootstrap_intervals, paired_difference
-from ia3app.evaluation.report import Calibration, Difference, EvaluationReport, Interval, MethodReport
+from ia3app.evaluation.report import METHOD_NAMES, Calibration, Difference, EvaluationReport, Interval, MethodReport
 
 METRICS = ("accuracy", "macro_f1")
 PAIRS = (("t-few", "in-context"), ("t-few", "zero-shot"))
-METHOD_NAMES = {"t-few": "T-Few", "in-context": "in-context", "zero-shot": "zero-shot"}
 
 
 def pair_key(a: str, b: str) -> str:

@@ -11,7 +11,8 @@ from collections import Counter
 from typing import Union
 
 from ia3app.errors import UserError
-from ia3app.tables.csv_io import MAX_LISTED, Rows, Table, listed_numbers, rows_of
+from ia3app.listing import MAX_LISTED, listed_numbers
+from ia3app.tables.csv_io import Rows, Table, rows_of
 
 FEW_PER_CLASS = 4
 """Fewer rows than this for a label draws a warning."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Union
 
 from ia3app.errors import UserError
+from ia3app.listing import MAX_LISTED, listed_numbers  # noqa: F401  (offered by the tables face too)
 
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 MAX_COLUMNS = 200
@@ -28,7 +29,6 @@ MAX_HEADER_CHARS = 200
 """Longest column name."""
 MAX_CELL_CHARS = 100_000
 """Longest value in one cell (the csv parser's own field limit is 131,072)."""
-MAX_LISTED = 8
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 Rows = list[dict[str, str]]
@@ -54,11 +54,6 @@ def rows_of(data: Union[Table, Rows]) -> Rows:
 
 def _size(n: int) -> str:
     return f"{n / 1_000_000:g} MB" if n >= 1_000_000 else f"{n / 1_000:g} kB" if n >= 1_000 else f"{n} bytes"
-
-
-def listed_numbers(numbers: list[int]) -> str:
-    more = len(numbers) - MAX_LISTED
-    return ", ".join(str(n) for n in numbers[:MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
 
 
 def _read(source: Union[bytes, str, Path], max_bytes: int) -> bytes:

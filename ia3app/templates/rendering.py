@@ -12,15 +12,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from ia3app.errors import UserError
 from ia3app.example import Example
+from ia3app.listing import MAX_LISTED, listed_numbers
 from ia3app.templates.column_refs import ROW, column_ref
 from ia3app.templates.sandbox import MAX_CHOICE_CHARS, MAX_INPUT_CHARS, render_text
 from ia3app.templates.render_limits import deadline
 
 if TYPE_CHECKING:
     from ia3app.templates.spec import TemplateSpec
-
-MAX_LISTED = 8
-"""Rows or values named in one message before '... and N more'."""
 
 
 def _context(spec: TemplateSpec, row: dict[str, Any]) -> dict[str, Any]:
@@ -135,12 +133,6 @@ def _quoted(values: Iterable[Any]) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
 
-def _rows_text(numbers: list[int]) -> str:
-    shown = ", ".join(str(n) for n in numbers[:MAX_LISTED])
-    more = len(numbers) - MAX_LISTED
-    return shown + (f" and {more} more" if more > 0 else "")
-
-
 def _duplicates(texts: list[str]) -> list[str]:
     seen: set[str] = set()
     dups: list[str] = []
@@ -245,7 +237,7 @@ def _check(spec: TemplateSpec, columns: list[str], rows: list[dict[str, Any]], *
                 else:
                     unmapped.setdefault(key, []).append(n)
     for message, numbers in failed.items():
-        problems.append(f"{message} (row{'s' if len(numbers) > 1 else ''} {_rows_text(numbers)})")
+        problems.append(f"{message} (row{'s' if len(numbers) > 1 else ''} {listed_numbers(numbers)})")
     if unmapped:
         hint = (f" (say which answer each label value means: a line such as “{sorted(unmapped)[0]} = "
                 f"{(spec.choices or ['answer'])[0]}” under “Label value = answer” on the template page, or "
@@ -255,13 +247,13 @@ def _check(spec: TemplateSpec, columns: list[str], rows: list[dict[str, Any]], *
             f"the choices are {_quoted(spec.choices or [])}{hint}"
         )
     if empty:
-        problems.append(f"the input renders to empty text in row{'s' if len(empty) > 1 else ''} {_rows_text(empty)}")
+        problems.append(f"the input renders to empty text in row{'s' if len(empty) > 1 else ''} {listed_numbers(empty)}")
     if empty_choice:
         problems.append(f"an answer choice renders to empty text in row{'s' if len(empty_choice) > 1 else ''} "
-                        f"{_rows_text(empty_choice)}")
+                        f"{listed_numbers(empty_choice)}")
     if collide:
         problems.append(f"answer choices collide (two identical choices) in row{'s' if len(collide) > 1 else ''} "
-                        f"{_rows_text(collide)}")
+                        f"{listed_numbers(collide)}")
     if problems:
         raise UserError(f"template '{spec.name}' does not fit this data: " + "; ".join(problems))
     unused = [c for c in inputs or [] if c in columns and c != spec.label_column and c not in used]

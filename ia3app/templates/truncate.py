@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from ia3app.example import Example
+from ia3app.listing import listed_numbers
 from ia3app.templates.rendering import render
 from ia3app.templates.spec import TemplateSpec
 
@@ -104,11 +105,6 @@ def fit_examples(spec: TemplateSpec, rows: Sequence[dict[str, Any]], examples: S
     return out
 
 
-def _listed(numbers: list[int], most: int = 8) -> str:
-    more = len(numbers) - most
-    return ", ".join(map(str, numbers[:most])) + (f" and {more} more" if more > 0 else "")
-
-
 def warning(fitted: Fitted, max_length: int, what: str = "training") -> str | None:
     """Plain words for the rows that were shortened; None when none were."""
     if not fitted.rows_cut and not fitted.still_long:
@@ -119,10 +115,10 @@ def warning(fitted: Fitted, max_length: int, what: str = "training") -> str | No
         rows = fitted.rows_cut
         parts.append(
             f"{len(rows)} {what} row{'s are' if len(rows) > 1 else ' is'} longer than the model reads at once "
-            f"(about {max_length} word pieces): in row{'s' if len(rows) > 1 else ''} {_listed(rows)} the end of the "
+            f"(about {max_length} word pieces): in row{'s' if len(rows) > 1 else ''} {listed_numbers(rows)} the end of the "
             f"longest text ({fields}) was left out, so the template's own words and the shorter texts stay whole"
         )
     if fitted.still_long:
-        parts.append(f"in {what} row{'s' if len(fitted.still_long) > 1 else ''} {_listed(fitted.still_long)} the "
+        parts.append(f"in {what} row{'s' if len(fitted.still_long) > 1 else ''} {listed_numbers(fitted.still_long)} the "
                      "template's own words are already too long; the end of the input is cut")
     return "; ".join(parts)
