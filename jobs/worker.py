@@ -238,6 +238,12 @@ class Worker:
         from ia3app.backbones.cache import ModelCache
         from ia3app.recipe.run_job import run_job
 
+        # torch and transformers (a worker's first job: ~7 CPU s, 2,000 modules), which the recipe imports in
+        # its first phase otherwise, before its first progress event: counted as a stall there
+        import ia3app.backbones.loading  # noqa: F401
+        import ia3app.evaluation.compare  # noqa: F401
+        import ia3app.recipe.train  # noqa: F401
+
         progress.last_event = time.monotonic()  # the stall clock starts after the (cold) imports above
         spec, train_rows, eval_rows = load_inputs(self.db, self.store, job)
         out_dir = self.store.adapter_dir(job.id)

@@ -34,9 +34,6 @@ def _slow_n(target_s: float = 0.4) -> int:
 
 @pytest.fixture
 def env(tmp_path, tiny_model_dir):
-    import ia3app.backbones.cache  # noqa: F401  (imported before a worker starts: the stall clock is short here)
-    import ia3app.recipe.run_job  # noqa: F401
-
     return Env(tmp_path / "data", tiny_model_dir("t0"))
 
 
