@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import sqlite3
 import sys
 import threading
@@ -45,6 +46,17 @@ class ProgressWriter:
         self._last_write = 0.0
         self.last_event = time.monotonic()
         """When the recipe last reported anything (written or throttled): the heartbeat's stall clock."""
+
+    @contextmanager
+    def untimed(self) -> Iterator[None]:
+        """The stall clock stands still inside (the worker's cold imports of torch and transformers, which
+        report nothing) and starts again from the end: an import taking longer than the stall limit on a busy
+        machine is not a stalled job."""
+        self.last_event = math.inf
+        try:
+            yield
+        finally:
+            self.last_event = time.monotonic()
 
     def __call__(self, event: ProgressEvent) -> None:
         self.calls += 1
