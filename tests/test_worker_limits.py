@@ -98,6 +98,18 @@ def test_a_pause_of_the_whole_process_does_not_count_as_a_stall():
     assert heart.idle_s(172.0) == 21.0  # a real stall after the resume still counts
 
 
+def test_the_stall_clock_stands_still_while_the_worker_imports():
+    """A worker's cold imports (torch, transformers) report nothing and may outlast a short stall limit on a busy
+    machine: they are not a stall; the clock counts again from their end (given times, no sleeping)."""
+    from jobs.progress import Heartbeat, ProgressWriter
+
+    writer = ProgressWriter(None, 1, "w", None, write=lambda event: None)
+    heart = Heartbeat(Path("unused.db"), 1, "w", 30.0, 1.0, stall_s=20.0, last_progress=lambda: writer.last_event)
+    with writer.untimed():
+        assert heart.idle_s(time.monotonic() + 10_000.0) < 0  # however long the imports take: no idle time
+    assert heart.idle_s(writer.last_event + 5.0) == 5.0  # from the end of the imports
+
+
 def test_cancel_while_validating_takes_effect_within_five_seconds(env, generous_row_limit):
     job_id = _slow_job(env)
     worker = env.worker(heartbeat_s=3.0)
