@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import sqlite3
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -45,6 +47,17 @@ class ProgressWriter:
         self.last_event = time.monotonic()
         """When the recipe last reported anything (written or throttled): the heartbeat's stall clock."""
 
+    @contextmanager
+    def untimed(self) -> Iterator[None]:
+        """The stall clock stands still inside (the worker's cold imports of torch and transformers, which
+        report nothing) and starts again from the end: an import taking longer than the stall limit on a busy
+        machine is not a stalled job."""
+        self.last_event = math.inf
+        try:
+            yield
+        finally:
+            self.last_event = time.monotonic()
+
     def __call__(self, event: ProgressEvent) -> None:
         self.calls += 1
         self.last_event = time.monotonic()
@@ -73,6 +86,24 @@ class JobInterrupted(BaseException):
     `except Exception` in the recipe or a library swallows it; the worker catches it."""
 
 
+ASK_FIRST_S = 1.0
+"""How long an interrupt asks a render on the job's thread to stop by itself (through the render's trace hook,
+cleanly) before it is raised asynchronously."""
+
+
+def importing(frame: Any) -> bool:
+    """Whether ``frame`` (a thread's innermost frame) is inside an import: a frame of importlib's bootstrap is
+    on its stack (the module's own code runs under them). An exception raised asynchronously there leaves the
+    module half-initialised: a cancel during a worker's first job raised JobInterrupted inside ``import torch``,
+    left torch's operator registry half-filled, and every later job of that worker crashed ('Trying to
+    override a python impl ... aten::broadcast_tensors', issue 23)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class Heartbeat(threading.Thread):
     """Extends the job's lease every ``interval_s`` on its own connection, and watches the job.
 
@@ -80,10 +111,12 @@ class Heartbeat(threading.Thread):
     ``lost`` when another worker took the job over. When a stop is wanted (cancel, lost lease, or
     ``stop_requested()``, the worker shutting down) and the job has not stopped by itself within
     ``grace_s``, the job's thread is interrupted (JobInterrupted, raised between two Python
-    bytecodes: the validate and load phases have no should_stop checks of their own). When
+    bytecodes: the validate and load phases have no should_stop checks of their own; never while the
+    thread is importing, see :func:`importing` — the interrupt waits for the import to finish). When
     ``last_progress()`` is older than ``stall_s``, the job goes back to the queue with the reason (it
     resumes from its last checkpoint; after its last attempt it fails as 'stalled'), the lease is no
-    longer renewed, and the job's thread is interrupted too.
+    longer renewed, and the job's thread is interrupted too (a job already being stopped is not checked
+    for a stall).
 
     The stall clock is pause-aware: when two ticks of this thread are more than ``pause_s`` apart the
     whole process was not running (SIGSTOP, a suspended VM or laptop, a machine swapping), so the job
@@ -112,50 +145,76 @@ class Heartbeat(threading.Thread):
         """What the stall made of the job: 'queued' (resumes from its checkpoint), 'failed' (its last attempt)."""
         self.reason = ""
         """Why the job's thread was interrupted ('cancelled', 'lost', 'shutdown', 'stalled'); '' if it was not."""
+        self.held_back = threading.Event()
+        """Set when an interrupt waited because the job's thread was importing (see :func:`importing`)."""
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._target: int | None = None  # the job thread's id while it may be interrupted
+        self._asked_at = 0.0  # when the interrupt was asked for (monotonic)
         self._stop_since: float | None = None
 
     @contextmanager
     def interruptible(self) -> Iterator[None]:
-        """The job's thread runs the recipe inside: the heartbeat may interrupt it there, never outside."""
+        """The job's thread runs the recipe inside: the heartbeat may interrupt it there, never outside.
+
+        An interrupt raised asynchronously while the thread was leaving is raised at the thread's next check
+        for one (a call's return, in the lines below), so it leaves through here as JobInterrupted: nothing is
+        "cleared". Clearing it (PyThreadState_SetAsyncExc(id, NULL)) left CPython 3.11's eval breaker set for
+        good (it signals even when clearing, and only raising an asynchronous exception unsignals it), and the
+        next call under a trace function (every template render: render_limits.run_bounded) looped forever on
+        its first instruction: the 'render spins after an interrupted job' bug (issue 21)."""
+        from ia3app.templates.render_limits import STOP_REQUESTS
+
+        me = threading.get_ident()
         with self._lock:
-            self._target = threading.get_ident()
+            self._target = me
         try:
             yield
         finally:
-            from ia3app.templates.render_limits import STOP_REQUESTS
-
             with self._lock:
-                target, self._target = self._target, None
-                STOP_REQUESTS.pop(threading.get_ident(), None)
-                if target is None and self.reason:  # fired: clear it if it is still pending
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+                self._target = None
+                STOP_REQUESTS.pop(me, None)
 
     def _interrupt(self, reason: str) -> None:
-        """First ask a template render on the job's thread to stop (raised from its trace hook, cleanly);
-        if the thread is still in the recipe a second later, raise JobInterrupted in it asynchronously."""
+        """Ask the job's thread to stop: a template render on it stops from its trace hook (cleanly) at once;
+        if the thread is still in the recipe ASK_FIRST_S later, :meth:`_deliver` (on the next ticks) raises
+        JobInterrupted in it asynchronously."""
         from ia3app.templates.render_limits import STOP_REQUESTS
 
         with self._lock:
             if self._target is None or self.reason:
                 return
             self.reason = reason
-            target = self._target
-            STOP_REQUESTS[target] = JobInterrupted
+            self._asked_at = time.monotonic()
+            STOP_REQUESTS[self._target] = JobInterrupted
         log.warning("job %s: interrupting (%s)", self.job_id, reason)
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and not self._halt.is_set():
-            time.sleep(0.05)
-            with self._lock:
-                if self._target is None:
-                    return
+
+    def _deliver(self, now: float) -> None:
+        """Raise JobInterrupted in the job's thread, once ASK_FIRST_S has passed since it was asked to stop and
+        while the thread is not importing (it waits for the import to end: tried again on the next tick)."""
+        from ia3app.templates.render_limits import STOP_REQUESTS
+
         with self._lock:
-            if self._target is not None:
-                STOP_REQUESTS.pop(target, None)
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(JobInterrupted))
-                self._target = None
+            target = self._target
+            if target is None or now - self._asked_at < ASK_FIRST_S:
+                return
+            if STOP_REQUESTS.pop(target, None) is None:  # a render raised it (cleanly): the thread is on its way
+                STOP_REQUESTS[target] = JobInterrupted  # out; raised here only if it is still inside a while later
+                self._asked_at = now
+                return
+            thread_id, exc = ctypes.c_ulong(target), ctypes.py_object(JobInterrupted)
+            # the check and the raise back to back: the job's thread runs no Python code between them unless
+            # this thread loses the GIL in the few bytecodes in between (a forced switch while it walks the
+            # frames: a window of microseconds, not closed)
+            if importing(sys._current_frames().get(target)):
+                STOP_REQUESTS[target] = JobInterrupted  # still asked of a render the thread may start
+                if not self.held_back.is_set():
+                    self.held_back.set()
+                    log.info("job %s: its thread is importing; the interrupt waits until the import is done",
+                             self.job_id)
+                return
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(thread_id, exc)
+            self._target = None
 
     def run(self) -> None:
         db = open_db(self.db_path)
@@ -165,6 +224,10 @@ class Heartbeat(threading.Thread):
         try:
             while not self._halt.wait(self.tick_s):
                 now = time.monotonic()
+                if self.reason:
+                    self._deliver(now)
+                if self.lost.is_set() or self.stalled.is_set():
+                    continue  # the lease is no longer this job's: only the interrupt is left to deliver
                 self.notice_pause(now - last_tick, now)
                 last_tick = now
                 if file_identity(self.db_path) != ident:  # deleted or replaced: stop writing into it
@@ -172,7 +235,7 @@ class Heartbeat(threading.Thread):
                               "(restore the data directory and restart the worker)", self.job_id, self.db_path)
                     self.lost.set()
                     self._interrupt("lost")
-                    return
+                    continue
                 try:
                     if now >= next_beat:
                         next_beat = now + self.interval_s
@@ -184,11 +247,11 @@ class Heartbeat(threading.Thread):
                     log.warning("job %s: lease lost (another worker took it over); stopping", self.job_id)
                     self.lost.set()
                     self._interrupt("lost")
-                    return
+                    continue
                 except sqlite3.OperationalError as exc:  # locked past the busy timeout: try again next beat
                     log.warning("job %s: heartbeat failed (%s); retrying", self.job_id, exc)
-                if self._stalled(db, now):
-                    return
+                if not self.reason and self._stalled(db, now):  # a job being stopped already is not a stall
+                    continue
                 self._escalate(now)
         finally:
             db.close()

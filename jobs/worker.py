@@ -19,7 +19,6 @@ import socket
 import sqlite3
 import sys
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,10 +234,15 @@ class Worker:
             return f"{status} ({kind}: {message})"
 
     def _run_recipe(self, job: queue.Job, progress: ProgressWriter, should_stop) -> JobResult:
-        from ia3app.backbones.cache import ModelCache
-        from ia3app.recipe.run_job import run_job
+        with progress.untimed():  # a worker's first job: torch and transformers, ~7 CPU s and 2,000 modules
+            from ia3app.backbones.cache import ModelCache
+            from ia3app.recipe.run_job import run_job
 
-        progress.last_event = time.monotonic()  # the stall clock starts after the (cold) imports above
+            # imported here, not by the recipe's first phase before its first progress event
+            import ia3app.backbones.loading  # noqa: F401
+            import ia3app.evaluation.compare  # noqa: F401
+            import ia3app.recipe.train  # noqa: F401
+
         spec, train_rows, eval_rows = load_inputs(self.db, self.store, job)
         out_dir = self.store.adapter_dir(job.id)
         self.models = self.models or ModelCache()
@@ -248,10 +252,10 @@ class Worker:
 
     def _run_suggest(self, job: queue.Job, progress: ProgressWriter, should_stop) -> SuggestResult:
         """Score the job's pool with its adapter through the serving engine and pick the rows to label next."""
-        from ia3app.serving.engine import ServingEngine
-        from ia3app.serving.suggest import suggest
+        with progress.untimed():
+            from ia3app.serving.engine import ServingEngine
+            from ia3app.serving.suggest import suggest
 
-        progress.last_event = time.monotonic()
         folder, rows, exclude = suggest_inputs(self.db, self.store, job)
         request = job.request
         progress(ProgressEvent("load", f"loading the adapter of job #{request.adapter_job}"))

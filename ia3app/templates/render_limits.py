@@ -180,9 +180,9 @@ def run_bounded(fn: Callable[[], T]) -> T:
     outer_sizes = getattr(_local, "sizes", None)
     if left <= 0:
         raise RenderTimeout
-    _local.sizes = {} if outer_sizes is None else outer_sizes
-    sys.settrace(calls)
-    try:
+    try:  # the hook goes in inside the try: an exception raised as settrace returns still takes it out again
+        _local.sizes = {} if outer_sizes is None else outer_sizes
+        sys.settrace(calls)
         return fn()
     finally:
         sys.settrace(previous)
