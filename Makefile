@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): 2 for this project's 2-core machine; TEST_WORKERS=0 runs the suite serially.
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-fast venv deps dev-deps chromium bench clean
 
@@ -34,11 +36,11 @@ run: deps
 	$(PY) app.py
 
 test: dev-deps chromium
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Fast tests only (skips those marked slow).
 test-fast: dev-deps
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 bench: dev-deps
 	HF_HUB_OFFLINE=1 $(PY) -m bench.run_all
