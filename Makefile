@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist): 2 for this project's 2-core machine; TEST_WORKERS=0 runs the suite serially.
-TEST_WORKERS ?= 2
+# Test processes (pytest-xdist): 0 = serial, in one process (the default until a full run on two has passed
+# on a quiet machine); TEST_WORKERS=2 runs each test file whole on one of two workers (tests/conftest.py).
+TEST_WORKERS ?= 0
 
 .PHONY: run test test-fast venv deps dev-deps chromium bench clean
 

@@ -28,7 +28,7 @@ FEWSHOT = ROOT / "examples"
 TFEW_VECTORS = ROOT / "tests" / "fixtures" / "tfew" / "t03b_ia3_finish.pt"
 
 
-# ----- several processes: make test runs pytest-xdist with `-n 2`; pytest.ini sets `--dist loadfile` ------------
+# ----- several processes: `make test TEST_WORKERS=2` runs pytest-xdist `-n 2`; pytest.ini sets `--dist loadfile` ---
 # Each test file runs whole on one worker, in file order: a module's fixtures (an app and its data, Chromium, a
 # loaded model, the Ray test cluster) are built once and never on two workers at once, as in a serial run. (xdist's
 # `loadgroup` marks do nothing with pytest 9.2: xdist 3.8.0 renames item._nodeid, which pytest 9.2 no longer reads.)
