@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): 0 = serial, in one process (the default until a full run on two has passed
+# on a quiet machine); TEST_WORKERS=2 runs each test file whole on one of two workers (tests/conftest.py).
+TEST_WORKERS ?= 0
 
 .PHONY: run test test-fast venv deps dev-deps chromium bench clean
 
@@ -34,11 +37,11 @@ run: deps
 	$(PY) app.py
 
 test: dev-deps chromium
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Fast tests only (skips those marked slow).
 test-fast: dev-deps
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 bench: dev-deps
 	HF_HUB_OFFLINE=1 $(PY) -m bench.run_all

@@ -5,6 +5,7 @@ runs the whole suite without anything beside it.
 """
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,21 @@ os.environ.setdefault("IA3APP_MODEL_CACHE", str(ROOT / "data" / "models"))
 os.environ.setdefault("IA3APP_TRAIN_THREADS", "1")
 FEWSHOT = ROOT / "examples"
 TFEW_VECTORS = ROOT / "tests" / "fixtures" / "tfew" / "t03b_ia3_finish.pt"
+
+
+# ----- several processes: `make test TEST_WORKERS=2` runs pytest-xdist `-n 2`; pytest.ini sets `--dist loadfile` ---
+# Each test file runs whole on one worker, in file order: a module's fixtures (an app and its data, Chromium, a
+# loaded model, the Ray test cluster) are built once and never on two workers at once, as in a serial run. (xdist's
+# `loadgroup` marks do nothing with pytest 9.2: xdist 3.8.0 renames item._nodeid, which pytest 9.2 no longer reads.)
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """On an xdist worker, the files that hold slow tests come first, most slow tests first (each file's own
+    order kept): the long pieces of work start early and the short ones fill in at the end, so no worker is
+    left alone with a minutes-long file. Every worker sorts the same collection the same way, as xdist needs."""
+    if not hasattr(session.config, "workerinput"):  # a serial run, or the xdist controller
+        return
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable: files with no slow test stay in collection order
 
 
 @pytest.fixture(scope="session")
