@@ -28,6 +28,10 @@ from timing import wait_for  # noqa: E402
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 HOLDOUT = {"fraction": 0.25, "seed": 0}
+HANG_S = 600.0
+"""run_until's deadline: it only bounds a hang. At load 14 (benches at normal priority, these tests under
+nice 10) a module's first attempt had not reached its first training step after 120 s: the Ray worker
+imports torch and transformers first."""
 BAD_TEMPLATE = {"name": "x", "input": "{{review}} good or bad?", "label_column": "label", "choices": ["bad", "good"]}
 """Names a column the dataset lacks (it has text, label): the node fails the job while rendering."""
 
@@ -39,7 +43,7 @@ def dispatcher(data_dir, **kw):
                                        **kw))
 
 
-def run_until(d, done, timeout_s=120.0):
+def run_until(d, done, timeout_s=HANG_S):
     deadline = time.monotonic() + timeout_s
     while not done():
         assert time.monotonic() < deadline, f"timed out; attempts {list(d.attempts)}, history {d.history}"
