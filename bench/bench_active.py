@@ -53,7 +53,7 @@ def tiny_model(work: Path) -> str:
 def split(task: str, seed: int, rows: int | None, eval_fraction: float) -> tuple[list[dict], list[dict]]:
     """(pool, held-out) of the task's unique rows for one simulation seed (labels still on the pool rows)."""
     by_idx: dict[str, dict] = {}
-    for r in tfew_data._read(task):  # noqa: SLF001 - the loader's reader; every seed's sample
+    for r in tfew_data.read_all(task):  # every seed's sample
         by_idx.setdefault(r["idx"], {k: v for k, v in r.items() if k not in tfew_data.META})
     unique = list(by_idx.values())
     random.Random(seed).shuffle(unique)

@@ -110,7 +110,7 @@ def progress_costs(root: Path, n_events: int) -> dict[str, float]:
     def poster(box, n):
         t0 = time.perf_counter()
         for step in range(1, n + 1):
-            ref = box.post.remote(1, "tok", "progress", ProgressEvent(**{**event, "step": step}))
+            ref = box.post.remote(1, "tok", ProgressEvent(**{**event, "step": step}))
         posted = time.perf_counter() - t0
         ray.get(ref)
         t1 = time.perf_counter()
@@ -125,7 +125,7 @@ def progress_costs(root: Path, n_events: int) -> dict[str, float]:
     q.claim(d.db, d.config.worker_id, lease_s=600)
     events = ray.get(mailbox.drain.remote())
     t = time.perf_counter()
-    for _, _, _, ev in events:
+    for _, _, ev in events:
         q.report_progress(d.db, job2, d.config.worker_id, ev)
     write_ms = (time.perf_counter() - t) / len(events) * 1000
     t = time.perf_counter()

@@ -16,7 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ia3app.errors import UserError
 from ia3app.templates.library import builtin
-from ia3app.templates.rendering import _context, render
+from ia3app.templates.rendering import render, render_context
 from ia3app.templates.spec import TemplateSpec
 
 CASES = [  # (builtin template, a row for it)
@@ -30,7 +30,7 @@ CASES = [  # (builtin template, a row for it)
 
 
 def plain_row(env: jinja2.Environment, spec: TemplateSpec, row: dict) -> None:
-    context = _context(spec, row)
+    context = render_context(spec, row)
     choices = [env.from_string(t).render(context) for t in spec.choice_templates or []] or spec.choices
     env.from_string(spec.input).render(context | {"answer_choices": choices})
 

@@ -107,10 +107,11 @@ def convert(git_dir: Path, out: Path = DATA) -> None:
 
 
 def seeds(task: str) -> list[int]:
-    return sorted({int(r["seed"]) for r in _read(task)})
+    return sorted({int(r["seed"]) for r in read_all(task)})
 
 
-def _read(task: str) -> list[dict]:
+def read_all(task: str) -> list[dict]:
+    """Every row of the task's CSV: every seed's sample, with the `idx` and `seed` columns."""
     with open(DATA / f"{task}.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
@@ -120,7 +121,7 @@ def split(task: str, train_seed: int, max_eval: int | None = None) -> tuple[list
 
     Rows come without the `idx`/`seed` bookkeeping columns, as a user's CSV would.
     """
-    rows = _read(task)
+    rows = read_all(task)
     train = [r for r in rows if int(r["seed"]) == train_seed]
     if not train:
         raise ValueError(f"{task} has no sample for seed {train_seed}; seeds: {seeds(task)}")

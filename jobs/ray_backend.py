@@ -42,8 +42,10 @@ from typing import Any
 import ray
 
 from ia3app.errors import UserError
+from ia3app.jobtypes import ProgressEvent
 from jobs import queue
-from jobs.ray_remote import Mailbox, read_tree, run_attempt, safe_relpath
+from jobs.ray_remote import (AttemptFailed, AttemptOutcome, AttemptPayload, AttemptStarted, AttemptStopped,
+                              AttemptSucceeded, Mailbox, MailboxEvent, WorkFile, read_tree, run_attempt, safe_relpath)
 from jobs.progress import stall_message
 from jobs.ray_resources import GPU_SHARE_STEP, Resources, fits, plan
 from jobs.worker import watch_parent, classify, finish, load_inputs
@@ -223,9 +225,9 @@ class Dispatcher:
             log.info("job %s: %s", job.id, queue.fail(self.db, job.id, cfg.worker_id, kind, message, retry))
             return
         token = uuid.uuid4().hex
-        payload = {"job_id": job.id, "token": token, "spec": spec, "train_rows": train_rows,
-                   "eval_rows": eval_rows, "work_files": read_tree(self.store.checkpoint_dir(job.id)),
-                   "device": resources.device, "progress_interval_s": cfg.progress_interval_s}
+        payload = AttemptPayload(job.id, token, spec, train_rows, eval_rows,
+                                 work_files=read_tree(self.store.checkpoint_dir(job.id)), device=resources.device,
+                                 progress_interval_s=cfg.progress_interval_s)
         ref = _remote_attempt.options(name=f"ia3app-job-{job.id}", **resources.ray_options()).remote(
             payload, self.mailbox)
         self.attempts[job.id] = Attempt(job, token, ref, resources)
@@ -274,34 +276,33 @@ class Dispatcher:
             self.mailbox.stop.remote(att.token)
 
     def _drain(self) -> None:
-        for job_id, token, kind, payload in ray.get(self.mailbox.drain.remote()):
+        for job_id, token, event in ray.get(self.mailbox.drain.remote()):
             att = self.attempts.get(job_id)
             if att is None or att.token != token:
                 continue  # a straggler of an earlier attempt
             try:
-                self._event(att, kind, payload)
+                self._event(att, event)
             except queue.LeaseLost:
                 self._stop(att, "lost")
 
-    def _event(self, att: Attempt, kind: str, payload: Any) -> None:
+    def _event(self, att: Attempt, event: MailboxEvent) -> None:
         job_id = att.job.id
         att.last_event = time.monotonic()
-        if kind == "started":
-            att.started, att.node, att.pid = time.monotonic(), payload["node"], payload["pid"]
-            log.info("job %s: running on node %s (%s pid %s)", job_id, payload["node"][:12], payload["host"],
-                     payload["pid"])
-        elif kind == "progress":  # a ProgressEvent
-            att.phase = payload.phase
+        if isinstance(event, AttemptStarted):
+            att.started, att.node, att.pid = time.monotonic(), event.node, event.pid
+            log.info("job %s: running on node %s (%s pid %s)", job_id, event.node[:12], event.host, event.pid)
+        elif isinstance(event, ProgressEvent):
+            att.phase = event.phase
             if att.first_step is None and att.phase == "train":
                 att.first_step = time.monotonic()
             if att.stop_reason != "lost":
-                queue.report_progress(self.db, job_id, self.config.worker_id, payload)
-        elif kind == "file":
-            target = self.store.checkpoint_dir(job_id) / safe_relpath(payload["path"])
-            self.store.write_bytes(self.store.relpath(target), payload["data"])
-            att.checkpoint_step = payload.get("step")
+                queue.report_progress(self.db, job_id, self.config.worker_id, event)
+        elif isinstance(event, WorkFile):
+            target = self.store.checkpoint_dir(job_id) / safe_relpath(event.path)
+            self.store.write_bytes(self.store.relpath(target), event.data)
+            att.checkpoint_step = event.step
         else:
-            log.warning("job %s: unknown event %r from its Ray task", job_id, kind)
+            log.warning("job %s: unknown event %r from its Ray task", job_id, type(event).__name__)
 
     # ----- outcomes --------------------------------------------------------------------------
     def _collect(self, ready: list[Attempt]) -> int:
@@ -326,40 +327,40 @@ class Dispatcher:
             return "abandoned (lease lost)"
         if att.stop_reason == "stalled":
             return "failed (stalled)"
-        try:
-            out = ray.get(att.ref)
-        except ray.exceptions.TaskCancelledError:
-            out = {"status": "stopped"}
-        except _LOST as exc:
-            if att.stop_reason == "cancel":
-                out = {"status": "stopped"}
-            else:
-                where = f"from step {att.checkpoint_step}" if att.checkpoint_step else "from the start"
-                out = {"status": "failed", "kind": "lost", "retry": True,
-                       "message": f"the Ray node or worker running this job died ({type(exc).__name__}); "
-                                  f"it is retried and resumes {where}"}
-        except ray.exceptions.RayTaskError as exc:
-            kind, message, retry = classify(exc.cause or exc, att.phase, cfg.data_dir)
-            out = {"status": "failed", "kind": kind, "message": message, "retry": retry}
-        except ray.exceptions.RayError as exc:
-            kind, message, retry = classify(exc, att.phase, cfg.data_dir)
-            out = {"status": "failed", "kind": kind, "message": message, "retry": retry}
-        status = out["status"]
-        if status == "succeeded":
-            self._publish(job.id, out["adapter"])
-            finish(self.db, self.store, job, cfg.worker_id, out["result"])
+        out = self._read_outcome(att)
+        if isinstance(out, AttemptSucceeded):
+            self._publish(job.id, out.adapter)
+            finish(self.db, self.store, job, cfg.worker_id, out.result)
             self._time(att)
             return "succeeded"
-        if status == "stopped" and att.stop_reason == "cancel":
-            queue.mark_cancelled(self.db, job.id, cfg.worker_id)
-            return "cancelled"
-        if status == "stopped" and att.stop_reason == "shutdown":
-            queue.release(self.db, job.id, cfg.worker_id)
-            return "given back to the queue (dispatcher shutting down)"
-        if status == "stopped":
-            out = {"kind": "crash", "retry": True, "message": "the Ray task stopped without being asked to"}
-        new = queue.fail(self.db, job.id, cfg.worker_id, out["kind"], out["message"], out["retry"])
-        return f"{new} ({out['kind']}: {out['message']})"
+        if isinstance(out, AttemptStopped):
+            if att.stop_reason == "cancel":
+                queue.mark_cancelled(self.db, job.id, cfg.worker_id)
+                return "cancelled"
+            if att.stop_reason == "shutdown":
+                queue.release(self.db, job.id, cfg.worker_id)
+                return "given back to the queue (dispatcher shutting down)"
+            out = AttemptFailed("crash", "the Ray task stopped without being asked to", True)
+        new = queue.fail(self.db, job.id, cfg.worker_id, out.kind, out.message, out.retry)
+        return f"{new} ({out.kind}: {out.message})"
+
+    def _read_outcome(self, att: Attempt) -> AttemptOutcome:
+        """What the attempt returned, or what its end means when Ray raised instead (cancelled, the node or
+        worker died, an error outside run_attempt's own handling)."""
+        try:
+            return ray.get(att.ref)
+        except ray.exceptions.TaskCancelledError:
+            return AttemptStopped()
+        except _LOST as exc:
+            if att.stop_reason == "cancel":
+                return AttemptStopped()
+            where = f"from step {att.checkpoint_step}" if att.checkpoint_step else "from the start"
+            return AttemptFailed("lost", f"the Ray node or worker running this job died ({type(exc).__name__}); "
+                                         f"it is retried and resumes {where}", True)
+        except ray.exceptions.RayTaskError as exc:
+            return AttemptFailed(*classify(exc.cause or exc, att.phase, self.config.data_dir))
+        except ray.exceptions.RayError as exc:
+            return AttemptFailed(*classify(exc, att.phase, self.config.data_dir))
 
     def _publish(self, job_id: int, files: dict[str, bytes]) -> None:
         """Write the adapter folder the node sent back; ia3_config.json last (its presence marks it complete)."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -27,6 +28,12 @@ from timing import wait_for  # noqa: E402
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 HOLDOUT = {"fraction": 0.25, "seed": 0}
+HANG_S = 600.0
+"""run_until's deadline: it only bounds a hang. At load 14 (benches at normal priority, these tests under
+nice 10) a module's first attempt had not reached its first training step after 120 s: the Ray worker
+imports torch and transformers first."""
+BAD_TEMPLATE = {"name": "x", "input": "{{review}} good or bad?", "label_column": "label", "choices": ["bad", "good"]}
+"""Names a column the dataset lacks (it has text, label): the node fails the job while rendering."""
 
 
 def dispatcher(data_dir, **kw):
@@ -36,7 +43,7 @@ def dispatcher(data_dir, **kw):
                                        **kw))
 
 
-def run_until(d, done, timeout_s=120.0):
+def run_until(d, done, timeout_s=HANG_S):
     deadline = time.monotonic() + timeout_s
     while not done():
         assert time.monotonic() < deadline, f"timed out; attempts {list(d.attempts)}, history {d.history}"
@@ -98,12 +105,56 @@ def test_twenty_jobs_from_three_users_run_once_each_over_two_nodes(ray_cluster, 
 
 def test_bad_template_fails_once_without_retry(ray_cluster, tmp_path, tiny_model_dir):
     env = Env(tmp_path / "data", tiny_model_dir("t0"))
-    bad = {"name": "x", "input": "{{review}} good or bad?", "label_column": "label", "choices": ["bad", "good"]}
-    job_id = env.submit(template=bad)
+    job_id = env.submit(template=BAD_TEMPLATE)
     dispatcher(env.data_dir, until_empty=True).serve()
     job = env.job(job_id)
     assert job.status == "failed" and job.attempts == 1 and job.error_kind == "user_error"
     assert "review" in job.error_message
+
+
+def test_an_attempt_travels_through_ray_as_typed_objects(ray_cluster, tmp_path, tiny_model_dir, monkeypatch):
+    """What crosses Ray for an attempt is typed, not a dict: the payload the dispatcher sends is an
+    AttemptPayload (and arrives as one in a Ray worker on a node), and what comes back through Ray's object
+    store is an AttemptSucceeded (with the JobResult and the adapter's files) or an AttemptFailed. The
+    dispatcher's way to start an attempt is wrapped to keep each payload and its object ref."""
+    from ia3app.jobtypes import JobResult, JobSpec
+    from jobs import ray_backend
+    from jobs.ray_remote import AttemptFailed, AttemptPayload, AttemptSucceeded
+
+    sent = []
+    real = ray_backend._remote_attempt
+
+    def options(**kw):
+        submit = real.options(**kw)
+
+        def remote(payload, mailbox):
+            ref = submit.remote(payload, mailbox)
+            sent.append((payload, ref))
+            return ref
+        return SimpleNamespace(remote=remote)
+
+    monkeypatch.setattr(ray_backend, "_remote_attempt", SimpleNamespace(options=options))
+    env = Env(tmp_path / "data", tiny_model_dir("t0"))
+    good, bad = env.submit(), env.submit(template=BAD_TEMPLATE)
+    d = dispatcher(env.data_dir, until_empty=True)
+    assert d.serve() == 2
+    assert env.job(good).status == "succeeded" and env.job(bad).status == "failed"
+    assert all(h["node"] for h in d.history)  # each attempt's AttemptStarted reached the dispatcher
+    by_job = {payload.job_id: (payload, ref) for payload, ref in sent}
+    assert sorted(by_job) == [good, bad]
+    for payload, _ in sent:
+        assert type(payload) is AttemptPayload and type(payload.spec) is JobSpec
+
+    @ray.remote(num_cpus=1)
+    def type_on_a_node(obj):
+        return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+    assert ray.get(type_on_a_node.remote(by_job[good][0])) == "jobs.ray_remote.AttemptPayload"
+    succeeded, failed = ray.get([by_job[good][1], by_job[bad][1]])
+    assert type(succeeded) is AttemptSucceeded and type(succeeded.result) is JobResult
+    assert "ia3_config.json" in succeeded.adapter and isinstance(succeeded.adapter["ia3_config.json"], bytes)
+    assert type(failed) is AttemptFailed and failed.kind == "user_error" and not failed.retry
+    assert "review" in failed.message
 
 
 def test_cancel_reaches_the_running_task_within_seconds(ray_cluster, tmp_path, tiny_model_dir):

@@ -70,6 +70,12 @@ def parse(path: str | None, ctx: AppContext, what: str = "file") -> "data.Table"
     return table
 
 
+def clear_parse_cache() -> None:
+    """Forget every parsed upload: the next parse reads its file again (bench/bench_upload.py times both)."""
+    with _PARSED_LOCK:
+        _PARSED.clear()
+
+
 def guess_label_column(columns: list[str]) -> str:
     """The column the page proposes as the label: the one guess_label_column (ia3app.templates.task_shapes) finds
     by name, else the last column."""

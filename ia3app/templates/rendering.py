@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from ia3app.templates.spec import TemplateSpec
 
 
-def _context(spec: TemplateSpec, row: dict[str, Any]) -> dict[str, Any]:
+def render_context(spec: TemplateSpec, row: dict[str, Any]) -> dict[str, Any]:
+    """The names a template sees for one row: its columns (empty cells as ""; whole numbers as ints with
+    ``integer_values``; the label as its index into ``label_names`` when set) and ``row``, the whole row.
+    Every render of a row starts from it (bench/bench_render.py times a plain Jinja render on it too)."""
     context: dict[str, Any] = {k: ("" if v is None else v) for k, v in row.items()}
     if spec.integer_values:
         for k, v in context.items():
@@ -45,7 +48,7 @@ def _label_value(row: dict[str, Any], column: str) -> str | None:
 def render_choices(spec: TemplateSpec, row: dict[str, Any]) -> list[str]:
     if not spec.per_row:
         return list(spec.choices or [])
-    context = _context(spec, row)
+    context = render_context(spec, row)
     return [
         render_text(text, f"answer choice {i + 1} template", context, MAX_CHOICE_CHARS)
         for i, text in enumerate(spec.choice_templates or [])
@@ -58,7 +61,7 @@ def lookup_label(spec: TemplateSpec, row: dict[str, Any], choices: list[str]) ->
     if value is None:
         return None
     if spec.target is not None:
-        context = _context(spec, row) | {"answer_choices": choices}
+        context = render_context(spec, row) | {"answer_choices": choices}
         text = render_text(spec.target, "target template", context, MAX_CHOICE_CHARS)
         matches = [i for i, c in enumerate(choices) if _norm(c) == _norm(text)]
         if not matches:
@@ -101,7 +104,7 @@ def render(spec: TemplateSpec, row: dict[str, Any]) -> Example:
 
 def _render(spec: TemplateSpec, row: dict[str, Any]) -> Example:
     choices = render_choices(spec, row)
-    context = _context(spec, row) | {"answer_choices": choices}
+    context = render_context(spec, row) | {"answer_choices": choices}
     text = render_text(spec.input, "input template", context, MAX_INPUT_CHARS)
     if not text:
         raise UserError("the input template renders to empty text")
@@ -209,7 +212,7 @@ def _check(spec: TemplateSpec, columns: list[str], rows: list[dict[str, Any]], *
         with deadline():  # one time budget per row (input, choices, target), as in render()
             try:
                 choices = render_choices(spec, row)
-                context = _context(spec, row) | {"answer_choices": choices}
+                context = render_context(spec, row) | {"answer_choices": choices}
                 text = render_text(spec.input, "input template", context, MAX_INPUT_CHARS)
             except UserError as e:
                 failed.setdefault(str(e), []).append(n)
