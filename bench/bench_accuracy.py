@@ -12,7 +12,8 @@ Two settings:
   --setting cpu   (default) a subset for a 2-core CPU: 4 tasks, train seed 0, at most 64 unseen rows,
                   100 steps. Said so in the output. It does NOT fit in well under an hour on a busy machine:
                   SST-2 alone with 96 rows took 61 min at load ~10 (2026-12-05), 43 min of it in-context
-                  evaluation (prompts of ~1,000 tokens); a quiet machine is several times faster (not measured).
+                  evaluation (prompts of ~1,000 tokens); RTE 52 min; COPA 21 and WiC 28 min with one thread
+                  at load 9-15 (2026-12-05, bench/RESULTS.md). A quiet machine is faster (not measured).
   --setting full  the paper's protocol for a GPU: all 13 tasks, 1,000 steps, every seed as the
                   training sample in turn, every unseen row.
 In-context prompts are the app's: as many of the training rows as fit 1,024 tokens beside the query.
