@@ -16,7 +16,7 @@ import torch
 from ia3app.adapters.ia3 import inject, is_ia3_parameter
 from ia3app.backbones import bundled
 from ia3app.backbones.loading import load_model
-from ia3app.evaluation.scoring import choice_log_probs, score_choices
+from ia3app.evaluation.scoring import choice_log_probs, common_prefix_length, decoder_input_ids, score_choices
 from ia3app.example import Example
 from ia3app.recipe.losses import tfew_losses
 from ia3app.templates.chat import overhead_tokens, wrap_examples
@@ -88,6 +88,34 @@ def test_the_three_losses_train_only_the_vectors(real):
         real.model.eval()
         real.model.zero_grad(set_to_none=True)
         handle.unload()
+
+
+def test_the_chat_templates_common_prefix_read_once_gives_the_same_losses_and_gradients(real):
+    """Chat-wrapped rows start with the template's system block and user turn: read once per batch (a KV cache
+    expanded to the rows), the log-probs, the three losses and the vectors' gradients equal reading every
+    input whole."""
+    handle = inject(real.model)
+    try:
+        handle.load_vectors(random_vectors(handle, 3))
+        examples = sentiment_examples(real.tokenizer)[3:5]  # two rows, both labels (each loss's gradients: tiny tests)
+        assert common_prefix_length(decoder_input_ids(real.tokenizer, examples, 256)) >= 20
+        labels = torch.tensor([ex.label for ex in examples])
+        params = handle.trainable_parameters()
+        runs = []
+        for common in (True, False):
+            out = choice_log_probs(real.model, real.tokenizer, examples, max_length=256, common_prefix=common)
+            losses = tfew_losses(out.token_logprobs, out.token_mask, out.choice_index, labels)
+            runs.append((out, losses, torch.autograd.grad(losses["total"], params)))
+        (once, losses_once, grads_once), (whole, losses_whole, grads_whole) = runs
+        assert once.tokens_processed < whole.tokens_processed
+        torch.testing.assert_close(once.token_logprobs, whole.token_logprobs, atol=1e-4, rtol=0)
+        for key in ("lm", "ul", "ln", "total"):
+            torch.testing.assert_close(losses_once[key], losses_whole[key], atol=1e-5, rtol=1e-4)
+        assert any(g.abs().sum() > 0 for g in grads_once)
+        for a, b in zip(grads_once, grads_whole):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+    finally:
+        handle.unload(merge=False)
 
 
 def test_merged_mixed_and_peft_compute_the_same_function(real, tmp_path):

@@ -14,6 +14,12 @@ scoring (no gradients) and training (the T-Few losses) both use it.
   attention mask that lets every choice see the input and its own earlier tokens only, and
   position ids that restart after the input for every choice. ``shared_prefix=False`` repeats the
   input once per choice, one row per (example, choice) (the benchmark's baseline; same numbers).
+- The rows of a batch often start with the same tokens (a chat template's system block; in-context
+  prompts' first demonstrations). That common prefix is read ONCE per batch (``common_prefix``,
+  :func:`common_prefix_length`): it runs at batch size 1 into a KV cache, which is expanded to the
+  batch, and every row's remaining input and choice slots attend to it, their positions continuing
+  from it (gradients flow through the cached keys and values). Not with per-row adapters (the prefix
+  would need each row's vectors) nor with ``pool`` (the prefix's states would be missing).
 
 A choice's tokens always end with EOS; the score β(c) is the mean log-prob over those tokens.
 """
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -130,6 +137,7 @@ def choice_log_probs(
     handle=None,
     reuse_encoder: bool = True,
     shared_prefix: bool = True,
+    common_prefix: bool = True,
     is_encoder_decoder: bool | None = None,
     pool: bool = False,
 ) -> ChoiceLogProbs:
@@ -139,7 +147,9 @@ def choice_log_probs(
     are expanded to one per choice row for every forward that runs per choice (a forward that runs
     per example, the encoder or a shared-prefix decoder, takes them as they are). ``pool``: also return each
     input's mean-pooled last hidden state (ChoiceLogProbs.pooled), from the same forward (a decoder-only
-    model then reads each input once per choice row, not through the shared prefix).
+    model then reads each input once per choice row, not through the shared prefix). ``common_prefix``
+    (decoder-only, with ``shared_prefix``): the tokens every input of the batch starts with go through the
+    model once (:func:`common_prefix_length`; not with adapter_names).
     """
     if adapter_names is not None:
         if handle is None:
@@ -156,8 +166,10 @@ def choice_log_probs(
         return _enc_dec(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
                         adapter_names, row_names, handle, reuse_encoder, pad, device, pool)
     shared_prefix = shared_prefix and not pool
+    common_prefix = common_prefix and shared_prefix and adapter_names is None and prefix_cache_supported(model)
     return _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
-                     adapter_names if shared_prefix else row_names, handle, shared_prefix, pad, device, pool)
+                     adapter_names if shared_prefix else row_names, handle, shared_prefix, pad, device, pool,
+                     common_prefix)
 
 
 def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -228,7 +240,7 @@ def decoder_input_ids(tokenizer, examples, max_length: int) -> list[list[int]]:
 
 
 def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example, choice_index,
-              names, handle, shared_prefix, pad, device, pool=False) -> ChoiceLogProbs:
+              names, handle, shared_prefix, pad, device, pool=False, common_prefix=False) -> ChoiceLogProbs:
     inputs = decoder_input_ids(tokenizer, examples, max_length)
     texts = [as_continuation(examples[n].input, c) for n, c in zip(row_example.tolist(), flat_choices)]
     targets, tmask = _pad(choice_token_ids(tokenizer, texts, False, max_length), pad, device)  # (R, T)
@@ -237,9 +249,12 @@ def _dec_only(model, tokenizer, examples, flat_choices, max_length, row_example,
     in_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in inputs], device=device)  # (N, S)
     mask = tmask.to(torch.float32)
     if shared_prefix:
+        prefix = common_prefix_length(inputs) if common_prefix else 0
         with _mixed(handle, names):
-            logprobs = shared_prefix_log_probs(model, in_ids, in_mask, targets, tmask, row_example, choice_index)
-        return ChoiceLogProbs(logprobs, mask, choice_index, row_example, int(in_mask.sum()) + int(tmask.sum()))
+            logprobs = shared_prefix_log_probs(model, in_ids, in_mask, targets, tmask, row_example, choice_index,
+                                               prefix=prefix)
+        tokens = sum(map(len, inputs)) - prefix * (len(inputs) - 1) + int(tmask.sum())
+        return ChoiceLogProbs(logprobs, mask, choice_index, row_example, tokens)
     # Inputs padded on the LEFT, choices on the right: every choice starts at column S, so the
     # logits needed (columns S-1 .. S+T-2: position p predicts token p + 1) are the last T + 1
     # but one, for every row; logits_to_keep spares the (R, L, V) logits of the whole sequence.
@@ -273,7 +288,58 @@ def _slot_mask(prompt: int, slot: int):
     return inner
 
 
-def shared_prefix_log_probs(model, in_ids, in_mask, targets, tmask, row_example, choice_index) -> torch.Tensor:
+MIN_COMMON_PREFIX = 8
+"""Fewest common tokens worth a forward of their own (below this the second call costs more than it saves)."""
+
+
+def common_prefix_length(inputs: Sequence[Sequence[int]], minimum: int = MIN_COMMON_PREFIX) -> int:
+    """How many leading tokens all `inputs` share, leaving each at least one token of its own (the last
+    input token predicts the first answer token); 0 when that is below `minimum` or there is one input."""
+    if len(inputs) < 2:
+        return 0
+    limit = min(len(ids) for ids in inputs) - 1
+    first = inputs[0]
+    length = 0
+    while length < limit and all(ids[length] == first[length] for ids in inputs):
+        length += 1
+    return length if length >= minimum else 0
+
+
+def prefix_cache_supported(model) -> bool:
+    """Whether `model` can continue rows from a cached common prefix: a decoder whose cache is one plain
+    full-attention layer per block (sliding-window and hybrid caches drop or reshape keys: not here), and
+    no activation checkpointing while training."""
+    if _is_enc_dec(model) or "past_key_values" not in inspect.signature(model.forward).parameters:
+        return False
+    if model.training and any(getattr(m, "gradient_checkpointing", False) for m in model.modules()):
+        return False  # checkpointed blocks drop the cache (transformers' GradientCheckpointingLayer)
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
+def split_prefix(in_ids: torch.Tensor, in_mask: torch.Tensor, prefix: int):
+    """Left-padded inputs (N, S) whose real tokens all start with the same `prefix` tokens, split into
+    that prefix (1, P) and the rest of every input, left-padded (N, S - P). No host reads: row n's real
+    tokens are its last L_n columns, so its rest is columns P.. masked like columns ..S-P."""
+    s = in_ids.shape[1]
+    start = (in_mask[:1] == 0).sum(-1, keepdim=True)  # (1, 1): row 0's padding
+    prefix_ids = in_ids[:1].gather(1, start + torch.arange(prefix, device=in_ids.device))  # (1, P)
+    return prefix_ids, in_ids[:, prefix:], in_mask[:, : s - prefix]
+
+
+def prefix_cache(model, prefix_ids: torch.Tensor, rows: int) -> DynamicCache:
+    """The keys and values of one prefix (1, P) through every block, computed once and expanded to `rows`
+    rows (views, no copy; gradients flow to whatever scaled them, e.g. the (IA)^3 vectors)."""
+    cache = DynamicCache(config=model.config)
+    positions = torch.arange(prefix_ids.shape[1], device=prefix_ids.device).unsqueeze(0)
+    model.base_model(input_ids=prefix_ids, position_ids=positions, past_key_values=cache, use_cache=True)
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(rows, -1, -1, -1)
+        layer.values = layer.values.expand(rows, -1, -1, -1)
+    return cache
+
+
+def shared_prefix_log_probs(model, in_ids, in_mask, targets, tmask, row_example, choice_index,
+                            prefix: int = 0) -> torch.Tensor:
     """Per-token log-probs (R, T) of every choice row, each example's input read once (gradients flow).
 
     in_ids/in_mask (N, S) left-padded inputs; targets/tmask (R, T) right-padded choices;
@@ -281,8 +347,15 @@ def shared_prefix_log_probs(model, in_ids, in_mask, targets, tmask, row_example,
     consecutive. One row per example goes through the model: [input, K slots of width T]; the
     4-D mask (built by transformers for the model's attention implementation) keeps the slots
     apart, and every slot's positions count on from the input's length, so choice k of example n
-    sees exactly what its own row [input, choice k] would. No host reads (shapes only).
+    sees exactly what its own row [input, choice k] would. ``prefix`` (0 < P < every input's length,
+    :func:`common_prefix_length`): the first P real tokens, the same in every input, go through the model
+    once (:func:`prefix_cache`) and the rows continue from their keys/values, positions from P on.
+    No host reads (shapes only).
     """
+    past = None
+    if prefix:
+        prefix_ids, in_ids, in_mask = split_prefix(in_ids, in_mask, prefix)
+        past = prefix_cache(model, prefix_ids, in_ids.shape[0])
     n, s = in_ids.shape
     r, t = targets.shape
     k = choice_index.shape[1]
@@ -293,19 +366,21 @@ def shared_prefix_log_probs(model, in_ids, in_mask, targets, tmask, row_example,
     slot_mask = tmask.new_zeros((n, k, t))
     slot_mask[row_example, slot] = tmask
     ids = torch.cat([in_ids, slot_ids.view(n, k * t)], dim=1)  # (N, S + K*T)
-    attn = torch.cat([in_mask, slot_mask.view(n, k * t)], dim=1)  # (N, S + K*T)
-    prompt_len = in_mask.sum(-1, keepdim=True)  # (N, 1)
-    positions = torch.cat([(in_mask.cumsum(-1) - 1).clamp(min=0),  # real input tokens count from 0
+    attn = torch.cat([in_mask.new_ones((n, prefix)), in_mask, slot_mask.view(n, k * t)], dim=1)  # (N, P + S + K*T)
+    prompt_len = prefix + in_mask.sum(-1, keepdim=True)  # (N, 1)
+    positions = torch.cat([prefix + (in_mask.cumsum(-1) - 1).clamp(min=0),  # real input tokens count from P
                            prompt_len + torch.arange(t, device=device).repeat(k)], dim=1)  # each slot from S_n
     embeds = torch.empty((n, s + k * t, 0), dtype=model.get_input_embeddings().weight.dtype, device=device)
-    mask4d = create_causal_mask(model.config, embeds, attn, None, position_ids=positions,
-                                and_mask_function=_slot_mask(s, t), allow_is_causal_skip=False)
+    # The mask's query and key indices count from the prefix's first token (the cache's length is the offset).
+    mask4d = create_causal_mask(model.config, embeds, attn, past, position_ids=positions,
+                                and_mask_function=_slot_mask(prefix + s, t), allow_is_causal_skip=False)
     keep = k * t + 1  # columns S-1 .. S+K*T-1; column S-1+c is relative column c
+    cache = {"past_key_values": past, "use_cache": True} if past is not None else {"use_cache": False}
     if accepts_logits_to_keep(model):
-        logits = model(input_ids=ids, attention_mask=mask4d, position_ids=positions, use_cache=False,
-                       logits_to_keep=keep).logits
+        logits = model(input_ids=ids, attention_mask=mask4d, position_ids=positions, logits_to_keep=keep,
+                       **cache).logits
     else:
-        logits = model(input_ids=ids, attention_mask=mask4d, position_ids=positions, use_cache=False).logits[:, -keep:]
+        logits = model(input_ids=ids, attention_mask=mask4d, position_ids=positions, **cache).logits[:, -keep:]
     logp = torch.log_softmax(logits.float(), dim=-1)  # (N, K*T + 1, V) in fp32 even under autocast
     steps = torch.arange(t, device=device)
     # token 0 of every choice is predicted by the input's last column (relative 0), token j > 0 of
@@ -327,6 +402,7 @@ def score_choices(
     handle=None,
     reuse_encoder: bool = True,
     shared_prefix: bool = True,
+    common_prefix: bool = True,
     is_encoder_decoder: bool | None = None,
     on_batch: Callable[[int], None] | None = None,
     embed: bool = False,
@@ -348,8 +424,8 @@ def score_choices(
         names = None if adapter_names is None else [adapter_names[i] for i in idx]
         out = choice_log_probs(
             model, tokenizer, batch, max_length=max_length, adapter_names=names, handle=handle,
-            reuse_encoder=reuse_encoder, shared_prefix=shared_prefix, is_encoder_decoder=is_encoder_decoder,
-            pool=embed,
+            reuse_encoder=reuse_encoder, shared_prefix=shared_prefix, common_prefix=common_prefix,
+            is_encoder_decoder=is_encoder_decoder, pool=embed,
         )
         pooled = out.pooled.cpu() if out.pooled is not None else None
         beta = out.scores().cpu()  # (R,): one copy to the host per batch

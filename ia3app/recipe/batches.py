@@ -16,7 +16,8 @@ The forward mirrors ``scoring._enc_dec`` / ``scoring._dec_only`` (same padding, 
 and log-prob gather); tests check both give the same losses. Decoder-only models read each
 input once (``scoring.shared_prefix_log_probs``, gradients through the shared input) unless
 ``shared_prefix=False`` asks for one row per (example, choice), the input repeated (the
-benchmark's baseline).
+benchmark's baseline). With ``plan(common_prefix=True)`` each micro-batch also knows (on the host)
+how many leading tokens all its inputs share, and that common prefix goes through the model once.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from transformers.modeling_outputs import BaseModelOutput
 from ia3app.example import Example
 from ia3app.recipe.step_cost import padded_load
 from ia3app.evaluation.scoring import (ChoiceLogProbs, accepts_logits_to_keep, as_continuation, choice_token_ids,
-                                       decoder_input_ids, gather_logprobs, shared_prefix_log_probs)
+                                       common_prefix_length, decoder_input_ids, gather_logprobs,
+                                       shared_prefix_log_probs)
 
 
 @dataclass
@@ -79,6 +81,7 @@ class MicroBatch:
     tokens: int  # non-pad tokens through the model (host-known, for FLOPs)
     padded: int = 0  # tokens the forward carries, padding included (what a step's time grows with: step_cost)
     pairs: int = 0  # attention's token pairs (step_cost.batch_load)
+    prefix: int = 0  # leading tokens every input shares, read once (decoder-only, shared prefix; 0: none)
 
 
 @dataclass
@@ -135,11 +138,15 @@ class TokenCache:
         self.targets = targets.to(self.device)
         self.target_mask = (torch.arange(self.max_target) < torch.tensor(self.choice_len).unsqueeze(1)).long().to(self.device)
 
-    def plan(self, sampler, first: int, last: int, batch_size: int, micro: int, draw: Callable) -> Plan:
+    def plan(self, sampler, first: int, last: int, batch_size: int, micro: int, draw: Callable,
+             common_prefix: bool = False) -> Plan:
         """Draw steps first..last-1 exactly as the per-step loop did, and upload their indices once.
 
         draw(item_index, generator) -> rendering position within the item (one draw per row, in
         batch order, after the step's next_batch), so a resumed run continues the same sequence.
+        common_prefix (decoder-only, shared prefix): each micro-batch's common input prefix
+        (scoring.common_prefix_length) is read once; the caller checks the model can
+        (scoring.prefix_cache_supported).
         """
         tables = {k: [] for k in ("renderings", "labels", "choice_rows", "row_example", "choice_index")}
         steps, states = [], [sampler.state_dict()]
@@ -148,14 +155,14 @@ class TokenCache:
             micros = []
             for begin in range(0, len(batch), micro):
                 rend = [self.item_renderings[i][draw(i, sampler.generator)] for i in batch[begin : begin + micro]]
-                micros.append(self._micro(rend, tables))
+                micros.append(self._micro(rend, tables, common_prefix))
             steps.append(micros)
             states.append(sampler.state_dict())
         dev = {k: torch.tensor(v, dtype=torch.long).to(self.device) for k, v in tables.items()}
         return Plan(first, steps, dev["renderings"], dev["labels"], dev["choice_rows"], dev["row_example"],
                     dev["choice_index"], states)
 
-    def _micro(self, rend: list[int], tables: dict) -> MicroBatch:
+    def _micro(self, rend: list[int], tables: dict, common_prefix: bool = False) -> MicroBatch:
         k = max(len(self.tokenized[r].choice_ids) for r in rend)
         start_n, start_r, start_c = len(tables["renderings"]), len(tables["choice_rows"]), len(tables["choice_index"])
         local = 0
@@ -175,15 +182,19 @@ class TokenCache:
         s = max(self.input_len[r] for r in rend)
         t = max(self.choice_len[c] for c in rows)
         tokens = sum(self.choice_len[c] for c in rows)  # decoder (or continuation) tokens
-        if self.enc_dec or self.shared_prefix:  # each input encoded / read once
-            tokens += sum(self.input_len[r] for r in rend)
+        prefix = 0
+        if common_prefix and self.shared_prefix and not self.enc_dec:
+            prefix = common_prefix_length([self.tokenized[r].input_ids for r in rend])
+        if self.enc_dec or self.shared_prefix:  # each input encoded / read once (a common prefix once per batch)
+            tokens += sum(self.input_len[r] for r in rend) - prefix * (len(rend) - 1)
         else:  # each choice row carries its input again
             tokens += sum(self.input_len[r] * len(self.tokenized[r].choice_ids) for r in rend)
         s, t = _round_up(s, self.bucket[0], self.max_input), _round_up(t, self.bucket[1], self.max_target)
-        load = padded_load(len(rend), s, len(rows), t, self.enc_dec, k if self.shared_prefix else 0)  # padded, as carried
+        load = padded_load(len(rend), s, len(rows), t, self.enc_dec, k if self.shared_prefix else 0,
+                           prefix=prefix)  # padded, as carried
         return MicroBatch(
             slice(start_n, start_n + len(rend)), slice(start_r, start_r + len(rows)),
-            slice(start_c, start_c + len(rend) * k), k, s, t, tokens, int(load.tokens), int(load.pairs),
+            slice(start_c, start_c + len(rend) * k), k, s, t, tokens, int(load.tokens), int(load.pairs), prefix,
         )
 
     def batch(self, plan: Plan, mb: MicroBatch) -> dict[str, torch.Tensor]:
@@ -209,15 +220,17 @@ def _embeds_like(model, rows: int, width: int, device) -> torch.Tensor:
     return torch.empty((rows, width, 0), dtype=dtype, device=device)
 
 
-def forward(model, batch: dict[str, torch.Tensor], enc_dec: bool, shared_prefix: bool = True) -> ChoiceLogProbs:
-    """Per-token log-probs of every choice row of a cached micro-batch (gradients flow)."""
+def forward(model, batch: dict[str, torch.Tensor], enc_dec: bool, shared_prefix: bool = True,
+            prefix: int = 0) -> ChoiceLogProbs:
+    """Per-token log-probs of every choice row of a cached micro-batch (gradients flow); prefix: its
+    MicroBatch.prefix (with shared_prefix), the leading input tokens read once for all rows."""
     if enc_dec:
         return _enc_dec(model, batch)
     if shared_prefix:
         b = batch
         mask = b["target_mask"].to(torch.float32)
         logprobs = shared_prefix_log_probs(model, b["input_ids"], b["input_mask"], b["targets"], b["target_mask"],
-                                           b["row_example"], b["choice_index"])
+                                           b["row_example"], b["choice_index"], prefix=prefix)
         return ChoiceLogProbs(logprobs, mask, b["choice_index"], b["row_example"], 0)
     return _dec_only(model, batch)
 

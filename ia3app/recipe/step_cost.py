@@ -113,15 +113,17 @@ class DataShape:
     """Padded tokens and attention pairs one step carries (see the module docstring)."""
 
 
-def padded_load(n: int, s: int, r: int, t: int, enc_dec: bool, k: int = 0) -> Load:
+def padded_load(n: int, s: int, r: int, t: int, enc_dec: bool, k: int = 0, prefix: int = 0) -> Load:
     """What a batch of n inputs padded to s tokens and r choice rows padded to t tokens carries. k: for a
     decoder-only model reading each input once (the shared prefix), the slots per row (the most choices of
-    an example in the batch); 0: one row per choice, the input repeated."""
+    an example in the batch); 0: one row per choice, the input repeated. prefix (with k): leading tokens
+    common to every input, read once for the batch (scoring.common_prefix_length)."""
     if enc_dec:
         return Load(n * s + r * t, n * s * s + r * t * (t + s))
     if k:
         width = s + k * t
-        return Load(n * width, n * width * width)
+        rest = width - prefix  # each row's own columns, which attend to the prefix too
+        return Load(prefix + n * rest, prefix * prefix + n * rest * width)
     return Load(r * (s + t), r * (s + t) ** 2)
 
 

@@ -44,6 +44,7 @@ from ia3app.jobtypes import ProgressEvent
 from ia3app.errors import Cancelled, UserError
 from ia3app.example import Example
 from ia3app.recipe.batches import TokenCache, forward
+from ia3app.evaluation.scoring import prefix_cache_supported
 from ia3app.recipe.losses import tfew_losses
 from ia3app.recipe.device_plan import buckets, compile_stats, compile_wanted, prepare_for_training
 
@@ -199,6 +200,7 @@ def train(
     progress_interval_s: float = 0.25,
     compile_cache_dir: Path | None = None,
     shared_prefix: bool = True,
+    common_prefix: bool = True,
 ) -> TrainResult:
     """Train the handle's (IA)^3 vectors on labelled examples with the T-Few recipe.
 
@@ -217,7 +219,9 @@ def train(
     compile_cache_dir: where torch.compile keeps compiled kernels between processes (with
     recipe.compile on); see ia3app.recipe.device_plan.
     shared_prefix: decoder-only models read each input once for all its choices (False: once per
-    choice, the old layout; same losses, kept for the benchmark).
+    choice, the old layout; same losses, kept for the benchmark). common_prefix: with it, the tokens all
+    inputs of a micro-batch start with go through the model once (scoring.common_prefix_length; eager,
+    uncheckpointed decoders only; False: each input whole, kept for the benchmark and tests).
     """
     _check_examples(examples)
     model = handle.model
@@ -253,7 +257,12 @@ def train(
     setup = prepare_for_training(model, recipe, accelerator.device, cache, compiled=compiled,
                                  cache_dir=compile_cache_dir)
     micro = recipe.batch_size // setup.grad_accumulation
-    plan = cache.plan(sampler, start, recipe.steps, recipe.batch_size, micro, lambda i, g: _draw_index(examples[i], g))
+    # A batch's common input prefix read once: eager blocks only (a cache passed into compiled blocks would be
+    # one more guarded input), not checkpointed ones (transformers drops the cache there).
+    common_prefix = (common_prefix and shared_prefix and not compiled and not setup.checkpointing
+                     and prefix_cache_supported(model))
+    plan = cache.plan(sampler, start, recipe.steps, recipe.batch_size, micro, lambda i, g: _draw_index(examples[i], g),
+                      common_prefix=common_prefix)
 
     def checkpoint(step: int) -> None:
         torch_rng, cuda_rng = capture_rng()
@@ -309,7 +318,7 @@ def train(
             for mb in plan.steps[step - start]:
                 batch = cache.batch(plan, mb)
                 with accelerator.autocast():
-                    out = forward(model, batch, enc_dec, shared_prefix)
+                    out = forward(model, batch, enc_dec, shared_prefix, mb.prefix)
                 losses = tfew_losses(
                     out.token_logprobs,
                     out.token_mask,
